@@ -1,0 +1,146 @@
+"""The three plugin contracts: DatasetAdapter, Encoder and FusionHead (plus small dataclasses).
+
+This module must not import torch at module level: `clipclap --help` loads every plugin.
+`FusionHead` is therefore defined in `clipclap_cli.heads_base` and re-exported lazily.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import DatasetEntry
+
+Modality = Literal["audio", "video", "text"]
+
+#: The five video partitions of the two-stage protocol (SPEC.md "Benchmarks and splits").
+PARTITIONS = (
+    "stage_1_train",
+    "stage_1_val_seen",
+    "stage_1_val_unseen",
+    "stage_2_test_seen",
+    "stage_2_test_unseen",
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One video of a dataset, as an adapter enumerates it for extraction."""
+
+    id: str
+    label: str
+    video_path: Path | None = None
+    audio_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class FeatureDims:
+    """Widths of the inputs a fusion head receives.
+
+    `text_parts` names the label-embedding blocks in concatenation order, e.g.
+    (("clip", 512), ("clap", 1024)); `text` is their sum.
+    """
+
+    audio: int = 1024
+    video: int = 512
+    text_parts: tuple[tuple[str, int], ...] = (("clip", 512), ("clap", 1024))
+
+    @property
+    def text(self) -> int:
+        return sum(d for _, d in self.text_parts)
+
+    def text_slice(self, part: str) -> slice:
+        start = 0
+        for name, dim in self.text_parts:
+            if name == part:
+                return slice(start, start + dim)
+            start += dim
+        raise KeyError(part)
+
+
+@dataclass
+class FeatureBundle:
+    """Everything a dataset adapter hands to the store: videos, labels, features, label embeddings.
+
+    Attributes:
+        classes: original class names, index = class id.
+        prompt_names: the name written into prompts for each class (same order as `classes`).
+        ids: video ids (N).
+        labels: class id per video (N,) int.
+        features: modality ("video", "audio") -> float32 (N, dim).
+        label_embeddings: text encoder ("clip", "clap") -> float32 (C, dim), row = class id.
+        partition: index into PARTITIONS per video, or -1 when the source assigns none (N,) int8.
+        class_splits: split name -> partition -> class names (the class-split txt files), if any.
+        provenance: free-form description of where the data came from.
+    """
+
+    classes: list[str]
+    prompt_names: list[str]
+    ids: list[str]
+    labels: np.ndarray
+    features: dict[str, np.ndarray]
+    label_embeddings: dict[str, np.ndarray]
+    partition: np.ndarray
+    class_splits: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+class DatasetAdapter(ABC):
+    """A dataset *format*. `datasets.toml` entries name it by `kind`.
+
+    Subclasses set `kind`, may declare a `Params` dataclass for extra TOML keys, and implement
+    `load_features` (released-feature trees, generators) and/or `samples` (videos to extract).
+    """
+
+    kind: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def __init__(self, entry: "DatasetEntry", params: Any):
+        self.entry, self.params = entry, params
+
+    def load_features(self, root: Path | None, **options: Any) -> FeatureBundle:
+        """Read (or generate) a FeatureBundle; raise ImportDataError naming any bad file."""
+        from .errors import ImportDataError
+
+        raise ImportDataError(f"dataset kind {self.kind!r} has no feature import (it is a video format)")
+
+    def samples(self, videos: Path) -> list[Sample]:
+        """The videos to extract features from (issue: extraction)."""
+        from .errors import ClipclapError
+
+        raise ClipclapError(f"dataset kind {self.kind!r} holds no videos to extract features from")
+
+
+class Encoder(ABC):
+    """A feature extractor. The constructor must be cheap: weights load on first use."""
+
+    encoder_id: ClassVar[str]
+    modality: ClassVar[Modality]
+    dim: ClassVar[int]
+    batch_size: ClassVar[int] = 32
+    description: ClassVar[str] = ""
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    @abstractmethod
+    def encode_batch(self, items: list[Any]) -> np.ndarray:
+        """Encode a batch of items into a float32 array (B, dim)."""
+
+
+def __getattr__(name: str):
+    if name == "FusionHead":  # lazy: importing torch here would slow down `clipclap --help`
+        from .heads_base import FusionHead
+
+        return FusionHead
+    raise AttributeError(name)

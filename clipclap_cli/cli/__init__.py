@@ -1,0 +1,60 @@
+"""The clipclap command line: a thin Typer layer over the core modules."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from ..errors import ClipclapError
+
+
+def make_app(pm) -> typer.Typer:
+    """Build the clipclap CLI with the core commands plus plugin-contributed ones."""
+    from . import demo, embed, evaluate, extract, import_, inspect, report, split, train
+
+    app = typer.Typer(
+        name="clipclap",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        help="Audio-visual generalized zero-shot learning with CLIP/CLAP features (ClipClap-GZSL).",
+    )
+    for module in (extract, import_, split, embed, train, evaluate, report, demo, inspect):
+        module.install(app, pm)
+    pm.hook.register_commands(app=app)
+    return app
+
+
+def run(argv: list[str] | None, pm) -> int:
+    """Run the CLI and return its exit status; ClipclapError becomes one red line on stderr."""
+    from rich.markup import escape
+
+    from ..console import err
+
+    try:
+        make_app(pm)(args=argv, prog_name="clipclap")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except ClipclapError as e:
+        if os.environ.get("CLIPCLAP_DEBUG"):
+            raise
+        err.print(f"[red]Error:[/red] {escape(str(e))}")
+        return 1
+    except KeyboardInterrupt:
+        err.print("[yellow]Interrupted.[/yellow] Rerun the same command to resume.")
+        return 130
+    return 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from ..plugins import get_plugin_manager
+
+    try:
+        pm = get_plugin_manager()
+    except ClipclapError as e:
+        sys.stderr.write(f"Error: {e}\n")
+        raise SystemExit(1) from None
+    raise SystemExit(run(None, pm))

@@ -1,0 +1,42 @@
+"""Reusable option types and small helpers shared by the command modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+StoreOpt = Annotated[
+    Path,
+    typer.Option("--store", "-s", envvar="CLIPCLAP_STORE", help="Feature store (zarr folder); default ./clipclap.zarr"),
+]
+DatasetsOpt = Annotated[
+    Path | None,
+    typer.Option("--datasets", envvar="CLIPCLAP_DATASETS", help="A datasets.toml whose entries add to or override the project's"),
+]
+DatasetArg = Annotated[str, typer.Argument(help="Dataset name (see `clipclap datasets list`)")]
+ParamOpt = Annotated[list[str], typer.Option("--param", "-p", help="Head parameter KEY=VALUE; repeatable")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: the dataset's, 42)")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N")]
+
+DEFAULT_STORE = Path("clipclap.zarr")
+
+
+def catalog(pm, datasets_file: Path | None):
+    from ..config import load_catalog
+
+    return load_catalog(pm, datasets_file)
+
+
+def store(path: Path):
+    from ..store import FeatureStore
+
+    return FeatureStore(path)
+
+
+def not_built(command: str, issue: str):
+    from ..errors import NotBuiltError
+
+    raise NotBuiltError(f"`clipclap {command}` is not built yet ({issue})")

@@ -1,0 +1,31 @@
+"""`clipclap import`: read the released CLIP/CLAP feature tree into the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..console import err
+from ._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, StoreOpt, catalog, store
+
+
+def install(app, pm) -> None:
+    @app.command("import")
+    def import_(
+        dataset: DatasetArg,
+        root: Annotated[Path, typer.Argument(help="Dataset root of the released features (holds class-split/ and features/)")],
+        store_path: StoreOpt = DEFAULT_STORE,
+        datasets_file: DatasetsOpt = None,
+    ):
+        """Import released features (data.zip layout) and write the dataset's default split."""
+        from ..ingest import import_dataset
+
+        with err.status(f"importing {dataset} from {root}"):
+            result = import_dataset(store(store_path), catalog(pm, datasets_file), dataset, root)
+        if result.unchanged:
+            err.print(f"{dataset}: already imported from this tree, store unchanged")
+        else:
+            err.print(f"{dataset}: {result.videos} videos, {result.classes} classes -> {store_path}"
+                      + (f" (split {result.split} written)" if result.split else ""))

@@ -1,0 +1,116 @@
+"""`clipclap datasets|encoders|heads|plugins`: what the registries and the store hold."""
+
+from __future__ import annotations
+
+from ..console import out, print_json, table
+from ._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, JsonOpt, StoreOpt, catalog, store
+
+
+def install(app, pm) -> None:
+    import typer
+
+    datasets = typer.Typer(help="Datasets: registry entries, formats, and what the store holds.", no_args_is_help=True)
+    encoders = typer.Typer(help="Feature extractors registered by plugins.", no_args_is_help=True)
+    heads = typer.Typer(help="Fusion heads registered by plugins.", no_args_is_help=True)
+    app.add_typer(datasets, name="datasets")
+    app.add_typer(encoders, name="encoders")
+    app.add_typer(heads, name="heads")
+
+    @datasets.command("list")
+    def datasets_list(datasets_file: DatasetsOpt = None, store_path: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False):
+        """List dataset entries (datasets.toml, plugins, your file) and whether the store holds them."""
+        cat = catalog(pm, datasets_file)
+        held = set(store(store_path).datasets())
+        rows = [
+            {"name": e.name, "display_name": e.display_name, "kind": e.kind,
+             "plugin": cat.adapters.entry(e.kind).plugin, "split": e.split,
+             "defined_in": e.origin, "in_store": e.name in held}
+            for e in cat
+        ]
+        if as_json:
+            return print_json(rows)
+        out.print(table(None, ["name", "display name", "kind", "plugin", "split", "in store"],
+                        [[r["name"], r["display_name"], r["kind"], r["plugin"], r["split"],
+                          "yes" if r["in_store"] else "no"] for r in rows]))
+
+    @datasets.command("kinds")
+    def datasets_kinds(as_json: JsonOpt = False):
+        """List dataset formats (adapter kinds) and the plugins that provide them."""
+        from ..registries import list_dataset_kinds
+
+        rows = [{"kind": r.name, "plugin": r.plugin, "description": r.obj.description} for r in list_dataset_kinds(pm)]
+        if as_json:
+            return print_json(rows)
+        out.print(table(None, ["kind", "plugin", "description"], [list(r.values()) for r in rows]))
+
+    @datasets.command("show")
+    def datasets_show(name: DatasetArg, store_path: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False):
+        """Show what the store holds for a dataset: videos and classes per split, features, label embeddings."""
+        fs = store(store_path)
+        if as_json:
+            return print_json(fs.describe(name))
+        _show(fs, name)
+
+    @encoders.command("list")
+    def encoders_list(as_json: JsonOpt = False):
+        """List encoders: id, modality, dim, plugin, aliases."""
+        from ..registries import list_encoders
+
+        rows = [{"id": r.name, "modality": r.obj.modality, "dim": r.obj.dim, "plugin": r.plugin,
+                 "aliases": list(r.aliases), "description": r.obj.description} for r in list_encoders(pm)]
+        if as_json:
+            return print_json(rows)
+        out.print(table(None, ["id", "modality", "dim", "plugin", "aliases"],
+                        [[r["id"], r["modality"], r["dim"], r["plugin"], ", ".join(r["aliases"])] for r in rows]))
+
+    @heads.command("list")
+    def heads_list(params: bool = typer.Option(False, "--params", help="Show each head's parameters"), as_json: JsonOpt = False):
+        """List fusion heads: id, plugin, aliases (and parameters with --params)."""
+        from ..params import describe_params
+        from ..registries import list_heads
+
+        rows = [{"id": r.name, "plugin": r.plugin, "aliases": list(r.aliases),
+                 "description": (r.obj.__doc__ or "").strip().splitlines()[0] if r.obj.__doc__ else "",
+                 "params": describe_params(r.obj.Params)} for r in list_heads(pm)]
+        if as_json:
+            return print_json(rows)
+        out.print(table(None, ["id", "plugin", "aliases", "description"],
+                        [[r["id"], r["plugin"], ", ".join(r["aliases"]), r["description"]] for r in rows]))
+        if params:
+            for r in rows:
+                out.print(table(f"{r['id']} parameters (-p KEY=VALUE)", ["name", "type", "default", "doc"],
+                                [[p["name"], p["type"], p["default"], p["doc"]] for p in r["params"]]))
+
+    @app.command("plugins")
+    def plugins(all_: bool = typer.Option(False, "--all", help="Include the built-in plugins"), as_json: JsonOpt = False):
+        """List installed plugins and the hooks they implement."""
+        from ..plugins import DEFAULT_PLUGINS
+
+        versions = {pm.get_name(p): d.version for p, d in pm.list_plugin_distinfo()}
+        rows = []
+        for plugin in pm.get_plugins():
+            name = pm.get_name(plugin)
+            if name in DEFAULT_PLUGINS and not all_:
+                continue
+            hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+            rows.append({"name": name, "version": versions.get(name), "hooks": hooks})
+        rows.sort(key=lambda r: r["name"])
+        if as_json:
+            return print_json(rows)
+        out.print(table(None, ["name", "version", "hooks"],
+                        [[r["name"], r["version"] or "(built-in)", ", ".join(r["hooks"])] for r in rows]))
+
+
+def _show(fs, name: str) -> None:
+    """Print what the store holds for dataset `name`."""
+    info = fs.describe(name)
+    out.print(f"[bold]{name}[/bold]  {info['videos']} videos, {info['classes']} classes  (store {info['store']})")
+    out.print(f"source: {info['source']}   created: {info['created']}   clipclap {info['clipclap_version']}")
+    out.print("features: " + ", ".join(f"{k} ({v}-d)" for k, v in info["features"].items()))
+    out.print("label embeddings: " + ", ".join(f"{k} ({v}-d)" for k, v in info["label_embeddings"].items()))
+    for split, parts in info["splits"].items():
+        rows = [[p, v["videos"], v["classes"]] for p, v in parts.items() if p != "how"]
+        how = parts.get("how", {})
+        out.print(table(f"split {split} ({how.get('method', '')})", ["partition", "videos", "classes"], rows))
+    if not info["splits"]:
+        out.print(f"no split yet: run `clipclap split {name}`")

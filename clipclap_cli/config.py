@@ -1,0 +1,181 @@
+"""datasets.toml: dataset *instances* as data. Formats (adapters) are code, found by `kind`.
+
+Sources, later ones winning key by key: the project's datasets.toml, entries registered by
+plugins (`register_dataset_entries`), then a user file (`--datasets PATH` or CLIPCLAP_DATASETS).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .api import DatasetAdapter, FeatureDims
+from .errors import ClipclapError, ConfigError, DuplicateNameError, UnknownNameError
+from .params import build_params
+
+PROJECT_DATASETS_TOML = Path(__file__).resolve().parent.parent / "datasets.toml"
+
+
+def benchmarks_dir() -> Path:
+    """Where the public class splits and prompt templates live (CLIPCLAP_BENCHMARKS)."""
+    env = os.environ.get("CLIPCLAP_BENCHMARKS")
+    return Path(env) if env else PROJECT_DATASETS_TOML.parent.parent / "shared" / "benchmarks"
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    """Training settings a dataset recommends (SPEC.md "Training")."""
+
+    lr: float = 1e-4
+    epochs: int = 15
+    batch_size: int = 64
+    batches_per_epoch: int = 300
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One [datasets.NAME] table, validated."""
+
+    name: str
+    display_name: str
+    kind: str
+    split: str
+    dims: FeatureDims
+    train: TrainDefaults
+    prompts: str | None
+    params: Any
+    origin: str
+
+    def resolve(self, value: str) -> Path:
+        """Expand `{benchmarks}` and `~` in a path-valued setting."""
+        return Path(value.replace("{benchmarks}", str(benchmarks_dir()))).expanduser()
+
+
+_CORE_KEYS = {"display_name", "kind", "split", "dims", "train", "prompts"}
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, dict]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such datasets file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    tables = data.get("datasets", {})
+    if not isinstance(tables, dict) or set(data) - {"datasets"}:
+        raise ConfigError(f"{path}: expected only [datasets.NAME] tables")
+    return tables
+
+
+def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
+    def fail(key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{where} [datasets.{name}] {key}: {problem}")
+
+    if "kind" not in table:
+        raise fail("kind", "missing (the dataset format, see `clipclap datasets kinds`)")
+    try:
+        adapter_cls = adapters.get(table["kind"])
+    except UnknownNameError as e:
+        raise ConfigError(f"{where} [datasets.{name}] kind={table['kind']!r}: {e}") from None
+    extra = {k: v for k, v in table.items() if k not in _CORE_KEYS}
+    try:
+        params = build_params(adapter_cls.Params, extra)
+    except ClipclapError as e:
+        raise ConfigError(f"{where} [datasets.{name}]: {e}") from None
+    dims = table.get("dims", {})
+    unknown = set(dims) - {"audio", "video", "clip", "clap"}
+    if unknown:
+        raise fail(f"dims.{sorted(unknown)[0]}", "unknown; valid: audio, video, clip, clap")
+    for key, value in dims.items():
+        if not isinstance(value, int) or value <= 0:
+            raise fail(f"dims.{key}", f"expected a positive integer, got {value!r}")
+    train_fields = {f.name for f in dataclasses.fields(TrainDefaults)}
+    train = table.get("train", {})
+    bad = set(train) - train_fields
+    if bad:
+        raise fail(f"train.{sorted(bad)[0]}", f"unknown; valid: {', '.join(sorted(train_fields))}")
+    try:
+        train_defaults = build_params(TrainDefaults, train)
+    except ClipclapError as e:
+        raise fail("train", str(e)) from None
+    return DatasetEntry(
+        name=name,
+        display_name=str(table.get("display_name", name)),
+        kind=table["kind"],
+        split=str(table.get("split", "cls_split")),
+        dims=FeatureDims(
+            audio=dims.get("audio", 1024),
+            video=dims.get("video", 512),
+            text_parts=(("clip", dims.get("clip", 512)), ("clap", dims.get("clap", 1024))),
+        ),
+        train=train_defaults,
+        prompts=table.get("prompts"),
+        params=params,
+        origin=where,
+    )
+
+
+class DatasetCatalog:
+    """Every dataset entry known from datasets.toml, plugins and the user's file."""
+
+    def __init__(self, entries: dict[str, DatasetEntry], adapters):
+        self._entries, self.adapters = entries, adapters
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str) -> DatasetEntry:
+        if name not in self._entries:
+            raise UnknownNameError("dataset", name, self._entries, "clipclap datasets list")
+        return self._entries[name]
+
+    def adapter(self, name: str) -> DatasetAdapter:
+        entry = self.get(name)
+        return self.adapters.get(entry.kind)(entry, entry.params)
+
+    def __iter__(self):
+        return iter(self._entries[n] for n in self.names())
+
+
+def load_catalog(pm, user_file: Path | None = None, project_file: Path | None = None) -> DatasetCatalog:
+    """Read datasets.toml, plugin entries and the user's override file into a DatasetCatalog."""
+    from .registries import list_dataset_kinds
+
+    adapters = list_dataset_kinds(pm)
+    project_file = project_file or PROJECT_DATASETS_TOML
+    raw: dict[str, tuple[dict, str]] = {}
+    if project_file.exists():
+        for name, table in _read_toml(project_file).items():
+            raw[name] = (table, str(project_file))
+    for impl in reversed(pm.hook.register_dataset_entries.get_hookimpls()):
+
+        def register(name: str, table: dict, _plugin: str = impl.plugin_name) -> None:
+            if name in raw:
+                raise DuplicateNameError(f"dataset {name!r} registered by both {raw[name][1]} and {_plugin}")
+            raw[name] = (dict(table), f"plugin {_plugin}")
+
+        impl.function(register=register)
+    user_file = user_file or (Path(os.environ["CLIPCLAP_DATASETS"]) if os.environ.get("CLIPCLAP_DATASETS") else None)
+    if user_file is not None:
+        for name, table in _read_toml(Path(user_file)).items():
+            base = raw.get(name, ({}, ""))[0]
+            raw[name] = (_merge(base, table), str(user_file))
+    entries = {name: _build(name, table, where, adapters) for name, (table, where) in raw.items()}
+    return DatasetCatalog(entries, adapters)

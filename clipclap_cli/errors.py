@@ -1,0 +1,61 @@
+"""Typed errors. Every message is written for the person at the terminal."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ClipclapError(Exception):
+    """Base of every error clipclap reports as one line on stderr (exit 1)."""
+
+
+class ConfigError(ClipclapError):
+    """datasets.toml (or a user override) is malformed or names something unknown."""
+
+
+class StoreError(ClipclapError):
+    """The feature store lacks what a command needs, or cannot be written."""
+
+
+class ImportDataError(ClipclapError):
+    """A released-feature tree cannot be imported (the message names the file)."""
+
+
+class SplitError(ClipclapError):
+    """A protocol split cannot be built or read."""
+
+
+class RunError(ClipclapError):
+    """A training run directory is missing, incomplete or inconsistent."""
+
+
+class CheckpointError(ClipclapError):
+    """A checkpoint cannot be loaded into a fusion head."""
+
+
+class ParamError(ClipclapError):
+    """A KEY=VALUE plugin parameter is malformed, unknown or of the wrong type."""
+
+
+class NotBuiltError(ClipclapError):
+    """A command exists in the CLI but is not implemented yet."""
+
+
+class DuplicateNameError(ClipclapError):
+    """Two plugins registered the same name."""
+
+
+class UnknownNameError(ClipclapError):
+    """A name is not registered; the message suggests the closest one."""
+
+    def __init__(self, kind: str, name: str, available: Iterable[str], hint: str = ""):
+        self.kind, self.name, self.available = kind, name, sorted(available)
+        close = difflib.get_close_matches(name, self.available, n=1, cutoff=0.5)
+        msg = f"unknown {kind} {name!r}."
+        if close:
+            msg += f" Did you mean {close[0]!r}?"
+        msg += f" Available: {', '.join(self.available) or '(none)'}"
+        if hint:
+            msg += f" (see `{hint}`)"
+        super().__init__(msg)

@@ -1,0 +1,87 @@
+"""The fusion-head contract (imports torch; loaded only when a head is used).
+
+A head owns its modules, its loss and its prediction rule. The protocol (sampling, the two
+stages, the bias grid, model selection) belongs to the trainer and is the same for every head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .api import FeatureDims
+
+#: Distance modes of the reference evaluation. Single-query heads answer only "both".
+MODES = ("audio", "video", "both")
+
+
+@dataclass
+class Batch:
+    """A training batch. `target` indexes rows of the class-text matrix passed alongside.
+
+    The negative fields are filled only for heads with `needs_negatives = True`: a random other
+    class of the training split and a random video of it (BASELINES.md 2.2).
+    """
+
+    audio: torch.Tensor
+    video: torch.Tensor
+    text: torch.Tensor
+    target: torch.Tensor
+    audio_neg: torch.Tensor | None = None
+    video_neg: torch.Tensor | None = None
+    text_neg: torch.Tensor | None = None
+    target_neg: torch.Tensor | None = None
+
+
+class FusionHead(nn.Module):
+    """Base class of fusion heads.
+
+    Subclasses set `head_id`, declare a frozen `Params` dataclass and implement `loss` and
+    `distances`. `replay_forward` reproduces the reference's extra train-mode forward after each
+    optimiser step (it moves batch-norm statistics and consumes dropout randomness).
+    """
+
+    head_id: ClassVar[str]
+    Params: ClassVar[type]
+    needs_negatives: ClassVar[bool] = False
+
+    def __init__(self, dims: FeatureDims, params: Any):
+        super().__init__()
+        self.dims, self.params = dims, params
+
+    def loss(self, batch: Batch, class_text: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training loss for a batch; `class_text` holds the label embeddings of every training class."""
+        raise NotImplementedError
+
+    def distances(self, audio: torch.Tensor, video: torch.Tensor, class_text: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Euclidean distances (N, C) between samples and classes, per mode ("both" at least)."""
+        raise NotImplementedError
+
+    def replay_forward(self, batch: Batch) -> None:
+        """The reference's extra train-mode forward after each step; default: nothing."""
+
+    def param_groups(self) -> list[nn.Parameter]:
+        """Parameters the optimiser updates (AVCA leaves one out, as the reference does)."""
+        return list(self.parameters())
+
+
+def fbrd(d_in: int, d_out: int, dropout: float, momentum: float = 0.1) -> list[nn.Module]:
+    """Linear -> BatchNorm1d -> ReLU -> Dropout, the block every AV-GZSL head is built from."""
+    return [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out, momentum=momentum), nn.ReLU(), nn.Dropout(dropout)]
+
+
+class Block(nn.Module):
+    """A stack of FBRD blocks under the attribute name `fc` (state-dict names `X.fc.0.weight`, ...)."""
+
+    def __init__(self, sizes: list[int], dropout: float, momentum: float = 0.1):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for d_in, d_out in zip(sizes[:-1], sizes[1:]):
+            layers += fbrd(d_in, d_out, dropout, momentum)
+        self.fc = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)

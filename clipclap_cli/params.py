@@ -1,0 +1,104 @@
+"""Per-plugin parameters: a frozen dataclass per plugin, filled from `-p KEY=VALUE` options."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from .errors import ParamError
+
+P = TypeVar("P")
+
+
+def _coerce(name: str, raw: Any, annotation: Any) -> Any:
+    """Convert `raw` (a string from the command line, or a TOML value) to the field's type."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        if raw not in choices:
+            raise ParamError(f"parameter {name}={raw!r}: expected one of {', '.join(map(str, choices))}")
+        return raw
+    if annotation is bool:
+        if isinstance(raw, bool):
+            return raw
+        lowered = str(raw).lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ParamError(f"parameter {name}={raw!r}: expected true or false")
+    if annotation in (int, float, str):
+        try:
+            value = annotation(raw)
+        except (TypeError, ValueError):
+            raise ParamError(f"parameter {name}={raw!r}: expected {annotation.__name__}") from None
+        if annotation is int and isinstance(raw, float) and raw != value:
+            raise ParamError(f"parameter {name}={raw!r}: expected int")
+        return value
+    return raw
+
+
+def field_types(params_cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(params_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(params_cls)}
+
+
+def build_params(params_cls: type[P], values: Mapping[str, Any], where: str = "") -> P:
+    """Instantiate `params_cls` from a mapping, coercing types and rejecting unknown keys."""
+    types = field_types(params_cls)
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        prefix = f"{where}: " if where else ""
+        raise ParamError(
+            f"{prefix}unknown parameter {unknown[0]!r}; valid: {', '.join(types) or '(none)'}"
+        )
+    return params_cls(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+
+
+def parse_params(pairs: Iterable[str], params_cls: type[P]) -> P:
+    """Parse ["key=value", ...] into `params_cls` (a dataclass)."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ParamError(f"parameter {pair!r} is not KEY=VALUE")
+        values[key.strip()] = value.strip()
+    return build_params(params_cls, values)
+
+
+def describe_params(params_cls: type) -> list[dict[str, Any]]:
+    """Each field with its type, default and docstring (for `clipclap heads list --params`)."""
+    docs = _field_docs(params_cls)
+    out = []
+    for f in dataclasses.fields(params_cls):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        out.append({"name": f.name, "type": str(f.type), "default": default, "doc": docs.get(f.name, "")})
+    return out
+
+
+def _field_docs(params_cls: type) -> dict[str, str]:
+    """Attribute docstrings (a string literal right after the field), read from the source."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(params_cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    docs, last = {}, None
+    for node in tree.body[0].body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            last = node.target.id
+        elif last and isinstance(node, ast.Expr) and isinstance(getattr(node, "value", None), ast.Constant):
+            docs[last] = str(node.value.value)
+            last = None
+        else:
+            last = None
+    return docs
+
+
+def params_to_dict(params: Any) -> dict[str, Any]:
+    return dataclasses.asdict(params)

@@ -1,0 +1,90 @@
+"""The ClipClap fusion head (SPEC.md "The ClipClap model"); imports torch, so loaded lazily."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from clipclap_cli.heads_base import Batch, Block, FusionHead
+
+
+class ClipClapHead(FusionHead):
+    """ClipClap-GZSL: encoders for [video | audio] and label embeddings into a 64-d space.
+
+    Modules (state-dict names of the published checkpoints): O_enc, W_enc B(in->512);
+    O_proj B2(512->512->64); D_o B2(64->512->512); W_proj B(512->64); D_w B(64->512).
+    Loss = CE(theta_o . T_train^T) + MSE(theta_o, theta_w) + MSE(w_hat, rho_o) + MSE(w_hat, rho_w),
+    with w_hat not detached. Prediction: Euclidean distance between theta_o and W_proj(W_enc(w_c)).
+    """
+
+    head_id = "clipclap"
+
+    @dataclass(frozen=True)
+    class Params:
+        modality: Literal["both", "audio", "video"] = "both"
+        "Input modalities: both = concat(video, audio); audio -> CLAP labels; video -> CLIP labels"
+        labels: Literal["both", "clip", "clap"] = "both"
+        "Label embedding with both modalities: [CLIP | CLAP], CLIP only or CLAP only"
+        hidden: int = 512
+        "Width of the encoders and decoders"
+        dim_out: int = 64
+        "Width of the shared embedding space"
+        dropout: float = 0.1
+        "Dropout of every block"
+
+    def __init__(self, dims, params):
+        super().__init__(dims, params)
+        p = params
+        in_dim = {"both": dims.video + dims.audio, "audio": dims.audio, "video": dims.video}[p.modality]
+        label_part = {"audio": "clap", "video": "clip"}.get(p.modality, p.labels)
+        self._label_slice = slice(0, dims.text) if label_part == "both" else dims.text_slice(label_part)
+        w_dim = self._label_slice.stop - self._label_slice.start
+        self.O_enc = Block([in_dim, p.hidden], p.dropout)
+        self.W_enc = Block([w_dim, p.hidden], p.dropout)
+        self.O_proj = Block([p.hidden, p.hidden, p.dim_out], p.dropout)
+        self.D_o = Block([p.dim_out, p.hidden, p.hidden], p.dropout)
+        self.W_proj = Block([p.hidden, p.dim_out], p.dropout)
+        self.D_w = Block([p.dim_out, p.hidden], p.dropout)
+
+    def _inputs(self, audio: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        if self.params.modality == "audio":
+            return audio
+        if self.params.modality == "video":
+            return video
+        return torch.cat((video, audio), dim=1)
+
+    def class_embeddings(self, class_text: torch.Tensor) -> torch.Tensor:
+        return self.W_proj(self.W_enc(class_text[:, self._label_slice]))
+
+    def loss(self, batch: Batch, class_text: torch.Tensor):
+        # (1) the batch's forward, in the reference's module order
+        o = self.O_enc(self._inputs(batch.audio, batch.video))
+        w_hat = self.W_enc(batch.text[:, self._label_slice])
+        theta_o = self.O_proj(o)
+        rho_o = self.D_o(theta_o)
+        theta_w = self.W_proj(w_hat)
+        rho_w = self.D_w(theta_w)
+        # (2) the cross-entropy's class branch over every training class
+        logits = theta_o @ self.class_embeddings(class_text).T
+        ce = F.cross_entropy(logits, batch.target)
+        reg = F.mse_loss(theta_o, theta_w)
+        rec = F.mse_loss(w_hat, rho_o) + F.mse_loss(w_hat, rho_w)
+        total = ce + reg + rec
+        return total, {"cross_entropy": ce, "loss_reg": reg, "loss_cmd_rec": rec}
+
+    def replay_forward(self, batch: Batch) -> None:
+        # (4) the reference's get_embeddings(): O_enc, W_enc, O_proj, W_proj, outputs discarded
+        with torch.no_grad():
+            o = self.O_enc(self._inputs(batch.audio, batch.video))
+            w_hat = self.W_enc(batch.text[:, self._label_slice])
+            self.O_proj(o)
+            self.W_proj(w_hat)
+
+    def embed_samples(self, audio: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        return self.O_proj(self.O_enc(self._inputs(audio, video)))
+
+    def distances(self, audio, video, class_text):
+        return {"both": torch.cdist(self.embed_samples(audio, video), self.class_embeddings(class_text))}

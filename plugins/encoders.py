@@ -1,0 +1,40 @@
+"""Built-in encoders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from clipclap_cli import Encoder, hookimpl
+
+
+class RandomProjection(Encoder):
+    """Deterministic random projection of raw numeric items; for tests and smoke runs."""
+
+    encoder_id = "random-projection"
+    modality = "audio"
+    dim = 16
+    description = "Fixed random projection of raw samples (tests, smoke runs)"
+
+    @dataclass(frozen=True)
+    class Params:
+        seed: int = 0
+        "Seed of the projection matrix"
+
+    def __init__(self, params: "RandomProjection.Params | None" = None):
+        self.params = params or self.Params()
+        self._matrix: dict[int, np.ndarray] = {}
+
+    def encode_batch(self, items):
+        x = np.stack([np.asarray(i, dtype=np.float32).reshape(-1) for i in items])
+        width = x.shape[1]
+        if width not in self._matrix:
+            rng = np.random.default_rng([self.params.seed, width])
+            self._matrix[width] = (rng.standard_normal((width, self.dim)) / np.sqrt(width)).astype(np.float32)
+        return x @ self._matrix[width]
+
+
+@hookimpl
+def register_encoders(register):
+    register(RandomProjection())

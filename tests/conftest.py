@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from clipclap_cli.cli import run
+from clipclap_cli.plugins import make_plugin_manager
+
+from released_tree import BENCHMARKS, write_released_tree  # noqa: F401  (re-exported for tests)
+
+
+@pytest.fixture
+def pm():
+    """Built-ins only, fresh per test."""
+    return make_plugin_manager(entrypoints=False)
+
+
+class CliResult:
+    def __init__(self, code: int, stdout: str, stderr: str):
+        self.exit_code, self.stdout, self.stderr = code, stdout, stderr
+
+    def __repr__(self):
+        return f"CliResult({self.exit_code}, stdout={self.stdout[-500:]!r}, stderr={self.stderr[-500:]!r})"
+
+
+@pytest.fixture
+def cli(pm, capsys):
+    """Run `clipclap ARGS` in-process with the test's plugin manager; returns exit code and output."""
+
+    def invoke(*args: str, manager=None) -> CliResult:
+        capsys.readouterr()
+        code = run([str(a) for a in args], manager or pm)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """sha256 of every file under `path` (the store's bytes, to prove nothing changed)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory):
+    """The demo benchmark, generated once per session (read-only for tests)."""
+    store = tmp_path_factory.mktemp("demo") / "store.zarr"
+    assert run(["demo", "--store", str(store)], make_plugin_manager(entrypoints=False)) == 0
+    return store

@@ -1,0 +1,224 @@
+"""`clipclap import`: the released feature tree, read by name, with one clear error per bad input."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from clipclap_cli.store import FeatureStore
+from conftest import tree_digest
+from released_tree import write_released_tree
+
+UCF_CLS_COUNTS = {  # SPEC.md: video counts, UCF with cls_split
+    "stage_1_train": 3174, "stage_1_val_seen": 353, "stage_1_val_unseen": 1467,
+    "stage_2_test_seen": 555, "stage_2_test_unseen": 845,
+}
+
+
+def _check_features_and_embeddings(store, name, written, prompt_csv_column):
+    ids, labels, _ = store.read_videos(name)
+    video, audio = store.read_features(name, "video"), store.read_features(name, "audio")
+    info = store.info(name)
+    row_of = {vid: i for i, vid in enumerate(ids)}
+    for part, per_class in written.items():
+        if part == "text":
+            continue
+        for stem, (names, v, a) in per_class.items():
+            rows = [row_of[n] for n in names]
+            np.testing.assert_array_equal(video[rows], v)
+            np.testing.assert_array_equal(audio[rows], a)
+            assert {info["classes"][labels[r]].casefold() for r in rows} == {stem.casefold()}
+    clip, clap = store.read_label_embeddings(name, "clip"), store.read_label_embeddings(name, "clap")
+    for cid, prompt in enumerate(info["prompt_names"]):
+        np.testing.assert_array_equal(clip[cid], written["text"]["clip"][prompt])
+        np.testing.assert_array_equal(clap[cid], written["text"]["clap"][prompt])
+    return info
+
+
+def test_import_ucf_tree_counts_features_and_label_embeddings_by_name(tmp_path, cli):
+    root = tmp_path / "UCF"
+    written = write_released_tree(root, "UCF", "ucf", "ucf_clip_class_names.csv", "clip_class_name")
+    store_path = tmp_path / "s.zarr"
+    r = cli("import", "ucf", root, "--store", store_path)
+    assert r.exit_code == 0, r
+    store = FeatureStore(store_path)
+    split = store.read_split("ucf", "cls_split")
+    assert {p: len(v) for p, v in split.indices.items()} == UCF_CLS_COUNTS
+    info = _check_features_and_embeddings(store, "ucf", written, "clip_class_name")
+    # the split-file spelling HandStandPushups is the all_class.txt class HandstandPushups
+    assert "HandstandPushups" in info["classes"]
+    hsp = info["classes"].index("HandstandPushups")
+    _, labels, _ = store.read_videos("ucf")
+    assert (labels[split.indices["stage_1_train"]] == hsp).sum() > 0
+    assert info["prompt_names"][info["classes"].index("CleanAndJerk")] == "Clean And Jerk"
+    assert len(split.classes["stage_2_train"]) == 42 and len(split.classes["stage_2_test_unseen"]) == 6
+    # re-importing the same tree is idempotent: the store's bytes do not change
+    before = tree_digest(store_path)
+    r = cli("import", "ucf", root, "--store", store_path)
+    assert r.exit_code == 0 and "unchanged" in r.stderr
+    assert tree_digest(store_path) == before
+
+
+def test_import_activitynet_uses_manual_names(tmp_path, cli):
+    root = tmp_path / "ActivityNet"
+    written = write_released_tree(root, "ActivityNet", "activitynet", "activitynet_w2v_class_names.csv",
+                                  "manual", max_per_class=3)
+    store_path = tmp_path / "s.zarr"
+    assert cli("import", "activitynet", root, "--store", store_path).exit_code == 0
+    store = FeatureStore(store_path)
+    info = _check_features_and_embeddings(store, "activitynet", written, "manual")
+    # one of the four pairs the sorted-key alignment swaps (BASELINES.md 1.3): each gets its own vector
+    assert info["prompt_names"][info["classes"].index("Longboarding")] == "Longboarding"
+    split = store.read_split("activitynet", "cls_split")
+    assert len(split.classes["stage_2_test_unseen"]) == 48 and len(split.classes["stage_1_train"]) == 99
+
+
+# ---------------------------------------------------------------- error cases
+SMALL = ["Archery", "BalanceBeam", "HandStandPushups", "Drumming", "Fencing", "Bowling",
+         "ApplyEyeMakeup", "Basketball", "BlowDryHair", "BoxingPunchingBag", "CleanAndJerk"]
+
+
+@pytest.fixture
+def small_tree(tmp_path):
+    """A UCF-layout tree with a handful of classes; the class-split txts are trimmed to match."""
+    root = tmp_path / "UCF"
+    write_released_tree(root, "UCF", "ucf", "ucf_clip_class_names.csv", "clip_class_name",
+                        max_per_class=2, classes=SMALL)
+    feats = root / "features" / "cls_features_non_averaged"
+    for txt in (root / "class-split" / "cls_split").glob("*.txt"):
+        part = txt.stem
+        keep = [s for s in txt.read_text().split("\n") if s.strip() in SMALL]
+        txt.write_text("\n".join(keep) + "\n")
+    # the split must still have classes in every partition
+    for part in ("stage_1_train", "stage_1_val_unseen", "stage_2_test_unseen"):
+        assert list((feats / "video" / part).glob("*.pkl")), part
+    return root
+
+
+@pytest.fixture
+def populated(tmp_path, small_tree, cli):
+    """A store that already holds the demo dataset (so 'unchanged' means something)."""
+    store = tmp_path / "s.zarr"
+    assert cli("demo", "--store", store).exit_code == 0
+    return store
+
+
+def _assert_fails(cli, store, root, *needles):
+    before = tree_digest(store)
+    r = cli("import", "ucf", root, "--store", store)
+    assert r.exit_code == 1, r
+    line = r.stderr.strip()
+    assert len(line.splitlines()) == 1, line
+    for needle in needles:
+        assert needle in line, (needle, line)
+    assert tree_digest(store) == before
+
+
+def _pkl(root, mod, part, stem):
+    return root / "features" / "cls_features_non_averaged" / mod / part / f"{stem}.pkl"
+
+
+def test_small_tree_imports(cli, populated, small_tree):
+    assert cli("import", "ucf", small_tree, "--store", populated).exit_code == 0
+
+
+def test_error_missing_root(cli, populated, tmp_path):
+    _assert_fails(cli, populated, tmp_path / "nowhere", "nowhere", "no such folder")
+
+
+def test_error_missing_folder(cli, populated, small_tree):
+    shutil.rmtree(small_tree / "features" / "cls_features_non_averaged" / "audio" / "stage_1_val_seen")
+    _assert_fails(cli, populated, small_tree, "audio/stage_1_val_seen", "missing folder")
+
+
+def test_error_missing_file(cli, populated, small_tree):
+    _pkl(small_tree, "audio", "stage_1_train", "Archery").unlink()
+    _assert_fails(cli, populated, small_tree, "audio/stage_1_train/Archery.pkl", "missing file")
+
+
+def test_error_missing_text_file(cli, populated, small_tree):
+    (small_tree / "features" / "cls_features_non_averaged" / "text" / "word_embeddings_ucf_normed.npy").unlink()
+    _assert_fails(cli, populated, small_tree, "word_embeddings_ucf_normed.npy", "missing file")
+
+
+def test_error_truncated_pickle(cli, populated, small_tree):
+    f = _pkl(small_tree, "video", "stage_1_train", "Archery")
+    f.write_bytes(f.read_bytes()[:100])
+    _assert_fails(cli, populated, small_tree, "video/stage_1_train/Archery.pkl", "truncated or corrupt")
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_error_malicious_pickle(cli, populated, small_tree, capsys):
+    f = _pkl(small_tree, "video", "stage_1_train", "Archery")
+    f.write_bytes(pickle.dumps({"features": [Evil()], "video_names": ["x"]}))
+    _assert_fails(cli, populated, small_tree, "Archery.pkl", "unsafe pickle", "builtins.print")
+
+
+def test_error_wrong_feature_dimension(cli, populated, small_tree):
+    f = _pkl(small_tree, "audio", "stage_1_train", "Archery")
+    obj = pickle.loads(f.read_bytes())
+    obj["features"] = [np.zeros(128, np.float32) for _ in obj["features"]]
+    f.write_bytes(pickle.dumps(obj))
+    _assert_fails(cli, populated, small_tree, "audio/stage_1_train/Archery.pkl", "128-d, expected 1024")
+
+
+def test_error_audio_video_disagree(cli, populated, small_tree):
+    f = _pkl(small_tree, "audio", "stage_1_train", "Archery")
+    obj = pickle.loads(f.read_bytes())
+    obj["video_names"][0] = b"someone_else"
+    f.write_bytes(pickle.dumps(obj))
+    _assert_fails(cli, populated, small_tree, "audio/stage_1_train/Archery.pkl", "videos differ")
+
+
+def test_audio_order_is_aligned_by_name(cli, tmp_path, small_tree):
+    f = _pkl(small_tree, "audio", "stage_1_train", "Archery")
+    obj = pickle.loads(f.read_bytes())
+    obj["features"], obj["video_names"] = obj["features"][::-1], obj["video_names"][::-1]
+    f.write_bytes(pickle.dumps(obj))
+    store = tmp_path / "aligned.zarr"
+    assert cli("import", "ucf", small_tree, "--store", store).exit_code == 0
+    fs = FeatureStore(store)
+    ids, _, _ = fs.read_videos("ucf")
+    audio = fs.read_features("ucf", "audio")
+    by_name = dict(zip([n.decode() for n in obj["video_names"]], obj["features"]))
+    for name, vec in by_name.items():
+        np.testing.assert_array_equal(audio[list(ids).index(name)], vec)
+
+
+def test_error_class_unknown_to_all_class(cli, populated, small_tree):
+    src = _pkl(small_tree, "video", "stage_1_train", "Archery")
+    shutil.copy(src, src.with_name("Quidditch.pkl"))
+    shutil.copy(_pkl(small_tree, "audio", "stage_1_train", "Archery"),
+                _pkl(small_tree, "audio", "stage_1_train", "Quidditch"))
+    _assert_fails(cli, populated, small_tree, "Quidditch.pkl", "not in all_class.txt")
+
+
+def test_error_class_unknown_in_split_file(cli, populated, small_tree):
+    txt = small_tree / "class-split" / "cls_split" / "stage_1_val_unseen.txt"
+    txt.write_text(txt.read_text() + "Quidditch\n")
+    _assert_fails(cli, populated, small_tree, "stage_1_val_unseen.txt", "'Quidditch' is not in all_class.txt")
+
+
+def test_error_empty_class_file(cli, populated, small_tree):
+    f = _pkl(small_tree, "video", "stage_1_train", "Archery")
+    f.write_bytes(pickle.dumps({"features": [], "video_names": [], "fps": []}))
+    _assert_fails(cli, populated, small_tree, "video/stage_1_train/Archery.pkl", "empty class file")
+
+
+def test_error_empty_split_txt(cli, populated, small_tree):
+    (small_tree / "class-split" / "cls_split" / "stage_2_test_unseen.txt").write_text("\n")
+    _assert_fails(cli, populated, small_tree, "stage_2_test_unseen.txt", "empty class file")
+
+
+def test_error_unknown_dataset(cli, populated, small_tree):
+    before = tree_digest(populated)
+    r = cli("import", "ufc", small_tree, "--store", populated)
+    assert r.exit_code == 1 and "Did you mean 'ucf'?" in r.stderr
+    assert tree_digest(populated) == before

@@ -1,0 +1,91 @@
+"""Calibrated stacking against the reference goldens and against scikit-learn."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import recall_score
+
+from clipclap_cli.metrics import beta_star, bias_grid, evaluate_distances
+
+GOLDENS = Path(__file__).resolve().parents[2] / "shared" / "goldens"
+
+
+@pytest.fixture(scope="module")
+def eval_a():
+    z = np.load(GOLDENS / "eval_a.npz")
+    return {k: z[k] for k in z.files}, json.loads((GOLDENS / "eval_a.json").read_text())
+
+
+def _run(data, **kw):
+    emb, cls = torch.from_numpy(data["embeddings"]), torch.from_numpy(data["class_embeddings"])
+    return evaluate_distances(torch.cdist(emb, cls), torch.from_numpy(data["targets"]),
+                              torch.from_numpy(data["seen_class_ids"]), torch.from_numpy(data["unseen_class_ids"]),
+                              num_classes=int(data["num_classes"]), **kw)
+
+
+def _compare(got, want):
+    for key in ("seen", "unseen", "hm", "zsl", "beta"):
+        assert got[key] == pytest.approx(want[key], abs=1e-6), key
+    np.testing.assert_allclose(got["per_class_recall"], want["per_class_recall"], atol=1e-6)
+
+
+def test_grid_search_matches_reference(eval_a):
+    data, meta = eval_a
+    _compare(_run(data).best.as_dict(), meta["results"]["grid"])
+
+
+def test_fixed_beta_matches_reference(eval_a):
+    data, meta = eval_a
+    _compare(_run(data, fixed_beta=meta["fixed_beta"]).best.as_dict(), meta["results"]["fixed"])
+
+
+def test_grid_is_reference_linspace():
+    g = bias_grid()
+    assert len(g) == 76 and g[0] == 0 and g[-1] == 5
+    assert float(g[16]) == pytest.approx(16 / 15, abs=1e-7)
+
+
+def _sklearn_gzsl(dist, targets, seen, unseen, beta):
+    cols = np.sort(np.concatenate([seen, unseen]))
+    shifted = dist + beta * np.isin(cols, seen)[None, :]
+    pred = cols[np.argmin(shifted, axis=1)]
+    labels_s = np.sort(seen)
+    labels_u = np.sort(unseen)
+    rec = recall_score(targets, pred, labels=np.concatenate([labels_s, labels_u]), average=None, zero_division=0)
+    s, u = rec[: len(labels_s)].mean(), rec[len(labels_s):].mean()
+    hm = 2 * s * u / (s + u + np.finfo(float).eps)
+    ucols = np.isin(cols, unseen)
+    zpred = cols[ucols][np.argmin(dist[:, ucols], axis=1)]
+    mask = np.isin(targets, unseen)
+    zrec = recall_score(targets[mask], zpred[mask], labels=labels_u, average=None, zero_division=0)
+    return s, u, hm, zrec.mean()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_agrees_with_sklearn_on_random_data(seed):
+    rng = np.random.default_rng(seed)
+    n_cls = 20
+    ids = rng.permutation(30)[:n_cls]
+    seen, unseen = np.sort(ids[:14]), np.sort(ids[14:])
+    targets = rng.choice(ids, size=400)
+    dist = rng.random((400, n_cls)).astype(np.float32) * 3
+    res = evaluate_distances(torch.from_numpy(dist), torch.from_numpy(targets),
+                             torch.from_numpy(seen), torch.from_numpy(unseen), num_classes=30)
+    for i, beta in enumerate(res.betas):
+        s, u, hm, zsl = _sklearn_gzsl(dist, targets, seen, unseen, np.float32(beta))
+        assert res.seen[i] == pytest.approx(s, abs=1e-6)
+        assert res.unseen[i] == pytest.approx(u, abs=1e-6)
+        assert res.hm[i] == pytest.approx(hm, abs=1e-6)
+    assert res.best.zsl == pytest.approx(zsl, abs=1e-6)
+    best = int(np.argmax(res.hm))
+    assert res.best.beta == res.betas[best] and res.best.hm == max(res.hm)
+
+
+def test_beta_star_is_reference_average():
+    assert beta_star({"both": 0.4}) == pytest.approx(0.4 + 1e-10 / 3, rel=1e-15)
+    assert beta_star({"audio": 0.2, "video": 0.4, "both": 0.6}) == pytest.approx(0.4 + 1e-10 / 3, rel=1e-15)
