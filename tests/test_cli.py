@@ -1,0 +1,79 @@
+"""The CLI surface: help everywhere, fast import, typed errors, the store option."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = ["extract", "import", "split", "embed", "train", "evaluate", "report", "demo",
+            "datasets", "encoders", "heads", "plugins"]
+SUBCOMMANDS = [["datasets", "list"], ["datasets", "show"], ["datasets", "kinds"], ["encoders", "list"], ["heads", "list"]]
+
+
+def test_top_level_help_lists_every_command(cli):
+    r = cli("--help")
+    assert r.exit_code == 0
+    for command in COMMANDS:
+        assert command in r.stdout
+
+
+@pytest.mark.parametrize("command", [[c] for c in COMMANDS] + SUBCOMMANDS, ids=" ".join)
+def test_every_command_has_help(cli, command):
+    r = cli(*command, "--help")
+    assert r.exit_code == 0, r
+    assert "Usage" in r.stdout
+
+
+def test_importing_the_cli_does_not_import_torch():
+    code = "import clipclap_cli.cli, clipclap_cli, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from clipclap_cli.cli import run; from clipclap_cli.plugins import make_plugin_manager;"
+            "run(['--help'], make_plugin_manager(entrypoints=False)); assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_error_is_one_red_line_and_exit_1(cli, tmp_path):
+    r = cli("datasets", "show", "demo", "--store", tmp_path / "empty.zarr")
+    assert r.exit_code == 1
+    assert r.stderr.startswith("Error: dataset 'demo' is not in the store")
+    assert "Traceback" not in r.stderr
+
+
+def test_debug_env_gives_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "clipclap_cli", "datasets", "show", "demo", "--store", str(tmp_path / "x")],
+                       capture_output=True, text=True, env={"CLIPCLAP_DEBUG": "1", "PATH": ""})
+    assert r.returncode == 1 and "Traceback" in r.stderr and "StoreError" in r.stderr
+
+
+def test_usage_error_exit_2(cli):
+    assert cli("import").exit_code == 2
+    assert cli("no-such-command").exit_code == 2
+
+
+def test_store_from_env_and_default(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPCLAP_STORE", str(tmp_path / "env.zarr"))
+    assert cli("demo").exit_code == 0
+    assert (tmp_path / "env.zarr" / "demo" / "zarr.json").exists()
+    monkeypatch.delenv("CLIPCLAP_STORE")
+    monkeypatch.chdir(tmp_path)
+    rows = json.loads(cli("datasets", "list", "--json").stdout)
+    assert not any(r["in_store"] for r in rows)  # ./clipclap.zarr does not exist yet
+
+
+def test_list_commands_take_json(cli):
+    for args in (["datasets", "kinds"], ["encoders", "list"], ["heads", "list"], ["plugins", "--all"]):
+        r = cli(*args, "--json")
+        assert r.exit_code == 0, (args, r)
+        assert isinstance(json.loads(r.stdout), list)
+
+
+def test_heads_params_listed(cli):
+    rows = json.loads(cli("heads", "list", "--params", "--json").stdout)
+    params = {p["name"]: p for p in next(r for r in rows if r["id"] == "clipclap")["params"]}
+    assert params["modality"]["default"] == "both" and "Input modalities" in params["modality"]["doc"]

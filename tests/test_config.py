@@ -1,0 +1,67 @@
+"""datasets.toml: the project's entries, user overrides, and errors naming file, table and key."""
+
+from __future__ import annotations
+
+import pytest
+
+from clipclap_cli.config import load_catalog
+from clipclap_cli.errors import ConfigError, ParamError
+from clipclap_cli.params import parse_params
+
+
+def test_project_entries_follow_spec(pm):
+    cat = load_catalog(pm)
+    assert {"ucf", "activitynet", "vggsound", "demo"} <= set(cat.names())
+    ucf, anet, vgg = cat.get("ucf"), cat.get("activitynet"), cat.get("vggsound")
+    assert (ucf.train.lr, ucf.train.epochs) == (7e-5, 20)
+    assert (anet.train.lr, anet.train.epochs) == (1e-4, 15) == (vgg.train.lr, vgg.train.epochs)
+    assert ucf.train.batch_size == 64 and ucf.train.batches_per_epoch == 300 and ucf.train.seed == 42
+    assert ucf.split == "cls_split" and ucf.params.prompt_column == "clip_class_name"
+    assert anet.params.prompt_column == "manual" and vgg.params.class_order == "exact"
+    assert ucf.dims.text == 1536 and ucf.resolve(ucf.prompts).exists()
+
+
+def test_user_file_overrides_and_adds(pm, tmp_path):
+    user = tmp_path / "mine.toml"
+    user.write_text('[datasets.ucf]\ntrain = { epochs = 3 }\n\n[datasets.extra]\nkind = "synthetic"\nseed = 5\n')
+    cat = load_catalog(pm, user)
+    assert cat.get("ucf").train.epochs == 3 and cat.get("ucf").train.lr == 7e-5
+    assert cat.get("extra").params.seed == 5 and cat.get("extra").origin == str(user)
+
+
+@pytest.mark.parametrize("body, needles", [
+    ('[datasets.x]\nkind = "synthetik"\n', ["[datasets.x] kind='synthetik'", "Did you mean 'synthetic'?"]),
+    ('[datasets.x]\nkind = "synthetic"\ncolour = "red"\n', ["[datasets.x]", "unknown parameter 'colour'"]),
+    ('[datasets.x]\nkind = "synthetic"\ntrain = { epochz = 3 }\n', ["[datasets.x] train.epochz", "unknown"]),
+    ('[datasets.x]\nkind = "synthetic"\ndims = { video = -1 }\n', ["[datasets.x] dims.video", "positive integer"]),
+    ('[datasets.x]\ndisplay_name = "no kind"\n', ["[datasets.x] kind: missing"]),
+    ('[datasets.x\n', ["not valid TOML"]),
+])
+def test_errors_name_file_table_and_key(pm, tmp_path, body, needles):
+    user = tmp_path / "bad.toml"
+    user.write_text(body)
+    with pytest.raises(ConfigError) as e:
+        load_catalog(pm, user)
+    assert str(user) in str(e.value)
+    for needle in needles:
+        assert needle in str(e.value)
+
+
+def test_cli_reports_config_error(cli, tmp_path):
+    user = tmp_path / "bad.toml"
+    user.write_text('[datasets.x]\nkind = "nope"\n')
+    r = cli("datasets", "list", "--datasets", user)
+    assert r.exit_code == 1 and str(user) in r.stderr and "[datasets.x]" in r.stderr
+
+
+def test_parse_params():
+    from clipclap_plugins.clipclap_head import ClipClapHead
+
+    p = parse_params(["modality=audio", "dropout=0.2", "hidden=256"], ClipClapHead.Params)
+    assert (p.modality, p.dropout, p.hidden) == ("audio", 0.2, 256)
+    with pytest.raises(ParamError, match="expected one of both, audio, video"):
+        parse_params(["modality=smell"], ClipClapHead.Params)
+    with pytest.raises(ParamError, match="unknown parameter 'hiden'"):
+        parse_params(["hiden=3"], ClipClapHead.Params)
+    with pytest.raises(ParamError, match="not KEY=VALUE"):
+        parse_params(["hidden"], ClipClapHead.Params)

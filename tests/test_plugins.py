@@ -1,0 +1,148 @@
+"""Registries: built-ins through the same hooks, third-party plugins, duplicates, did-you-mean."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pluggy
+import pytest
+
+from clipclap_cli import DatasetAdapter, hookimpl, hookspecs
+from clipclap_cli.config import load_catalog
+from clipclap_cli.errors import DuplicateNameError, UnknownNameError
+from clipclap_cli.plugins import DEFAULT_PLUGINS, make_plugin_manager
+from clipclap_cli.registries import list_dataset_kinds, list_encoders, list_heads
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def test_builtins_registered_through_hooks(pm):
+    assert set(DEFAULT_PLUGINS) <= {pm.get_name(p) for p in pm.get_plugins()}
+    kinds = list_dataset_kinds(pm)
+    assert kinds.entry("released-features").plugin == "clipclap_plugins.datasets"
+    assert list_heads(pm).entry("clipclap").plugin == "clipclap_plugins.heads"
+    assert "random-projection" in list_encoders(pm).names()
+
+
+def test_unknown_name_suggests_closest(pm):
+    with pytest.raises(UnknownNameError) as e:
+        list_heads(pm).get("clipclp")
+    assert "Did you mean 'clipclap'?" in str(e.value) and "Available: clipclap" in str(e.value)
+
+
+def test_duplicate_name_names_both_plugins(pm):
+    from clipclap_plugins.datasets import ReleasedFeatures
+
+    class Copycat:
+        @hookimpl
+        def register_datasets(self, register):
+            register(ReleasedFeatures)
+
+    pm.register(Copycat(), name="copycat")
+    with pytest.raises(DuplicateNameError) as e:
+        list_dataset_kinds(pm)
+    assert "clipclap_plugins.datasets" in str(e.value) and "copycat" in str(e.value)
+
+
+def test_typo_in_hook_name_fails_fast(pm):
+    class Typo:
+        @hookimpl
+        def register_head(self, register):
+            pass
+
+    pm.register(Typo(), name="typo")
+    with pytest.raises(pluggy.PluginValidationError):
+        pm.check_pending()
+
+
+def test_hookimpl_with_unknown_argument_rejected(pm):
+    class Bad:
+        @hookimpl
+        def register_heads(self, register, extra):
+            pass
+
+    with pytest.raises(pluggy.PluginValidationError):
+        pm.register(Bad(), name="bad")
+
+
+def test_in_process_dataset_plugin_adds_whole_dataset(pm, cli, tmp_path):
+    @dataclass(frozen=True)
+    class NoParams:
+        pass
+
+    class Mine(DatasetAdapter):
+        kind = "mine"
+        Params = NoParams
+
+    class Plugin:
+        @hookimpl
+        def register_datasets(self, register):
+            register(Mine)
+
+        @hookimpl
+        def register_dataset_entries(self, register):
+            register("mine-ds", {"kind": "mine", "display_name": "Mine"})
+
+    pm.register(Plugin(), name="mine-plugin")
+    cat = load_catalog(pm)
+    assert cat.get("mine-ds").kind == "mine"
+    r = cli("datasets", "list", "--json", "--store", tmp_path / "s.zarr")
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["mine-ds"]["plugin"] == "mine-plugin" and rows["mine-ds"]["defined_in"] == "plugin mine-plugin"
+
+
+def test_load_plugins_env_filters_entry_points(monkeypatch):
+    monkeypatch.setenv("CLIPCLAP_LOAD_PLUGINS", "")
+    pm = make_plugin_manager()
+    assert {pm.get_name(p) for p in pm.get_plugins()} == set(DEFAULT_PLUGINS)
+
+
+def test_every_hookspec_documented():
+    docs = (ROOT / "README.md").read_text() + (ROOT / "docs" / "plugins.md").read_text()
+    pm = pluggy.PluginManager("clipclap")
+    pm.add_hookspecs(hookspecs)
+    for name in ("register_datasets", "register_dataset_entries", "register_encoders", "register_heads", "register_commands"):
+        spec = getattr(pm.hook, name).spec
+        assert f"{name}({', '.join(spec.argnames)})" in docs, name
+
+
+@pytest.fixture(scope="module")
+def example_plugin(tmp_path_factory):
+    """Install examples/clipclap-example-plugin into a private folder put on PYTHONPATH."""
+    target = tmp_path_factory.mktemp("example-plugin")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(ROOT / "examples" / "clipclap-example-plugin")],
+        check=True, capture_output=True,
+    )
+    env = dict(os.environ, PYTHONPATH=str(target))
+    env.pop("CLIPCLAP_LOAD_PLUGINS", None)
+    return env
+
+
+def _clipclap(env, *args):
+    return subprocess.run([str(VENV_BIN / "clipclap"), *map(str, args)], env=env, capture_output=True, text=True)
+
+
+def test_example_plugin_listed_and_usable(example_plugin, tmp_path):
+    env = example_plugin
+    r = _clipclap(env, "plugins", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [p["name"] for p in json.loads(r.stdout)] == ["example"]
+    heads = {h["id"]: h for h in json.loads(_clipclap(env, "heads", "list", "--json").stdout)}
+    assert heads["bilinear"]["plugin"] == "example"
+    datasets = {d["name"]: d for d in json.loads(_clipclap(env, "datasets", "list", "--json").stdout)}
+    assert datasets["toy"]["kind"] == "toy-clusters" and datasets["toy"]["plugin"] == "example"
+    store = tmp_path / "s.zarr"
+    r = _clipclap(env, "demo", "--dataset", "toy", "--store", store)
+    assert r.returncode == 0, r.stderr
+    r = _clipclap(env, "split", "toy", "--seen", 8, "--unseen", 3, "--seed", 0, "--split", "drawn", "--store", store)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(_clipclap(env, "datasets", "show", "toy", "--json", "--store", store).stdout)
+    assert info["videos"] == 480 and info["splits"]["drawn"]["stage_2_test_unseen"]["classes"] == 3
