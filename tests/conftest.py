@@ -51,5 +51,5 @@ def tree_digest(path: Path) -> dict[str, str]:
 def demo_store(tmp_path_factory):
     """The demo benchmark, generated once per session (read-only for tests)."""
     store = tmp_path_factory.mktemp("demo") / "store.zarr"
-    assert run(["demo", "--store", str(store)], make_plugin_manager(entrypoints=False)) == 0
+    assert run(["demo", "--no-train", "--store", str(store)], make_plugin_manager(entrypoints=False)) == 0
     return store

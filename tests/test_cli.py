@@ -58,7 +58,7 @@ def test_usage_error_exit_2(cli):
 
 def test_store_from_env_and_default(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPCLAP_STORE", str(tmp_path / "env.zarr"))
-    assert cli("demo").exit_code == 0
+    assert cli("demo", "--no-train").exit_code == 0
     assert (tmp_path / "env.zarr" / "demo" / "zarr.json").exists()
     monkeypatch.delenv("CLIPCLAP_STORE")
     monkeypatch.chdir(tmp_path)

@@ -140,9 +140,16 @@ def test_example_plugin_listed_and_usable(example_plugin, tmp_path):
     datasets = {d["name"]: d for d in json.loads(_clipclap(env, "datasets", "list", "--json").stdout)}
     assert datasets["toy"]["kind"] == "toy-clusters" and datasets["toy"]["plugin"] == "example"
     store = tmp_path / "s.zarr"
-    r = _clipclap(env, "demo", "--dataset", "toy", "--store", store)
+    r = _clipclap(env, "demo", "--dataset", "toy", "--no-train", "--store", store)
     assert r.returncode == 0, r.stderr
     r = _clipclap(env, "split", "toy", "--seen", 8, "--unseen", 3, "--seed", 0, "--split", "drawn", "--store", store)
     assert r.returncode == 0, r.stderr
     info = json.loads(_clipclap(env, "datasets", "show", "toy", "--json", "--store", store).stdout)
     assert info["videos"] == 480 and info["splits"]["drawn"]["stage_2_test_unseen"]["classes"] == 3
+    # the plugin's head trains on the plugin's dataset through the core trainer and protocol
+    runs = tmp_path / "runs"
+    r = _clipclap(env, "train", "toy", "--head", "bilinear", "--store", store, "--runs-dir", runs)
+    assert r.returncode == 0, r.stderr
+    results = json.loads((runs / "toy-drawn" / "bilinear" / "seed42" / "results.json").read_text())
+    assert results["head"] == "bilinear" and results["test"]["zsl"] > 1 / 3  # 3 unseen classes: chance 1/3
+    assert "| bilinear |" in r.stdout

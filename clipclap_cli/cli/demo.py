@@ -1,13 +1,14 @@
-"""`clipclap demo`: generate the built-in synthetic benchmark and run the pipeline on it."""
+"""`clipclap demo`: generate the built-in synthetic benchmark and run the whole pipeline on it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..console import err
-from ._options import DEFAULT_STORE, DatasetsOpt, StoreOpt, catalog, store
+from ._options import DEFAULT_STORE, DatasetsOpt, DeviceOpt, StoreOpt, catalog, store
 
 
 def install(app, pm) -> None:
@@ -15,15 +16,35 @@ def install(app, pm) -> None:
     def demo(
         seed: Annotated[int, typer.Option("--seed", help="Seed of the generated benchmark")] = 0,
         dataset: Annotated[str, typer.Option("--dataset", help="Which generated dataset entry to use")] = "demo",
+        train: Annotated[bool, typer.Option("--train/--no-train", help="Train, evaluate and report after generating")] = True,
+        epochs: Annotated[int | None, typer.Option("--epochs", help="Stage-1 epochs (default: the dataset's, 20)")] = None,
+        batches: Annotated[int | None, typer.Option("--batches-per-epoch", help="Batches per epoch (default 300)")] = None,
+        device: DeviceOpt = "cpu",
+        runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="Run folders (default: next to the store, runs/)")] = None,
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
     ):
-        """Generate the demo benchmark (UCF-shaped, synthetic) into the store and show it."""
+        """Generate the demo benchmark (UCF-shaped, synthetic), train ClipClap, evaluate, print the table."""
         from ..ingest import generate_dataset
+        from ..runs import plan_runs
         from .inspect import _show
+        from .report import print_report
+        from .train import train_one
 
+        cat = catalog(pm, datasets_file)
+        fs = store(store_path)
         with err.status(f"generating {dataset} (seed {seed})"):
-            result = generate_dataset(store(store_path), catalog(pm, datasets_file), dataset, seed)
+            result = generate_dataset(fs, cat, dataset, seed)
         err.print(f"{dataset}: {result.videos} videos, {result.classes} classes"
                   + (" (unchanged)" if result.unchanged else f" -> {store_path}"))
-        _show(store(store_path), dataset)
+        _show(fs, dataset)
+        if not train:
+            return
+        base = store_path.expanduser().resolve().parent
+        runs_dir = runs_dir or base / "runs"
+        [(path, spec)] = plan_runs(fs, cat.get(dataset), ["clipclap"], [], None, 1, epochs, None, batches, None,
+                                   True, device, None, runs_dir, pm)
+        run = train_one(path, spec, fs, (1, 2), pm)
+        plots = base / "plots"
+        print_report([run], "markdown", True, plots)
+        err.print(f"run folder: {run}\nplots: {plots}")

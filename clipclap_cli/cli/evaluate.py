@@ -1,12 +1,54 @@
-"""`clipclap evaluate` (not built yet)."""
+"""`clipclap evaluate`: the test protocol for a run, or for the reference's checkpoints."""
 
 from __future__ import annotations
 
-from ._options import not_built
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..console import err, print_json
+from ._options import DEFAULT_STORE, DatasetsOpt, DeviceOpt, ParamOpt, StoreOpt, catalog, store
 
 
 def install(app, pm) -> None:
-    @app.command("evaluate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def evaluate():
-        """Not built yet."""
-        not_built("evaluate", "see the open issue on training and evaluation")
+    @app.command("evaluate")
+    def evaluate(
+        target: Annotated[str, typer.Argument(help="A run folder, or a DATASET with --stage1/--stage2")],
+        stage1: Annotated[Path | None, typer.Option("--stage1", help="Reference checkpoint of the stage-1 model (.pt)")] = None,
+        stage2: Annotated[Path | None, typer.Option("--stage2", help="Reference checkpoint of the stage-2 model (.pt)")] = None,
+        head: Annotated[str, typer.Option("--head", help="Fusion head of the checkpoints")] = "clipclap",
+        params: ParamOpt = [],  # noqa: B006 - Typer reads the default
+        split: Annotated[str | None, typer.Option("--split", help="Protocol split (default: the dataset's)")] = None,
+        output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the results JSON here")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout")] = False,
+        device: DeviceOpt = "cpu",
+        store_path: StoreOpt = DEFAULT_STORE,
+        datasets_file: DatasetsOpt = None,
+    ):
+        """beta* from the stage-1 model on validation, applied to the stage-2 model on test: S, U, HM, ZSL."""
+        from ..errors import RunError
+        from ..runs import evaluate_checkpoints, evaluate_run, write_json
+
+        if (stage1 is None) != (stage2 is None):
+            raise RunError("evaluating checkpoints needs both --stage1 and --stage2")
+        if stage1 is not None:
+            entry = catalog(pm, datasets_file).get(target)
+            results = evaluate_checkpoints(store(store_path), entry.name, split or entry.split, head, params,
+                                           stage1, stage2, device, pm)
+            if output is not None:
+                write_json(output, results)
+            where = output
+        else:
+            run = Path(target)
+            if not (run / "config.json").exists():
+                raise RunError(f"{run}: no such run (a run folder holds config.json; "
+                               "for a dataset with checkpoints pass --stage1 and --stage2)")
+            results = evaluate_run(run, store(store_path) if store_path != DEFAULT_STORE else None, pm)
+            where = run / "results.json"
+        if as_json:
+            print_json(results)
+        t = results["test"]
+        err.print(f"{results['dataset']}: S {100 * t['seen']:.2f}  U {100 * t['unseen']:.2f}  "
+                  f"HM {100 * t['hm']:.2f}  ZSL {100 * t['zsl']:.2f}  (beta* {t['beta']:.4f})"
+                  + (f" -> {where}" if where else ""))

@@ -1,12 +1,48 @@
-"""`clipclap report` (not built yet)."""
+"""`clipclap report`: the paper-style results table over runs, and calibration plots."""
 
 from __future__ import annotations
 
-from ._options import not_built
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..console import err, out
 
 
 def install(app, pm) -> None:
-    @app.command("report", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def report():
-        """Not built yet."""
-        not_built("report", "see the open issue on training and evaluation")
+    @app.command("report")
+    def report(
+        runs: Annotated[list[Path] | None, typer.Argument(help="Run folders, or folders to search (default: --runs-dir)")] = None,
+        fmt: Annotated[str, typer.Option("--format", "-f", help="markdown, latex, html, csv or json")] = "markdown",
+        su: Annotated[bool, typer.Option("--su", help="Add S and U columns next to HM and ZSL")] = False,
+        plots: Annotated[Path | None, typer.Option("--plots", help="Write calibration and per-class PNG plots here")] = None,
+        output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the table to this file")] = None,
+        runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Searched when no RUN is given")] = Path("runs"),
+    ):
+        """Table of S/U/HM/ZSL: methods x datasets, seeds grouped as mean ± std (n)."""
+        print_report(runs or [runs_dir], fmt, su, plots, output)
+        if output is not None:
+            err.print(f"table written to {output}")
+
+
+def print_report(paths: list[Path], fmt: str = "markdown", su: bool = False, plots: Path | None = None,
+                 output: Path | None = None) -> str:
+    """Render the table for `paths` to stdout (or `output`); optionally write plots."""
+    from ..errors import RunError
+    from ..reporting import FORMATS, aggregate, find_runs, load_run, render, write_plots
+
+    if fmt not in FORMATS:
+        raise RunError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    runs = [load_run(p) for p in find_runs(paths)]
+    text = render(aggregate(runs), fmt, ("seen", "unseen", "hm", "zsl") if su else ("hm", "zsl"))
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+    else:
+        out.file.write(text)
+        out.file.flush()
+    if plots is not None:
+        written = [p for r in runs for p in write_plots(r, plots)]
+        err.print(f"{len(written)} plots written to {plots}")
+    return text

@@ -1,12 +1,98 @@
-"""`clipclap train` (not built yet)."""
+"""`clipclap train`: the two-stage protocol for one or more fusion heads, resumable by epoch."""
 
 from __future__ import annotations
 
-from ._options import not_built
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..console import err
+from ._options import (DEFAULT_STORE, DatasetArg, DatasetsOpt, DeviceOpt, ParamOpt, SeedOpt, StoreOpt,
+                       catalog, store)
+
+RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Where run folders are created")]
+STAGES = {"1": (1,), "2": (2,), "all": (1, 2)}
 
 
 def install(app, pm) -> None:
-    @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def train():
-        """Not built yet."""
-        not_built("train", "see the open issue on training and evaluation")
+    @app.command("train")
+    def train(
+        dataset: DatasetArg,
+        stage: Annotated[str, typer.Option("--stage", help="1, 2 or all (stage 2 needs stage 1 of the same run)")] = "all",
+        head: Annotated[str, typer.Option("--head", help="Fusion head, a comma-separated list, or 'all'")] = "clipclap",
+        params: ParamOpt = [],  # noqa: B006 - Typer reads the default
+        seed: SeedOpt = None,
+        seeds: Annotated[int, typer.Option("--seeds", help="Train this many runs, seeds seed, seed+1, ...")] = 1,
+        epochs: Annotated[int | None, typer.Option("--epochs", help="Stage-1 epochs (default: the dataset's)")] = None,
+        lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the dataset's)")] = None,
+        batches: Annotated[int | None, typer.Option("--batches-per-epoch", help="Batches per epoch (default 300)")] = None,
+        split: Annotated[str | None, typer.Option("--split", help="Protocol split (default: the dataset's)")] = None,
+        replay: Annotated[bool, typer.Option("--replay-forward/--no-replay-forward",
+                                             help="The reference's extra train-mode forward after each step")] = True,
+        device: DeviceOpt = "cpu",
+        run_dir: Annotated[Path | None, typer.Option("--run", help="Run folder (default RUNS_DIR/DATASET/HEAD/seedN)")] = None,
+        runs_dir: RunsDirOpt = Path("runs"),
+        store_path: StoreOpt = DEFAULT_STORE,
+        datasets_file: DatasetsOpt = None,
+    ):
+        """Train fusion heads with the two-stage protocol; rerun the same command to resume."""
+        from ..errors import ClipclapError
+        from ..registries import list_heads
+        from ..runs import plan_runs
+
+        if stage not in STAGES:
+            raise ClipclapError(f"--stage must be 1, 2 or all, not {stage!r}")
+        heads = list_heads(pm)
+        names = heads.names() if head == "all" else [h.strip() for h in head.split(",") if h.strip()]
+        for name in names:
+            heads.get(name)  # unknown names fail before anything runs
+        if run_dir is not None and (len(names) > 1 or seeds > 1):
+            raise ClipclapError("--run names one run; use --runs-dir with several heads or seeds")
+        entry = catalog(pm, datasets_file).get(dataset)
+        fs = store(store_path)
+        plan = plan_runs(fs, entry, names, params, seed, seeds, epochs, lr, batches, split, replay, device,
+                         run_dir, runs_dir, pm)
+        finished = [train_one(path, spec, fs, STAGES[stage], pm) for path, spec in plan]
+        if 2 in STAGES[stage]:
+            from .report import print_report
+
+            print_report([p for p in finished if p is not None])
+
+
+def train_one(path, spec, fs, stages, pm):
+    """Train one run with a progress bar; returns the run folder once it has results."""
+    from rich.progress import TextColumn
+
+    from ..console import progress
+    from ..runs import Callbacks, train_run
+
+    with progress(TextColumn("{task.fields[info]}")) as bar:
+        task = bar.add_task("", total=spec.train.batches_per_epoch, info="")
+        state = {"stage": 1, "epochs": 0}
+
+        def stage_start(stage, first_epoch, epochs):
+            if stage == stages[0]:
+                err.print(f"[bold]{spec.head}[/bold] on {spec.dataset} (seed {spec.train.seed}) -> {path}")
+            state.update(stage=stage, epochs=epochs)
+            if first_epoch:
+                err.print(f"stage {stage}: resuming at epoch {first_epoch + 1}/{epochs}")
+            bar.reset(task, description=f"stage {stage} epoch {first_epoch + 1}/{epochs}")
+
+        def epoch_end(stage, record):
+            info = (f"loss {record.losses['total']:.4f}  val HM {100 * record.val['hm']:.2f}  "
+                    f"best epoch {record.best_epoch + 1}")
+            if not bar.disable:
+                bar.console.print(f"stage {stage} epoch {record.epoch + 1}/{state['epochs']}: {info}")
+            bar.reset(task, description=f"stage {stage} epoch {record.epoch + 2}/{state['epochs']}", info=info)
+
+        def step(n):
+            bar.update(task, completed=n)
+
+        results = train_run(path, spec, fs, stages, Callbacks(stage_start, step, epoch_end), pm)
+    if results is not None:
+        t = results["test"]
+        err.print(f"test: S {100 * t['seen']:.2f}  U {100 * t['unseen']:.2f}  HM {100 * t['hm']:.2f}  "
+                  f"ZSL {100 * t['zsl']:.2f}  (beta* {t['beta']:.4f}) -> {path / 'results.json'}")
+        return path
+    return None

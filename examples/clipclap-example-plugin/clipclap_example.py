@@ -2,8 +2,8 @@
 
 Installed, it adds dataset `toy` (kind `toy-clusters`) and head `bilinear`:
 
-    clipclap demo --dataset toy           # generate it into the store
-    clipclap split toy --seen 8 --unseen 3 --seed 0
+    clipclap demo --dataset toy --no-train          # generate it into the store
+    clipclap split toy --seen 8 --unseen 3 --seed 0 --split drawn
     clipclap train toy --head bilinear --stage all
 """
 

@@ -1,0 +1,109 @@
+"""Checkpoints: safetensors files with JSON metadata (models, and the resumable trainer state),
+plus the reference implementation's torch checkpoints, read with `weights_only=True`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+from .errors import CheckpointError
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+              metadata={"clipclap": json.dumps(meta, sort_keys=True)})
+    os.replace(tmp, path)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    with safe_open(str(path), framework="pt") as fh:
+        return json.loads((fh.metadata() or {}).get("clipclap", "{}"))
+
+
+def save_model(path: Path, head, meta: dict[str, Any]) -> None:
+    """A head's state dict (the published checkpoints' names) with JSON metadata."""
+    _atomic_save(head.state_dict(), meta, path)
+
+
+def load_model(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if not Path(path).exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    return load_file(str(path)), read_meta(path)
+
+
+def load_into(head, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a state dict into a head; a mismatch is one clear error naming the first bad key."""
+    own = head.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: does not fit head {head.head_id!r} "
+            + (f"(missing {missing[0]!r}" if missing else f"(unexpected {unexpected[0]!r}")
+            + f", {len(missing)} missing / {len(unexpected)} unexpected keys)"
+        )
+    for key, value in own.items():
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise CheckpointError(
+                f"{source}: {key} has shape {tuple(state[key].shape)}, head {head.head_id!r} "
+                f"expects {tuple(value.shape)} (check -p modality/labels and the dataset's dims)"
+            )
+    head.load_state_dict(state)
+
+
+def load_reference_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], int | None]:
+    """A checkpoint of the reference code: a torch file with {'model': state_dict, 'epoch': int}."""
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as e:  # noqa: BLE001 - unpickling refused or corrupt file
+        raise CheckpointError(f"{path}: not a loadable torch checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+    if isinstance(obj, dict) and "model" in obj:
+        return obj["model"], obj.get("epoch")
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, None
+    raise CheckpointError(f"{path}: expected a dict with 'model' (a state dict) and 'epoch'")
+
+
+def save_trainer(path: Path, trainer) -> None:
+    """Everything needed to continue after the last completed epoch, bit for bit."""
+    tensors = {f"model.{k}": v for k, v in trainer.head.state_dict().items()}
+    opt = trainer.optimizer.state_dict()
+    for idx, entries in opt["state"].items():
+        for key, value in entries.items():
+            tensors[f"optim.{idx}.{key}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.sampler"] = trainer.generator.get_state()
+    if trainer.data.audio.is_cuda:
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(trainer.data.audio.device)
+    s = trainer.state
+    meta = {"epoch": s.epoch, "best_epoch": s.best_epoch, "best_hm": s.best_hm, "best_betas": s.best_betas,
+            "history": s.history, "scheduler": trainer.scheduler.state_dict(), "param_groups": opt["param_groups"]}
+    _atomic_save(tensors, meta, path)
+
+
+def load_trainer(path: Path, trainer) -> None:
+    tensors, meta = load_file(str(path)), read_meta(path)
+    trainer.head.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    trainer.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    trainer.scheduler.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    trainer.generator.set_state(tensors["rng.sampler"])
+    if "rng.cuda" in tensors and trainer.data.audio.is_cuda:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], trainer.data.audio.device)
+    s = trainer.state
+    s.epoch, s.best_epoch, s.best_hm = meta["epoch"], meta["best_epoch"], meta["best_hm"]
+    s.best_betas, s.history = meta["best_betas"], meta["history"]

@@ -1,0 +1,98 @@
+"""Features, label embeddings and split of one dataset as tensors, and the protocol's subsets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import StoreError
+from .store import FeatureStore
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Videos to evaluate and the split's seen/unseen class ids."""
+
+    videos: torch.Tensor
+    seen: torch.Tensor
+    unseen: torch.Tensor
+
+    @property
+    def classes(self) -> torch.Tensor:
+        return torch.sort(torch.cat([self.seen, self.unseen])).values
+
+
+@dataclass(frozen=True)
+class TrainSet:
+    """Training videos and the training classes (ascending id; a video's target is its position)."""
+
+    videos: torch.Tensor
+    classes: torch.Tensor
+
+
+@dataclass
+class ProtocolData:
+    """One dataset, held as tensors on one device."""
+
+    dataset: str
+    split: str
+    audio: torch.Tensor
+    video: torch.Tensor
+    class_text: torch.Tensor
+    labels: torch.Tensor
+    indices: dict[str, torch.Tensor]
+    classes: dict[str, torch.Tensor]
+    num_classes: int
+    class_names: list[str]
+
+    def stage(self, stage: int) -> tuple[TrainSet, EvalSet]:
+        """Training set and validation set of stage 1 or 2 (SPEC.md "Benchmarks and splits")."""
+        val = EvalSet(torch.cat([self.indices["stage_1_val_seen"], self.indices["stage_1_val_unseen"]]),
+                      self.classes["stage_1_train"], self.classes["stage_1_val_unseen"])
+        if stage == 1:
+            return TrainSet(self.indices["stage_1_train"], self.classes["stage_1_train"]), val
+        videos = torch.cat([self.indices[p] for p in ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen")])
+        return TrainSet(videos, self.classes["stage_2_train"]), val
+
+    def test(self) -> EvalSet:
+        return EvalSet(torch.cat([self.indices["stage_2_test_seen"], self.indices["stage_2_test_unseen"]]),
+                       self.classes["stage_2_test_seen"], self.classes["stage_2_test_unseen"])
+
+
+#: The label-embedding blocks a head receives, in concatenation order ([CLIP | CLAP]).
+LABEL_PARTS = ("clip", "clap")
+
+
+def label_matrix(store: FeatureStore, dataset: str, parts: tuple[str, ...] = LABEL_PARTS) -> np.ndarray:
+    """The label embedding of every class, [CLIP | CLAP] (rows by class id)."""
+    return np.concatenate([store.read_label_embeddings(dataset, p) for p in parts], axis=1)
+
+
+def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: str = "cpu") -> ProtocolData:
+    """Read a dataset's features, label embeddings and split from the store into tensors."""
+    split_data = store.read_split(dataset, split)
+    info = store.info(dataset)
+    _, labels, _ = store.read_videos(dataset)
+    names = store.feature_names(dataset)
+    for needed in ("video", "audio"):
+        if needed not in names:
+            raise StoreError(f"dataset {dataset!r} has no {needed} features (run `clipclap extract` or `clipclap import`)")
+    dev = torch.device(device)
+
+    def t(x, dtype=None):
+        return torch.as_tensor(x, dtype=dtype).to(dev)
+
+    return ProtocolData(
+        dataset=dataset,
+        split=split,
+        audio=t(store.read_features(dataset, "audio")),
+        video=t(store.read_features(dataset, "video")),
+        class_text=t(label_matrix(store, dataset)),
+        labels=t(labels, torch.long),
+        indices={k: t(v, torch.long) for k, v in split_data.indices.items()},
+        classes={k: t(sorted(v), torch.long) for k, v in split_data.classes.items()},
+        num_classes=len(info["classes"]),
+        class_names=list(info["classes"]),
+    )

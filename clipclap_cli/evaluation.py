@@ -1,0 +1,39 @@
+"""The test protocol (SPEC.md "Evaluation"): beta* from the stage-1 model on validation,
+applied once to the stage-2 model on the test split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .data import ProtocolData
+from .metrics import beta_star, bias_grid, evaluate_distances
+from .training import evaluate_head
+
+
+def evaluate_models(data: ProtocolData, stage1_head, stage2_head) -> dict[str, Any]:
+    """S, U, HM, ZSL on test at beta*, per-class accuracy, and the S/U/HM curves over the grid."""
+    _, val = data.stage(1)
+    val_results = evaluate_head(stage1_head, data, val)
+    val_betas = {m: r.best.beta for m, r in val_results.items()}
+    beta = beta_star(val_betas)
+    test = data.test()
+    fixed = evaluate_head(stage2_head, data, test, fixed_beta=beta)["both"].best
+    curve = evaluate_head(stage2_head, data, test)["both"]
+    names = data.class_names
+    seen, unseen = test.seen.tolist(), test.unseen.tolist()
+    return {
+        "dataset": data.dataset,
+        "split": data.split,
+        "beta_star": beta,
+        "val": {"betas": val_betas, **{k: v for k, v in val_results["both"].best.as_dict().items()
+                                       if not k.startswith("per_class")},
+                "curve": val_results["both"].as_dict()["curve"]},
+        "test": {"seen": fixed.seen, "unseen": fixed.unseen, "hm": fixed.hm, "zsl": fixed.zsl, "beta": beta},
+        "per_class_accuracy": {
+            "seen": {names[c]: fixed.per_class_accuracy[c] for c in seen},
+            "unseen": {names[c]: fixed.per_class_accuracy[c] for c in unseen},
+        },
+        "zsl_per_class_recall": {names[c]: fixed.per_class_recall[c] for c in unseen},
+        "test_curve": curve.as_dict()["curve"],
+        "grid": {"start": 0.0, "stop": 5.0, "steps": len(bias_grid())},
+    }

@@ -1,0 +1,209 @@
+"""Results tables like the paper's (methods x datasets, HM and ZSL) and calibration plots.
+
+Runs that differ only in their seed form one group, reported as mean ± sample standard
+deviation with the number of runs. No torch here: `clipclap report` stays quick.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RunError
+
+METRICS = ("seen", "unseen", "hm", "zsl")
+LABELS = {"seen": "S", "unseen": "U", "hm": "HM", "zsl": "ZSL"}
+FORMATS = ("markdown", "latex", "html", "csv", "json")
+
+
+@dataclass
+class RunResult:
+    path: Path
+    results: dict[str, Any]
+    spec: dict[str, Any]
+
+    @property
+    def method(self) -> str:
+        params = self.spec["params"]
+        return self.spec["head"] + (f" ({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})" if params else "")
+
+    @property
+    def dataset(self) -> str:
+        split = self.spec["split"]
+        return self.spec["dataset"] if split == "cls_split" else f"{self.spec['dataset']} ({split})"
+
+    def group_key(self) -> str:
+        """Everything but the seed (and device): runs with the same key are repeats."""
+        train = {k: v for k, v in self.spec["train"].items() if k not in ("seed", "device")}
+        return json.dumps([self.spec["dataset"], self.spec["split"], self.spec["head"], self.spec["params"], train],
+                          sort_keys=True)
+
+
+@dataclass
+class Cell:
+    """One method x dataset entry: per metric mean and std (percent) over `n` seeds."""
+
+    method: str
+    dataset: str
+    n: int
+    mean: dict[str, float]
+    std: dict[str, float]
+    seeds: list[int] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run folders with results: each path is a run or a folder searched recursively."""
+    found: list[Path] = []
+    for p in paths:
+        if not p.exists():
+            raise RunError(f"{p}: no such run or folder")
+        if (p / "results.json").exists():
+            found.append(p)
+            continue
+        if (p / "config.json").exists():
+            raise RunError(f"{p}: the run has no results yet (finish it with `clipclap train`, then `clipclap evaluate {p}`)")
+        found += sorted(r.parent for r in p.rglob("results.json") if (r.parent / "config.json").exists())
+    if not found:
+        raise RunError(f"no evaluated runs under {', '.join(map(str, paths))} (train with `clipclap train DATASET`)")
+    return list(dict.fromkeys(found))
+
+
+def load_run(path: Path) -> RunResult:
+    try:
+        results = json.loads((path / "results.json").read_text())
+        spec = json.loads((path / "config.json").read_text())["spec"]
+    except (OSError, ValueError, KeyError) as e:
+        raise RunError(f"{path}: unreadable run ({e})") from None
+    return RunResult(path, results, spec)
+
+
+def aggregate(runs: list[RunResult]) -> list[Cell]:
+    """Group runs differing only in seed; cells in first-seen order of method and dataset."""
+    groups: dict[str, list[RunResult]] = {}
+    for r in runs:
+        groups.setdefault(r.group_key(), []).append(r)
+    cells, labels = [], {}
+    for members in groups.values():
+        first = members[0]
+        method = first.method
+        # two groups with the same method label (e.g. other epochs or lr): tell them apart
+        label_key = (method, first.dataset)
+        if label_key in labels:
+            t = first.spec["train"]
+            method += f" [lr={t['lr']}, epochs={t['epochs']}, batches={t['batches_per_epoch']}]"
+        labels[label_key] = True
+        values = {m: [100 * r.results["test"][m] for r in members] for m in METRICS}
+        cells.append(Cell(
+            method, first.dataset, len(members),
+            {m: statistics.fmean(v) for m, v in values.items()},
+            {m: statistics.stdev(v) if len(v) > 1 else 0.0 for m, v in values.items()},
+            sorted(r.results.get("seed", r.spec["train"]["seed"]) for r in members),
+            [str(r.path) for r in members],
+        ))
+    return cells
+
+
+def _layout(cells: list[Cell], metrics: tuple[str, ...]):
+    methods = list(dict.fromkeys(c.method for c in cells))
+    datasets = list(dict.fromkeys(c.dataset for c in cells))
+    by = {(c.method, c.dataset): c for c in cells}
+    return methods, datasets, by
+
+
+def _fmt(cell: Cell | None, metric: str, pm: str = " ± ") -> str:
+    if cell is None:
+        return "–"
+    if cell.n == 1:
+        return f"{cell.mean[metric]:.2f}"
+    return f"{cell.mean[metric]:.2f}{pm}{cell.std[metric]:.2f}"
+
+
+def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = ("hm", "zsl")) -> str:
+    """The table in one of FORMATS (markdown, latex and html wide; csv and json one row per cell)."""
+    if fmt not in FORMATS:
+        raise RunError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "json":
+        return json.dumps([c.__dict__ for c in cells], indent=2, sort_keys=True) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["method", "dataset", "n", "seeds"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")])
+        for c in cells:
+            w.writerow([c.method, c.dataset, c.n, " ".join(map(str, c.seeds))]
+                       + [f"{v:.4f}" for m in METRICS for v in (c.mean[m], c.std[m])])
+        return buf.getvalue()
+    methods, datasets, by = _layout(cells, metrics)
+    counts = sorted({c.n for c in cells})
+    note = ("mean ± std over " + "/".join(map(str, counts)) + " seeds" if counts != [1] else "one seed per entry")
+    if fmt == "markdown":
+        head = "| Method | " + " | ".join(f"{d} {LABELS[m]}" for d in datasets for m in metrics) + " |"
+        sep = "|---|" + "---:|" * (len(datasets) * len(metrics))
+        rows = ["| " + m + " | " + " | ".join(_fmt(by.get((m, d)), x) for d in datasets for x in metrics) + " |"
+                for m in methods]
+        return "\n".join([head, sep, *rows, "", f"Percent; {note}."]) + "\n"
+    if fmt == "latex":
+        k = len(metrics)
+        lines = [r"\begin{tabular}{l" + ("c" * k) * len(datasets) + "}", r"\toprule",
+                 "Method & " + " & ".join(rf"\multicolumn{{{k}}}{{c}}{{{_tex(d)}}}" for d in datasets) + r" \\",
+                 " & " + " & ".join(LABELS[m] for _ in datasets for m in metrics) + r" \\", r"\midrule"]
+        for m in methods:
+            lines.append(_tex(m) + " & " + " & ".join(_fmt(by.get((m, d)), x, r" $\pm$ ")
+                                                       for d in datasets for x in metrics) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}", f"% percent; {note}"]
+        return "\n".join(lines) + "\n"
+    k = len(metrics)
+    e = html.escape
+    top = "".join(f'<th colspan="{k}">{e(d)}</th>' for d in datasets)
+    sub = "".join(f"<th>{LABELS[m]}</th>" for _ in datasets for m in metrics)
+    body = "".join("<tr><td>" + e(m) + "</td>" + "".join(f"<td>{e(_fmt(by.get((m, d)), x))}</td>"
+                                                        for d in datasets for x in metrics) + "</tr>\n"
+                   for m in methods)
+    return (f'<table>\n<thead><tr><th rowspan="2">Method</th>{top}</tr><tr>{sub}</tr></thead>\n'
+            f"<tbody>\n{body}</tbody>\n<caption>Percent; {e(note)}.</caption>\n</table>\n")
+
+
+def _tex(s: str) -> str:
+    return s.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
+
+
+def write_plots(run: RunResult, out_dir: Path) -> list[Path]:
+    """calibration.png (S, U, HM against beta, beta* marked) and per-class accuracy, per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = run.results
+    stem = "_".join(run.path.parts[-3:]).replace(",", "_").replace("=", "-")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curve, beta = res["test_curve"], res["test"]["beta"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("seen", "S"), ("unseen", "U"), ("hm", "HM")):
+        ax.plot(curve["beta"], [100 * v for v in curve[key]], label=label)
+    ax.axvline(beta, color="k", linestyle="--", linewidth=1, label=f"β* = {beta:.3f}")
+    ax.set(xlabel="calibration bias β", ylabel="accuracy (%)", title=f"{run.method} on {run.dataset}: test")
+    ax.legend()
+    fig.tight_layout()
+    calibration = out_dir / f"{stem}-calibration.png"
+    fig.savefig(calibration, dpi=120)
+    plt.close(fig)
+    acc = res["per_class_accuracy"]
+    names = list(acc["seen"]) + list(acc["unseen"])
+    values = [100 * v for v in acc["seen"].values()] + [100 * v for v in acc["unseen"].values()]
+    colors = ["tab:blue"] * len(acc["seen"]) + ["tab:orange"] * len(acc["unseen"])
+    fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(names)), 4))
+    ax.bar(range(len(names)), values, color=colors)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+    ax.set(ylabel="accuracy at β* (%)", title=f"per-class accuracy (blue seen, orange unseen): {run.method}")
+    fig.tight_layout()
+    per_class = out_dir / f"{stem}-per-class.png"
+    fig.savefig(per_class, dpi=120)
+    plt.close(fig)
+    return [calibration, per_class]

@@ -1,0 +1,278 @@
+"""Training runs on disk: one folder per run, resumable stage by stage.
+
+    <run>/config.json                  what was asked (dataset, split, head, params, settings)
+    <run>/stage{1,2}/metrics.jsonl     one line per completed epoch
+    <run>/stage{1,2}/checkpoint-last.safetensors   resume state (removed when the stage ends)
+    <run>/stage{1,2}/best.safetensors, final.safetensors   models with JSON metadata
+    <run>/stage{1,2}/result.json       best epoch, validation HM and betas
+    <run>/results.json                 the test evaluation (deterministic: same seed, same bytes)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoints import load_into, load_model, load_trainer, save_model, save_trainer
+from .data import LABEL_PARTS, ProtocolData, load_protocol_data
+from .errors import RunError
+from .evaluation import evaluate_models
+from .metrics import beta_star
+from .registries import create_head
+from .store import FeatureStore, now_iso
+from .training import EpochRecord, TrainConfig, Trainer
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines a run's numbers (seed included)."""
+
+    dataset: str
+    split: str
+    head: str
+    params: dict[str, Any]
+    dims: dict[str, Any]
+    train: TrainConfig
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically with sorted keys (same content, same bytes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+@dataclass
+class Callbacks:
+    """Progress hooks for the CLI; core code never prints."""
+
+    stage_start: Callable[[int, int, int], None] = lambda stage, first_epoch, epochs: None
+    step: Callable[[int], None] = lambda step: None
+    epoch_end: Callable[[int, EpochRecord], None] = lambda stage, record: None
+
+
+def _dims_from(spec: RunSpec):
+    from .api import FeatureDims
+
+    d = spec.dims
+    return FeatureDims(audio=d["audio"], video=d["video"], text_parts=tuple((k, v) for k, v in d["text_parts"]))
+
+
+def store_dims(store: FeatureStore, dataset: str) -> dict[str, Any]:
+    """Input widths of a dataset as the store holds them (what a head is built for)."""
+    feats, labels = store.feature_names(dataset), store.label_embedding_names(dataset)
+    missing = [n for n in ("audio", "video") if n not in feats] + [f"{n} label embeddings"
+                                                                   for n in LABEL_PARTS if n not in labels]
+    if missing:
+        raise RunError(f"dataset {dataset!r} in {store.path} lacks {', '.join(missing)} "
+                       "(run `clipclap import`, `clipclap extract` or `clipclap embed` first)")
+    return {"audio": feats["audio"]["shape"][1], "video": feats["video"]["shape"][1],
+            "text_parts": [[n, labels[n][1]] for n in LABEL_PARTS]}
+
+
+def default_run_dir(runs_dir: Path, spec: RunSpec) -> Path:
+    """runs/<dataset>/<head>[,k=v...]/seed<seed>: runs differing only in seed are siblings."""
+    method = ",".join([spec.head] + [f"{k}={v}" for k, v in sorted(spec.params.items())])
+    name = spec.dataset if spec.split == "cls_split" else f"{spec.dataset}-{spec.split}"
+    return runs_dir / name / method / f"seed{spec.train.seed}"
+
+
+def build_head(spec: RunSpec, pm=None):
+    return create_head(spec.head, _dims_from(spec), spec.params, pm=pm)
+
+
+def open_run(path: Path, spec: RunSpec, store: Path) -> None:
+    """Create the run folder, or check that an existing one was started with the same spec."""
+    config = path / "config.json"
+    if config.exists():
+        old = read_json(config)
+        if old["spec"] != json.loads(json.dumps(spec.as_dict())):
+            diff = sorted(k for k in old["spec"] if old["spec"][k] != json.loads(json.dumps(spec.as_dict()))[k])
+            raise RunError(f"run {path} exists with different settings ({', '.join(diff)}); "
+                           "choose another --run folder or remove it")
+        return
+    from . import __version__
+
+    write_json(config, {"spec": spec.as_dict(), "store": str(store), "created": now_iso(),
+                        "clipclap_version": __version__, "torch_version": torch.__version__})
+
+
+def load_spec(path: Path) -> tuple[RunSpec, dict]:
+    config = path / "config.json"
+    if not config.exists():
+        raise RunError(f"{path}: not a clipclap run (no config.json)")
+    raw = read_json(config)
+    s = raw["spec"]
+    spec = RunSpec(s["dataset"], s["split"], s["head"], s["params"], s["dims"], TrainConfig(**s["train"]))
+    return spec, raw
+
+
+def stage_result(path: Path, stage: int) -> dict | None:
+    f = path / f"stage{stage}" / "result.json"
+    return read_json(f) if f.exists() else None
+
+
+def train_stage(path: Path, spec: RunSpec, data: ProtocolData, stage: int, cb: Callbacks, pm=None) -> dict:
+    """Train one stage (resuming from its last completed epoch) and write its result."""
+    sdir = path / f"stage{stage}"
+    done = stage_result(path, stage)
+    if done is not None:
+        return done
+    cfg = spec.train
+    if stage == 2:
+        first = stage_result(path, 1)
+        if first is None:
+            raise RunError(f"run {path} has no completed stage 1; "
+                           f"run `clipclap train {spec.dataset} --stage 1 --run {path}` first")
+        cfg = dataclasses.replace(cfg, epochs=first["best_epoch"] + 1)
+    torch.manual_seed(cfg.seed)
+    head = build_head(spec, pm).to(cfg.device)
+    train_set, val = data.stage(stage)
+    trainer = Trainer(head, data, train_set, val, cfg)
+    ckpt = sdir / "checkpoint-last.safetensors"
+    if ckpt.exists():
+        load_trainer(ckpt, trainer)
+    sdir.mkdir(parents=True, exist_ok=True)
+    (sdir / "metrics.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in trainer.state.history))
+    meta = {"head": spec.head, "params": spec.params, "dims": spec.dims, "dataset": spec.dataset, "stage": stage}
+    cb.stage_start(stage, trainer.state.epoch + 1, cfg.epochs)
+    while trainer.state.epoch + 1 < cfg.epochs:
+        record = trainer.run_epoch(cb.step)
+        if record.best_epoch == record.epoch:
+            save_model(sdir / "best.safetensors", head, meta | {"epoch": record.epoch, "val_hm": record.best_hm})
+        with (sdir / "metrics.jsonl").open("a") as fh:
+            fh.write(json.dumps(record.as_dict(), sort_keys=True) + "\n")
+        save_trainer(ckpt, trainer)
+        cb.epoch_end(stage, record)
+    save_model(sdir / "final.safetensors", head, meta | {"epoch": trainer.state.epoch})
+    s = trainer.state
+    result = {"stage": stage, "epochs": cfg.epochs, "best_epoch": s.best_epoch, "best_val_hm": s.best_hm,
+              "val_betas": s.best_betas, "beta_star": beta_star(s.best_betas)}
+    write_json(sdir / "result.json", result)
+    ckpt.unlink(missing_ok=True)
+    return result
+
+
+def _load_stage_model(path: Path, spec: RunSpec, name: str, pm=None):
+    head = build_head(spec, pm).to(spec.train.device)
+    state, _ = load_model(path / name)
+    load_into(head, state, str(path / name))
+    return head
+
+
+def evaluate_run(path: Path, store: FeatureStore | None = None, pm=None) -> dict:
+    """`clipclap evaluate RUN`: beta* from stage 1 on validation, stage-2 model on test."""
+    spec, raw = load_spec(path)
+    for stage in (1, 2):
+        if stage_result(path, stage) is None:
+            raise RunError(f"run {path} has no completed stage {stage}; "
+                           f"run `clipclap train {spec.dataset} --stage {stage} --run {path}`")
+    store = store or FeatureStore(raw["store"])
+    data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device)
+    head1 = _load_stage_model(path, spec, "stage1/best.safetensors", pm)
+    head2 = _load_stage_model(path, spec, "stage2/final.safetensors", pm)
+    results = evaluate_models(data, head1, head2)
+    results |= {"head": spec.head, "params": spec.params, "seed": spec.train.seed,
+                "best_epoch": stage_result(path, 1)["best_epoch"]}
+    write_json(path / "results.json", results)
+    return results
+
+
+def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int, ...], cb: Callbacks | None = None,
+              pm=None) -> dict | None:
+    """Train the requested stages of a run; with both stages, evaluate and return the results."""
+    cb = cb or Callbacks()
+    if stages[0] == 2 and stage_result(path, 1) is None:
+        raise RunError(f"run {path} has no completed stage 1; "
+                       f"run `clipclap train {spec.dataset} --stage 1 --run {path}` first")
+    data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device)  # fails before any write
+    open_run(path, spec, store.path)
+    for stage in stages:
+        train_stage(path, spec, data, stage, cb, pm)
+    if 2 in stages:
+        return evaluate_run(path, store, pm)
+    return None
+
+
+def plan_runs(store: FeatureStore, entry, heads: list[str], param_pairs: list[str], seed: int | None, seeds: int,
+              epochs: int | None, lr: float | None, batches: int | None, split: str | None, replay: bool,
+              device: str, run_dir: Path | None, runs_dir: Path, pm=None) -> list[tuple[Path, RunSpec]]:
+    """The (folder, spec) of every run `clipclap train` was asked for; defaults from datasets.toml.
+
+    Everything is validated here (head parameters, store contents, split, device) so that bad
+    input fails before any run folder is written.
+    """
+    from .params import parse_params
+    from .registries import get_head
+
+    dims = store_dims(store, entry.name)
+    split = split or entry.split
+    store.read_split(entry.name, split)  # a clear error when the split is missing
+    _check_device(device)
+    d = entry.train
+    first_seed = d.seed if seed is None else seed
+    plan = []
+    for head in heads:
+        parsed = parse_params(param_pairs, get_head(head, pm).Params)
+        given = {p.partition("=")[0].strip(): getattr(parsed, p.partition("=")[0].strip()) for p in param_pairs}
+        for s in range(first_seed, first_seed + seeds):
+            cfg = TrainConfig(epochs=epochs or d.epochs, lr=lr or d.lr, batch_size=d.batch_size,
+                              batches_per_epoch=batches or d.batches_per_epoch, seed=s, device=device,
+                              replay_forward=replay)
+            spec = RunSpec(entry.name, split, head, given, dims, cfg)
+            build_head(spec, pm)  # the head must accept these dims and parameters
+            plan.append((run_dir or default_run_dir(runs_dir, spec), spec))
+    return plan
+
+
+def _check_device(device: str) -> None:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise RunError(f"--device {device!r} is not a device (cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RunError(f"--device {device}: CUDA is not available on this machine")
+
+
+def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: str, param_pairs: list[str],
+                         stage1: Path, stage2: Path, device: str = "cpu", pm=None) -> dict:
+    """`clipclap evaluate DATASET --stage1 A.pt --stage2 B.pt`: the reference's checkpoints.
+
+    Each file is a torch checkpoint holding {'model': state_dict, 'epoch': int}, loaded with
+    `weights_only=True` (no code from the file runs).
+    """
+    from .checkpoints import load_reference_checkpoint
+    from .params import parse_params
+    from .registries import get_head
+
+    _check_device(device)
+    dims = store_dims(store, dataset)
+    parsed = parse_params(param_pairs, get_head(head, pm).Params)
+    spec = RunSpec(dataset, split, head, dataclasses.asdict(parsed), dims, TrainConfig(epochs=0, lr=0.0, device=device))
+    data = load_protocol_data(store, dataset, split, device)
+    heads, epochs = [], []
+    for ckpt in (stage1, stage2):
+        state, epoch = load_reference_checkpoint(ckpt)
+        model = build_head(spec, pm).to(device)
+        load_into(model, {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()},
+                  str(ckpt))
+        heads.append(model)
+        epochs.append(epoch)
+    results = evaluate_models(data, *heads)
+    return results | {"head": head, "params": spec.params, "checkpoints": {"stage1": str(stage1), "stage2": str(stage2)},
+                      "checkpoint_epochs": epochs}

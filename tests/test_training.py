@@ -1,0 +1,221 @@
+"""The trainer and the run lifecycle on the demo benchmark: determinism, resume, errors, reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from clipclap_cli.training import ClassBalancedSampler, improves
+
+from conftest import tree_digest
+
+FAST = ("--epochs", "3", "--batches-per-epoch", "30")
+
+
+def _train(cli, store, runs, *extra):
+    return cli("train", "demo", "--store", store, "--runs-dir", runs, *FAST, *extra)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, demo_store):
+    """One uninterrupted run (seed 42) that the other tests compare with."""
+    from clipclap_cli.cli import run
+    from clipclap_cli.plugins import make_plugin_manager
+
+    runs = tmp_path_factory.mktemp("runs")
+    code = run(["train", "demo", "--store", str(demo_store), "--runs-dir", str(runs), *FAST],
+               make_plugin_manager(entrypoints=False))
+    assert code == 0
+    return runs / "demo" / "clipclap" / "seed42"
+
+
+def test_sampler_is_class_balanced_with_replacement():
+    labels = torch.tensor([0] * 90 + [1] * 9 + [2])  # very unbalanced classes
+    gen = torch.Generator().manual_seed(0)
+    sampler = ClassBalancedSampler(labels, torch.tensor([0, 1, 2]), gen)
+    rows, cls = sampler.draw(30000)
+    assert torch.equal(labels[rows], cls)
+    freq = torch.bincount(cls, minlength=3) / 30000
+    assert torch.allclose(freq, torch.full((3,), 1 / 3), atol=0.015)
+    within = torch.bincount(rows[cls == 1] - 90, minlength=9).float()
+    assert within.min() > 0.8 * within.mean()  # uniform within the class
+    _, other = sampler.draw(3000, exclude=cls[:3000])
+    assert not torch.any(other == cls[:3000])
+
+
+def test_best_epoch_rule_is_the_references():
+    assert improves(None, 0.0)
+    assert not improves(0.5, 0.5)  # ties: the earlier epoch stays
+    assert improves(0.5, 0.6)
+    assert improves(0.0, 0.0)  # a best HM of 0 counts as unset
+
+
+def test_run_is_complete_and_far_above_chance(reference_run):
+    results = json.loads((reference_run / "results.json").read_text())
+    stage1 = json.loads((reference_run / "stage1" / "result.json").read_text())
+    stage2_epochs = len((reference_run / "stage2" / "metrics.jsonl").read_text().splitlines())
+    assert stage2_epochs == stage1["best_epoch"] + 1  # stage 2 retrains for best_epoch + 1 epochs
+    assert len((reference_run / "stage1" / "metrics.jsonl").read_text().splitlines()) == 3
+    assert results["beta_star"] == pytest.approx(stage1["val_betas"]["both"] + 1e-10 / 3)
+    test = results["test"]
+    # 6 unseen test classes: ZSL chance is 1/6; the demo is learnable
+    assert test["zsl"] > 0.5 and test["hm"] > 0.3, test
+    assert not (reference_run / "stage1" / "checkpoint-last.safetensors").exists()
+    assert len(results["test_curve"]["hm"]) == 76
+
+
+def test_same_seed_gives_byte_identical_results(cli, demo_store, reference_run, tmp_path):
+    assert _train(cli, demo_store, tmp_path).exit_code == 0
+    again = tmp_path / "demo" / "clipclap" / "seed42" / "results.json"
+    assert again.read_bytes() == (reference_run / "results.json").read_bytes()
+
+
+def test_other_seed_gives_other_results(cli, demo_store, reference_run, tmp_path):
+    assert _train(cli, demo_store, tmp_path, "--seed", "7").exit_code == 0
+    other = json.loads((tmp_path / "demo" / "clipclap" / "seed7" / "results.json").read_text())
+    assert other["test"] != json.loads((reference_run / "results.json").read_text())["test"]
+
+
+def test_interrupted_run_resumes_to_the_same_results(cli, demo_store, reference_run, tmp_path, monkeypatch):
+    import clipclap_cli.runs as runs_mod
+
+    original = runs_mod.save_trainer
+    calls = {"n": 0}
+
+    def save_then_interrupt(path, trainer):
+        original(path, trainer)
+        calls["n"] += 1
+        if calls["n"] == 2:  # after epoch 2 of stage 1 was saved
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs_mod, "save_trainer", save_then_interrupt)
+    r = _train(cli, demo_store, tmp_path)
+    assert r.exit_code == 130 and "resume" in r.stderr
+    run = tmp_path / "demo" / "clipclap" / "seed42"
+    assert not (run / "results.json").exists()
+    monkeypatch.setattr(runs_mod, "save_trainer", original)
+    r = _train(cli, demo_store, tmp_path)
+    assert r.exit_code == 0, r
+    assert "resuming at epoch 3/3" in r.stderr
+    assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
+    assert (run / "stage1" / "metrics.jsonl").read_bytes() == (reference_run / "stage1" / "metrics.jsonl").read_bytes()
+
+
+def test_killed_process_resumes_to_the_same_results(demo_store, reference_run, tmp_path):
+    cmd = [sys.executable, "-m", "clipclap_cli", "train", "demo", "--store", str(demo_store),
+           "--runs-dir", str(tmp_path), *FAST]
+    metrics = tmp_path / "demo" / "clipclap" / "seed42" / "stage1" / "metrics.jsonl"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert metrics.read_text().count("\n") < 3, "the run finished before it could be killed"
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    run = metrics.parent.parent
+    assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
+
+
+def test_changed_settings_do_not_silently_mix(cli, demo_store, reference_run, tmp_path):
+    r = cli("train", "demo", "--store", demo_store, "--run", reference_run, "--epochs", "5", "--batches-per-epoch", "30")
+    assert r.exit_code == 1 and "exists with different settings (train)" in r.stderr
+
+
+def _one_error_line(r):
+    assert r.exit_code == 1, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
+    return lines[0]
+
+
+def test_bad_inputs_fail_cleanly(cli, demo_store, reference_run, tmp_path):
+    # unknown run
+    assert "no such run" in _one_error_line(cli("evaluate", tmp_path / "nope"))
+    # stage 2 without stage 1, then evaluate of a run with stage 1 missing
+    run = tmp_path / "fresh"
+    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, "--stage", "2", *FAST))
+    assert "no completed stage 1" in line and not run.exists()
+    # evaluate a run whose stage 2, then whose stage 1, is missing
+    assert cli("train", "demo", "--store", demo_store, "--run", run, "--stage", "1",
+               "--epochs", "1", "--batches-per-epoch", "5").exit_code == 0
+    assert "no completed stage 2" in _one_error_line(cli("evaluate", run))
+    shutil.rmtree(run / "stage1")
+    assert "no completed stage 1" in _one_error_line(cli("evaluate", run))
+    # a dataset without the requested split: nothing written
+    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--run", tmp_path / "r2", "--split", "main_split"))
+    assert "has no split 'main_split'" in line and not (tmp_path / "r2").exists()
+    # unknown head and bad head parameter
+    assert "Did you mean 'clipclap'" in _one_error_line(cli("train", "demo", "--store", demo_store, "--head", "clipclp"))
+    assert "unknown parameter 'widht'" in _one_error_line(
+        cli("train", "demo", "--store", demo_store, "-p", "widht=3", "--run", tmp_path / "r3"))
+    # a checkpoint whose shapes do not fit the head
+    state = {k: v for k, v in _safetensors(reference_run / "stage2" / "final.safetensors").items()}
+    good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
+    torch.save({"model": state, "epoch": 2}, good)
+    torch.save({"model": state | {"W_proj.fc.0.weight": torch.zeros(64, 100)}, "epoch": 2}, bad)
+    line = _one_error_line(cli("evaluate", "demo", "--store", demo_store, "--stage1", good, "--stage2", bad))
+    assert "W_proj.fc.0.weight has shape (64, 100)" in line
+
+
+def _safetensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_reference_checkpoints_evaluate_like_the_run(cli, demo_store, reference_run, tmp_path):
+    for stage, name in ((1, "best"), (2, "final")):
+        state = _safetensors(reference_run / f"stage{stage}" / f"{name}.safetensors")
+        torch.save({"model": state, "epoch": 1}, tmp_path / f"s{stage}.pt")
+    r = cli("evaluate", "demo", "--store", demo_store, "--stage1", tmp_path / "s1.pt", "--stage2", tmp_path / "s2.pt",
+            "--json")
+    assert r.exit_code == 0, r
+    got = json.loads(r.stdout)
+    want = json.loads((reference_run / "results.json").read_text())
+    assert got["test"] == want["test"] and got["per_class_accuracy"] == want["per_class_accuracy"]
+
+
+def test_report_groups_seeds_as_mean_and_std(cli, demo_store, tmp_path):
+    r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--seeds", "2", "--seed", "1", *FAST)
+    assert r.exit_code == 0, r
+    runs = [tmp_path / "demo" / "clipclap" / f"seed{s}" for s in (1, 2)]
+    hm = [100 * json.loads((p / "results.json").read_text())["test"]["hm"] for p in runs]
+    r = cli("report", tmp_path, "--format", "csv", "--plots", tmp_path / "plots")
+    assert r.exit_code == 0, r
+    header, row = r.stdout.strip().splitlines()
+    cells = dict(zip(header.split(","), row.split(",")))
+    assert cells["n"] == "2" and cells["seeds"] == "1 2"
+    assert float(cells["hm_mean"]) == pytest.approx(statistics.fmean(hm), abs=1e-4)
+    assert float(cells["hm_std"]) == pytest.approx(statistics.stdev(hm), abs=1e-4)
+    md = cli("report", tmp_path, "--su").stdout
+    assert f"{statistics.fmean(hm):.2f} ± {statistics.stdev(hm):.2f}" in md and "| demo HM |" in md.replace("demo S | demo U | ", "")
+    for fmt, marker in (("latex", r"\begin{tabular}"), ("html", "<table>"), ("json", '"n": 2')):
+        assert marker in cli("report", tmp_path, "--format", fmt).stdout
+    pngs = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert len(pngs) == 4 and all((tmp_path / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+def test_report_errors(cli, tmp_path):
+    assert "no such run" in _one_error_line(cli("report", tmp_path / "nothing"))
+    assert "no evaluated runs" in _one_error_line(cli("report", tmp_path))
+    assert "unknown format 'pdf'" in _one_error_line(cli("report", tmp_path, "--format", "pdf"))
+
+
+def test_training_leaves_the_store_untouched(cli, demo_store, tmp_path):
+    before = tree_digest(demo_store)
+    assert cli("train", "demo", "--store", demo_store, "--run", tmp_path / "r", "--stage", "1",
+               "--epochs", "1", "--batches-per-epoch", "5").exit_code == 0
+    assert tree_digest(demo_store) == before
+    assert json.loads((tmp_path / "r" / "stage1" / "result.json").read_text())["best_epoch"] == 0
