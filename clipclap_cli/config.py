@@ -51,13 +51,14 @@ class DatasetEntry:
     prompts: str | None
     params: Any
     origin: str
+    head_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def resolve(self, value: str) -> Path:
         """Expand `{benchmarks}` and `~` in a path-valued setting."""
         return Path(value.replace("{benchmarks}", str(benchmarks_dir()))).expanduser()
 
 
-_CORE_KEYS = {"display_name", "kind", "split", "dims", "train", "prompts"}
+_CORE_KEYS = {"display_name", "kind", "split", "dims", "train", "prompts", "head_params"}
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -115,7 +116,11 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
         train_defaults = build_params(TrainDefaults, train)
     except ClipclapError as e:
         raise fail("train", str(e)) from None
+    head_params = table.get("head_params", {})
+    if not isinstance(head_params, dict) or not all(isinstance(v, dict) for v in head_params.values()):
+        raise fail("head_params", "expected tables of head parameters, e.g. head_params.cjme = { dropout = 0.0 }")
     return DatasetEntry(
+        head_params=head_params,
         name=name,
         display_name=str(table.get("display_name", name)),
         kind=table["kind"],

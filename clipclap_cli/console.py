@@ -47,6 +47,8 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table
     t = Table(title=title, show_lines=False)
     for c in columns:
         t.add_column(c)
+    from rich.markup import escape
+
     for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
+        t.add_row(*["" if v is None else escape(str(v)) for v in r])
     return t

@@ -70,8 +70,19 @@ def label_matrix(store: FeatureStore, dataset: str, parts: tuple[str, ...] = LAB
     return np.concatenate([store.read_label_embeddings(dataset, p) for p in parts], axis=1)
 
 
-def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: str = "cpu") -> ProtocolData:
-    """Read a dataset's features, label embeddings and split from the store into tensors."""
+def legacy_label_permutation(prompt_names: list[str]) -> np.ndarray:
+    """The reference's sorted-key permutation (BASELINES.md 1.3): class id c gets row c of the
+    embedding matrix stacked in sorted order of the embedding file's keys (the prompt names),
+    instead of its own row. Returns, per class id, the class whose embedding it receives."""
+    return np.array(sorted(range(len(prompt_names)), key=lambda i: prompt_names[i]), dtype=np.int64)
+
+
+def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: str = "cpu",
+                       legacy_label_order: bool = False) -> ProtocolData:
+    """Read a dataset's features, label embeddings and split from the store into tensors.
+
+    Classes get their own label embedding by name; `legacy_label_order` reproduces the
+    reference's sorted-key misalignment instead (for matching old numbers)."""
     split_data = store.read_split(dataset, split)
     info = store.info(dataset)
     _, labels, _ = store.read_videos(dataset)
@@ -80,6 +91,9 @@ def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: st
         if needed not in names:
             raise StoreError(f"dataset {dataset!r} has no {needed} features (run `clipclap extract` or `clipclap import`)")
     dev = torch.device(device)
+    class_text = label_matrix(store, dataset)
+    if legacy_label_order:
+        class_text = class_text[legacy_label_permutation(list(info["prompt_names"]))]
 
     def t(x, dtype=None):
         return torch.as_tensor(x, dtype=dtype).to(dev)
@@ -89,7 +103,7 @@ def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: st
         split=split,
         audio=t(store.read_features(dataset, "audio")),
         video=t(store.read_features(dataset, "video")),
-        class_text=t(label_matrix(store, dataset)),
+        class_text=t(class_text),
         labels=t(labels, torch.long),
         indices={k: t(v, torch.long) for k, v in split_data.indices.items()},
         classes={k: t(sorted(v), torch.long) for k, v in split_data.classes.items()},

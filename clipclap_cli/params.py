@@ -57,15 +57,20 @@ def build_params(params_cls: type[P], values: Mapping[str, Any], where: str = ""
     return params_cls(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
 
 
-def parse_params(pairs: Iterable[str], params_cls: type[P]) -> P:
-    """Parse ["key=value", ...] into `params_cls` (a dataclass)."""
+def pairs_to_dict(pairs: Iterable[str]) -> dict[str, str]:
+    """["key=value", ...] -> {key: value} (strings; `build_params` coerces them)."""
     values: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ParamError(f"parameter {pair!r} is not KEY=VALUE")
         values[key.strip()] = value.strip()
-    return build_params(params_cls, values)
+    return values
+
+
+def parse_params(pairs: Iterable[str], params_cls: type[P]) -> P:
+    """Parse ["key=value", ...] into `params_cls` (a dataclass)."""
+    return build_params(params_cls, pairs_to_dict(pairs))
 
 
 def describe_params(params_cls: type) -> list[dict[str, Any]]:

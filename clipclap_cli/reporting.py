@@ -30,7 +30,9 @@ class RunResult:
 
     @property
     def method(self) -> str:
-        params = self.spec["params"]
+        params = dict(self.spec.get("variant", self.spec["params"]))
+        if self.spec.get("legacy_label_order"):
+            params["legacy-label-order"] = True
         return self.spec["head"] + (f" ({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})" if params else "")
 
     @property
@@ -41,7 +43,8 @@ class RunResult:
     def group_key(self) -> str:
         """Everything but the seed (and device): runs with the same key are repeats."""
         train = {k: v for k, v in self.spec["train"].items() if k not in ("seed", "device")}
-        return json.dumps([self.spec["dataset"], self.spec["split"], self.spec["head"], self.spec["params"], train],
+        return json.dumps([self.spec["dataset"], self.spec["split"], self.spec["head"], self.spec["params"], train,
+                           self.spec.get("legacy_label_order", False)],
                           sort_keys=True)
 
 

@@ -40,6 +40,10 @@ class RunSpec:
     params: dict[str, Any]
     dims: dict[str, Any]
     train: TrainConfig
+    variant: dict[str, Any] = dataclasses.field(default_factory=dict)
+    "The parameters given on the command line: they name the run folder and the report's row"
+    legacy_label_order: bool = False
+    "Give classes the reference's sorted-key label embeddings (BASELINES.md 1.3)"
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -87,7 +91,8 @@ def store_dims(store: FeatureStore, dataset: str) -> dict[str, Any]:
 
 def default_run_dir(runs_dir: Path, spec: RunSpec) -> Path:
     """runs/<dataset>/<head>[,k=v...]/seed<seed>: runs differing only in seed are siblings."""
-    method = ",".join([spec.head] + [f"{k}={v}" for k, v in sorted(spec.params.items())])
+    method = ",".join([spec.head] + [f"{k}={v}" for k, v in sorted(spec.variant.items())]
+                      + (["legacy-label-order"] if spec.legacy_label_order else []))
     name = spec.dataset if spec.split == "cls_split" else f"{spec.dataset}-{spec.split}"
     return runs_dir / name / method / f"seed{spec.train.seed}"
 
@@ -118,7 +123,8 @@ def load_spec(path: Path) -> tuple[RunSpec, dict]:
         raise RunError(f"{path}: not a clipclap run (no config.json)")
     raw = read_json(config)
     s = raw["spec"]
-    spec = RunSpec(s["dataset"], s["split"], s["head"], s["params"], s["dims"], TrainConfig(**s["train"]))
+    spec = RunSpec(s["dataset"], s["split"], s["head"], s["params"], s["dims"], TrainConfig(**s["train"]),
+                   s.get("variant", {}), s.get("legacy_label_order", False))
     return spec, raw
 
 
@@ -183,7 +189,7 @@ def evaluate_run(path: Path, store: FeatureStore | None = None, pm=None) -> dict
             raise RunError(f"run {path} has no completed stage {stage}; "
                            f"run `clipclap train {spec.dataset} --stage {stage} --run {path}`")
     store = store or FeatureStore(raw["store"])
-    data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device)
+    data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)
     head1 = _load_stage_model(path, spec, "stage1/best.safetensors", pm)
     head2 = _load_stage_model(path, spec, "stage2/final.safetensors", pm)
     results = evaluate_models(data, head1, head2)
@@ -200,7 +206,7 @@ def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int,
     if stages[0] == 2 and stage_result(path, 1) is None:
         raise RunError(f"run {path} has no completed stage 1; "
                        f"run `clipclap train {spec.dataset} --stage 1 --run {path}` first")
-    data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device)  # fails before any write
+    data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)  # fails before any write
     open_run(path, spec, store.path)
     for stage in stages:
         train_stage(path, spec, data, stage, cb, pm)
@@ -211,30 +217,36 @@ def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int,
 
 def plan_runs(store: FeatureStore, entry, heads: list[str], param_pairs: list[str], seed: int | None, seeds: int,
               epochs: int | None, lr: float | None, batches: int | None, split: str | None, replay: bool,
-              device: str, run_dir: Path | None, runs_dir: Path, pm=None) -> list[tuple[Path, RunSpec]]:
-    """The (folder, spec) of every run `clipclap train` was asked for; defaults from datasets.toml.
+              device: str, run_dir: Path | None, runs_dir: Path, pm=None,
+              legacy_label_order: bool = False) -> list[tuple[Path, RunSpec]]:
+    """The (folder, spec) of every run `clipclap train` was asked for.
 
-    Everything is validated here (head parameters, store contents, split, device) so that bad
-    input fails before any run folder is written.
+    Settings, later winning: the dataset's training defaults (datasets.toml), the head's own
+    (`train_defaults`, e.g. the baselines' lr 1e-3 and 50 epochs), the command line. Head
+    parameters: the head's defaults, the dataset's `head_params.<head>`, then `-p key=value`.
+    Everything is validated here so that bad input fails before any run folder is written.
     """
-    from .params import parse_params
+    from .params import build_params, pairs_to_dict
     from .registries import get_head
 
     dims = store_dims(store, entry.name)
     split = split or entry.split
     store.read_split(entry.name, split)  # a clear error when the split is missing
     _check_device(device)
-    d = entry.train
-    first_seed = d.seed if seed is None else seed
+    cli_params = pairs_to_dict(param_pairs)
+    first_seed = entry.train.seed if seed is None else seed
     plan = []
     for head in heads:
-        parsed = parse_params(param_pairs, get_head(head, pm).Params)
-        given = {p.partition("=")[0].strip(): getattr(parsed, p.partition("=")[0].strip()) for p in param_pairs}
+        head_cls = get_head(head, pm)
+        parsed = build_params(head_cls.Params, entry.head_params.get(head, {}) | cli_params)
+        params = {k: getattr(parsed, k) for k in entry.head_params.get(head, {}) | cli_params}
+        variant = {k: getattr(parsed, k) for k in cli_params}
+        d = dataclasses.asdict(entry.train) | dict(getattr(head_cls, "train_defaults", {}))
         for s in range(first_seed, first_seed + seeds):
-            cfg = TrainConfig(epochs=epochs or d.epochs, lr=lr or d.lr, batch_size=d.batch_size,
-                              batches_per_epoch=batches or d.batches_per_epoch, seed=s, device=device,
-                              replay_forward=replay)
-            spec = RunSpec(entry.name, split, head, given, dims, cfg)
+            cfg = TrainConfig(epochs=epochs or d["epochs"], lr=lr or d["lr"], batch_size=d["batch_size"],
+                              batches_per_epoch=batches or d["batches_per_epoch"], seed=s, device=device,
+                              weight_decay=d.get("weight_decay", TrainConfig.weight_decay), replay_forward=replay)
+            spec = RunSpec(entry.name, split, head, params, dims, cfg, variant, legacy_label_order)
             build_head(spec, pm)  # the head must accept these dims and parameters
             plan.append((run_dir or default_run_dir(runs_dir, spec), spec))
     return plan

@@ -8,5 +8,12 @@ from clipclap_cli import hookimpl
 @hookimpl
 def register_heads(register):
     from .clipclap_head import ClipClapHead
+    from .heads_avca import AvcaHead, HyperMultipleHead
+    from .heads_compat import AleHead, ApnHead, DeviseHead, SjeHead
+    from .heads_tcaf import TcafHead
+    from .heads_triplet import AvgzslnetHead, CjmeHead
 
     register(ClipClapHead)
+    for head in (CjmeHead, AvgzslnetHead, AvcaHead, HyperMultipleHead, DeviseHead, AleHead, SjeHead, ApnHead,
+                 TcafHead):
+        register(head)

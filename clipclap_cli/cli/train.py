@@ -30,6 +30,8 @@ def install(app, pm) -> None:
         split: Annotated[str | None, typer.Option("--split", help="Protocol split (default: the dataset's)")] = None,
         replay: Annotated[bool, typer.Option("--replay-forward/--no-replay-forward",
                                              help="The reference's extra train-mode forward after each step")] = True,
+        legacy: Annotated[bool, typer.Option("--legacy-label-order",
+                                             help="The reference's sorted-key label embeddings (to match old numbers)")] = False,
         device: DeviceOpt = "cpu",
         run_dir: Annotated[Path | None, typer.Option("--run", help="Run folder (default RUNS_DIR/DATASET/HEAD/seedN)")] = None,
         runs_dir: RunsDirOpt = Path("runs"),
@@ -52,7 +54,7 @@ def install(app, pm) -> None:
         entry = catalog(pm, datasets_file).get(dataset)
         fs = store(store_path)
         plan = plan_runs(fs, entry, names, params, seed, seeds, epochs, lr, batches, split, replay, device,
-                         run_dir, runs_dir, pm)
+                         run_dir, runs_dir, pm, legacy)
         finished = [train_one(path, spec, fs, STAGES[stage], pm) for path, spec in plan]
         if 2 in STAGES[stage]:
             from .report import print_report
@@ -82,8 +84,7 @@ def train_one(path, spec, fs, stages, pm):
         def epoch_end(stage, record):
             info = (f"loss {record.losses['total']:.4f}  val HM {100 * record.val['hm']:.2f}  "
                     f"best epoch {record.best_epoch + 1}")
-            if not bar.disable:
-                bar.console.print(f"stage {stage} epoch {record.epoch + 1}/{state['epochs']}: {info}")
+            bar.console.print(f"stage {stage} epoch {record.epoch + 1}/{state['epochs']}: {info}")
             bar.reset(task, description=f"stage {stage} epoch {record.epoch + 2}/{state['epochs']}", info=info)
 
         def step(n):

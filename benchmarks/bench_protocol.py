@@ -1,0 +1,181 @@
+"""Speed of the protocol on the demo benchmark (UCF-sized), next to its compute floor.
+
+    python benchmarks/bench_protocol.py [--quick] [--json out.json] [--device cpu|cuda]
+
+Measures
+  * matmul throughput of this machine (fp32 GEMM, best of several shapes);
+  * one stage-1 epoch (300 batches of 64 + validation over the bias grid), and its compute
+    floor = the epoch's floating-point operations (counted with torch's FlopCounterMode over a
+    real step and a real validation pass) / the measured matmul throughput;
+  * the whole protocol: stage 1 at the dataset's 20 epochs, stage 2, evaluation (skipped by --quick);
+  * the 76-point bias-grid evaluation of 100,000 samples x 300 classes.
+Targets on 2 CPU cores: epoch within 2x of its floor, protocol under 3 minutes, grid under 0.5 s.
+Figures are printed (and written as JSON), never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from clipclap_cli.api import FeatureDims
+from clipclap_cli.config import load_catalog
+from clipclap_cli.data import load_protocol_data
+from clipclap_cli.heads_base import Batch
+from clipclap_cli.ingest import generate_dataset
+from clipclap_cli.metrics import evaluate_distances
+from clipclap_cli.plugins import make_plugin_manager
+from clipclap_cli.registries import create_head
+from clipclap_cli.runs import Callbacks, RunSpec, store_dims, train_run
+from clipclap_cli.store import FeatureStore
+from clipclap_cli.training import TrainConfig, Trainer, evaluate_head
+
+
+def matmul_throughput(device: str) -> float:
+    """Best fp32 GEMM rate (FLOP/s) over shapes like the trainer's and a large square one."""
+    best = 0.0
+    for m, k, n in ((64, 1536, 512), (2048, 1536, 512), (2048, 2048, 2048)):
+        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+        for _ in range(3):
+            a @ b
+        reps = max(3, int(2e10 / (2 * m * k * n)))
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        _sync(device)
+        best = max(best, 2 * m * k * n * reps / (time.perf_counter() - t))
+    return best
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def epoch_flops(trainer: Trainer) -> float:
+    """FLOPs of one epoch: batches x (loss forward + backward + replay forward) + validation."""
+    head, cfg = trainer.head, trainer.config
+    rows, targets = trainer.sampler.draw(cfg.batch_size)
+    batch = trainer._batch(rows, targets, None)
+    state = {k: v.clone() for k, v in head.state_dict().items()}
+    with FlopCounterMode(display=False) as step:
+        loss, _ = head.loss(batch, trainer.train_text)
+        loss.backward()
+        if cfg.replay_forward:
+            head.replay_forward(batch)
+    head.zero_grad(set_to_none=True)
+    head.load_state_dict(state)  # undo the batch-norm statistics the count moved
+    with FlopCounterMode(display=False) as val:
+        evaluate_head(head, trainer.data, trainer.val)
+    return step.get_total_flops() * cfg.batches_per_epoch + val.get_total_flops()
+
+
+def grid_eval_seconds(n: int = 100_000, classes: int = 300, unseen: int = 50) -> float:
+    gen = torch.Generator().manual_seed(0)
+    dist = torch.rand(n, classes, generator=gen) * 4
+    targets = torch.randint(classes, (n,), generator=gen)
+    ids = torch.randperm(classes, generator=gen)
+    seen_ids, unseen_ids = ids[unseen:], ids[:unseen]
+    evaluate_distances(dist[:1000], targets[:1000], seen_ids, unseen_ids)  # warm-up
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        evaluate_distances(dist, targets, seen_ids, unseen_ids)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="skip the whole-protocol run")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--epochs", type=int, default=2, help="stage-1 epochs timed (after one warm-up epoch)")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+
+    pm = make_plugin_manager(entrypoints=False)
+    tmp = Path(tempfile.mkdtemp(prefix="clipclap-bench-"))
+    store = FeatureStore(tmp / "store.zarr")
+    catalog = load_catalog(pm)
+    generate_dataset(store, catalog, "demo", 0)
+    entry = catalog.get("demo")
+    data = load_protocol_data(store, "demo", entry.split, args.device)
+    dims_raw = store_dims(store, "demo")
+    dims = FeatureDims(dims_raw["audio"], dims_raw["video"], tuple(tuple(p) for p in dims_raw["text_parts"]))
+
+    figures: dict[str, object] = {
+        "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+    }
+    throughput = matmul_throughput(args.device)
+    figures["matmul_gflops"] = throughput / 1e9
+
+    torch.manual_seed(entry.train.seed)
+    head = create_head("clipclap", dims, {}, pm=pm).to(args.device)
+    train_set, val = data.stage(1)
+    cfg = TrainConfig(epochs=entry.train.epochs, lr=entry.train.lr, device=args.device)
+    trainer = Trainer(head, data, train_set, val, cfg)
+    flops = epoch_flops(trainer)
+    trainer.run_epoch()  # warm-up
+    times = []
+    for _ in range(args.epochs):
+        _sync(args.device)
+        t = time.perf_counter()
+        trainer.run_epoch()
+        _sync(args.device)
+        times.append(time.perf_counter() - t)
+    epoch = min(times)
+    floor = flops / throughput
+    figures |= {"epoch_gflop": flops / 1e9, "epoch_s": epoch, "epoch_floor_s": floor, "epoch_ratio": epoch / floor}
+
+    if not args.quick:
+        spec = RunSpec("demo", entry.split, "clipclap", {}, dims_raw, cfg)
+        epochs = {"n": 0}
+        t = time.perf_counter()
+        results = train_run(tmp / "run", spec, store, (1, 2),
+                            Callbacks(epoch_end=lambda stage, rec: epochs.__setitem__("n", epochs["n"] + 1)), pm)
+        protocol = time.perf_counter() - t
+        figures |= {"protocol_s": protocol, "protocol_epochs": epochs["n"],
+                    "protocol_floor_s": epochs["n"] * floor, "protocol_ratio": protocol / (epochs["n"] * floor),
+                    "demo_test_hm": results["test"]["hm"], "demo_test_zsl": results["test"]["zsl"]}
+
+    figures["grid_100k_x_300_s"] = grid_eval_seconds()
+    figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    rows = [
+        ("matmul throughput (fp32)", f"{figures['matmul_gflops']:.1f} GFLOP/s", "", ""),
+        ("stage-1 epoch (300x64 + val)", f"{epoch:.2f} s", f"{floor:.2f} s ({flops / 1e9:.0f} GFLOP)",
+         f"{epoch / floor:.2f}x (target <= 2x)"),
+    ]
+    if "protocol_s" in figures:
+        rows.append((f"whole protocol ({figures['protocol_epochs']} epochs + eval)", f"{figures['protocol_s']:.1f} s",
+                     f"{figures['protocol_floor_s']:.1f} s", f"{figures['protocol_ratio']:.2f}x (target < 180 s)"))
+    rows.append(("grid eval 100k x 300, 76 betas", f"{figures['grid_100k_x_300_s']:.3f} s", "", "target < 0.5 s"))
+    rows.append(("peak memory (RSS)", f"{figures['peak_rss_mib']:.0f} MiB", "", ""))
+    print(f"clipclap protocol benchmark  device={figures['device']}  threads={figures['threads']}  torch {torch.__version__}")
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    header = ("measure", "time", "compute floor", "ratio")
+    w = [max(a, len(b)) for a, b in zip(w, header)]
+    for r in (header, tuple("-" * x for x in w), *rows):
+        print("  ".join(c.ljust(x) for c, x in zip(r, w)))
+    if "demo_test_hm" in figures:
+        print(f"demo test: HM {100 * figures['demo_test_hm']:.2f}  ZSL {100 * figures['demo_test_zsl']:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
