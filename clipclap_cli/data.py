@@ -73,8 +73,11 @@ def label_matrix(store: FeatureStore, dataset: str, parts: tuple[str, ...] = LAB
 def legacy_label_permutation(prompt_names: list[str]) -> np.ndarray:
     """The reference's sorted-key permutation (BASELINES.md 1.3): class id c gets row c of the
     embedding matrix stacked in sorted order of the embedding file's keys (the prompt names),
-    instead of its own row. Returns, per class id, the class whose embedding it receives."""
-    return np.array(sorted(range(len(prompt_names)), key=lambda i: prompt_names[i]), dtype=np.int64)
+    instead of its own row. Returns, per class id, the class whose embedding it receives.
+
+    Keys are compared case-insensitively: that reproduces the 8 misplaced ActivityNet classes
+    (4 swapped pairs) that BASELINES.md 1.3 measured on the released files."""
+    return np.array(sorted(range(len(prompt_names)), key=lambda i: prompt_names[i].casefold()), dtype=np.int64)
 
 
 def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: str = "cpu",

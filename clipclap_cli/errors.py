@@ -38,10 +38,6 @@ class ParamError(ClipclapError):
     """A KEY=VALUE plugin parameter is malformed, unknown or of the wrong type."""
 
 
-class NotBuiltError(ClipclapError):
-    """A command exists in the CLI but is not implemented yet."""
-
-
 class DuplicateNameError(ClipclapError):
     """Two plugins registered the same name."""
 

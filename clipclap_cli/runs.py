@@ -218,7 +218,7 @@ def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int,
 def plan_runs(store: FeatureStore, entry, heads: list[str], param_pairs: list[str], seed: int | None, seeds: int,
               epochs: int | None, lr: float | None, batches: int | None, split: str | None, replay: bool,
               device: str, run_dir: Path | None, runs_dir: Path, pm=None,
-              legacy_label_order: bool = False) -> list[tuple[Path, RunSpec]]:
+              legacy_label_order: bool = False, batch_size: int | None = None) -> list[tuple[Path, RunSpec]]:
     """The (folder, spec) of every run `clipclap train` was asked for.
 
     Settings, later winning: the dataset's training defaults (datasets.toml), the head's own
@@ -243,7 +243,7 @@ def plan_runs(store: FeatureStore, entry, heads: list[str], param_pairs: list[st
         variant = {k: getattr(parsed, k) for k in cli_params}
         d = dataclasses.asdict(entry.train) | dict(getattr(head_cls, "train_defaults", {}))
         for s in range(first_seed, first_seed + seeds):
-            cfg = TrainConfig(epochs=epochs or d["epochs"], lr=lr or d["lr"], batch_size=d["batch_size"],
+            cfg = TrainConfig(epochs=epochs or d["epochs"], lr=lr or d["lr"], batch_size=batch_size or d["batch_size"],
                               batches_per_epoch=batches or d["batches_per_epoch"], seed=s, device=device,
                               weight_decay=d.get("weight_decay", TrainConfig.weight_decay), replay_forward=replay)
             spec = RunSpec(entry.name, split, head, params, dims, cfg, variant, legacy_label_order)

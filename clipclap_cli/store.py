@@ -209,6 +209,20 @@ class FeatureStore:
                 }
             )
 
+    def write_label_embeddings(self, dataset: str, name: str, matrix: np.ndarray, attrs: dict[str, Any]) -> None:
+        """Write (or replace) one text encoder's label embeddings (C, dim) atomically."""
+        zarr = _zarr()
+        info = self.info(dataset)
+        if matrix.shape[0] != len(info["classes"]):
+            raise StoreError(f"{name} label embeddings have {matrix.shape[0]} rows, dataset {dataset!r} has "
+                             f"{len(info['classes'])} classes")
+        folder = self.path / dataset / "label_embeddings"
+        if not (folder / "zarr.json").exists():
+            zarr.open_group(self.path / dataset, mode="a").require_group("label_embeddings")
+        with _staged_dir(folder / name) as staging:
+            arr = zarr.create_array(staging, data=np.ascontiguousarray(matrix, dtype=np.float32), compressors=None)
+            arr.attrs.update({**attrs, "created": now_iso()})
+
     def write_split(
         self,
         dataset: str,

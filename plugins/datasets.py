@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from clipclap_cli import hookimpl
+from clipclap_cli import Sample, hookimpl
 from clipclap_cli.api import PARTITIONS, DatasetAdapter, FeatureBundle
 from clipclap_cli.errors import ImportDataError
 from clipclap_cli.pickles import UnsafePickleError, load_npy_restricted, loads_restricted
@@ -290,7 +290,39 @@ class SyntheticBenchmark(DatasetAdapter):
         )
 
 
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+
+
+class VideoFolder(DatasetAdapter):
+    """Videos in one folder per class (the UCF101 layout): VIDEOS/<Class>/<video>.<ext>.
+
+    The video id is `<Class>/<file stem>`; the class is the folder name. Features come from
+    `clipclap extract`; a split from `clipclap split --from CLASS_SPLIT_DIR` or `--seen/--unseen`.
+    """
+
+    kind = "video-folder"
+    description = "Videos in one folder per class (UCF101 layout), for `clipclap extract`"
+
+    @dataclass(frozen=True)
+    class Params:
+        suffixes: str = ",".join(VIDEO_SUFFIXES)
+        "File name endings counted as videos (comma-separated)"
+
+    def samples(self, videos: Path) -> list[Sample]:
+        videos = Path(videos)
+        if not videos.is_dir():
+            raise ImportDataError(f"{videos}: no such folder of videos")
+        suffixes = tuple(x.strip().lower() for x in self.params.suffixes.split(",") if x.strip())
+        out = [Sample(id=f"{folder.name}/{f.stem}", label=folder.name, video_path=f, audio_path=f)
+               for folder in sorted(p for p in videos.iterdir() if p.is_dir())
+               for f in sorted(folder.iterdir()) if f.suffix.lower() in suffixes]
+        if not out:
+            raise ImportDataError(f"{videos}: no videos ({', '.join(suffixes)}) in class folders")
+        return out
+
+
 @hookimpl
 def register_datasets(register):
     register(ReleasedFeatures)
     register(SyntheticBenchmark)
+    register(VideoFolder)

@@ -37,4 +37,9 @@ class RandomProjection(Encoder):
 
 @hookimpl
 def register_encoders(register):
+    from .encoders_clap import ClapEncoder  # these import no torch until weights are needed
+    from .encoders_clip import ClipEncoder
+
     register(RandomProjection())
+    register(ClipEncoder())
+    register(ClapEncoder())

@@ -77,3 +77,4 @@ def test_heads_params_listed(cli):
     rows = json.loads(cli("heads", "list", "--params", "--json").stdout)
     params = {p["name"]: p for p in next(r for r in rows if r["id"] == "clipclap")["params"]}
     assert params["modality"]["default"] == "both" and "Input modalities" in params["modality"]["doc"]
+

@@ -74,6 +74,15 @@ def test_import_activitynet_uses_manual_names(tmp_path, cli):
     assert info["prompt_names"][info["classes"].index("Longboarding")] == "Longboarding"
     split = store.read_split("activitynet", "cls_split")
     assert len(split.classes["stage_2_test_unseen"]) == 48 and len(split.classes["stage_1_train"]) == 99
+    # --legacy-label-order gives those classes each other's vectors, and touches no other class
+    from clipclap_cli.data import load_protocol_data
+
+    normal = load_protocol_data(store, "activitynet", "cls_split")
+    legacy = load_protocol_data(store, "activitynet", "cls_split", legacy_label_order=True)
+    board, jump = info["prompt_names"].index("Longboarding"), info["prompt_names"].index("Long jump")
+    assert (legacy.class_text[board] == normal.class_text[jump]).all()
+    assert (legacy.class_text[jump] == normal.class_text[board]).all()
+    assert int((legacy.class_text != normal.class_text).any(dim=1).sum()) == 8
 
 
 # ---------------------------------------------------------------- error cases

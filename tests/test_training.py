@@ -219,3 +219,40 @@ def test_training_leaves_the_store_untouched(cli, demo_store, tmp_path):
                "--epochs", "1", "--batches-per-epoch", "5").exit_code == 0
     assert tree_digest(demo_store) == before
     assert json.loads((tmp_path / "r" / "stage1" / "result.json").read_text())["best_epoch"] == 0
+
+
+def test_every_head_trains_both_stages_above_chance(cli, demo_store, tmp_path):
+    """`--head all`: each registered head through stage 1, stage 2 and the test evaluation."""
+    from clipclap_cli.registries import list_heads
+
+    r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--head", "all",
+            "--epochs", "2", "--batches-per-epoch", "20", "--batch-size", "64", "--lr", "1e-3")
+    assert r.exit_code == 0, r
+    heads = list_heads().names()
+    for head in heads:
+        results = json.loads((tmp_path / "demo" / head / "seed42" / "results.json").read_text())
+        # 6 unseen test classes: chance ZSL is 1/6; 42 seen / 6 unseen: chance HM is about 0.04
+        assert results["test"]["zsl"] > 1 / 6 + 0.05 and results["test"]["hm"] > 0.1, (head, results["test"])
+        assert f"| {head} |" in r.stdout
+
+
+def test_head_training_defaults_sit_between_dataset_and_command_line(demo_store, tmp_path):
+    from clipclap_cli.config import load_catalog
+    from clipclap_cli.plugins import make_plugin_manager
+    from clipclap_cli.runs import plan_runs
+    from clipclap_cli.store import FeatureStore
+
+    pm = make_plugin_manager(entrypoints=False)
+    entry = load_catalog(pm).get("demo")
+    store = FeatureStore(demo_store)
+
+    def cfg(head, **kw):
+        [(_, spec)] = plan_runs(store, entry, [head], [], None, 1, kw.get("epochs"), kw.get("lr"), None, None, True,
+                                "cpu", None, tmp_path, pm)
+        return spec.train
+
+    assert (cfg("clipclap").lr, cfg("clipclap").epochs, cfg("clipclap").weight_decay) == (7e-5, 20, 1e-5)
+    cj = cfg("cjme")
+    assert (cj.lr, cj.epochs, cj.batch_size, cj.batches_per_epoch, cj.weight_decay) == (1e-3, 50, 256, 500, 0.0)
+    assert cfg("avca").weight_decay == 1e-5
+    assert cfg("cjme", epochs=3, lr=0.5).lr == 0.5 and cfg("cjme", epochs=3).epochs == 3

@@ -35,8 +35,3 @@ def store(path: Path):
 
     return FeatureStore(path)
 
-
-def not_built(command: str, issue: str):
-    from ..errors import NotBuiltError
-
-    raise NotBuiltError(f"`clipclap {command}` is not built yet ({issue})")

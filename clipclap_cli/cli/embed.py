@@ -1,12 +1,50 @@
-"""`clipclap embed`: label embeddings from the text encoders (not built yet)."""
+"""`clipclap embed`: label embeddings of a dataset's classes from a text encoder."""
 
 from __future__ import annotations
 
-from ._options import DatasetArg, not_built
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..console import err
+from ._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, StoreOpt, catalog, store
+
+EncoderParamOpt = Annotated[list[str], typer.Option("--encoder-param", "-e", help="Encoder parameter KEY=VALUE; repeatable")]
+TEXT_ENCODERS = {"clip": "clip_text"}
 
 
 def install(app, pm) -> None:
-    @app.command("embed", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def embed(dataset: DatasetArg):
-        """Compute CLIP/CLAP label embeddings from prompt templates (not built yet)."""
-        not_built("embed", "label-embedding extraction is planned, see the open issue on extraction")
+    @app.command("embed")
+    def embed(
+        dataset: DatasetArg,
+        encoder: Annotated[str, typer.Option("--encoder", help="Text encoder: clip (clap: not built yet)")] = "clip",
+        params: EncoderParamOpt = [],  # noqa: B006 - Typer reads the default
+        prompts: Annotated[Path | None, typer.Option("--prompts", help="prompts.toml (default: the dataset's)")] = None,
+        store_path: StoreOpt = DEFAULT_STORE,
+        datasets_file: DatasetsOpt = None,
+    ):
+        """Label embeddings: every prompt template filled with each class's prompt name, encoded, averaged."""
+        from ..console import progress
+        from ..embedding import embed_labels, read_templates
+        from ..errors import ClipclapError, ConfigError
+        from ..params import parse_params
+        from ..registries import get_encoder
+
+        if encoder not in TEXT_ENCODERS:
+            raise ClipclapError(f"text encoder {encoder!r} is not available; built: {', '.join(TEXT_ENCODERS)} "
+                                "(the CLAP text encoder is not built yet)")
+        entry = catalog(pm, datasets_file).get(dataset)
+        path = prompts or (entry.resolve(entry.prompts) if entry.prompts else None)
+        if path is None:
+            raise ConfigError(f"dataset {dataset!r} names no prompts file; pass --prompts FILE")
+        templates = read_templates(path, TEXT_ENCODERS[encoder])
+        base = get_encoder(encoder, pm)
+        enc = type(base)(parse_params(params, type(base).Params))
+        fs = store(store_path)
+        n = len(fs.info(dataset)["prompt_names"])
+        with progress() as bar:
+            task = bar.add_task(f"{encoder} label embeddings", total=n)
+            matrix = embed_labels(fs, dataset, enc, templates, encoder, lambda i: bar.update(task, completed=i))
+        err.print(f"{dataset}: {encoder} label embeddings {matrix.shape[0]} x {matrix.shape[1]} "
+                  f"({len(templates)} templates) -> {store_path}")

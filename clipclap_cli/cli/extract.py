@@ -1,12 +1,107 @@
-"""`clipclap extract`: CLIP/CLAP features from videos (not built yet)."""
+"""`clipclap extract`: CLIP/CLAP features from videos into the store; resumable and shardable."""
 
 from __future__ import annotations
 
-from ._options import DatasetArg, not_built
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..console import err, out, table
+from ._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, DeviceOpt, StoreOpt, catalog, store
+
+EncoderParamOpt = Annotated[list[str], typer.Option(
+    "--encoder-param", "-e", help="ENCODER:KEY=VALUE, e.g. clip:checkpoint=PATH or clap:size=tiny; repeatable")]
 
 
 def install(app, pm) -> None:
-    @app.command("extract", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def extract(dataset: DatasetArg):
-        """Extract CLIP visual and CLAP audio features from videos into the store (not built yet)."""
-        not_built("extract", "feature extraction is planned, see the open issue on extraction")
+    @app.command("extract")
+    def extract(
+        dataset: DatasetArg,
+        videos: Annotated[Path, typer.Option("--videos", help="Folder of the dataset's videos")],
+        video_encoder: Annotated[str, typer.Option("--video-encoder", help="Encoder of the video features")] = "clip",
+        audio_encoder: Annotated[str, typer.Option("--audio-encoder", help="Encoder of the audio features")] = "clap",
+        params: EncoderParamOpt = [],  # noqa: B006 - Typer reads the default
+        frames: Annotated[int, typer.Option("--frames", help="Frames per video: 1 = the middle frame")] = 1,
+        batch_size: Annotated[int, typer.Option("--batch-size", help="Videos per encoder batch")] = 32,
+        workers: Annotated[int, typer.Option("--workers", help="Decoding processes (0: decode in this process)")] = 2,
+        shard: Annotated[str | None, typer.Option("--shard", help="i/n: this process's share (default: RANK/WORLD_SIZE)")] = None,
+        chunk: Annotated[int, typer.Option("--chunk", help="Rows per store chunk (a shard owns whole chunks)")] = 64,
+        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try the videos that failed before again")] = False,
+        device: DeviceOpt = "cpu",
+        store_path: StoreOpt = DEFAULT_STORE,
+        datasets_file: DatasetsOpt = None,
+    ):
+        """Extract video (CLIP) and audio (CLAP) features; rerun the same command to resume."""
+        from rich.progress import TextColumn
+
+        from ..console import progress
+        from ..errors import ClipclapError
+        from ..extraction import Extraction, Shard
+        from ..ingest import store_bundle
+
+        cat = catalog(pm, datasets_file)
+        entry = cat.get(dataset)
+        samples = cat.adapter(dataset).samples(videos)
+        encoders = {"video": _encoder(pm, video_encoder, "video", params, device),
+                    "audio": _encoder(pm, audio_encoder, "audio", params, device)}
+        for modality, enc in encoders.items():
+            want = getattr(entry.dims, modality)
+            if enc.dim != want:
+                raise ClipclapError(f"dataset {dataset!r} expects {want}-d {modality} features (dims in "
+                                    f"{entry.origin}); encoder {enc.encoder_id!r} gives {enc.dim}")
+        part = Shard.parse(shard)
+        fs = store(store_path)
+        job = Extraction(fs, dataset, samples, encoders, chunk, frames)
+        group = job.open()
+        if retry_failed:
+            err.print(f"retrying {job.retry_failed(group)} failed videos")
+        with progress(TextColumn("{task.fields[rate]}")) as bar:
+            task = bar.add_task(f"extract {dataset}" + (f" shard {part.index}/{part.count}" if part.count > 1 else ""),
+                                total=None, rate="")
+
+            def on_progress(done: int, total: int) -> None:
+                elapsed = bar.tasks[0].elapsed or 1e-9
+                bar.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f} videos/s")
+
+            counts = job.run(part, workers, batch_size, on_progress)
+        err.print(f"{counts['videos']} videos processed, {counts['failed']} failed")
+        if not job.finished(group):
+            err.print("other shards still have videos to do; the last one to finish writes the dataset")
+            return
+        with job.writer_lock() as mine:
+            if not mine:
+                err.print("another process is writing the finished dataset")
+                return
+            bundle, failures = job.bundle(group, f"extract({videos})")
+            result = store_bundle(fs, entry, bundle, write_split=False)
+        err.print(f"{dataset}: {result.videos} videos, {result.classes} classes"
+                  + (" (unchanged)" if result.unchanged else f" -> {store_path}"))
+        if failures:
+            out.print(table(f"{len(failures)} videos could not be read (rerun with --retry-failed)",
+                            ["video", "reason"], sorted(failures.items())))
+
+
+def _encoder(pm, name: str, modality: str, pairs: list[str], device: str):
+    from ..errors import ClipclapError
+    from ..params import build_params, pairs_to_dict
+    from ..registries import get_encoder
+
+    base = get_encoder(name, pm)
+    if base.modality != modality:
+        raise ClipclapError(f"encoder {name!r} encodes {base.modality}, not {modality}")
+    mine = [p.split(":", 1)[1] for p in pairs if p.split(":", 1)[0] == name and ":" in p]
+    unknown = sorted({p.split(":", 1)[0] for p in pairs} - {name} - _other_names(pm))
+    if unknown or any(":" not in p for p in pairs):
+        raise ClipclapError(f"-e expects ENCODER:KEY=VALUE with a registered encoder, got {pairs}")
+    values = pairs_to_dict(mine)
+    cls = type(base)
+    if "device" in {f for f in cls.Params.__dataclass_fields__} and "device" not in values:
+        values["device"] = device
+    return cls(build_params(cls.Params, values, where=f"encoder {name}"))
+
+
+def _other_names(pm) -> set[str]:
+    from ..registries import list_encoders
+
+    return set(list_encoders(pm).names())

@@ -26,7 +26,8 @@ def install(app, pm) -> None:
         seeds: Annotated[int, typer.Option("--seeds", help="Train this many runs, seeds seed, seed+1, ...")] = 1,
         epochs: Annotated[int | None, typer.Option("--epochs", help="Stage-1 epochs (default: the dataset's)")] = None,
         lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the dataset's)")] = None,
-        batches: Annotated[int | None, typer.Option("--batches-per-epoch", help="Batches per epoch (default 300)")] = None,
+        batches: Annotated[int | None, typer.Option("--batches-per-epoch", help="Batches per epoch (default: the head's or dataset's)")] = None,
+        batch_size: Annotated[int | None, typer.Option("--batch-size", help="Samples per batch (default: the head's or dataset's)")] = None,
         split: Annotated[str | None, typer.Option("--split", help="Protocol split (default: the dataset's)")] = None,
         replay: Annotated[bool, typer.Option("--replay-forward/--no-replay-forward",
                                              help="The reference's extra train-mode forward after each step")] = True,
@@ -54,7 +55,7 @@ def install(app, pm) -> None:
         entry = catalog(pm, datasets_file).get(dataset)
         fs = store(store_path)
         plan = plan_runs(fs, entry, names, params, seed, seeds, epochs, lr, batches, split, replay, device,
-                         run_dir, runs_dir, pm, legacy)
+                         run_dir, runs_dir, pm, legacy, batch_size)
         finished = [train_one(path, spec, fs, STAGES[stage], pm) for path, spec in plan]
         if 2 in STAGES[stage]:
             from .report import print_report

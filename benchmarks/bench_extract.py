@@ -1,0 +1,125 @@
+"""Extraction throughput on generated videos.
+
+    python benchmarks/bench_extract.py [--videos 48] [--json out.json] [--full] [--device cuda]
+
+Measures `clipclap extract` end to end (decoding in worker processes, batched inference, store
+writes) in videos/s with the tiny encoders (decode-bound), and with --full the real
+architectures (ViT-B/32 + the published-size HTS-AT, random weights) on the chosen device.
+On a GPU it also reports ViT-B/32 images/s and HTS-AT clips/s at batch 64 in bf16 next to the
+GPU's measured bf16 matmul throughput. Figures are printed (and written as JSON), never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from media_files import write_video  # noqa: E402
+
+from clipclap_cli.cli import run  # noqa: E402
+from clipclap_cli.plugins import make_plugin_manager  # noqa: E402
+
+DATASETS = """
+[datasets.bench]
+display_name = "benchmark videos"
+kind = "video-folder"
+split = "drawn"
+dims = {{ video = {video}, audio = {audio}, clip = 32, clap = 32 }}
+"""
+
+
+def make_videos(root: Path, n: int) -> None:
+    for i in range(n):
+        folder = root / f"class{i % 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_video(folder / f"v{i:03d}.mp4", seconds=3.0, fps=25, size=(320, 240), channel=i % 3, freq=300 + 20 * i)
+
+
+def extract(root: Path, tmp: Path, dims: tuple[int, int], params: list[str], device: str, workers: int) -> float:
+    datasets = tmp / f"datasets-{dims[0]}.toml"
+    datasets.write_text(DATASETS.format(video=dims[0], audio=dims[1]))
+    store = tmp / f"store-{dims[0]}.zarr"
+    shutil.rmtree(store, ignore_errors=True)
+    start = time.perf_counter()
+    code = run(["extract", "bench", "--videos", str(root), "--datasets", str(datasets), "--store", str(store),
+                "--workers", str(workers), "--device", device, "--batch-size", "16", *params],
+               make_plugin_manager(entrypoints=False))
+    assert code == 0
+    return time.perf_counter() - start
+
+
+def gpu_figures() -> dict:
+    import torch
+
+    from clipclap_plugins.clap_htsat import ClapAudio, HtsatConfig
+    import open_clip
+
+    out = {}
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ a
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(20):
+        a @ a
+    torch.cuda.synchronize()
+    out["gpu_bf16_tflops"] = 20 * 2 * 8192 ** 3 / (time.perf_counter() - t) / 1e12
+    model = open_clip.create_model("ViT-B-32-quickgelu").cuda().eval().to(torch.bfloat16)
+    images = torch.randn(64, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
+    clap = ClapAudio(HtsatConfig()).cuda().eval()
+    waves = torch.randn(64, 320000, device="cuda")
+    with torch.no_grad():
+        for name, fn in (("vit_b32_images_per_s", lambda: model.encode_image(images)),
+                         ("htsat_clips_per_s", lambda: clap(waves))):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                for _ in range(3):
+                    fn()
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                for _ in range(10):
+                    fn()
+                torch.cuda.synchronize()
+            out[name] = 640 / (time.perf_counter() - t)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", type=int, default=48)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--full", action="store_true", help="also the real ViT-B/32 + HTS-AT sizes (random weights)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="clipclap-bench-extract-"))
+    root = tmp / "videos"
+    make_videos(root, args.videos)
+    figures = {"videos": args.videos, "device": args.device, "workers": args.workers}
+    seconds = extract(root, tmp, (32, 32), ["-e", "clip:model=clipclap-tiny-clip", "-e", "clap:size=tiny"],
+                      args.device, args.workers)
+    figures["tiny_videos_per_s"] = args.videos / seconds
+    if args.full:
+        seconds = extract(root, tmp, (512, 1024), [], args.device, args.workers)
+        figures["full_videos_per_s"] = args.videos / seconds
+    if args.device.startswith("cuda"):
+        figures |= gpu_figures()
+    print(f"clipclap extraction benchmark: {args.videos} generated videos (3 s, 320x240, 25 fps, stereo AAC), "
+          f"{args.workers} decoding workers, device {args.device}")
+    for key, value in figures.items():
+        if isinstance(value, float):
+            print(f"  {key:28s} {value:10.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""`clipclap extract`: features of every video of a dataset, resumable and shardable.
+
+Work happens in a working group `<store>/.extract-<dataset>/` beside the datasets:
+
+    videos/ids, videos/labels          the adapter's videos, in its order
+    features/<modality>   (N, dim)     pre-allocated float32, chunks of `chunk` rows, no compression
+    status/<modality>     (N,) int8    0 pending, 1 done, 2 failed (same chunking)
+    reasons               (N,) str     why a video failed
+
+Rows are processed in whole chunks and each chunk belongs to exactly one shard (`--shard i/n`
+or torchrun's RANK/WORLD_SIZE), so ranks never write the same chunk file. A chunk's features are
+written before its status, so a process killed at any moment leaves at worst a pending chunk,
+redone by the next run. When every row of every encoder is done or failed, the dataset is
+written into the store like an import (only the videos that decoded), failures listed in its
+attributes; `--retry-failed` puts failed rows back to pending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from .api import FeatureBundle, Sample
+from .errors import ClipclapError, StoreError
+from .store import FeatureStore
+
+PENDING, DONE, FAILED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Shard":
+        """'i/n', else torchrun's RANK and WORLD_SIZE, else the whole dataset."""
+        if text is None:
+            rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+            return cls(int(rank), int(world)) if rank is not None and world is not None else cls()
+        try:
+            i, n = (int(x) for x in text.split("/"))
+        except ValueError:
+            raise ClipclapError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+        if not 0 <= i < n:
+            raise ClipclapError(f"--shard {text!r}: need 0 <= i < n")
+        return cls(i, n)
+
+    def chunks(self, total_chunks: int) -> range:
+        """A contiguous, disjoint range of chunk numbers for this shard."""
+        start = total_chunks * self.index // self.count
+        return range(start, total_chunks * (self.index + 1) // self.count)
+
+
+def decode(job: tuple[str, str | None, str | None, tuple[str, ...], int]):
+    """Worker: decode what each encoder needs from one video; (inputs by modality) or an error reason."""
+    from .media import MediaError, audio_clip, middle_frame
+
+    _, video_path, audio_path, modalities, frames = job
+    try:
+        out = {}
+        if "video" in modalities:
+            out["video"] = middle_frame(Path(video_path), frames)
+        if "audio" in modalities:
+            out["audio"] = audio_clip(Path(audio_path or video_path))
+        return out, None
+    except MediaError as e:
+        return None, str(e)
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a per-video failure, recorded
+        return None, f"{type(e).__name__}: {str(e)[:120]}"
+
+
+class Extraction:
+    """One dataset's extraction into `store` with `encoders` ({modality: encoder})."""
+
+    def __init__(self, store: FeatureStore, dataset: str, samples: list[Sample], encoders: dict,
+                 chunk: int = 64, frames: int = 1):
+        self.store, self.dataset, self.samples, self.encoders = store, dataset, samples, encoders
+        self.chunk, self.frames = chunk, frames
+        self.path = store.path / f".extract-{dataset}"
+        self.classes = sorted({s.label for s in samples})
+        self.settings = {
+            "ids": hashlib.sha256("\n".join(f"{s.id}\t{s.label}" for s in samples).encode()).hexdigest(),
+            "encoders": {m: {"id": e.encoder_id, "dim": e.dim, "params": {k: str(v) for k, v in vars(e.params).items()
+                                                                        if k != "device"}}
+                         for m, e in sorted(encoders.items())},
+            "chunk": chunk, "frames": frames,
+        }
+
+    # ------------------------------------------------------------------ working group
+    def open(self):
+        """Create the working group (first process wins) or check an existing one's settings."""
+        import zarr
+
+        if not self.path.exists():
+            staging = self.path.parent / f".{self.path.name}.staging-{uuid.uuid4().hex[:8]}"
+            self._create(staging)
+            try:
+                os.rename(staging, self.path)
+            except OSError:  # another rank created it first
+                shutil.rmtree(staging, ignore_errors=True)
+        group = zarr.open_group(self.path, mode="r+")
+        if group.attrs.get("settings") != json.loads(json.dumps(self.settings)):
+            raise StoreError(f"an extraction of {self.dataset!r} with other settings (videos, encoders or their "
+                             f"parameters) is in {self.path}; rerun it as it was, or remove that folder to start over")
+        return group
+
+    def _create(self, where: Path) -> None:
+        import zarr
+
+        n = len(self.samples)
+        g = zarr.open_group(where, mode="w")
+        ids = g.create_array("videos/ids", shape=(n,), dtype=str, chunks=(self.chunk,))
+        ids[:] = np.asarray([s.id for s in self.samples], dtype=str)
+        g.create_array("videos/labels", data=np.asarray([self.classes.index(s.label) for s in self.samples],
+                                                        dtype=np.int32))
+        for modality, enc in self.encoders.items():
+            g.create_array(f"features/{modality}", shape=(n, enc.dim), dtype=np.float32,
+                           chunks=(self.chunk, enc.dim), compressors=None, fill_value=0.0)
+            g.create_array(f"status/{modality}", shape=(n,), dtype=np.int8, chunks=(self.chunk,), fill_value=0)
+        reasons = g.create_array("reasons", shape=(n,), dtype=str, chunks=(self.chunk,))
+        reasons[:] = np.asarray([""] * n, dtype=str)
+        g.attrs.update({"settings": self.settings, "classes": self.classes})
+
+    def status(self, group) -> dict[str, np.ndarray]:
+        return {m: np.asarray(group[f"status/{m}"][:]) for m in self.encoders}
+
+    def retry_failed(self, group) -> int:
+        count = 0
+        for m in self.encoders:
+            st = np.asarray(group[f"status/{m}"][:])
+            count = max(count, int((st == FAILED).sum()))
+            group[f"status/{m}"][:] = np.where(st == FAILED, PENDING, st).astype(np.int8)
+        return count
+
+    # ------------------------------------------------------------------ the work
+    def run(self, shard: Shard, workers: int, batch_size: int,
+            on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+        group = self.open()
+        n = len(self.samples)
+        chunks = shard.chunks((n + self.chunk - 1) // self.chunk)
+        status = self.status(group)
+        todo = [c for c in chunks
+                if any((status[m][c * self.chunk:(c + 1) * self.chunk] == PENDING).any() for m in self.encoders)]
+        total = sum(min(self.chunk, n - c * self.chunk) for c in todo)
+        counts = {"videos": 0, "failed": 0}
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) if workers > 0 else None
+        try:
+            for c in todo:
+                failed = self._chunk(group, c, pool, batch_size)
+                counts["videos"] += min(self.chunk, n - c * self.chunk)
+                counts["failed"] += failed
+                if on_progress is not None:
+                    on_progress(counts["videos"], total)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        return counts
+
+    def _chunk(self, group, c: int, pool, batch_size: int) -> int:
+        lo, hi = c * self.chunk, min((c + 1) * self.chunk, len(self.samples))
+        modalities = tuple(sorted(self.encoders))
+        jobs = [(s.id, str(s.video_path) if s.video_path else None, str(s.audio_path) if s.audio_path else None,
+                 modalities, self.frames) for s in self.samples[lo:hi]]
+        decoded = list(pool.map(decode, jobs)) if pool is not None else [decode(j) for j in jobs]
+        ok = [i for i, (inputs, _) in enumerate(decoded) if inputs is not None]
+        reasons = np.asarray([reason or "" for _, reason in decoded], dtype=str)
+        for modality, enc in self.encoders.items():
+            feats = np.zeros((hi - lo, enc.dim), dtype=np.float32)
+            for start in range(0, len(ok), batch_size):
+                rows = ok[start:start + batch_size]
+                feats[rows] = enc.encode_batch([decoded[i][0][modality] for i in rows])
+            group[f"features/{modality}"][lo:hi] = feats
+        group["reasons"][lo:hi] = reasons
+        status = np.full(hi - lo, FAILED, dtype=np.int8)
+        status[ok] = DONE
+        for modality in self.encoders:  # written last: a chunk counts as done only once its rows are in
+            group[f"status/{modality}"][lo:hi] = status
+        return int((status == FAILED).sum())
+
+    # ------------------------------------------------------------------ the end
+    @contextlib.contextmanager
+    def writer_lock(self) -> Iterator[bool]:
+        """True for the one process that writes the finished dataset (a lock file with its pid;
+        a lock left by a dead process on this machine is taken over)."""
+        lock = self.path / "write.lock"
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(lock.read_text() or 0)
+                    os.kill(pid, 0)
+                except (ValueError, ProcessLookupError, FileNotFoundError):
+                    lock.unlink(missing_ok=True)  # stale
+                    continue
+                except PermissionError:
+                    pass
+                yield False
+                return
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            try:
+                yield True
+            finally:
+                lock.unlink(missing_ok=True)
+            return
+        yield False
+
+    def finished(self, group) -> bool:
+        return all((st != PENDING).all() for st in self.status(group).values())
+
+    def bundle(self, group, source: str) -> tuple[FeatureBundle, dict[str, str]]:
+        """The dataset as it goes into the store: the videos that decoded; failures by id."""
+        status = self.status(group)
+        ok = np.logical_and.reduce([st == DONE for st in status.values()])
+        ids = np.array(group["videos/ids"][:].tolist(), dtype=str)
+        reasons = np.array(group["reasons"][:].tolist(), dtype=str)
+        failures = {ids[i]: reasons[i] or "failed" for i in np.flatnonzero(~ok)}
+        labels = np.asarray(group["videos/labels"][:], dtype=np.int64)[ok]
+        bundle = FeatureBundle(
+            classes=list(self.classes), prompt_names=list(self.classes), ids=ids[ok].tolist(), labels=labels,
+            features={m: np.asarray(group[f"features/{m}"][:])[ok] for m in self.encoders},
+            label_embeddings={}, partition=np.full(int(ok.sum()), -1, dtype=np.int8),
+            provenance={"source": source, "extraction": self.settings, "failed": failures,
+                        "fingerprint": f"extract-{self.settings['ids']}-"
+                                       + hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()
+                                       + f"-{len(failures)}"},
+        )
+        return bundle, failures

@@ -1,0 +1,148 @@
+"""CLIP through open_clip: image features of video frames and text features of prompts.
+
+Weights come from a local file (`checkpoint=PATH`, or CLIPCLAP_CLIP_CHECKPOINT): an open_clip
+state dict such as `open_clip_pytorch_model.bin` of timm/vit_base_patch32_clip_224.openai (the
+OpenAI ViT-B/32 the released features used; its architecture is the `ViT-B-32-quickgelu`
+config, the default). A named pretrained tag (`pretrained=openai`) needs downloads, allowed
+only with `allow_download=true`; otherwise it fails at once, naming the file to get.
+`model=clipclap-tiny-clip` is a tiny random-weight configuration for tests and smoke runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from clipclap_cli import Encoder
+from clipclap_cli.errors import ClipclapError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+
+
+class EncoderError(ClipclapError):
+    """An encoder cannot be built (missing weights, unknown model, downloads not allowed)."""
+
+
+def _open_clip():
+    import open_clip
+
+    if str(CONFIG_DIR) not in map(str, getattr(open_clip.factory, "_MODEL_CONFIG_PATHS", [])):
+        open_clip.add_model_config(CONFIG_DIR)
+    return open_clip
+
+
+def _embed_dim(model: str) -> int:
+    import importlib.util
+    import json
+
+    spec = importlib.util.find_spec("open_clip")
+    folders = [CONFIG_DIR] + ([Path(p) / "model_configs" for p in spec.submodule_search_locations] if spec else [])
+    for folder in folders:
+        if (folder / f"{model}.json").is_file():
+            return int(json.loads((folder / f"{model}.json").read_text())["embed_dim"])
+    raise EncoderError(f"unknown open_clip model {model!r} (see open_clip.list_models(); "
+                       "tiny test model: clipclap-tiny-clip)")
+
+
+class ClipEncoder(Encoder):
+    """CLIP image embedding of the middle frame (or the mean of `frames` evenly spaced frames),
+    preprocessed as open_clip does, L2-normalised. Text: `encode_text(prompts)`, L2-normalised."""
+
+    encoder_id = "clip"
+    modality = "video"
+    dim = 512
+    batch_size = 64
+    description = "CLIP (open_clip) image features of video frames; text features of prompts"
+
+    @dataclass(frozen=True)
+    class Params:
+        model: str = "ViT-B-32-quickgelu"
+        "open_clip model name (the OpenAI ViT-B/32 weights need the quickgelu config)"
+        checkpoint: str = ""
+        "Local weights file (default: $CLIPCLAP_CLIP_CHECKPOINT); empty with no tag = random weights"
+        pretrained: str = ""
+        "A named open_clip pretrained tag (downloads; needs allow_download=true)"
+        allow_download: bool = False
+        "Allow open_clip / Hugging Face downloads for a named tag"
+        frames: int = 1
+        "Frames per video: 1 = the middle frame; N = N evenly spaced frames, embeddings averaged"
+        device: str = "cpu"
+        "Where the model runs"
+
+    def __init__(self, params: "ClipEncoder.Params | None" = None):
+        self.params = params or self.Params()
+        self._model = self._preprocess = self._tokenizer = None
+        self.dim = _embed_dim(self.params.model)  # from the config file: no torch import here
+
+    def with_params(self, **values) -> "ClipEncoder":
+        return type(self)(replace(self.params, **values))
+
+    def _load(self):
+        if self._model is not None:
+            return
+        import torch
+
+        open_clip = _open_clip()
+        p = self.params
+        checkpoint = p.checkpoint or os.environ.get("CLIPCLAP_CLIP_CHECKPOINT", "")
+        pretrained = None
+        if checkpoint:
+            if not Path(checkpoint).is_file():
+                raise EncoderError(f"CLIP checkpoint {checkpoint}: no such file")
+            pretrained = checkpoint
+        elif p.pretrained:
+            if not p.allow_download:
+                raise EncoderError(self._download_hint(open_clip))
+            pretrained = p.pretrained
+        if not p.allow_download:
+            os.environ["HF_HUB_OFFLINE"] = "1"  # never hang in download retries
+        try:
+            with torch.random.fork_rng():
+                torch.manual_seed(0)  # random weights (no checkpoint) are the same on every run
+                model, _, preprocess = open_clip.create_model_and_transforms(p.model, pretrained=pretrained,
+                                                                             device=p.device)
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise EncoderError(f"cannot load CLIP {p.model!r} from {pretrained}: {str(e)[:200]}") from None
+        model.eval()
+        self._model, self._preprocess = model, preprocess
+        self._tokenizer = open_clip.get_tokenizer(p.model)
+        self._torch = torch
+
+    def _download_hint(self, open_clip) -> str:
+        p = self.params
+        cfg = open_clip.get_pretrained_cfg(p.model, p.pretrained) or {}
+        where = (f"`{cfg.get('hf_hub', '').rstrip('/')}` on huggingface.co (file open_clip_pytorch_model.bin)"
+                 if cfg.get("hf_hub") else cfg.get("url", "the open_clip model zoo"))
+        return (f"CLIP {p.model} pretrained={p.pretrained!r} needs a download, which is off: get the weights from "
+                f"{where}, then pass -e checkpoint=PATH (or set CLIPCLAP_CLIP_CHECKPOINT); "
+                "or allow downloads with -e allow_download=true")
+
+    def encode_batch(self, items: list[np.ndarray]) -> np.ndarray:
+        """items: uint8 RGB frames per video, (frames, H, W, 3) or (H, W, 3)."""
+        from PIL import Image
+
+        self._load()
+        torch = self._torch
+        per_video = [it if it.ndim == 4 else it[None] for it in items]
+        images = torch.stack([self._preprocess(Image.fromarray(f)) for frames in per_video for f in frames])
+        with torch.no_grad():
+            emb = torch.nn.functional.normalize(self._model.encode_image(images.to(self.params.device)).float(), dim=-1)
+        counts = [len(f) for f in per_video]
+        out = torch.stack([chunk.mean(0) for chunk in emb.split(counts)])
+        return torch.nn.functional.normalize(out, dim=-1).cpu().numpy().astype(np.float32)
+
+    def encode_text(self, prompts: list[str]) -> np.ndarray:
+        """L2-normalised text embeddings (P, dim)."""
+        self._load()
+        torch = self._torch
+        with torch.no_grad():
+            emb = self._model.encode_text(self._tokenizer(prompts).to(self.params.device)).float()
+        return torch.nn.functional.normalize(emb, dim=-1).cpu().numpy().astype(np.float32)
+
+    def label_embedding(self, prompts: list[str]) -> np.ndarray:
+        """SPEC.md: normalise each prompt's embedding, average, normalise."""
+        mean = self.encode_text(prompts).mean(axis=0)
+        return (mean / np.linalg.norm(mean)).astype(np.float32)

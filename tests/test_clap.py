@@ -1,0 +1,63 @@
+"""The CLAP audio path (log-mel front end, HTS-AT, projection) against the reference's golden
+(../shared/goldens/clap_a), loaded through the `clap` encoder's checkpoint option."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clipclap_cli.logmel import LogMel, hz_to_mel, mel_filters, mel_to_hz
+
+GOLDENS = Path(__file__).resolve().parents[2] / "shared" / "goldens"
+
+
+def test_logmel_reproduces_reference():
+    z = np.load(GOLDENS / "clap_a.npz")
+    out = LogMel()(torch.from_numpy(z["waveform"])).numpy()
+    assert out.shape == z["logmel"].shape == (2, 1, 1001, 64)
+    assert np.abs(out - z["logmel"]).max() < 1e-3  # dB
+
+
+def test_mel_filters_equal_the_reference_checkpoint_buffer():
+    z = np.load(GOLDENS / "clap_a.npz")
+    ref = z["state.audio_encoder.audio_enc.audio_feats_extractor.log_trans.melW"]  # (513, 64)
+    np.testing.assert_allclose(mel_filters(32000, 1024, 64, 50, 14000).T, ref, atol=1e-7)
+
+
+def test_slaney_mel_scale_hand_values():
+    # linear below 1 kHz (200/3 Hz per mel), 15 mel at 1 kHz, log step ln(6.4)/27 above
+    assert hz_to_mel(np.array([0.0, 200 / 3, 1000.0])).tolist() == [0.0, 1.0, 15.0]
+    assert float(hz_to_mel(6400.0)) == np.float64(15 + 27)
+    np.testing.assert_allclose(mel_to_hz(hz_to_mel(np.array([50.0, 999.0, 14000.0]))), [50.0, 999.0, 14000.0])
+
+
+def test_htsat_reproduces_reference_features_and_embedding(tmp_path):
+    import json
+
+    from clipclap_plugins.clap_htsat import ClapAudio, HtsatConfig
+
+    z = np.load(GOLDENS / "clap_a.npz")
+    h = json.loads((GOLDENS / "clap_a.json").read_text())["htsat"]
+    cfg = HtsatConfig(spec_size=h["spec_size"], patch_size=h["patch_size"], patch_stride=h["patch_stride"][0],
+                      window_size=h["window_size"], embed_dim=h["embed_dim"], depths=tuple(h["depths"]),
+                      num_heads=tuple(h["num_heads"]), num_classes=h["num_classes"], embed_size=32)
+    model = ClapAudio(cfg).eval()
+    model.load_reference({k[len("state."):]: torch.from_numpy(z[k]) for k in z.files if k.startswith("state.")})
+    with torch.no_grad():
+        features = model.features(torch.from_numpy(z["waveform"])).numpy()
+    np.testing.assert_allclose(features, z["audio_features"], rtol=1e-4, atol=1e-5)
+
+
+def test_clap_encoder_loads_a_wavcaps_checkpoint_by_its_key_names(tmp_path, pm):
+    from clipclap_cli.registries import get_encoder
+
+    z = np.load(GOLDENS / "clap_a.npz")
+    state = {k[len("state."):]: torch.from_numpy(z[k]) for k in z.files if k.startswith("state.")}
+    torch.save({"model": state}, tmp_path / "HTSAT_BERT_zero_shot.pt")
+    cls = type(get_encoder("clap", pm))
+    enc = cls(cls.Params(size="tiny", checkpoint=str(tmp_path / "HTSAT_BERT_zero_shot.pt")))
+    out = enc.encode_batch(list(z["waveform"]))
+    np.testing.assert_allclose(out, z["audio_embedding"], rtol=1e-4, atol=1e-5)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)

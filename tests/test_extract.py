@@ -1,0 +1,144 @@
+"""`clipclap extract` on generated videos with the tiny encoders: shapes, norms, failures,
+determinism, resume after kill -9, and sharding across processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipclap_cli.store import FeatureStore
+
+from media_files import write_video
+
+TINY = ("-e", "clip:model=clipclap-tiny-clip", "-e", "clap:size=tiny")
+DATASETS = """
+[datasets.mine]
+display_name = "Generated videos"
+kind = "video-folder"
+split = "drawn"
+dims = { video = 32, audio = 32, clip = 32, clap = 32 }
+"""
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """3 classes x 3 clips of 1-2 s (moving colours, tones), plus a corrupt, a silent and an empty file."""
+    root = tmp_path_factory.mktemp("videos")
+    for ci, cls in enumerate(["Archery", "Drumming", "Fencing"]):
+        (root / cls).mkdir()
+        for k in range(3):
+            write_video(root / cls / f"clip{k}.mp4", seconds=1 + 0.5 * k, channel=ci, freq=300 + 200 * ci + 40 * k)
+    (root / "Archery" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 40)
+    write_video(root / "Drumming" / "silent.mp4", audio=False)
+    write_video(root / "Fencing" / "empty.mp4", frames=False)
+    datasets = root.parent / "datasets.toml"
+    datasets.write_text(DATASETS)
+    return root, datasets
+
+
+def _extract(videos, store, *extra, runner=None):
+    root, datasets = videos
+    args = ["extract", "mine", "--videos", str(root), "--datasets", str(datasets), "--store", str(store), *TINY,
+            "--chunk", "2", *extra]
+    if runner is not None:
+        return runner(*args)
+    return subprocess.run([sys.executable, "-m", "clipclap_cli", *args], capture_output=True, text=True)
+
+
+def _content(store):
+    fs = FeatureStore(store)
+    ids, labels, _ = fs.read_videos("mine")
+    info = fs.info("mine")
+    return {"ids": ids.tolist(), "labels": labels.tolist(), "classes": info["classes"],
+            "failed": info["provenance"]["failed"],
+            "video": fs.read_features("mine", "video"), "audio": fs.read_features("mine", "audio")}
+
+
+def _same(a, b):
+    assert {k: v for k, v in a.items() if k not in ("video", "audio")} == \
+           {k: v for k, v in b.items() if k not in ("video", "audio")}
+    assert np.array_equal(a["video"], b["video"]) and np.array_equal(a["audio"], b["audio"])
+
+
+@pytest.fixture(scope="module")
+def reference(videos, tmp_path_factory):
+    store = tmp_path_factory.mktemp("ref") / "s.zarr"
+    r = _extract(videos, store, "--workers", "0")
+    assert r.returncode == 0, r.stderr
+    return store, r
+
+
+def test_features_failures_and_norms(reference):
+    store, r = reference
+    c = _content(store)
+    assert c["video"].shape == (9, 32) and c["audio"].shape == (9, 32)
+    assert np.allclose(np.linalg.norm(c["video"], axis=1), 1, atol=1e-5)
+    assert np.allclose(np.linalg.norm(c["audio"], axis=1), 1, atol=1e-5)
+    assert c["classes"] == ["Archery", "Drumming", "Fencing"] and c["labels"] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert set(c["failed"]) == {"Archery/corrupt", "Drumming/silent", "Fencing/empty"}
+    assert "unreadable container" in c["failed"]["Archery/corrupt"]
+    assert c["failed"]["Drumming/silent"] == "no audio stream"
+    assert c["failed"]["Fencing/empty"].startswith("no video")
+    assert "3 videos could not be read" in r.stdout
+    assert not np.allclose(c["video"][0], c["video"][3])  # red and green clips differ
+
+
+def test_two_runs_are_identical(videos, reference, tmp_path):
+    assert _extract(videos, tmp_path / "s.zarr", "--workers", "2").returncode == 0
+    _same(_content(tmp_path / "s.zarr"), _content(reference[0]))
+
+
+def test_killed_run_resumes_to_the_same_store(videos, reference, tmp_path):
+    store = tmp_path / "s.zarr"
+    root, datasets = videos
+    args = [sys.executable, "-m", "clipclap_cli", "extract", "mine", "--videos", str(root), "--datasets",
+            str(datasets), "--store", str(store), *TINY, "--chunk", "2", "--workers", "0", "--batch-size", "1"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_chunk = store / ".extract-mine" / "status" / "video" / "c" / "0"
+    deadline = time.time() + 120
+    while time.time() < deadline and not first_chunk.exists() and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (store / "mine").exists(), "the run finished before it could be killed"
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    uninterrupted = tmp_path / "u.zarr"
+    assert subprocess.run([a if a != str(store) else str(uninterrupted) for a in args]).returncode == 0
+    _same(_content(store), _content(uninterrupted))
+
+
+def test_two_shards_give_the_same_store_as_one_process(videos, reference, tmp_path):
+    store = tmp_path / "s.zarr"
+    procs = [subprocess.Popen([sys.executable, "-m", "clipclap_cli", "extract", "mine", "--videos", str(videos[0]),
+                               "--datasets", str(videos[1]), "--store", str(store), *TINY, "--chunk", "2",
+                               "--workers", "0", "--shard", f"{i}/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(2)]
+    for p in procs:
+        assert p.wait() == 0, p.stderr.read()
+    if not (store / "mine").exists():  # both finished their halves at once: a rerun consolidates
+        assert _extract(videos, store, "--workers", "0").returncode == 0
+    _same(_content(store), _content(reference[0]))
+
+
+def test_retry_failed_and_bad_input(videos, reference, tmp_path, cli):
+    root, datasets = videos
+    r = _extract(videos, tmp_path / "s.zarr", "--workers", "0", runner=cli)
+    assert r.exit_code == 0
+    r = _extract(videos, tmp_path / "s.zarr", "--workers", "0", "--retry-failed", runner=cli)
+    assert r.exit_code == 0 and "retrying 3 failed videos" in r.stderr
+    assert "unchanged" in r.stderr  # the same files fail again: the same dataset
+    r = cli("extract", "mine", "--videos", tmp_path / "nowhere", "--datasets", datasets, "--store", tmp_path / "t.zarr", *TINY)
+    assert r.exit_code == 1 and "no such folder of videos" in r.stderr
+    r = cli("extract", "mine", "--videos", root, "--datasets", datasets, "--store", tmp_path / "t.zarr")
+    assert r.exit_code == 1 and "expects 32-d video features" in r.stderr and "gives 512" in r.stderr
+    r = cli("extract", "mine", "--videos", root, "--datasets", datasets, "--store", tmp_path / "t.zarr", *TINY,
+            "--shard", "2/2")
+    assert r.exit_code == 1 and "--shard '2/2'" in r.stderr
