@@ -113,11 +113,20 @@ class DatasetAdapter(ABC):
 
         raise ImportDataError(f"dataset kind {self.kind!r} has no feature import (it is a video format)")
 
-    def samples(self, videos: Path) -> list[Sample]:
-        """The videos to extract features from (issue: extraction)."""
+    def samples(self, videos: Path, **options: Any) -> list[Sample]:
+        """The videos to extract features from (`clipclap extract --videos DIR`); options such as
+        `split_dir` come from the command line."""
         from .errors import ClipclapError
 
         raise ClipclapError(f"dataset kind {self.kind!r} holds no videos to extract features from")
+
+    def describe_samples(self, samples: list[Sample], **options: Any) -> dict[str, Any]:
+        """Classes (index = class id), their prompt names, each sample's partition (index into
+        PARTITIONS, -1 for none) and class-split lists for the extracted dataset. Default: the
+        sorted labels, named as they are, no partitions."""
+        classes = sorted({s.label for s in samples})
+        return {"classes": classes, "prompt_names": list(classes),
+                "partition": [-1] * len(samples), "class_splits": {}}
 
 
 class Encoder(ABC):

@@ -68,6 +68,8 @@ def decode(job: tuple[str, str | None, str | None, tuple[str, ...], int]):
     from .media import MediaError, audio_clip, middle_frame
 
     _, video_path, audio_path, modalities, frames = job
+    if video_path is None and audio_path is None:
+        return None, "video file not found"
     try:
         out = {}
         if "video" in modalities:
@@ -85,11 +87,13 @@ class Extraction:
     """One dataset's extraction into `store` with `encoders` ({modality: encoder})."""
 
     def __init__(self, store: FeatureStore, dataset: str, samples: list[Sample], encoders: dict,
-                 chunk: int = 64, frames: int = 1):
+                 chunk: int = 64, frames: int = 1, description: dict | None = None):
         self.store, self.dataset, self.samples, self.encoders = store, dataset, samples, encoders
         self.chunk, self.frames = chunk, frames
         self.path = store.path / f".extract-{dataset}"
-        self.classes = sorted({s.label for s in samples})
+        self.description = description or {
+            "classes": sorted({s.label for s in samples}), "partition": [-1] * len(samples), "class_splits": {}}
+        self.classes = list(self.description["classes"])
         self.settings = {
             "ids": hashlib.sha256("\n".join(f"{s.id}\t{s.label}" for s in samples).encode()).hexdigest(),
             "encoders": {m: {"id": e.encoder_id, "dim": e.dim, "params": {k: str(v) for k, v in vars(e.params).items()
@@ -229,10 +233,12 @@ class Extraction:
         reasons = np.array(group["reasons"][:].tolist(), dtype=str)
         failures = {ids[i]: reasons[i] or "failed" for i in np.flatnonzero(~ok)}
         labels = np.asarray(group["videos/labels"][:], dtype=np.int64)[ok]
+        d = self.description
         bundle = FeatureBundle(
-            classes=list(self.classes), prompt_names=list(self.classes), ids=ids[ok].tolist(), labels=labels,
-            features={m: np.asarray(group[f"features/{m}"][:])[ok] for m in self.encoders},
-            label_embeddings={}, partition=np.full(int(ok.sum()), -1, dtype=np.int8),
+            classes=list(self.classes), prompt_names=list(d.get("prompt_names", self.classes)), ids=ids[ok].tolist(),
+            labels=labels, features={m: np.asarray(group[f"features/{m}"][:])[ok] for m in self.encoders},
+            label_embeddings={}, partition=np.asarray(d["partition"], dtype=np.int8)[ok],
+            class_splits=d.get("class_splits", {}),
             provenance={"source": source, "extraction": self.settings, "failed": failures,
                         "fingerprint": f"extract-{self.settings['ids']}-"
                                        + hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()

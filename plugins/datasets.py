@@ -99,8 +99,61 @@ class ReleasedFeatures(DatasetAdapter):
             provenance={"source": str(root.resolve()), "format": self.kind, "fingerprint": hasher.sha.hexdigest()},
         )
 
-    def _prompt_names(self, root: Path, resolver: ClassResolver, hasher: _Hasher) -> list[str]:
-        path = root / "class-split" / self.params.class_names_csv
+    # ------------------------------------------------------------ videos (clipclap extract)
+    def samples(self, videos: Path, split_dir: Path | None = None, **options) -> list[Sample]:
+        """Without `split_dir`: one folder per class (the UCF101 layout). With a class-split folder
+        (ROOT/class-split, holding all_class.txt, the names csv and cls_split/ with stage_*.csv):
+        every video its split csv files list, found by file name anywhere under `videos`."""
+        if split_dir is None:
+            return VideoFolder(self.entry, VideoFolder.Params()).samples(videos)
+        videos = Path(videos)
+        if not videos.is_dir():
+            raise ImportDataError(f"{videos}: no such folder of videos")
+        index = {f.stem: f for f in sorted(videos.rglob("*")) if f.suffix.lower() in VIDEO_SUFFIXES}
+        resolver = self._split_resolver(Path(split_dir))
+        folder = Path(split_dir) / self.entry.split
+        out, seen = [], set()
+        for part in PARTITIONS:
+            csv_path = folder / f"{part}.csv"
+            if not csv_path.exists():
+                raise ImportDataError(f"{csv_path}: missing file (the videos of {part})")
+            allowed = set(read_class_split(folder, resolver, ImportDataError)[part])
+            for row in csv.DictReader(csv_path.read_text().splitlines()):
+                name, label = row.get("filename", "").strip(), resolver.canonical(row.get("label", ""))
+                if not name or label is None or label not in allowed or name in seen:
+                    continue  # the txt decides which classes a split has
+                seen.add(name)
+                path = index.get(name)
+                out.append(Sample(id=name, label=label, video_path=path, audio_path=path))
+        if not out:
+            raise ImportDataError(f"{folder}: its csv files list no videos")
+        return out
+
+    def describe_samples(self, samples, split_dir: Path | None = None, **options):
+        if split_dir is None:
+            return super().describe_samples(samples)
+        resolver = self._split_resolver(Path(split_dir))
+        hasher = _Hasher()
+        prompt_names = self._prompt_names(Path(split_dir).parent, resolver, hasher, Path(split_dir))
+        folder = Path(split_dir) / self.entry.split
+        lists = read_class_split(folder, resolver, ImportDataError)
+        part_of = {}
+        for code, part in enumerate(PARTITIONS):
+            for row in csv.DictReader((folder / f"{part}.csv").read_text().splitlines()):
+                part_of.setdefault(row.get("filename", "").strip(), code)
+        return {"classes": list(resolver.classes), "prompt_names": prompt_names,
+                "partition": [part_of.get(s.id, -1) for s in samples], "class_splits": {self.entry.split: lists}}
+
+    def _split_resolver(self, split_dir: Path) -> ClassResolver:
+        all_class = split_dir / "all_class.txt"
+        if not all_class.exists():
+            raise ImportDataError(f"{all_class}: missing file (--split-dir is a class-split folder)")
+        names = [n.strip() for n in all_class.read_text().splitlines() if n.strip()]
+        return ClassResolver(sorted(names, key=_sort_key(self.params.class_order)))
+
+    def _prompt_names(self, root: Path, resolver: ClassResolver, hasher: _Hasher,
+                      split_dir: Path | None = None) -> list[str]:
+        path = (split_dir or root / "class-split") / self.params.class_names_csv
         text = hasher.read(path).decode("utf-8", errors="replace")
         rows = list(csv.DictReader(text.splitlines()))
         column = self.params.prompt_column
@@ -308,7 +361,7 @@ class VideoFolder(DatasetAdapter):
         suffixes: str = ",".join(VIDEO_SUFFIXES)
         "File name endings counted as videos (comma-separated)"
 
-    def samples(self, videos: Path) -> list[Sample]:
+    def samples(self, videos: Path, **options) -> list[Sample]:
         videos = Path(videos)
         if not videos.is_dir():
             raise ImportDataError(f"{videos}: no such folder of videos")

@@ -18,7 +18,7 @@ import numpy as np
 
 from clipclap_cli import Encoder
 
-from .encoders_clip import EncoderError
+from .encoders_clip import EncoderError, _autocast
 
 TINY = dict(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4), embed_size=32)
 
@@ -40,6 +40,8 @@ class ClapEncoder(Encoder):
         "HTSAT_BERT_zero_shot.pt (default: $CLIPCLAP_CLAP_CHECKPOINT); empty = random weights"
         device: str = "cpu"
         "Where the model runs"
+        dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+        "Inference precision (bf16/fp16 under torch.autocast; outputs are float32)"
 
     def __init__(self, params: "ClapEncoder.Params | None" = None):
         self.params = params or self.Params()
@@ -80,5 +82,5 @@ class ClapEncoder(Encoder):
         self._load()
         torch = self._torch
         wave = torch.from_numpy(np.stack(items).astype(np.float32)).to(self.params.device)
-        with torch.no_grad():
+        with torch.no_grad(), _autocast(torch, self.params):
             return self._model(wave).float().cpu().numpy()

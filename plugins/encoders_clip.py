@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -32,6 +33,12 @@ def _open_clip():
     if str(CONFIG_DIR) not in map(str, getattr(open_clip.factory, "_MODEL_CONFIG_PATHS", [])):
         open_clip.add_model_config(CONFIG_DIR)
     return open_clip
+
+
+def _autocast(torch, params):
+    """torch.autocast for bf16/fp16 inference; a no-op context for fp32."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(params.dtype)
+    return torch.autocast(torch.device(params.device).type, dtype=dtype, enabled=dtype is not None)
 
 
 def _embed_dim(model: str) -> int:
@@ -71,6 +78,8 @@ class ClipEncoder(Encoder):
         "Frames per video: 1 = the middle frame; N = N evenly spaced frames, embeddings averaged"
         device: str = "cpu"
         "Where the model runs"
+        dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+        "Inference precision (bf16/fp16 under torch.autocast; outputs are float32)"
 
     def __init__(self, params: "ClipEncoder.Params | None" = None):
         self.params = params or self.Params()
@@ -128,7 +137,7 @@ class ClipEncoder(Encoder):
         torch = self._torch
         per_video = [it if it.ndim == 4 else it[None] for it in items]
         images = torch.stack([self._preprocess(Image.fromarray(f)) for frames in per_video for f in frames])
-        with torch.no_grad():
+        with torch.no_grad(), _autocast(torch, self.params):
             emb = torch.nn.functional.normalize(self._model.encode_image(images.to(self.params.device)).float(), dim=-1)
         counts = [len(f) for f in per_video]
         out = torch.stack([chunk.mean(0) for chunk in emb.split(counts)])

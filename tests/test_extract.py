@@ -142,3 +142,41 @@ def test_retry_failed_and_bad_input(videos, reference, tmp_path, cli):
     r = cli("extract", "mine", "--videos", root, "--datasets", datasets, "--store", tmp_path / "t.zarr", *TINY,
             "--shard", "2/2")
     assert r.exit_code == 1 and "--shard '2/2'" in r.stderr
+
+
+def test_benchmark_videos_from_the_split_csv_files(tmp_path, cli):
+    """UCF videos found by the file names of cls_split's csv files: classes, prompt names and the
+    protocol split come from the class-split folder (../shared/benchmarks/UCF/class-split)."""
+    import csv
+
+    from released_tree import BENCHMARKS
+
+    split_dir = BENCHMARKS / "UCF" / "class-split"
+    wanted = {}
+    for part in ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_test_seen", "stage_2_test_unseen"):
+        rows = list(csv.DictReader((split_dir / "cls_split" / f"{part}.csv").open()))
+        listed = {c.strip().casefold() for c in (split_dir / "cls_split" / f"{part}.txt").read_text().splitlines()}
+        wanted[part] = next(r for r in rows if r["label"].casefold() in listed)  # the txt decides the classes
+    videos = tmp_path / "UCF-101"
+    for i, (part, row) in enumerate(wanted.items()):
+        (videos / row["label"]).mkdir(parents=True, exist_ok=True)
+        write_video(videos / row["label"] / f"{row['filename']}.avi", seconds=1.0, channel=i % 3)
+    user = tmp_path / "dims.toml"
+    user.write_text("[datasets.ucf]\ndims = { video = 32, audio = 32, clip = 512, clap = 1024 }\n")
+    store = tmp_path / "s.zarr"
+    r = cli("extract", "ucf", "--videos", videos, "--split-dir", split_dir, "--datasets", user, "--store", store,
+            *TINY, "--workers", "0")
+    assert r.exit_code == 0, r
+    fs = FeatureStore(store)
+    info = fs.info("ucf")
+    ids, labels, partition = fs.read_videos("ucf")
+    assert sorted(ids.tolist()) == sorted(row["filename"] for row in wanted.values())
+    assert len(info["classes"]) == 101 and "Apply Eye Makeup" in info["prompt_names"]  # clip_class_name column
+    split = fs.read_split("ucf", "cls_split")
+    for part, row in wanted.items():
+        row_index = ids.tolist().index(row["filename"])
+        assert row_index in split.indices[part].tolist()
+        assert info["classes"][labels[row_index]].casefold() == row["label"].casefold()
+    # every other video the csv files list is missing on disk: recorded, not extracted
+    assert len(info["provenance"]["failed"]) > 1000
+    assert set(info["provenance"]["failed"].values()) == {"video file not found"}

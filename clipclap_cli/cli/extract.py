@@ -19,6 +19,7 @@ def install(app, pm) -> None:
     def extract(
         dataset: DatasetArg,
         videos: Annotated[Path, typer.Option("--videos", help="Folder of the dataset's videos")],
+        split_dir: Annotated[Path | None, typer.Option("--split-dir", help="A class-split folder (all_class.txt, the names csv, cls_split/*.csv): videos, classes and split from its files")] = None,
         video_encoder: Annotated[str, typer.Option("--video-encoder", help="Encoder of the video features")] = "clip",
         audio_encoder: Annotated[str, typer.Option("--audio-encoder", help="Encoder of the audio features")] = "clap",
         params: EncoderParamOpt = [],  # noqa: B006 - Typer reads the default
@@ -28,6 +29,7 @@ def install(app, pm) -> None:
         shard: Annotated[str | None, typer.Option("--shard", help="i/n: this process's share (default: RANK/WORLD_SIZE)")] = None,
         chunk: Annotated[int, typer.Option("--chunk", help="Rows per store chunk (a shard owns whole chunks)")] = 64,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try the videos that failed before again")] = False,
+        dtype: Annotated[str, typer.Option("--dtype", help="fp32, bf16 or fp16 inference")] = "fp32",
         device: DeviceOpt = "cpu",
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
@@ -36,15 +38,18 @@ def install(app, pm) -> None:
         from rich.progress import TextColumn
 
         from ..console import progress
-        from ..errors import ClipclapError
+        from ..errors import ClipclapError, SplitError
         from ..extraction import Extraction, Shard
         from ..ingest import store_bundle
 
         cat = catalog(pm, datasets_file)
         entry = cat.get(dataset)
-        samples = cat.adapter(dataset).samples(videos)
-        encoders = {"video": _encoder(pm, video_encoder, "video", params, device),
-                    "audio": _encoder(pm, audio_encoder, "audio", params, device)}
+        adapter = cat.adapter(dataset)
+        options = {} if split_dir is None else {"split_dir": split_dir}
+        samples = adapter.samples(videos, **options)
+        description = adapter.describe_samples(samples, **options)
+        encoders = {"video": _encoder(pm, video_encoder, "video", params, device, dtype),
+                    "audio": _encoder(pm, audio_encoder, "audio", params, device, dtype)}
         for modality, enc in encoders.items():
             want = getattr(entry.dims, modality)
             if enc.dim != want:
@@ -52,7 +57,7 @@ def install(app, pm) -> None:
                                     f"{entry.origin}); encoder {enc.encoder_id!r} gives {enc.dim}")
         part = Shard.parse(shard)
         fs = store(store_path)
-        job = Extraction(fs, dataset, samples, encoders, chunk, frames)
+        job = Extraction(fs, dataset, samples, encoders, chunk, frames, description)
         group = job.open()
         if retry_failed:
             err.print(f"retrying {job.retry_failed(group)} failed videos")
@@ -74,7 +79,11 @@ def install(app, pm) -> None:
                 err.print("another process is writing the finished dataset")
                 return
             bundle, failures = job.bundle(group, f"extract({videos})")
-            result = store_bundle(fs, entry, bundle, write_split=False)
+            try:
+                result = store_bundle(fs, entry, bundle)
+            except SplitError as e:  # the features are still worth keeping; the split can come later
+                result = store_bundle(fs, entry, bundle, write_split=False)
+                err.print(f"[yellow]no split written:[/yellow] {e} (see `clipclap split {dataset}`)")
         err.print(f"{dataset}: {result.videos} videos, {result.classes} classes"
                   + (" (unchanged)" if result.unchanged else f" -> {store_path}"))
         if failures:
@@ -82,7 +91,7 @@ def install(app, pm) -> None:
                             ["video", "reason"], sorted(failures.items())))
 
 
-def _encoder(pm, name: str, modality: str, pairs: list[str], device: str):
+def _encoder(pm, name: str, modality: str, pairs: list[str], device: str, dtype: str):
     from ..errors import ClipclapError
     from ..params import build_params, pairs_to_dict
     from ..registries import get_encoder
@@ -96,8 +105,9 @@ def _encoder(pm, name: str, modality: str, pairs: list[str], device: str):
         raise ClipclapError(f"-e expects ENCODER:KEY=VALUE with a registered encoder, got {pairs}")
     values = pairs_to_dict(mine)
     cls = type(base)
-    if "device" in {f for f in cls.Params.__dataclass_fields__} and "device" not in values:
-        values["device"] = device
+    for key, value in (("device", device), ("dtype", dtype)):
+        if key in cls.Params.__dataclass_fields__ and key not in values:
+            values[key] = value
     return cls(build_params(cls.Params, values, where=f"encoder {name}"))
 
 
