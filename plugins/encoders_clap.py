@@ -4,7 +4,11 @@ Weights: `checkpoint=PATH` (or CLIPCLAP_CLAP_CHECKPOINT), the published
 `HTSAT_BERT_zero_shot.pt` from the WavCaps repository (a torch file holding the state dict,
 possibly under "model"), read with `weights_only=True` and loaded by its own key names.
 `size=tiny` is a reduced HTS-AT with random weights for tests and smoke runs.
-The BERT text branch is not built yet (label embeddings come from the released files).
+
+The text branch (for `clipclap embed --encoder clap`) is WavCaps' BERT (bert-base-uncased, no
+pooler) whose [CLS] output goes through text_proj and is L2-normalised. It needs the optional
+`transformers` package and a local BERT `vocab.txt` (`vocab=PATH` or CLIPCLAP_BERT_VOCAB); its
+weights come from the same checkpoint (`text_encoder.text_encoder.*`, `text_proj.*`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from clipclap_cli import Encoder
 from .encoders_clip import EncoderError, _autocast
 
 TINY = dict(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4), embed_size=32)
+TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 
 
 class ClapEncoder(Encoder):
@@ -42,11 +47,26 @@ class ClapEncoder(Encoder):
         "Where the model runs"
         dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
         "Inference precision (bf16/fp16 under torch.autocast; outputs are float32)"
+        vocab: str = ""
+        "BERT vocab.txt for the text branch (default: $CLIPCLAP_BERT_VOCAB)"
 
     def __init__(self, params: "ClapEncoder.Params | None" = None):
         self.params = params or self.Params()
         self.dim = TINY["embed_size"] if self.params.size == "tiny" else 1024
-        self._model = None
+        self._model = self._text = None
+
+    def _checkpoint_state(self, torch) -> dict | None:
+        checkpoint = self.params.checkpoint or os.environ.get("CLIPCLAP_CLAP_CHECKPOINT", "")
+        if not checkpoint:
+            return None
+        if not Path(checkpoint).is_file():
+            raise EncoderError(f"CLAP checkpoint {checkpoint}: no such file (HTSAT_BERT_zero_shot.pt from "
+                               "github.com/XinhaoMei/WavCaps, retrieval pretrained models)")
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - refused pickle or corrupt file
+            raise EncoderError(f"CLAP checkpoint {checkpoint}: not loadable ({type(e).__name__})") from None
+        return state.get("model", state) if isinstance(state, dict) else state
 
     def _load(self):
         if self._model is not None:
@@ -59,21 +79,12 @@ class ClapEncoder(Encoder):
         with torch.random.fork_rng():
             torch.manual_seed(0)  # random weights (no checkpoint) are the same on every run
             model = ClapAudio(cfg)
-        checkpoint = self.params.checkpoint or os.environ.get("CLIPCLAP_CLAP_CHECKPOINT", "")
-        if checkpoint:
-            if not Path(checkpoint).is_file():
-                raise EncoderError(f"CLAP checkpoint {checkpoint}: no such file (HTSAT_BERT_zero_shot.pt from "
-                                   "github.com/XinhaoMei/WavCaps, retrieval pretrained models)")
-            try:
-                state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001 - refused pickle or corrupt file
-                raise EncoderError(f"CLAP checkpoint {checkpoint}: not loadable ({type(e).__name__})") from None
-            state = state.get("model", state) if isinstance(state, dict) else state
+        state = self._checkpoint_state(torch)
+        if state is not None:
             try:
                 model.load_reference(state)
             except (KeyError, RuntimeError) as e:
-                raise EncoderError(f"CLAP checkpoint {checkpoint} does not fit size={self.params.size}: "
-                                   f"{str(e)[:200]}") from None
+                raise EncoderError(f"CLAP checkpoint does not fit size={self.params.size}: {str(e)[:200]}") from None
         self._model = model.eval().to(self.params.device)
         self._torch = torch
 
@@ -84,3 +95,59 @@ class ClapEncoder(Encoder):
         wave = torch.from_numpy(np.stack(items).astype(np.float32)).to(self.params.device)
         with torch.no_grad(), _autocast(torch, self.params):
             return self._model(wave).float().cpu().numpy()
+
+    # ------------------------------------------------------------------ text branch
+    def _load_text(self):
+        if self._text is not None:
+            return
+        import inspect
+
+        import torch
+        from torch import nn
+
+        try:
+            from transformers import BertConfig, BertModel, BertTokenizer
+        except ImportError:
+            raise EncoderError("the CLAP text encoder needs transformers: pip install 'clipclap[clap]'") from None
+        vocab = self.params.vocab or os.environ.get("CLIPCLAP_BERT_VOCAB", "")
+        if not vocab or not Path(vocab).is_file():
+            raise EncoderError(f"CLAP text: BERT vocab.txt {vocab!r} not found (vocab.txt of bert-base-uncased "
+                               "from huggingface.co; pass -e vocab=PATH or set CLIPCLAP_BERT_VOCAB)")
+        key = "vocab_file" if "vocab_file" in inspect.signature(BertTokenizer.__init__).parameters else "vocab"
+        tokenizer = BertTokenizer(**{key: vocab}, do_lower_case=True)
+        words = sum(1 for line in Path(vocab).read_text(encoding="utf-8").splitlines() if line)
+        tiny = self.params.size == "tiny"
+        config = BertConfig(vocab_size=words, **TINY_BERT) if tiny else BertConfig()
+        embed_size = TINY["embed_size"] if tiny else 1024
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            text = nn.Module()
+            text.text_encoder = nn.Module()
+            text.text_encoder.text_encoder = BertModel(config, add_pooling_layer=False)
+            text.text_proj = nn.Sequential(nn.Linear(config.hidden_size, embed_size), nn.ReLU(),
+                                           nn.Linear(embed_size, embed_size))
+        state = self._checkpoint_state(torch)
+        if state is not None:
+            own = text.state_dict()
+            keep = {k: v for k, v in state.items() if k in own}
+            missing = sorted(set(own) - set(keep))
+            if missing:
+                raise EncoderError(f"CLAP checkpoint lacks the text branch key {missing[0]!r}")
+            text.load_state_dict(keep)
+        self._text, self._tokenizer, self._torch = text.eval().to(self.params.device), tokenizer, torch
+
+    def encode_text(self, prompts: list[str]) -> np.ndarray:
+        """L2-normalised text embeddings: [CLS] of BERT (longest padding, at most 30 tokens) -> text_proj."""
+        self._load_text()
+        torch = self._torch
+        tokens = self._tokenizer(prompts, padding="longest", truncation=True, max_length=30, return_tensors="pt")
+        with torch.no_grad():
+            hidden = self._text.text_encoder.text_encoder(input_ids=tokens["input_ids"].to(self.params.device),
+                                                          attention_mask=tokens["attention_mask"].to(self.params.device))[0]
+            emb = torch.nn.functional.normalize(self._text.text_proj(hidden[:, 0]), dim=-1)
+        return emb.float().cpu().numpy()
+
+    def label_embedding(self, prompts: list[str]) -> np.ndarray:
+        """SPEC.md: average the prompt embeddings, L2-normalise."""
+        mean = self.encode_text(prompts).mean(axis=0)
+        return (mean / np.linalg.norm(mean)).astype(np.float32)

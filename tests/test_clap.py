@@ -61,3 +61,51 @@ def test_clap_encoder_loads_a_wavcaps_checkpoint_by_its_key_names(tmp_path, pm):
     out = enc.encode_batch(list(z["waveform"]))
     np.testing.assert_allclose(out, z["audio_embedding"], rtol=1e-4, atol=1e-5)
     assert np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "person", "can", "be", "heard", ".", "class",
+         "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "##0", "##1", "##2", "##3", "##4", "##5", "##6", "##7",
+         "##8", "##9", "of", "sound", "playing"]
+
+
+def test_clap_text_branch_embed_and_checkpoint_keys(tmp_path, pm, cli, demo_store):
+    import shutil
+
+    from clipclap_cli.config import benchmarks_dir
+    from clipclap_cli.embedding import read_templates
+    from clipclap_cli.registries import get_encoder
+    from clipclap_cli.store import FeatureStore
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(VOCAB) + "\n")
+    cls = type(get_encoder("clap", pm))
+    enc = cls(cls.Params(size="tiny", vocab=str(vocab)))
+    one = enc.encode_text(["the person can be heard.", "a sound of class 12"])
+    assert one.shape == (2, 32) and np.allclose(np.linalg.norm(one, axis=1), 1, atol=1e-5)
+    assert not np.allclose(one[0], one[1])
+    # the WavCaps key names: a checkpoint holding the text branch loads into a fresh encoder
+    state = {f"text_encoder.text_encoder.{k}": v for k, v in enc._text.text_encoder.text_encoder.state_dict().items()}
+    state |= {f"text_proj.{k}": v + 0.05 for k, v in enc._text.text_proj.state_dict().items()}
+    torch.save({"model": state}, tmp_path / "ckpt.pt")
+    loaded = cls(cls.Params(size="tiny", vocab=str(vocab), checkpoint=str(tmp_path / "ckpt.pt")))
+    loaded._load_text()
+    for key, value in loaded._text.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    # clipclap embed --encoder clap: rows unit-norm and equal to a direct computation
+    store = tmp_path / "s.zarr"
+    shutil.copytree(demo_store, store)
+    r = cli("embed", "demo", "--encoder", "clap", "--store", store, "-e", "size=tiny", "-e", f"vocab={vocab}")
+    assert r.exit_code == 0, r
+    rows = FeatureStore(store).read_label_embeddings("demo", "clap")
+    names = FeatureStore(store).info("demo")["prompt_names"]
+    templates = read_templates(benchmarks_dir() / "UCF" / "prompts.toml", "clap_text")
+    assert rows.shape == (48, 32) and np.allclose(np.linalg.norm(rows, axis=1), 1, atol=1e-5)
+    for c in (3, 40):
+        mean = enc.encode_text([t.format(names[c]) for t in templates]).mean(axis=0)
+        assert np.allclose(rows[c], mean / np.linalg.norm(mean), atol=1e-6)
+
+
+def test_clap_text_without_vocab_says_which_file(cli, demo_store, monkeypatch):
+    monkeypatch.delenv("CLIPCLAP_BERT_VOCAB", raising=False)
+    r = cli("embed", "demo", "--encoder", "clap", "--store", demo_store, "-e", "size=tiny")
+    assert r.exit_code == 1 and "vocab.txt" in r.stderr and "bert-base-uncased" in r.stderr

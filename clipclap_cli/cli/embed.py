@@ -11,14 +11,14 @@ from ..console import err
 from ._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, StoreOpt, catalog, store
 
 EncoderParamOpt = Annotated[list[str], typer.Option("--encoder-param", "-e", help="Encoder parameter KEY=VALUE; repeatable")]
-TEXT_ENCODERS = {"clip": "clip_text"}
+TEXT_ENCODERS = {"clip": "clip_text", "clap": "clap_text"}
 
 
 def install(app, pm) -> None:
     @app.command("embed")
     def embed(
         dataset: DatasetArg,
-        encoder: Annotated[str, typer.Option("--encoder", help="Text encoder: clip (clap: not built yet)")] = "clip",
+        encoder: Annotated[str, typer.Option("--encoder", help="Text encoder: clip or clap")] = "clip",
         params: EncoderParamOpt = [],  # noqa: B006 - Typer reads the default
         prompts: Annotated[Path | None, typer.Option("--prompts", help="prompts.toml (default: the dataset's)")] = None,
         store_path: StoreOpt = DEFAULT_STORE,
@@ -32,8 +32,7 @@ def install(app, pm) -> None:
         from ..registries import get_encoder
 
         if encoder not in TEXT_ENCODERS:
-            raise ClipclapError(f"text encoder {encoder!r} is not available; built: {', '.join(TEXT_ENCODERS)} "
-                                "(the CLAP text encoder is not built yet)")
+            raise ClipclapError(f"text encoder {encoder!r} is not available; choose {' or '.join(TEXT_ENCODERS)}")
         entry = catalog(pm, datasets_file).get(dataset)
         path = prompts or (entry.resolve(entry.prompts) if entry.prompts else None)
         if path is None:
