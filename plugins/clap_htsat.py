@@ -226,9 +226,14 @@ class ClapAudio(nn.Module):
 
     def load_reference(self, state: dict[str, torch.Tensor]) -> None:
         """Load a WavCaps state dict by its own key names (text-branch keys and front-end buffers skipped)."""
-        own = self.state_dict()
-        keep = {k: v for k, v in state.items() if k in own}
-        missing = sorted(set(own) - set(keep))
-        if missing:
-            raise KeyError(f"checkpoint lacks {missing[0]!r} ({len(missing)} keys missing)")
-        self.load_state_dict(keep)
+        load_by_key_names(self, state)
+
+
+def load_by_key_names(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load the entries of a (larger) checkpoint whose names the module has; KeyError if any is missing."""
+    own = module.state_dict()
+    keep = {k: v for k, v in state.items() if k in own}
+    missing = sorted(set(own) - set(keep))
+    if missing:
+        raise KeyError(f"checkpoint lacks {missing[0]!r} ({len(missing)} keys missing)")
+    module.load_state_dict(keep)

@@ -128,12 +128,12 @@ class ClapEncoder(Encoder):
                                            nn.Linear(embed_size, embed_size))
         state = self._checkpoint_state(torch)
         if state is not None:
-            own = text.state_dict()
-            keep = {k: v for k, v in state.items() if k in own}
-            missing = sorted(set(own) - set(keep))
-            if missing:
-                raise EncoderError(f"CLAP checkpoint lacks the text branch key {missing[0]!r}")
-            text.load_state_dict(keep)
+            from .clap_htsat import load_by_key_names
+
+            try:
+                load_by_key_names(text, state)
+            except (KeyError, RuntimeError) as e:
+                raise EncoderError(f"CLAP checkpoint does not fit the text branch: {str(e)[:200]}") from None
         self._text, self._tokenizer, self._torch = text.eval().to(self.params.device), tokenizer, torch
 
     def encode_text(self, prompts: list[str]) -> np.ndarray:

@@ -117,10 +117,12 @@ def test_killed_run_resumes_to_the_same_store(videos, reference, tmp_path):
 
 def test_two_shards_give_the_same_store_as_one_process(videos, reference, tmp_path):
     store = tmp_path / "s.zarr"
-    procs = [subprocess.Popen([sys.executable, "-m", "clipclap_cli", "extract", "mine", "--videos", str(videos[0]),
-                               "--datasets", str(videos[1]), "--store", str(store), *TINY, "--chunk", "2",
-                               "--workers", "0", "--shard", f"{i}/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for i in range(2)]
+    base = [sys.executable, "-m", "clipclap_cli", "extract", "mine", "--videos", str(videos[0]), "--datasets",
+            str(videos[1]), "--store", str(store), *TINY, "--chunk", "2", "--workers", "0"]
+    # shard 0 by --shard, shard 1 by the RANK / WORLD_SIZE that torchrun sets
+    procs = [subprocess.Popen(base + ["--shard", "0/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+             subprocess.Popen(base, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=dict(os.environ, RANK="1", WORLD_SIZE="2"))]
     for p in procs:
         assert p.wait() == 0, p.stderr.read()
     if not (store / "mine").exists():  # both finished their halves at once: a rerun consolidates
