@@ -31,7 +31,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from clipclap_cli.api import FeatureDims
 from clipclap_cli.config import load_catalog
 from clipclap_cli.data import load_protocol_data
-from clipclap_cli.heads_base import Batch
 from clipclap_cli.ingest import generate_dataset
 from clipclap_cli.metrics import evaluate_distances
 from clipclap_cli.plugins import make_plugin_manager

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .data import ProtocolData
-from .metrics import beta_star, bias_grid, evaluate_distances
+from .metrics import beta_star, bias_grid
 from .training import evaluate_head
 
 

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,7 +159,7 @@ def test_benchmark_videos_from_the_split_csv_files(tmp_path, cli):
         listed = {c.strip().casefold() for c in (split_dir / "cls_split" / f"{part}.txt").read_text().splitlines()}
         wanted[part] = next(r for r in rows if r["label"].casefold() in listed)  # the txt decides the classes
     videos = tmp_path / "UCF-101"
-    for i, (part, row) in enumerate(wanted.items()):
+    for i, row in enumerate(wanted.values()):
         (videos / row["label"]).mkdir(parents=True, exist_ok=True)
         write_video(videos / row["label"] / f"{row['filename']}.avi", seconds=1.0, channel=i % 3)
     user = tmp_path / "dims.toml"
