@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -196,24 +197,21 @@ class Extraction:
     # ------------------------------------------------------------------ the end
     @contextlib.contextmanager
     def writer_lock(self) -> Iterator[bool]:
-        """True for the one process that writes the finished dataset (a lock file with its pid;
-        a lock left by a dead process on this machine is taken over)."""
+        """True for the one process that writes the finished dataset. The lock file names its
+        holder's host and pid; a lock left by a dead process on this host is taken over, one
+        from another host is respected (remove `write.lock` by hand if that host died)."""
         lock = self.path / "write.lock"
+        me = f"{socket.gethostname()} {os.getpid()}"
         for _ in range(2):
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                try:
-                    pid = int(lock.read_text() or 0)
-                    os.kill(pid, 0)
-                except (ValueError, ProcessLookupError, FileNotFoundError):
-                    lock.unlink(missing_ok=True)  # stale
+                if self._stale(lock):
+                    lock.unlink(missing_ok=True)
                     continue
-                except PermissionError:
-                    pass
                 yield False
                 return
-            os.write(fd, str(os.getpid()).encode())
+            os.write(fd, me.encode())
             os.close(fd)
             try:
                 yield True
@@ -221,6 +219,22 @@ class Extraction:
                 lock.unlink(missing_ok=True)
             return
         yield False
+
+    @staticmethod
+    def _stale(lock: Path) -> bool:
+        try:
+            host, pid = lock.read_text().split()
+        except (FileNotFoundError, ValueError):
+            return True
+        if host != socket.gethostname():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError):
+            return False
+        return False
 
     def finished(self, group) -> bool:
         return all((st != PENDING).all() for st in self.status(group).values())

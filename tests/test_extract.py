@@ -181,3 +181,24 @@ def test_benchmark_videos_from_the_split_csv_files(tmp_path, cli):
     # every other video the csv files list is missing on disk: recorded, not extracted
     assert len(info["provenance"]["failed"]) > 1000
     assert set(info["provenance"]["failed"].values()) == {"video file not found"}
+
+
+def test_writer_lock(tmp_path):
+    import socket
+
+    from clipclap_cli.extraction import Extraction
+
+    job = Extraction(FeatureStore(tmp_path / "s.zarr"), "mine", [], {})
+    job.path.mkdir(parents=True)
+    lock = job.path / "write.lock"
+    with job.writer_lock() as first:
+        with job.writer_lock() as second:
+            assert first and not second  # one writer at a time
+    assert not lock.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(f"{socket.gethostname()} {dead.stdout.strip()}")
+    with job.writer_lock() as mine:
+        assert mine  # a dead process's lock on this host is taken over
+    lock.write_text(f"some-other-host {os.getpid()}")
+    with job.writer_lock() as mine:
+        assert not mine  # another host's lock is respected
