@@ -113,7 +113,7 @@ def open_run(path: Path, spec: RunSpec, store: Path) -> None:
         return
     from . import __version__
 
-    write_json(config, {"spec": spec.as_dict(), "store": str(store), "created": now_iso(),
+    write_json(config, {"spec": spec.as_dict(), "store": str(Path(store).resolve()), "created": now_iso(),
                         "clipclap_version": __version__, "torch_version": torch.__version__})
 
 
