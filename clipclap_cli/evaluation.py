@@ -7,18 +7,21 @@ from typing import Any
 
 from .data import ProtocolData
 from .metrics import beta_star, bias_grid
+from .protocol import DEFAULT_BETA_GRID
 from .training import evaluate_head
 
 
-def evaluate_models(data: ProtocolData, stage1_head, stage2_head) -> dict[str, Any]:
+def evaluate_models(data: ProtocolData, stage1_head, stage2_head,
+                    grid: tuple[float, float, int] = DEFAULT_BETA_GRID) -> dict[str, Any]:
     """S, U, HM, ZSL on test at beta*, per-class accuracy, and the S/U/HM curves over the grid."""
+    betas = bias_grid(*grid)
     _, val = data.stage(1)
-    val_results = evaluate_head(stage1_head, data, val)
+    val_results = evaluate_head(stage1_head, data, val, betas=betas)
     val_betas = {m: r.best.beta for m, r in val_results.items()}
     beta = beta_star(val_betas)
     test = data.test()
     fixed = evaluate_head(stage2_head, data, test, fixed_beta=beta)["both"].best
-    curve = evaluate_head(stage2_head, data, test)["both"]
+    curve = evaluate_head(stage2_head, data, test, betas=betas)["both"]
     names = data.class_names
     seen, unseen = test.seen.tolist(), test.unseen.tolist()
     return {
@@ -35,5 +38,5 @@ def evaluate_models(data: ProtocolData, stage1_head, stage2_head) -> dict[str, A
         },
         "zsl_per_class_recall": {names[c]: fixed.per_class_recall[c] for c in unseen},
         "test_curve": curve.as_dict()["curve"],
-        "grid": {"start": 0.0, "stop": 5.0, "steps": len(bias_grid())},
+        "grid": {"start": float(grid[0]), "stop": float(grid[1]), "steps": int(grid[2])},
     }

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunError
+from .protocol import protocol_variant
 
 METRICS = ("seen", "unseen", "hm", "zsl")
 LABELS = {"seen": "S", "unseen": "U", "hm": "HM", "zsl": "ZSL"}
@@ -30,10 +31,11 @@ class RunResult:
 
     @property
     def method(self) -> str:
-        params = dict(self.spec.get("variant", self.spec["params"]))
-        if self.spec.get("legacy_label_order"):
-            params["legacy-label-order"] = True
-        return self.spec["head"] + (f" ({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})" if params else "")
+        params = {k: str(v) for k, v in dict(self.spec.get("variant", self.spec["params"])).items()}
+        flags = protocol_variant(self.spec)
+        parts = [f"{k}={v}" for k, v in sorted(params.items())] + [
+            k if v is True else f"{k}={v}" for k, v in flags.items()]
+        return self.spec["head"] + (f" ({', '.join(parts)})" if parts else "")
 
     @property
     def dataset(self) -> str:

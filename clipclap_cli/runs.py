@@ -25,6 +25,7 @@ from .data import LABEL_PARTS, ProtocolData, load_protocol_data
 from .errors import RunError
 from .evaluation import evaluate_models
 from .metrics import beta_star
+from .protocol import protocol_variant
 from .registries import create_head
 from .store import FeatureStore, now_iso
 from .training import EpochRecord, TrainConfig, Trainer
@@ -92,7 +93,7 @@ def store_dims(store: FeatureStore, dataset: str) -> dict[str, Any]:
 def default_run_dir(runs_dir: Path, spec: RunSpec) -> Path:
     """runs/<dataset>/<head>[,k=v...]/seed<seed>: runs differing only in seed are siblings."""
     method = ",".join([spec.head] + [f"{k}={v}" for k, v in sorted(spec.variant.items())]
-                      + (["legacy-label-order"] if spec.legacy_label_order else []))
+                      + [f"{k}={v}" if v is not True else k for k, v in protocol_variant(spec.as_dict()).items()])
     name = spec.dataset if spec.split == "cls_split" else f"{spec.dataset}-{spec.split}"
     return runs_dir / name / method / f"seed{spec.train.seed}"
 
@@ -192,7 +193,7 @@ def evaluate_run(path: Path, store: FeatureStore | None = None, pm=None) -> dict
     data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)
     head1 = _load_stage_model(path, spec, "stage1/best.safetensors", pm)
     head2 = _load_stage_model(path, spec, "stage2/final.safetensors", pm)
-    results = evaluate_models(data, head1, head2)
+    results = evaluate_models(data, head1, head2, tuple(spec.train.beta_grid))
     results |= {"head": spec.head, "params": spec.params, "seed": spec.train.seed,
                 "best_epoch": stage_result(path, 1)["best_epoch"]}
     write_json(path / "results.json", results)
@@ -218,7 +219,8 @@ def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int,
 def plan_runs(store: FeatureStore, entry, heads: list[str], param_pairs: list[str], seed: int | None, seeds: int,
               epochs: int | None, lr: float | None, batches: int | None, split: str | None, replay: bool,
               device: str, run_dir: Path | None, runs_dir: Path, pm=None,
-              legacy_label_order: bool = False, batch_size: int | None = None) -> list[tuple[Path, RunSpec]]:
+              legacy_label_order: bool = False, batch_size: int | None = None, lr_scheduler: bool = True,
+              beta_grid: tuple[float, float, int] = TrainConfig.beta_grid) -> list[tuple[Path, RunSpec]]:
     """The (folder, spec) of every run `clipclap train` was asked for.
 
     Settings, later winning: the dataset's training defaults (datasets.toml), the head's own
@@ -245,11 +247,24 @@ def plan_runs(store: FeatureStore, entry, heads: list[str], param_pairs: list[st
         for s in range(first_seed, first_seed + seeds):
             cfg = TrainConfig(epochs=epochs or d["epochs"], lr=lr or d["lr"], batch_size=batch_size or d["batch_size"],
                               batches_per_epoch=batches or d["batches_per_epoch"], seed=s, device=device,
-                              weight_decay=d.get("weight_decay", TrainConfig.weight_decay), replay_forward=replay)
+                              weight_decay=d.get("weight_decay", TrainConfig.weight_decay), replay_forward=replay,
+                              lr_scheduler=lr_scheduler, beta_grid=tuple(beta_grid))
             spec = RunSpec(entry.name, split, head, params, dims, cfg, variant, legacy_label_order)
             build_head(spec, pm)  # the head must accept these dims and parameters
             plan.append((run_dir or default_run_dir(runs_dir, spec), spec))
     return plan
+
+
+def parse_grid(text: str) -> tuple[float, float, int]:
+    """'START:STOP:POINTS' -> (start, stop, points), e.g. '0:5:76' (ClipClap) or '0:3:16' (AVCA)."""
+    try:
+        start, stop, points = text.split(":")
+        grid = (float(start), float(stop), int(points))
+    except ValueError:
+        raise RunError(f"--beta-grid {text!r}: expected START:STOP:POINTS, e.g. 0:5:76") from None
+    if grid[2] < 1 or grid[1] < grid[0] or grid[0] < 0:
+        raise RunError(f"--beta-grid {text!r}: need 0 <= START <= STOP and POINTS >= 1")
+    return grid
 
 
 def _check_device(device: str) -> None:
@@ -262,7 +277,8 @@ def _check_device(device: str) -> None:
 
 
 def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: str, param_pairs: list[str],
-                         stage1: Path, stage2: Path, device: str = "cpu", pm=None) -> dict:
+                         stage1: Path, stage2: Path, device: str = "cpu", pm=None,
+                         beta_grid: tuple[float, float, int] = TrainConfig.beta_grid) -> dict:
     """`clipclap evaluate DATASET --stage1 A.pt --stage2 B.pt`: the reference's checkpoints.
 
     Each file is a torch checkpoint holding {'model': state_dict, 'epoch': int}, loaded with
@@ -285,6 +301,6 @@ def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: st
                   str(ckpt))
         heads.append(model)
         epochs.append(epoch)
-    results = evaluate_models(data, *heads)
+    results = evaluate_models(data, *heads, grid=tuple(beta_grid))
     return results | {"head": head, "params": spec.params, "checkpoints": {"stage1": str(stage1), "stage2": str(stage2)},
                       "checkpoint_epochs": epochs}

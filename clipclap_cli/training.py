@@ -16,7 +16,8 @@ import torch
 
 from .data import EvalSet, ProtocolData, TrainSet
 from .heads_base import MODES, Batch, FusionHead
-from .metrics import GridResult, evaluate_distances
+from .metrics import GridResult, bias_grid, evaluate_distances
+from .protocol import DEFAULT_BETA_GRID
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class TrainConfig:
     weight_decay: float = 1e-5
     device: str = "cpu"
     replay_forward: bool = True
+    lr_scheduler: bool = True
+    beta_grid: tuple[float, float, int] = DEFAULT_BETA_GRID
+    "The bias grid (start, stop, points): ClipClap's 0..5 in 76 points; AVCA-GZSL used 0..3 in 16"
 
 
 @dataclass
@@ -93,7 +97,7 @@ class ClassBalancedSampler:
 
 
 def evaluate_head(head: FusionHead, data: ProtocolData, split: EvalSet, fixed_beta: float | None = None,
-                  modes: tuple[str, ...] = MODES) -> dict[str, GridResult]:
+                  modes: tuple[str, ...] = MODES, betas: torch.Tensor | None = None) -> dict[str, GridResult]:
     """Evaluate a head (eval mode) on a split, per distance mode it offers."""
     was_training = head.training
     head.eval()
@@ -102,7 +106,7 @@ def evaluate_head(head: FusionHead, data: ProtocolData, split: EvalSet, fixed_be
         dists = head.distances(data.audio[v], data.video[v], data.class_text[split.classes])
     head.train(was_training)
     targets = data.labels[v].cpu()
-    return {m: evaluate_distances(d.cpu(), targets, split.seen.cpu(), split.unseen.cpu(),
+    return {m: evaluate_distances(d.cpu(), targets, split.seen.cpu(), split.unseen.cpu(), betas=betas,
                                   fixed_beta=fixed_beta, num_classes=data.num_classes)
             for m, d in dists.items() if m in modes}
 
@@ -157,12 +161,13 @@ class Trainer:
             if on_step is not None:
                 on_step(step + 1)
         lr = self.optimizer.param_groups[0]["lr"]
-        results = evaluate_head(head, self.data, self.val)
+        results = evaluate_head(head, self.data, self.val, betas=bias_grid(*cfg.beta_grid))
         both = results["both"].best
         betas = {m: r.best.beta for m, r in results.items()}
         if improves(self.state.best_hm, both.hm):
             self.state.best_hm, self.state.best_epoch, self.state.best_betas = both.hm, epoch, betas
-        self.scheduler.step(both.hm)
+        if cfg.lr_scheduler:
+            self.scheduler.step(both.hm)
         record = EpochRecord(
             epoch=epoch, lr=lr,
             losses={k: float(v) / cfg.batches_per_epoch for k, v in sums.items()},

@@ -255,3 +255,33 @@ def test_head_training_defaults_sit_between_dataset_and_command_line(demo_store,
     assert (cj.lr, cj.epochs, cj.batch_size, cj.batches_per_epoch, cj.weight_decay) == (1e-3, 50, 256, 500, 0.0)
     assert cfg("avca").weight_decay == 1e-5
     assert cfg("cjme", epochs=3, lr=0.5).lr == 0.5 and cfg("cjme", epochs=3).epochs == 3
+
+
+def test_bias_grid_and_scheduler_are_protocol_options(cli, demo_store, tmp_path):
+    r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--epochs", "2", "--batches-per-epoch", "10",
+            "--beta-grid", "0:3:16", "--no-lr-scheduler")
+    assert r.exit_code == 0, r
+    run = tmp_path / "demo" / "clipclap,beta-grid=0:3:16,no-lr-scheduler" / "seed42"
+    results = json.loads((run / "results.json").read_text())
+    assert results["grid"] == {"start": 0.0, "stop": 3.0, "steps": 16}
+    assert len(results["test_curve"]["beta"]) == 16 and results["test_curve"]["beta"][-1] == pytest.approx(3.0)
+    assert round(results["val"]["beta"] / 0.2, 4) == round(results["val"]["beta"] / 0.2)  # on AVCA's 0.2 steps
+    assert "| clipclap (beta-grid=0:3:16, no-lr-scheduler) |" in r.stdout
+    assert "--beta-grid '0:x'" in _one_error_line(cli("train", "demo", "--store", demo_store, "--beta-grid", "0:x"))
+
+
+def test_no_lr_scheduler_never_steps_it(demo_store):
+    from clipclap_cli.api import FeatureDims
+    from clipclap_cli.data import load_protocol_data
+    from clipclap_cli.registries import create_head
+    from clipclap_cli.store import FeatureStore
+    from clipclap_cli.training import TrainConfig, Trainer
+
+    data = load_protocol_data(FeatureStore(demo_store), "demo", "cls_split")
+    train, val = data.stage(1)
+    for enabled, steps in ((True, 2), (False, 0)):
+        trainer = Trainer(create_head("clipclap", FeatureDims(), {}), data, train, val,
+                          TrainConfig(epochs=2, lr=1e-4, batches_per_epoch=2, lr_scheduler=enabled))
+        trainer.run_epoch()
+        trainer.run_epoch()
+        assert trainer.scheduler.last_epoch == steps

@@ -20,6 +20,7 @@ def install(app, pm) -> None:
         head: Annotated[str, typer.Option("--head", help="Fusion head of the checkpoints")] = "clipclap",
         params: ParamOpt = [],  # noqa: B006 - Typer reads the default
         split: Annotated[str | None, typer.Option("--split", help="Protocol split (default: the dataset's)")] = None,
+        beta_grid: Annotated[str, typer.Option("--beta-grid", help="Checkpoints: bias grid START:STOP:POINTS")] = "0:5:76",
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the results JSON here")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout")] = False,
         device: DeviceOpt = "cpu",
@@ -28,14 +29,14 @@ def install(app, pm) -> None:
     ):
         """beta* from the stage-1 model on validation, applied to the stage-2 model on test: S, U, HM, ZSL."""
         from ..errors import RunError
-        from ..runs import evaluate_checkpoints, evaluate_run, write_json
+        from ..runs import evaluate_checkpoints, evaluate_run, parse_grid, write_json
 
         if (stage1 is None) != (stage2 is None):
             raise RunError("evaluating checkpoints needs both --stage1 and --stage2")
         if stage1 is not None:
             entry = catalog(pm, datasets_file).get(target)
             results = evaluate_checkpoints(store(store_path), entry.name, split or entry.split, head, params,
-                                           stage1, stage2, device, pm)
+                                           stage1, stage2, device, pm, parse_grid(beta_grid))
             if output is not None:
                 write_json(output, results)
             where = output

@@ -31,6 +31,9 @@ def install(app, pm) -> None:
         split: Annotated[str | None, typer.Option("--split", help="Protocol split (default: the dataset's)")] = None,
         replay: Annotated[bool, typer.Option("--replay-forward/--no-replay-forward",
                                              help="The reference's extra train-mode forward after each step")] = True,
+        lr_scheduler: Annotated[bool, typer.Option("--lr-scheduler/--no-lr-scheduler",
+                                                   help="ReduceLROnPlateau on validation HM")] = True,
+        beta_grid: Annotated[str, typer.Option("--beta-grid", help="Bias grid START:STOP:POINTS (AVCA-GZSL: 0:3:16)")] = "0:5:76",
         legacy: Annotated[bool, typer.Option("--legacy-label-order",
                                              help="The reference's sorted-key label embeddings (to match old numbers)")] = False,
         device: DeviceOpt = "cpu",
@@ -42,7 +45,7 @@ def install(app, pm) -> None:
         """Train fusion heads with the two-stage protocol; rerun the same command to resume."""
         from ..errors import ClipclapError
         from ..registries import list_heads
-        from ..runs import plan_runs
+        from ..runs import parse_grid, plan_runs
 
         if stage not in STAGES:
             raise ClipclapError(f"--stage must be 1, 2 or all, not {stage!r}")
@@ -55,7 +58,7 @@ def install(app, pm) -> None:
         entry = catalog(pm, datasets_file).get(dataset)
         fs = store(store_path)
         plan = plan_runs(fs, entry, names, params, seed, seeds, epochs, lr, batches, split, replay, device,
-                         run_dir, runs_dir, pm, legacy, batch_size)
+                         run_dir, runs_dir, pm, legacy, batch_size, lr_scheduler, parse_grid(beta_grid))
         finished = [train_one(path, spec, fs, STAGES[stage], pm) for path, spec in plan]
         if 2 in STAGES[stage]:
             from .report import print_report

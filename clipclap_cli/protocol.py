@@ -1,0 +1,24 @@
+"""Protocol settings shared by training, runs and reports (no torch: `clipclap report` stays quick)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: ClipClap's bias grid, linspace(0, 5, 76); AVCA-GZSL's was (0, 3, 16).
+DEFAULT_BETA_GRID = (0.0, 5.0, 76)
+
+
+def protocol_variant(spec: dict[str, Any]) -> dict[str, Any]:
+    """Protocol settings of a run spec that differ from the faithful defaults; they name run
+    folders and report rows, so such runs never mix with faithful ones."""
+    train = spec["train"]
+    out: dict[str, Any] = {}
+    if list(train.get("beta_grid", DEFAULT_BETA_GRID)) != list(DEFAULT_BETA_GRID):
+        out["beta-grid"] = ":".join(f"{x:g}" for x in train["beta_grid"])
+    if not train.get("lr_scheduler", True):
+        out["no-lr-scheduler"] = True
+    if not train.get("replay_forward", True):
+        out["no-replay-forward"] = True
+    if spec.get("legacy_label_order"):
+        out["legacy-label-order"] = True
+    return out
