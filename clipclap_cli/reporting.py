@@ -115,11 +115,16 @@ def aggregate(runs: list[RunResult]) -> list[Cell]:
     return cells
 
 
-def _layout(cells: list[Cell], metrics: tuple[str, ...]):
+def _layout(cells: list[Cell]):
     methods = list(dict.fromkeys(c.method for c in cells))
     datasets = list(dict.fromkeys(c.dataset for c in cells))
     by = {(c.method, c.dataset): c for c in cells}
     return methods, datasets, by
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise RunError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
 def _fmt(cell: Cell | None, metric: str, pm: str = " ± ") -> str:
@@ -132,8 +137,7 @@ def _fmt(cell: Cell | None, metric: str, pm: str = " ± ") -> str:
 
 def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = ("hm", "zsl")) -> str:
     """The table in one of FORMATS (markdown, latex and html wide; csv and json one row per cell)."""
-    if fmt not in FORMATS:
-        raise RunError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    check_format(fmt)
     if fmt == "json":
         return json.dumps([c.__dict__ for c in cells], indent=2, sort_keys=True) + "\n"
     if fmt == "csv":
@@ -144,7 +148,7 @@ def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = ("hm", "zsl")
             w.writerow([c.method, c.dataset, c.n, " ".join(map(str, c.seeds))]
                        + [f"{v:.4f}" for m in METRICS for v in (c.mean[m], c.std[m])])
         return buf.getvalue()
-    methods, datasets, by = _layout(cells, metrics)
+    methods, datasets, by = _layout(cells)
     counts = sorted({c.n for c in cells})
     note = ("mean ± std over " + "/".join(map(str, counts)) + " seeds" if counts != [1] else "one seed per entry")
     if fmt == "markdown":

@@ -25,7 +25,7 @@ from .data import LABEL_PARTS, ProtocolData, load_protocol_data
 from .errors import RunError
 from .evaluation import evaluate_models
 from .metrics import beta_star
-from .protocol import protocol_variant
+from .protocol import DEFAULT_BETA_GRID, protocol_variant
 from .registries import create_head
 from .store import FeatureStore, now_iso
 from .training import EpochRecord, TrainConfig, Trainer
@@ -182,15 +182,17 @@ def _load_stage_model(path: Path, spec: RunSpec, name: str, pm=None):
     return head
 
 
-def evaluate_run(path: Path, store: FeatureStore | None = None, pm=None) -> dict:
-    """`clipclap evaluate RUN`: beta* from stage 1 on validation, stage-2 model on test."""
+def evaluate_run(path: Path, store: FeatureStore | None = None, pm=None, data: ProtocolData | None = None) -> dict:
+    """`clipclap evaluate RUN`: beta* from stage 1 on validation, stage-2 model on test
+    (`data`: the run's dataset when the caller has it loaded already)."""
     spec, raw = load_spec(path)
     for stage in (1, 2):
         if stage_result(path, stage) is None:
             raise RunError(f"run {path} has no completed stage {stage}; "
                            f"run `clipclap train {spec.dataset} --stage {stage} --run {path}`")
-    store = store or FeatureStore(raw["store"])
-    data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)
+    if data is None:
+        store = store or FeatureStore(raw["store"])
+        data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)
     head1 = _load_stage_model(path, spec, "stage1/best.safetensors", pm)
     head2 = _load_stage_model(path, spec, "stage2/final.safetensors", pm)
     results = evaluate_models(data, head1, head2, tuple(spec.train.beta_grid))
@@ -212,16 +214,34 @@ def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int,
     for stage in stages:
         train_stage(path, spec, data, stage, cb, pm)
     if 2 in stages:
-        return evaluate_run(path, store, pm)
+        return evaluate_run(path, store, pm, data)
     return None
 
 
-def plan_runs(store: FeatureStore, entry, heads: list[str], param_pairs: list[str], seed: int | None, seeds: int,
-              epochs: int | None, lr: float | None, batches: int | None, split: str | None, replay: bool,
-              device: str, run_dir: Path | None, runs_dir: Path, pm=None,
-              legacy_label_order: bool = False, batch_size: int | None = None, lr_scheduler: bool = True,
-              beta_grid: tuple[float, float, int] = TrainConfig.beta_grid) -> list[tuple[Path, RunSpec]]:
-    """The (folder, spec) of every run `clipclap train` was asked for.
+@dataclass(frozen=True)
+class RunRequest:
+    """What `clipclap train` was asked for; None means the head's default, else the dataset's."""
+
+    heads: tuple[str, ...] = ("clipclap",)
+    params: tuple[str, ...] = ()
+    "Head parameters as KEY=VALUE (`-p`), applied to every head"
+    seed: int | None = None
+    seeds: int = 1
+    split: str | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    batches_per_epoch: int | None = None
+    device: str = "cpu"
+    replay_forward: bool = True
+    lr_scheduler: bool = True
+    beta_grid: tuple[float, float, int] = DEFAULT_BETA_GRID
+    legacy_label_order: bool = False
+
+
+def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, run_dir: Path | None = None,
+              pm=None) -> list[tuple[Path, RunSpec]]:
+    """The (folder, spec) of every run in `request`.
 
     Settings, later winning: the dataset's training defaults (datasets.toml), the head's own
     (`train_defaults`, e.g. the baselines' lr 1e-3 and 50 epochs), the command line. Head
@@ -231,25 +251,29 @@ def plan_runs(store: FeatureStore, entry, heads: list[str], param_pairs: list[st
     from .params import build_params, pairs_to_dict
     from .registries import get_head
 
+    r = request
     dims = store_dims(store, entry.name)
-    split = split or entry.split
+    split = r.split or entry.split
     store.read_split(entry.name, split)  # a clear error when the split is missing
-    _check_device(device)
-    cli_params = pairs_to_dict(param_pairs)
-    first_seed = entry.train.seed if seed is None else seed
+    _check_device(r.device)
+    cli_params = pairs_to_dict(r.params)
+    first_seed = entry.train.seed if r.seed is None else r.seed
     plan = []
-    for head in heads:
+    for head in r.heads:
         head_cls = get_head(head, pm)
-        parsed = build_params(head_cls.Params, entry.head_params.get(head, {}) | cli_params)
-        params = {k: getattr(parsed, k) for k in entry.head_params.get(head, {}) | cli_params}
+        given = entry.head_params.get(head, {}) | cli_params
+        parsed = build_params(head_cls.Params, given)
+        params = {k: getattr(parsed, k) for k in given}
         variant = {k: getattr(parsed, k) for k in cli_params}
         d = dataclasses.asdict(entry.train) | dict(getattr(head_cls, "train_defaults", {}))
-        for s in range(first_seed, first_seed + seeds):
-            cfg = TrainConfig(epochs=epochs or d["epochs"], lr=lr or d["lr"], batch_size=batch_size or d["batch_size"],
-                              batches_per_epoch=batches or d["batches_per_epoch"], seed=s, device=device,
-                              weight_decay=d.get("weight_decay", TrainConfig.weight_decay), replay_forward=replay,
-                              lr_scheduler=lr_scheduler, beta_grid=tuple(beta_grid))
-            spec = RunSpec(entry.name, split, head, params, dims, cfg, variant, legacy_label_order)
+        for seed in range(first_seed, first_seed + r.seeds):
+            cfg = TrainConfig(epochs=r.epochs or d["epochs"], lr=r.lr or d["lr"],
+                              batch_size=r.batch_size or d["batch_size"],
+                              batches_per_epoch=r.batches_per_epoch or d["batches_per_epoch"], seed=seed,
+                              device=r.device, weight_decay=d.get("weight_decay", TrainConfig.weight_decay),
+                              replay_forward=r.replay_forward, lr_scheduler=r.lr_scheduler,
+                              beta_grid=tuple(r.beta_grid))
+            spec = RunSpec(entry.name, split, head, params, dims, cfg, variant, r.legacy_label_order)
             build_head(spec, pm)  # the head must accept these dims and parameters
             plan.append((run_dir or default_run_dir(runs_dir, spec), spec))
     return plan

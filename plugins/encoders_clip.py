@@ -11,7 +11,7 @@ only with `allow_download=true`; otherwise it fails at once, naming the file to 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -85,9 +85,6 @@ class ClipEncoder(Encoder):
         self.params = params or self.Params()
         self._model = self._preprocess = self._tokenizer = None
         self.dim = _embed_dim(self.params.model)  # from the config file: no torch import here
-
-    def with_params(self, **values) -> "ClipEncoder":
-        return type(self)(replace(self.params, **values))
 
     def _load(self):
         if self._model is not None:

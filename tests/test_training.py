@@ -238,7 +238,7 @@ def test_every_head_trains_both_stages_above_chance(cli, demo_store, tmp_path):
 def test_head_training_defaults_sit_between_dataset_and_command_line(demo_store, tmp_path):
     from clipclap_cli.config import load_catalog
     from clipclap_cli.plugins import make_plugin_manager
-    from clipclap_cli.runs import plan_runs
+    from clipclap_cli.runs import RunRequest, plan_runs
     from clipclap_cli.store import FeatureStore
 
     pm = make_plugin_manager(entrypoints=False)
@@ -246,8 +246,8 @@ def test_head_training_defaults_sit_between_dataset_and_command_line(demo_store,
     store = FeatureStore(demo_store)
 
     def cfg(head, **kw):
-        [(_, spec)] = plan_runs(store, entry, [head], [], None, 1, kw.get("epochs"), kw.get("lr"), None, None, True,
-                                "cpu", None, tmp_path, pm)
+        request = RunRequest(heads=(head,), epochs=kw.get("epochs"), lr=kw.get("lr"))
+        [(_, spec)] = plan_runs(store, entry, request, tmp_path, pm=pm)
         return spec.train
 
     assert (cfg("clipclap").lr, cfg("clipclap").epochs, cfg("clipclap").weight_decay) == (7e-5, 20, 1e-5)

@@ -26,7 +26,7 @@ def install(app, pm) -> None:
     ):
         """Generate the demo benchmark (UCF-shaped, synthetic), train ClipClap, evaluate, print the table."""
         from ..ingest import generate_dataset
-        from ..runs import plan_runs
+        from ..runs import RunRequest, plan_runs
         from .inspect import _show
         from .report import print_report
         from .train import train_one
@@ -42,8 +42,8 @@ def install(app, pm) -> None:
             return
         base = store_path.expanduser().resolve().parent
         runs_dir = runs_dir or base / "runs"
-        [(path, spec)] = plan_runs(fs, cat.get(dataset), ["clipclap"], [], None, 1, epochs, None, batches, None,
-                                   True, device, None, runs_dir, pm)
+        request = RunRequest(epochs=epochs, batches_per_epoch=batches, device=device)
+        [(path, spec)] = plan_runs(fs, cat.get(dataset), request, runs_dir, pm=pm)
         run = train_one(path, spec, fs, (1, 2), pm)
         plots = base / "plots"
         print_report([run], "markdown", True, plots)

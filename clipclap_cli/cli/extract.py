@@ -48,8 +48,9 @@ def install(app, pm) -> None:
         options = {} if split_dir is None else {"split_dir": split_dir}
         samples = adapter.samples(videos, **options)
         description = adapter.describe_samples(samples, **options)
-        encoders = {"video": _encoder(pm, video_encoder, "video", params, device, dtype),
-                    "audio": _encoder(pm, audio_encoder, "audio", params, device, dtype)}
+        by_encoder = _encoder_params(pm, params)
+        encoders = {"video": _encoder(pm, video_encoder, "video", by_encoder.get(video_encoder, []), device, dtype),
+                    "audio": _encoder(pm, audio_encoder, "audio", by_encoder.get(audio_encoder, []), device, dtype)}
         for modality, enc in encoders.items():
             want = getattr(entry.dims, modality)
             if enc.dim != want:
@@ -91,7 +92,23 @@ def install(app, pm) -> None:
                             ["video", "reason"], sorted(failures.items())))
 
 
+def _encoder_params(pm, pairs: list[str]) -> dict[str, list[str]]:
+    """-e ENCODER:KEY=VALUE, grouped by encoder: {encoder: ["KEY=VALUE", ...]}."""
+    from ..errors import ClipclapError
+    from ..registries import list_encoders
+
+    known = set(list_encoders(pm).names())
+    grouped: dict[str, list[str]] = {}
+    for pair in pairs:
+        name, sep, rest = pair.partition(":")
+        if not sep or name not in known:
+            raise ClipclapError(f"-e {pair!r}: expected ENCODER:KEY=VALUE with ENCODER one of {', '.join(sorted(known))}")
+        grouped.setdefault(name, []).append(rest)
+    return grouped
+
+
 def _encoder(pm, name: str, modality: str, pairs: list[str], device: str, dtype: str):
+    """Encoder `name` for `modality` with its -e parameters; device and dtype unless given."""
     from ..errors import ClipclapError
     from ..params import build_params, pairs_to_dict
     from ..registries import get_encoder
@@ -99,19 +116,8 @@ def _encoder(pm, name: str, modality: str, pairs: list[str], device: str, dtype:
     base = get_encoder(name, pm)
     if base.modality != modality:
         raise ClipclapError(f"encoder {name!r} encodes {base.modality}, not {modality}")
-    mine = [p.split(":", 1)[1] for p in pairs if p.split(":", 1)[0] == name and ":" in p]
-    unknown = sorted({p.split(":", 1)[0] for p in pairs} - {name} - _other_names(pm))
-    if unknown or any(":" not in p for p in pairs):
-        raise ClipclapError(f"-e expects ENCODER:KEY=VALUE with a registered encoder, got {pairs}")
-    values = pairs_to_dict(mine)
-    cls = type(base)
+    cls, values = type(base), pairs_to_dict(pairs)
     for key, value in (("device", device), ("dtype", dtype)):
         if key in cls.Params.__dataclass_fields__ and key not in values:
             values[key] = value
     return cls(build_params(cls.Params, values, where=f"encoder {name}"))
-
-
-def _other_names(pm) -> set[str]:
-    from ..registries import list_encoders
-
-    return set(list_encoders(pm).names())

@@ -29,11 +29,9 @@ def install(app, pm) -> None:
 def print_report(paths: list[Path], fmt: str = "markdown", su: bool = False, plots: Path | None = None,
                  output: Path | None = None) -> str:
     """Render the table for `paths` to stdout (or `output`); optionally write plots."""
-    from ..errors import RunError
-    from ..reporting import FORMATS, aggregate, find_runs, load_run, render, write_plots
+    from ..reporting import aggregate, check_format, find_runs, load_run, render, write_plots
 
-    if fmt not in FORMATS:
-        raise RunError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    check_format(fmt)  # before anything is read
     runs = [load_run(p) for p in find_runs(paths)]
     text = render(aggregate(runs), fmt, ("seen", "unseen", "hm", "zsl") if su else ("hm", "zsl"))
     if output is not None:

@@ -45,7 +45,7 @@ def install(app, pm) -> None:
         """Train fusion heads with the two-stage protocol; rerun the same command to resume."""
         from ..errors import ClipclapError
         from ..registries import list_heads
-        from ..runs import parse_grid, plan_runs
+        from ..runs import RunRequest, parse_grid, plan_runs
 
         if stage not in STAGES:
             raise ClipclapError(f"--stage must be 1, 2 or all, not {stage!r}")
@@ -57,8 +57,9 @@ def install(app, pm) -> None:
             raise ClipclapError("--run names one run; use --runs-dir with several heads or seeds")
         entry = catalog(pm, datasets_file).get(dataset)
         fs = store(store_path)
-        plan = plan_runs(fs, entry, names, params, seed, seeds, epochs, lr, batches, split, replay, device,
-                         run_dir, runs_dir, pm, legacy, batch_size, lr_scheduler, parse_grid(beta_grid))
+        request = RunRequest(tuple(names), tuple(params), seed, seeds, split, epochs, lr, batch_size, batches, device,
+                             replay, lr_scheduler, parse_grid(beta_grid), legacy)
+        plan = plan_runs(fs, entry, request, runs_dir, run_dir, pm)
         finished = [train_one(path, spec, fs, STAGES[stage], pm) for path, spec in plan]
         if 2 in STAGES[stage]:
             from .report import print_report
