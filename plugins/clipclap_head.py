@@ -60,15 +60,21 @@ class ClipClapHead(FusionHead):
         return self.W_proj(self.W_enc(class_text[:, self._label_slice]))
 
     def loss(self, batch: Batch, class_text: torch.Tensor):
+        # W_enc's linear layer runs once, as one matrix multiply, over the batch's label embeddings
+        # and every training class; its batch norm, ReLU and dropout then run on each part
+        # separately and in the reference's order (the batch's in (1), the classes' in (2)), so
+        # each part is normalised by its own statistics exactly as in the reference's two calls.
+        n = len(batch.target)
+        w_linear = self.W_enc.linear(torch.cat((batch.text, class_text))[:, self._label_slice])
         # (1) the batch's forward, in the reference's module order
         o = self.O_enc(self._inputs(batch.audio, batch.video))
-        w_hat = self.W_enc(batch.text[:, self._label_slice])
+        w_hat = self.W_enc.after_linear(w_linear[:n])
         theta_o = self.O_proj(o)
         rho_o = self.D_o(theta_o)
         theta_w = self.W_proj(w_hat)
         rho_w = self.D_w(theta_w)
         # (2) the cross-entropy's class branch over every training class
-        logits = theta_o @ self.class_embeddings(class_text).T
+        logits = theta_o @ self.W_proj(self.W_enc.after_linear(w_linear[n:])).T
         ce = F.cross_entropy(logits, batch.target)
         reg = F.mse_loss(theta_o, theta_w)
         rec = F.mse_loss(w_hat, rho_o) + F.mse_loss(w_hat, rho_w)

@@ -110,3 +110,60 @@ def test_reference_checkpoint_loads_weights_only(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="not a loadable torch checkpoint"):
         load_reference_checkpoint(evil)
     assert "pwned" not in capsys.readouterr().out
+
+
+def _reference_train_loss(head, batch, class_text):
+    """The reference's step (1) and (2) written out module by module: W_enc called twice."""
+    F = torch.nn.functional
+    o = head.O_enc(torch.cat((batch.video, batch.audio), dim=1))
+    w_hat = head.W_enc(batch.text)
+    theta_o = head.O_proj(o)
+    rho_o = head.D_o(theta_o)
+    theta_w = head.W_proj(w_hat)
+    rho_w = head.D_w(theta_w)
+    logits = theta_o @ head.W_proj(head.W_enc(class_text)).T
+    return (F.cross_entropy(logits, batch.target) + F.mse_loss(theta_o, theta_w)
+            + F.mse_loss(w_hat, rho_o) + F.mse_loss(w_hat, rho_w))
+
+
+def test_train_mode_loss_and_batch_norm_statistics_match_the_reference_formulation(pm, model_a):
+    """The head shares one matrix multiply between the batch's labels and the class branch; the
+    loss, its gradients and every running statistic must be those of the reference's two calls."""
+    arrays, _ = model_a
+    labels = arrays["labels"].long()
+    batch = Batch(arrays["audio"], arrays["video"], arrays["class_text"][labels], labels)
+    heads = []
+    for _ in range(2):
+        head = create_head("clipclap", DIMS, {"dropout": 0.0}, pm=pm)
+        load_into(head, {k[len("state."):]: v for k, v in arrays.items() if k.startswith("state.")}, "model_a")
+        heads.append(head.train())
+    ours, _ = heads[0].loss(batch, arrays["class_text"])
+    reference = _reference_train_loss(heads[1], batch, arrays["class_text"])
+    assert float(ours) == pytest.approx(float(reference), rel=1e-6)
+    ours.backward()
+    reference.backward()
+    for (name, p), q in zip(heads[0].named_parameters(), heads[1].parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
+    for (name, b), c in zip(heads[0].named_buffers(), heads[1].buffers()):
+        torch.testing.assert_close(b, c, rtol=1e-6, atol=0, msg=name)
+
+
+def test_dropout_keeps_with_probability_one_minus_p_and_rescales():
+    from clipclap_cli.heads_base import Dropout
+
+    p, n = 0.1, 1_000_000
+    drop = Dropout(p).train()
+    x = torch.rand(n) + 0.5
+    x.requires_grad_(True)
+    y = drop(x)
+    kept = y != 0
+    # binomial: mean n(1-p), standard deviation sqrt(n p (1-p)) = 300; allow 5 of them
+    assert abs(int(kept.sum()) - n * (1 - p)) < 5 * (n * p * (1 - p)) ** 0.5
+    torch.testing.assert_close(y[kept], x.detach()[kept] / (1 - p), rtol=1e-6, atol=0)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / (1 - p), rtol=1e-6, atol=0)
+    torch.manual_seed(3)
+    first = drop(x.detach())
+    torch.manual_seed(3)
+    assert torch.equal(drop(x.detach()), first)
+    assert torch.equal(drop.eval()(x.detach()), x.detach())
