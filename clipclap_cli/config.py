@@ -36,6 +36,8 @@ class TrainDefaults:
     batch_size: int = 64
     batches_per_epoch: int = 300
     seed: int = 42
+    lr_scheduler: bool = True
+    "ReduceLROnPlateau on validation HM (TCaF's VGGSound configuration runs without it)"
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,15 @@ class DatasetEntry:
     params: Any
     origin: str
     head_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    head_train: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    "Training settings of a head on this dataset (over the head's own defaults)"
 
     def resolve(self, value: str) -> Path:
         """Expand `{benchmarks}` and `~` in a path-valued setting."""
         return Path(value.replace("{benchmarks}", str(benchmarks_dir()))).expanduser()
 
 
-_CORE_KEYS = {"display_name", "kind", "split", "dims", "train", "prompts", "head_params"}
+_CORE_KEYS = {"display_name", "kind", "split", "dims", "train", "prompts", "head_params", "head_train"}
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -108,19 +112,26 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
         if not isinstance(value, int) or value <= 0:
             raise fail(f"dims.{key}", f"expected a positive integer, got {value!r}")
     train_fields = {f.name for f in dataclasses.fields(TrainDefaults)}
-    train = table.get("train", {})
-    bad = set(train) - train_fields
-    if bad:
-        raise fail(f"train.{sorted(bad)[0]}", f"unknown; valid: {', '.join(sorted(train_fields))}")
-    try:
-        train_defaults = build_params(TrainDefaults, train)
-    except ClipclapError as e:
-        raise fail("train", str(e)) from None
-    head_params = table.get("head_params", {})
-    if not isinstance(head_params, dict) or not all(isinstance(v, dict) for v in head_params.values()):
-        raise fail("head_params", "expected tables of head parameters, e.g. head_params.cjme = { dropout = 0.0 }")
+
+    def train_settings(key: str, train: dict) -> dict[str, Any]:
+        """The given training settings, validated and typed."""
+        bad = set(train) - train_fields
+        if bad:
+            raise fail(f"{key}.{sorted(bad)[0]}", f"unknown; valid: {', '.join(sorted(train_fields))}")
+        try:
+            typed = build_params(TrainDefaults, train)
+        except ClipclapError as e:
+            raise fail(key, str(e)) from None
+        return {k: getattr(typed, k) for k in train}
+
+    train_defaults = TrainDefaults(**train_settings("train", table.get("train", {})))
+    head_params, head_train = table.get("head_params", {}), table.get("head_train", {})
+    for key, tables in (("head_params", head_params), ("head_train", head_train)):
+        if not isinstance(tables, dict) or not all(isinstance(v, dict) for v in tables.values()):
+            raise fail(key, f"expected one table per head, e.g. {key}.tcaf = {{ ... }}")
     return DatasetEntry(
         head_params=head_params,
+        head_train={head: train_settings(f"head_train.{head}", t) for head, t in head_train.items()},
         name=name,
         display_name=str(table.get("display_name", name)),
         kind=table["kind"],

@@ -9,14 +9,16 @@ DEFAULT_BETA_GRID = (0.0, 5.0, 76)
 
 
 def protocol_variant(spec: dict[str, Any]) -> dict[str, Any]:
-    """Protocol settings of a run spec that differ from the faithful defaults; they name run
-    folders and report rows, so such runs never mix with faithful ones."""
+    """Protocol settings of a run spec that differ from the faithful defaults (of this head on
+    this dataset: `protocol_defaults`); they name run folders and report rows, so such runs never
+    mix with faithful ones."""
     train = spec["train"]
     out: dict[str, Any] = {}
     if list(train.get("beta_grid", DEFAULT_BETA_GRID)) != list(DEFAULT_BETA_GRID):
         out["beta-grid"] = ":".join(f"{x:g}" for x in train["beta_grid"])
-    if not train.get("lr_scheduler", True):
-        out["no-lr-scheduler"] = True
+    scheduler_default = spec.get("protocol_defaults", {}).get("lr_scheduler", True)
+    if train.get("lr_scheduler", True) != scheduler_default:
+        out["lr-scheduler" if scheduler_default is False else "no-lr-scheduler"] = True
     if not train.get("replay_forward", True):
         out["no-replay-forward"] = True
     if spec.get("legacy_label_order"):

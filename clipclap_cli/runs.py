@@ -45,9 +45,14 @@ class RunSpec:
     "The parameters given on the command line: they name the run folder and the report's row"
     legacy_label_order: bool = False
     "Give classes the reference's sorted-key label embeddings (BASELINES.md 1.3)"
+    protocol_defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    "Where this head on this dataset departs from the protocol's defaults (TCaF on VGGSound: no LR scheduler)"
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if not self.protocol_defaults:
+            del out["protocol_defaults"]  # the usual case: specs (and run folders) as before the field existed
+        return out
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -125,7 +130,7 @@ def load_spec(path: Path) -> tuple[RunSpec, dict]:
     raw = read_json(config)
     s = raw["spec"]
     spec = RunSpec(s["dataset"], s["split"], s["head"], s["params"], s["dims"], TrainConfig(**s["train"]),
-                   s.get("variant", {}), s.get("legacy_label_order", False))
+                   s.get("variant", {}), s.get("legacy_label_order", False), s.get("protocol_defaults", {}))
     return spec, raw
 
 
@@ -234,7 +239,8 @@ class RunRequest:
     batches_per_epoch: int | None = None
     device: str = "cpu"
     replay_forward: bool = True
-    lr_scheduler: bool = True
+    lr_scheduler: bool | None = None
+    "None: the dataset's and head's default (on, except where datasets.toml turns it off)"
     beta_grid: tuple[float, float, int] = DEFAULT_BETA_GRID
     legacy_label_order: bool = False
 
@@ -244,8 +250,9 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
     """The (folder, spec) of every run in `request`.
 
     Settings, later winning: the dataset's training defaults (datasets.toml), the head's own
-    (`train_defaults`, e.g. the baselines' lr 1e-3 and 50 epochs), the command line. Head
-    parameters: the head's defaults, the dataset's `head_params.<head>`, then `-p key=value`.
+    (`train_defaults`, e.g. the baselines' lr 1e-3 and 50 epochs), the dataset's
+    `head_train.<head>` (e.g. TCaF's VGGSound lr), the command line. Head parameters: the head's
+    defaults, the dataset's `head_params.<head>`, then `-p key=value`.
     Everything is validated here so that bad input fails before any run folder is written.
     """
     from .params import build_params, pairs_to_dict
@@ -265,15 +272,18 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
         parsed = build_params(head_cls.Params, given)
         params = {k: getattr(parsed, k) for k in given}
         variant = {k: getattr(parsed, k) for k in cli_params}
-        d = dataclasses.asdict(entry.train) | dict(getattr(head_cls, "train_defaults", {}))
+        d = (dataclasses.asdict(entry.train) | dict(getattr(head_cls, "train_defaults", {}))
+             | entry.head_train.get(head, {}))
+        lr_scheduler = d["lr_scheduler"] if r.lr_scheduler is None else r.lr_scheduler
+        defaults = {} if d["lr_scheduler"] else {"lr_scheduler": False}
         for seed in range(first_seed, first_seed + r.seeds):
             cfg = TrainConfig(epochs=r.epochs or d["epochs"], lr=r.lr or d["lr"],
                               batch_size=r.batch_size or d["batch_size"],
                               batches_per_epoch=r.batches_per_epoch or d["batches_per_epoch"], seed=seed,
                               device=r.device, weight_decay=d.get("weight_decay", TrainConfig.weight_decay),
-                              replay_forward=r.replay_forward, lr_scheduler=r.lr_scheduler,
+                              replay_forward=r.replay_forward, lr_scheduler=lr_scheduler,
                               beta_grid=tuple(r.beta_grid))
-            spec = RunSpec(entry.name, split, head, params, dims, cfg, variant, r.legacy_label_order)
+            spec = RunSpec(entry.name, split, head, params, dims, cfg, variant, r.legacy_label_order, defaults)
             build_head(spec, pm)  # the head must accept these dims and parameters
             plan.append((run_dir or default_run_dir(runs_dir, spec), spec))
     return plan

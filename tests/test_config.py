@@ -34,6 +34,9 @@ def test_user_file_overrides_and_adds(pm, tmp_path):
     ('[datasets.x]\nkind = "synthetic"\ncolour = "red"\n', ["[datasets.x]", "unknown parameter 'colour'"]),
     ('[datasets.x]\nkind = "synthetic"\ntrain = { epochz = 3 }\n', ["[datasets.x] train.epochz", "unknown"]),
     ('[datasets.x]\nkind = "synthetic"\ndims = { video = -1 }\n', ["[datasets.x] dims.video", "positive integer"]),
+    ('[datasets.x]\nkind = "synthetic"\nhead_train.tcaf = { lrr = 1 }\n', ["[datasets.x] head_train.tcaf.lrr", "unknown"]),
+    ('[datasets.x]\nkind = "synthetic"\nhead_train.tcaf = { lr_scheduler = "maybe" }\n',
+     ["[datasets.x] head_train.tcaf", "expected true or false"]),
     ('[datasets.x]\ndisplay_name = "no kind"\n', ["[datasets.x] kind: missing"]),
     ('[datasets.x\n', ["not valid TOML"]),
 ])

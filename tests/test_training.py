@@ -257,6 +257,34 @@ def test_head_training_defaults_sit_between_dataset_and_command_line(demo_store,
     assert cfg("cjme", epochs=3, lr=0.5).lr == 0.5 and cfg("cjme", epochs=3).epochs == 3
 
 
+def test_dataset_head_training_settings_sit_between_head_and_command_line(demo_store, tmp_path):
+    """datasets.toml `head_train.<head>` (TCaF's VGGSound lr 6e-5 without the scheduler) beats the
+    head's defaults and loses to the command line; only a departure from it names the run."""
+    from clipclap_cli.config import load_catalog
+    from clipclap_cli.plugins import make_plugin_manager
+    from clipclap_cli.runs import RunRequest, default_run_dir, plan_runs
+    from clipclap_cli.store import FeatureStore
+
+    pm = make_plugin_manager(entrypoints=False)
+    assert load_catalog(pm).get("vggsound").head_train["tcaf"] == {"lr": 6e-5, "lr_scheduler": False}
+    user = tmp_path / "mine.toml"
+    user.write_text('[datasets.demo.head_train]\ntcaf = { lr = 6e-5, lr_scheduler = false }\n')
+    entry = load_catalog(pm, user).get("demo")
+    store = FeatureStore(demo_store)
+
+    def plan(head, **kw):
+        [(path, spec)] = plan_runs(store, entry, RunRequest(heads=(head,), **kw), tmp_path, pm=pm)
+        return path.relative_to(tmp_path).as_posix(), spec.train
+
+    path, train = plan("tcaf")
+    assert (train.lr, train.lr_scheduler, train.epochs) == (6e-5, False, 50) and path == "demo/tcaf/seed42"
+    path, train = plan("tcaf", lr=1e-3, lr_scheduler=True)
+    assert (train.lr, train.lr_scheduler) == (1e-3, True) and path == "demo/tcaf,lr-scheduler/seed42"
+    path, train = plan("clipclap")
+    assert (train.lr, train.lr_scheduler) == (7e-5, True) and path == "demo/clipclap/seed42"
+    assert plan("clipclap", lr_scheduler=False)[0] == "demo/clipclap,no-lr-scheduler/seed42"
+
+
 def test_bias_grid_and_scheduler_are_protocol_options(cli, demo_store, tmp_path):
     r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--epochs", "2", "--batches-per-epoch", "10",
             "--beta-grid", "0:3:16", "--no-lr-scheduler")

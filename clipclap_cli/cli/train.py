@@ -31,8 +31,9 @@ def install(app, pm) -> None:
         split: Annotated[str | None, typer.Option("--split", help="Protocol split (default: the dataset's)")] = None,
         replay: Annotated[bool, typer.Option("--replay-forward/--no-replay-forward",
                                              help="The reference's extra train-mode forward after each step")] = True,
-        lr_scheduler: Annotated[bool, typer.Option("--lr-scheduler/--no-lr-scheduler",
-                                                   help="ReduceLROnPlateau on validation HM")] = True,
+        lr_scheduler: Annotated[bool | None, typer.Option(
+            "--lr-scheduler/--no-lr-scheduler",
+            help="ReduceLROnPlateau on validation HM (default: on, unless datasets.toml turns it off for the head)")] = None,
         beta_grid: Annotated[str, typer.Option("--beta-grid", help="Bias grid START:STOP:POINTS (AVCA-GZSL: 0:3:16)")] = "0:5:76",
         legacy: Annotated[bool, typer.Option("--legacy-label-order",
                                              help="The reference's sorted-key label embeddings (to match old numbers)")] = False,
