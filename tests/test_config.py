@@ -17,7 +17,8 @@ def test_project_entries_follow_spec(pm):
     assert (anet.train.lr, anet.train.epochs) == (1e-4, 15) == (vgg.train.lr, vgg.train.epochs)
     assert ucf.train.batch_size == 64 and ucf.train.batches_per_epoch == 300 and ucf.train.seed == 42
     assert ucf.split == "cls_split" and ucf.params.prompt_column == "clip_class_name"
-    assert anet.params.prompt_column == "manual" and vgg.params.class_order == "exact"
+    assert anet.params.prompt_column == "manual"
+    assert ucf.params.class_order == anet.params.class_order == vgg.params.class_order == "exact"
     assert ucf.dims.text == 1536 and ucf.resolve(ucf.prompts).exists()
 
 

@@ -38,6 +38,23 @@ def _check_features_and_embeddings(store, name, written, prompt_csv_column):
     return info
 
 
+def _check_class_ids_are_the_reference_label_codes(store, name, benchmark):
+    """Class ids must be the reference's: the `label_code` column of the public split csvs."""
+    import csv
+
+    from released_tree import BENCHMARKS
+
+    ids, labels, _ = store.read_videos(name)
+    label_of = dict(zip(ids, labels.tolist()))
+    checked = 0
+    for path in (BENCHMARKS / benchmark / "class-split" / "cls_split").glob("*.csv"):
+        for row in csv.DictReader(path.open(newline="")):
+            if row["filename"] in label_of:
+                assert label_of[row["filename"]] == int(row["label_code"]), (path.name, row)
+                checked += 1
+    assert checked > 100
+
+
 def test_import_ucf_tree_counts_features_and_label_embeddings_by_name(tmp_path, cli):
     root = tmp_path / "UCF"
     written = write_released_tree(root, "UCF", "ucf", "ucf_clip_class_names.csv", "clip_class_name")
@@ -48,6 +65,7 @@ def test_import_ucf_tree_counts_features_and_label_embeddings_by_name(tmp_path, 
     split = store.read_split("ucf", "cls_split")
     assert {p: len(v) for p, v in split.indices.items()} == UCF_CLS_COUNTS
     info = _check_features_and_embeddings(store, "ucf", written, "clip_class_name")
+    _check_class_ids_are_the_reference_label_codes(store, "ucf", "UCF")
     # the split-file spelling HandStandPushups is the all_class.txt class HandstandPushups
     assert "HandstandPushups" in info["classes"]
     hsp = info["classes"].index("HandstandPushups")
@@ -70,6 +88,7 @@ def test_import_activitynet_uses_manual_names(tmp_path, cli):
     assert cli("import", "activitynet", root, "--store", store_path).exit_code == 0
     store = FeatureStore(store_path)
     info = _check_features_and_embeddings(store, "activitynet", written, "manual")
+    _check_class_ids_are_the_reference_label_codes(store, "activitynet", "ActivityNet")
     # one of the four pairs the sorted-key alignment swaps (BASELINES.md 1.3): each gets its own vector
     assert info["prompt_names"][info["classes"].index("Longboarding")] == "Longboarding"
     split = store.read_split("activitynet", "cls_split")
