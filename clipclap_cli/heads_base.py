@@ -75,11 +75,13 @@ class Dropout(nn.Dropout):
     Each element is kept with probability 1 - p (a uniform from torch's generator, the one
     `nn.Dropout` draws from, at its 24-bit resolution) and scaled by 1 / (1 - p). torch's CPU
     `bernoulli_` costs twice what `torch.rand` plus two in-place ops do, and dropout masks were
-    ~20 % of a ClipClap training step. Elsewhere (CUDA) it is `nn.Dropout` itself.
+    ~20 % of a ClipClap training step. Elsewhere (CUDA, other dtypes than float32) it is
+    `nn.Dropout` itself.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.device.type != "cpu" or self.p >= 1.0:
+        if (not self.training or self.p == 0.0 or self.p >= 1.0 or x.device.type != "cpu"
+                or x.dtype != torch.float32):
             return super().forward(x)
         keep = torch.rand(x.shape, dtype=x.dtype).add_(1.0 - self.p).floor_()  # 1 with probability 1 - p
         return x * keep.mul_(1.0 / (1.0 - self.p))
