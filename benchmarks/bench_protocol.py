@@ -9,7 +9,8 @@ Measures
     real step and a real validation pass) / the measured matmul throughput; next to it, the time
     the epoch's own matrix multiplies (recorded shapes, batch 64) take when run alone;
   * the whole protocol: stage 1 at the dataset's 20 epochs, stage 2, evaluation (skipped by --quick);
-  * the 76-point bias-grid evaluation of 100,000 samples x 300 classes.
+  * the 76-point bias-grid evaluation of 100,000 samples x 300 classes;
+  * where an epoch's time goes (one epoch under torch.profiler, grouped by operator kind; CPU).
 Targets on 2 CPU cores: epoch within 2x of its floor, protocol under 3 minutes, grid under 0.5 s.
 Figures are printed (and written as JSON), never asserted.
 """
@@ -121,6 +122,34 @@ def matmul_only_seconds(trainer: Trainer, device: str) -> float:
     return total * cfg.batches_per_epoch
 
 
+#: Where a stage-1 epoch's time goes: aten operators grouped by what they do.
+BREAKDOWN = {
+    "matrix multiplies": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
+    "optimiser (fused Adam)": ("aten::_fused_adam_",),
+    "random numbers (dropout masks)": ("aten::uniform_", "aten::bernoulli_", "aten::random_"),
+    "batch norm (forward, backward)": ("aten::native_batch_norm", "aten::native_batch_norm_backward"),
+}
+
+
+def epoch_breakdown(trainer: Trainer) -> dict[str, float]:
+    """One real epoch under torch.profiler: seconds of self time per BREAKDOWN group, the other
+    aten operators, and the rest of the wall time (Python, autograd, and the profiler itself)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    t = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.run_epoch()
+    wall = time.perf_counter() - t
+    out = dict.fromkeys(BREAKDOWN, 0.0) | {"other aten operators": 0.0}
+    for event in prof.key_averages():
+        group = next((g for g, names in BREAKDOWN.items() if event.key in names), None)
+        if group is None and not event.key.startswith("aten::"):
+            continue
+        out[group or "other aten operators"] += event.self_cpu_time_total / 1e6
+    out["Python, autograd, profiler"] = wall - sum(out.values())
+    return out
+
+
 def grid_eval_seconds(n: int = 100_000, classes: int = 300, unseen: int = 50) -> float:
     gen = torch.Generator().manual_seed(0)
     dist = torch.rand(n, classes, generator=gen) * 4
@@ -196,6 +225,8 @@ def main() -> int:
 
     figures["grid_100k_x_300_s"] = grid_eval_seconds()
     figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.device == "cpu":  # last: the profiler's own memory must not count in the peak above
+        figures["epoch_breakdown_s"] = epoch_breakdown(trainer)
 
     rows = [
         ("matmul throughput (fp32)", f"{figures['matmul_gflops']:.1f} GFLOP/s", "", ""),
@@ -215,6 +246,13 @@ def main() -> int:
     w = [max(a, len(b)) for a, b in zip(w, header)]
     for r in (header, tuple("-" * x for x in w), *rows):
         print("  ".join(c.ljust(x) for c, x in zip(r, w)))
+    if "epoch_breakdown_s" in figures:
+        parts = figures["epoch_breakdown_s"]
+        total = sum(parts.values())
+        print(f"\nwhere a stage-1 epoch's time goes (one epoch under torch.profiler: {total:.2f} s, slower than\n"
+              "unprofiled, as the profiler adds its own cost to every operator):")
+        for name, seconds in parts.items():
+            print(f"  {name:34s} {seconds:6.2f} s  {100 * seconds / total:5.1f} %")
     if "demo_test_hm" in figures:
         print(f"demo test: HM {100 * figures['demo_test_hm']:.2f}  ZSL {100 * figures['demo_test_zsl']:.2f}")
     if args.json:
