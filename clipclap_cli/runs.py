@@ -255,10 +255,18 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
     defaults, the dataset's `head_params.<head>`, then `-p key=value`.
     Everything is validated here so that bad input fails before any run folder is written.
     """
+    from .errors import ConfigError, UnknownNameError
     from .params import build_params, pairs_to_dict
-    from .registries import get_head
+    from .registries import get_head, list_heads
 
     r = request
+    heads = list_heads(pm)
+    for key, tables in (("head_params", entry.head_params), ("head_train", entry.head_train)):
+        for name in tables:  # a misspelt head would otherwise leave its settings silently unused
+            try:
+                heads.get(name)
+            except UnknownNameError as e:
+                raise ConfigError(f"{entry.origin} [datasets.{entry.name}] {key}.{name}: {e}") from None
     dims = store_dims(store, entry.name)
     split = r.split or entry.split
     store.read_split(entry.name, split)  # a clear error when the split is missing

@@ -285,6 +285,15 @@ def test_dataset_head_training_settings_sit_between_head_and_command_line(demo_s
     assert plan("clipclap", lr_scheduler=False)[0] == "demo/clipclap,no-lr-scheduler/seed42"
 
 
+def test_misspelt_head_in_datasets_toml_is_one_clear_error(cli, demo_store, tmp_path):
+    user = tmp_path / "mine.toml"
+    user.write_text('[datasets.demo.head_train]\ntcfa = { lr = 6e-5 }\n')
+    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "runs",
+                               "--datasets", user))
+    assert "[datasets.demo] head_train.tcfa" in line and "'tcaf'" in line
+    assert not (tmp_path / "runs").exists()
+
+
 def test_bias_grid_and_scheduler_are_protocol_options(cli, demo_store, tmp_path):
     r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--epochs", "2", "--batches-per-epoch", "10",
             "--beta-grid", "0:3:16", "--no-lr-scheduler")
