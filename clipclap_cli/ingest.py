@@ -52,10 +52,15 @@ def store_bundle(store: FeatureStore, entry: DatasetEntry, bundle: FeatureBundle
 
     _check_bundle(entry, bundle)
     fingerprint = bundle.provenance.get("fingerprint")
+    stored = store.info(entry.name) if store.has_dataset(entry.name) else None
+    # the same files read the same way: settings that change how they are read (class order,
+    # prompt column) leave the files' fingerprint alone but change the classes or their names
     unchanged = (
-        store.has_dataset(entry.name)
+        stored is not None
         and fingerprint is not None
-        and store.info(entry.name).get("provenance", {}).get("fingerprint") == fingerprint
+        and stored.get("provenance", {}).get("fingerprint") == fingerprint
+        and stored.get("classes") == list(bundle.classes)
+        and stored.get("prompt_names") == list(bundle.prompt_names)
     )
     split = None
     if not unchanged:

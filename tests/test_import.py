@@ -153,6 +153,23 @@ def test_small_tree_imports(cli, populated, small_tree):
     assert cli("import", "ucf", small_tree, "--store", populated).exit_code == 0
 
 
+def test_reimport_with_other_reading_settings_rewrites_the_dataset(cli, tmp_path, small_tree):
+    """Same files, another class order: the fingerprint of the files alone would call it
+    unchanged (stores imported before class ids became case-sensitive); it must be rewritten."""
+    store_path = tmp_path / "s.zarr"
+    assert cli("import", "ucf", small_tree, "--store", store_path).exit_code == 0
+    exact = FeatureStore(store_path).info("ucf")["classes"]
+    assert exact.index("HammerThrow") < exact.index("Hammering")
+    user = tmp_path / "mine.toml"
+    user.write_text('[datasets.ucf]\nclass_order = "casefold"\n')
+    r = cli("import", "ucf", small_tree, "--store", store_path, "--datasets", user)
+    assert r.exit_code == 0 and "unchanged" not in r.stderr, r
+    casefold = FeatureStore(store_path).info("ucf")["classes"]
+    assert casefold.index("Hammering") < casefold.index("HammerThrow")
+    r = cli("import", "ucf", small_tree, "--store", store_path)
+    assert r.exit_code == 0 and "unchanged" not in r.stderr and FeatureStore(store_path).info("ucf")["classes"] == exact
+
+
 def test_error_missing_root(cli, populated, tmp_path):
     _assert_fails(cli, populated, tmp_path / "nowhere", "nowhere", "no such folder")
 
