@@ -257,7 +257,7 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
     """
     from .errors import ConfigError, UnknownNameError
     from .params import build_params, pairs_to_dict
-    from .registries import get_head, list_heads
+    from .registries import list_heads
 
     r = request
     heads = list_heads(pm)
@@ -275,7 +275,7 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
     first_seed = entry.train.seed if r.seed is None else r.seed
     plan = []
     for head in r.heads:
-        head_cls = get_head(head, pm)
+        head_cls = heads.get(head)
         given = entry.head_params.get(head, {}) | cli_params
         parsed = build_params(head_cls.Params, given)
         params = {k: getattr(parsed, k) for k in given}
