@@ -107,13 +107,28 @@ def build_head(spec: RunSpec, pm=None):
     return create_head(spec.head, _dims_from(spec), spec.params, pm=pm)
 
 
+def _settings(spec: RunSpec) -> dict[str, Any]:
+    """A spec as its config.json holds it (tuples as lists)."""
+    return json.loads(json.dumps(spec.as_dict()))
+
+
+def _differing(a: Any, b: Any) -> list[str]:
+    """The keys on which two dicts differ (none when either is not a dict)."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return []
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
 def open_run(path: Path, spec: RunSpec, store: Path) -> None:
     """Create the run folder, or check that an existing one was started with the same spec."""
     config = path / "config.json"
     if config.exists():
-        old = read_json(config)
-        if old["spec"] != json.loads(json.dumps(spec.as_dict())):
-            diff = sorted(k for k in old["spec"] if old["spec"][k] != json.loads(json.dumps(spec.as_dict()))[k])
+        # read back through RunSpec: settings added since the run was written take their
+        # defaults, which keep the earlier behaviour, so such runs resume instead of failing
+        old, new = _settings(load_spec(path)[0]), _settings(spec)
+        if old != new:
+            diff = [f"{k}.{sub}" if sub else k for k in _differing(old, new)
+                    for sub in _differing(old.get(k), new.get(k)) or [""]]
             raise RunError(f"run {path} exists with different settings ({', '.join(diff)}); "
                            "choose another --run folder or remove it")
         return
@@ -129,8 +144,12 @@ def load_spec(path: Path) -> tuple[RunSpec, dict]:
         raise RunError(f"{path}: not a clipclap run (no config.json)")
     raw = read_json(config)
     s = raw["spec"]
-    spec = RunSpec(s["dataset"], s["split"], s["head"], s["params"], s["dims"], TrainConfig(**s["train"]),
-                   s.get("variant", {}), s.get("legacy_label_order", False), s.get("protocol_defaults", {}))
+    try:
+        spec = RunSpec(s["dataset"], s["split"], s["head"], s["params"], s["dims"], TrainConfig(**s["train"]),
+                       s.get("variant", {}), s.get("legacy_label_order", False), s.get("protocol_defaults", {}))
+    except (KeyError, TypeError) as e:
+        raise RunError(f"{path}: config.json is not one this clipclap can read ({e}); "
+                       f"it was written by clipclap {raw.get('clipclap_version', '?')}") from None
     return spec, raw
 
 

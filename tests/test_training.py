@@ -129,7 +129,24 @@ def test_killed_process_resumes_to_the_same_results(demo_store, reference_run, t
 
 def test_changed_settings_do_not_silently_mix(cli, demo_store, reference_run, tmp_path):
     r = cli("train", "demo", "--store", demo_store, "--run", reference_run, "--epochs", "5", "--batches-per-epoch", "30")
-    assert r.exit_code == 1 and "exists with different settings (train)" in r.stderr
+    assert r.exit_code == 1 and "exists with different settings (train.epochs)" in r.stderr
+
+
+def test_run_written_before_a_setting_existed_still_resumes(cli, demo_store, reference_run, tmp_path):
+    """Settings added later (here lr_scheduler, beta_grid) default to the earlier behaviour, so a
+    run whose config.json predates them is the same run, not one 'with different settings'."""
+    run = tmp_path / "old"
+    shutil.copytree(reference_run, run)
+    config = json.loads((run / "config.json").read_text())
+    for key in ("lr_scheduler", "beta_grid"):
+        del config["spec"]["train"][key]
+    (run / "config.json").write_text(json.dumps(config))
+    r = cli("train", "demo", "--store", demo_store, "--run", run, *FAST)
+    assert r.exit_code == 0, r
+    assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
+    config["spec"]["train"]["weight_decay"] = 0.5  # a real difference still stops it
+    (run / "config.json").write_text(json.dumps(config))
+    assert "(train.weight_decay)" in _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
 
 
 def _one_error_line(r):
