@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from dataclasses import dataclass
 from typing import Any
 
 #: ClipClap's bias grid, linspace(0, 5, 76); AVCA-GZSL's was (0, 3, 16).
 DEFAULT_BETA_GRID = (0.0, 5.0, 76)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training stage. Fields added later default to the earlier behaviour, so
+    a run's recorded settings can always be completed (`completed_train_settings`)."""
+
+    epochs: int
+    lr: float
+    batch_size: int = 64
+    batches_per_epoch: int = 300
+    seed: int = 42
+    weight_decay: float = 1e-5
+    device: str = "cpu"
+    replay_forward: bool = True
+    lr_scheduler: bool = True
+    beta_grid: tuple[float, float, int] = DEFAULT_BETA_GRID
+    "The bias grid (start, stop, points): ClipClap's 0..5 in 76 points; AVCA-GZSL used 0..3 in 16"
 
 
 def protocol_variant(spec: dict[str, Any]) -> dict[str, Any]:
@@ -24,3 +45,12 @@ def protocol_variant(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("legacy_label_order"):
         out["legacy-label-order"] = True
     return out
+
+
+def completed_train_settings(train: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded training settings with the defaults of settings added since (as JSON
+    holds them); a record this version cannot read is returned as it is."""
+    try:
+        return json.loads(json.dumps(dataclasses.asdict(TrainConfig(**train))))
+    except TypeError:
+        return dict(train)

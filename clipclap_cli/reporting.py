@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunError
-from .protocol import protocol_variant
+from .protocol import completed_train_settings, protocol_variant
 
 METRICS = ("seen", "unseen", "hm", "zsl")
 LABELS = {"seen": "S", "unseen": "U", "hm": "HM", "zsl": "ZSL"}
@@ -44,7 +44,7 @@ class RunResult:
 
     def group_key(self) -> str:
         """Everything but the seed (and device): runs with the same key are repeats."""
-        train = {k: v for k, v in self.spec["train"].items() if k not in ("seed", "device")}
+        train = {k: v for k, v in completed_train_settings(self.spec["train"]).items() if k not in ("seed", "device")}
         return json.dumps([self.spec["dataset"], self.spec["split"], self.spec["head"], self.spec["params"], train,
                            self.spec.get("legacy_label_order", False)],
                           sort_keys=True)

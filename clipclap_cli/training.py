@@ -17,24 +17,7 @@ import torch
 from .data import EvalSet, ProtocolData, TrainSet
 from .heads_base import MODES, Batch, FusionHead
 from .metrics import GridResult, bias_grid, evaluate_distances
-from .protocol import DEFAULT_BETA_GRID
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of one training stage."""
-
-    epochs: int
-    lr: float
-    batch_size: int = 64
-    batches_per_epoch: int = 300
-    seed: int = 42
-    weight_decay: float = 1e-5
-    device: str = "cpu"
-    replay_forward: bool = True
-    lr_scheduler: bool = True
-    beta_grid: tuple[float, float, int] = DEFAULT_BETA_GRID
-    "The bias grid (start, stop, points): ClipClap's 0..5 in 76 points; AVCA-GZSL used 0..3 in 16"
+from .protocol import TrainConfig
 
 
 @dataclass

@@ -144,6 +144,14 @@ def test_run_written_before_a_setting_existed_still_resumes(cli, demo_store, ref
     r = cli("train", "demo", "--store", demo_store, "--run", run, *FAST)
     assert r.exit_code == 0, r
     assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
+    # the report groups it with a run of the same settings written by this version
+    twin = tmp_path / "twin"
+    shutil.copytree(reference_run, twin)
+    twin_config = json.loads((twin / "config.json").read_text())
+    twin_config["spec"]["train"]["seed"] = 43
+    (twin / "config.json").write_text(json.dumps(twin_config))
+    header, row = cli("report", run, twin, "--format", "csv").stdout.strip().splitlines()
+    assert dict(zip(header.split(","), row.split(",")))["n"] == "2"
     config["spec"]["train"]["weight_decay"] = 0.5  # a real difference still stops it
     (run / "config.json").write_text(json.dumps(config))
     assert "(train.weight_decay)" in _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
