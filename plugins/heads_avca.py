@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipclap_cli.heads_base import Batch, FusionHead, fbrd
+from clipclap_cli.heads_base import Batch, Dropout, FusionHead, fbrd
 
 AVCA_TRAINING = {"lr": 1e-3, "batch_size": 256, "batches_per_epoch": 500, "epochs": 50, "weight_decay": 1e-5}
 
@@ -51,7 +51,7 @@ class _Attention(nn.Module):
         super().__init__()
         self.heads, self.scale = heads, dim_head ** -0.5
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim), nn.Dropout(dropout))
+        self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim), Dropout(dropout))
 
     def forward(self, x):
         b, n, _ = x.shape
@@ -63,8 +63,8 @@ class _Attention(nn.Module):
 class _FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim),
-                                 nn.Dropout(dropout))
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), Dropout(dropout), nn.Linear(hidden, dim),
+                                 Dropout(dropout))
 
     def forward(self, x):
         return self.net(x)

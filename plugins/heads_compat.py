@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipclap_cli.heads_base import Batch, FusionHead
+from clipclap_cli.heads_base import Batch, Dropout, FusionHead
 
 BASELINE_TRAINING = {"lr": 1e-3, "batch_size": 256, "batches_per_epoch": 500, "epochs": 50, "weight_decay": 0.0}
 
@@ -51,7 +51,7 @@ class DeviseHead(_EarlyFusion):
 
     def __init__(self, dims, params):
         super().__init__(dims, params)
-        self.drop = nn.Dropout(params.dropout)
+        self.drop = Dropout(params.dropout)
         self.M = nn.Linear(dims.video + dims.audio, dims.text, bias=False)
 
     def hinge(self, batch: Batch, class_text: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipclap_cli.heads_base import Batch, Block, FusionHead
+from clipclap_cli.heads_base import Batch, Block, Dropout, FusionHead
 
 TCAF_TRAINING = {"lr": 7e-5, "batch_size": 64, "batches_per_epoch": 300, "epochs": 50, "weight_decay": 1e-5}
 
@@ -35,9 +35,9 @@ class _SharedNormLayer(nn.Module):
         self.to_q = nn.Linear(dim, heads * dim_head, bias=False)
         self.to_k = nn.Linear(dim, heads * dim_head, bias=False)
         self.to_v = nn.Linear(dim, heads * dim_head, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim), nn.Dropout(dropout))
-        self.ff = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim),
-                                nn.Dropout(dropout))
+        self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim), Dropout(dropout))
+        self.ff = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), Dropout(dropout), nn.Linear(mlp_dim, dim),
+                                Dropout(dropout))
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
@@ -102,7 +102,7 @@ class TcafHead(FusionHead):
         self.time_proj = nn.Linear(p.embed_dim, p.embed_dim)
         self.audio_token = nn.Linear(w + p.embed_dim, w)
         self.video_token = nn.Linear(w + p.embed_dim, w)
-        self.token_dropout = nn.Dropout(p.token_dropout)
+        self.token_dropout = Dropout(p.token_dropout)
         self.cls_token = nn.Parameter(torch.randn(w))
         self.layers = nn.ModuleList(_SharedNormLayer(w, p.heads, p.dim_head, p.mlp_dim, p.dropout_transformer)
                                     for _ in range(p.depth))

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipclap_cli.heads_base import Batch, FusionHead
+from clipclap_cli.heads_base import Batch, Dropout, FusionHead
 
 from .heads_compat import BASELINE_TRAINING
 
@@ -25,7 +25,7 @@ from .heads_compat import BASELINE_TRAINING
 def embedding_net(d_in: int, hidden: int, d_out: int, dropout: float, out_relu: bool) -> nn.Module:
     """Linear -> BN -> ReLU -> Dropout -> Linear [-> ReLU] under the name `fc`."""
     net = nn.Module()
-    layers = [nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, d_out)]
+    layers = [nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), Dropout(dropout), nn.Linear(hidden, d_out)]
     net.fc = nn.Sequential(*layers, *([nn.ReLU()] if out_relu else []))
     net.forward = net.fc.forward
     return net
