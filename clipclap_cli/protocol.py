@@ -33,14 +33,14 @@ def protocol_variant(spec: dict[str, Any]) -> dict[str, Any]:
     """Protocol settings of a run spec that differ from the faithful defaults (of this head on
     this dataset: `protocol_defaults`); they name run folders and report rows, so such runs never
     mix with faithful ones."""
-    train = spec["train"]
+    train = completed_train_settings(spec["train"])
     out: dict[str, Any] = {}
-    if list(train.get("beta_grid", DEFAULT_BETA_GRID)) != list(DEFAULT_BETA_GRID):
+    if list(train["beta_grid"]) != list(DEFAULT_BETA_GRID):
         out["beta-grid"] = ":".join(f"{x:g}" for x in train["beta_grid"])
     scheduler_default = spec.get("protocol_defaults", {}).get("lr_scheduler", True)
-    if train.get("lr_scheduler", True) != scheduler_default:
+    if train["lr_scheduler"] != scheduler_default:
         out["lr-scheduler" if scheduler_default is False else "no-lr-scheduler"] = True
-    if not train.get("replay_forward", True):
+    if not train["replay_forward"]:
         out["no-replay-forward"] = True
     if spec.get("legacy_label_order"):
         out["legacy-label-order"] = True
@@ -49,8 +49,6 @@ def protocol_variant(spec: dict[str, Any]) -> dict[str, Any]:
 
 def completed_train_settings(train: dict[str, Any]) -> dict[str, Any]:
     """A run's recorded training settings with the defaults of settings added since (as JSON
-    holds them); a record this version cannot read is returned as it is."""
-    try:
-        return json.loads(json.dumps(dataclasses.asdict(TrainConfig(**train))))
-    except TypeError:
-        return dict(train)
+    holds them); keys this version does not know (a newer clipclap's) are kept as they are."""
+    defaults = dataclasses.asdict(TrainConfig(epochs=0, lr=0.0))
+    return json.loads(json.dumps(defaults | train))
