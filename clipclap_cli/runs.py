@@ -64,7 +64,11 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+    """A run's JSON file; a damaged one is a RunError naming it, not a traceback."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} is damaged (not valid JSON: {e})") from None
 
 
 @dataclass
@@ -74,6 +78,8 @@ class Callbacks:
     stage_start: Callable[[int, int, int], None] = lambda stage, first_epoch, epochs: None
     step: Callable[[int], None] = lambda step: None
     epoch_end: Callable[[int, EpochRecord], None] = lambda stage, record: None
+    stage_reused: Callable[[int, dict], None] = lambda stage, result: None
+    "A stage the run had finished already (its result.json), reused without training"
 
 
 def _dims_from(spec: RunSpec):
@@ -143,13 +149,14 @@ def load_spec(path: Path) -> tuple[RunSpec, dict]:
     if not config.exists():
         raise RunError(f"{path}: not a clipclap run (no config.json)")
     raw = read_json(config)
-    s = raw["spec"]
     try:
+        s = raw["spec"]
         spec = RunSpec(s["dataset"], s["split"], s["head"], s["params"], s["dims"], TrainConfig(**s["train"]),
                        s.get("variant", {}), s.get("legacy_label_order", False), s.get("protocol_defaults", {}))
     except (KeyError, TypeError) as e:
+        made_by = raw.get("clipclap_version", "?") if isinstance(raw, dict) else "?"
         raise RunError(f"{path}: config.json is not one this clipclap can read ({e}); "
-                       f"it was written by clipclap {raw.get('clipclap_version', '?')}") from None
+                       f"it was written by clipclap {made_by}") from None
     return spec, raw
 
 
@@ -163,6 +170,7 @@ def train_stage(path: Path, spec: RunSpec, data: ProtocolData, stage: int, cb: C
     sdir = path / f"stage{stage}"
     done = stage_result(path, stage)
     if done is not None:
+        cb.stage_reused(stage, done)
         return done
     cfg = spec.train
     if stage == 2:

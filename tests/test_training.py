@@ -157,6 +157,38 @@ def test_run_written_before_a_setting_existed_still_resumes(cli, demo_store, ref
     assert "(train.weight_decay)" in _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
 
 
+def test_finished_run_is_reused_and_says_so(cli, demo_store, reference_run, tmp_path):
+    """A finished run is not retrained; the command says so, and names an older clipclap."""
+    run = tmp_path / "done"
+    shutil.copytree(reference_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["clipclap_version"] = "0.0.1"
+    (run / "config.json").write_text(json.dumps(config))
+    before = tree_digest(run)
+    r = cli("train", "demo", "--store", demo_store, "--run", run, *FAST)
+    assert r.exit_code == 0, r
+    assert "trained by clipclap 0.0.1" in r.stderr
+    assert "stage 1: already trained (3 epochs" in r.stderr and "stage 2: already trained" in r.stderr
+    assert tree_digest(run) == before  # nothing retrained, results.json rewritten to the same bytes
+    assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
+
+
+def test_damaged_run_files_are_one_clear_line(cli, demo_store, reference_run, tmp_path):
+    run = tmp_path / "damaged"
+    shutil.copytree(reference_run, run)
+    config = run / "config.json"
+    good = json.loads(config.read_text())
+    config.write_text(json.dumps({"spec": {"dataset": "demo"}, "clipclap_version": "9.9"}))
+    line = _one_error_line(cli("evaluate", run))
+    assert "config.json is not one this clipclap can read ('split')" in line and "clipclap 9.9" in line
+    config.write_text(json.dumps(good)[:40])  # cut short, as by a full disk
+    assert "config.json is damaged (not valid JSON" in _one_error_line(cli("evaluate", run))
+    assert "config.json is damaged" in _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
+    config.write_text(json.dumps(good))
+    (run / "stage1" / "result.json").write_bytes(b"\xff\xfe")
+    assert "result.json is damaged" in _one_error_line(cli("evaluate", run))
+
+
 def _one_error_line(r):
     assert r.exit_code == 1, r
     lines = r.stderr.strip().splitlines()

@@ -72,8 +72,9 @@ def train_one(path, spec, fs, stages, pm):
     """Train one run with a progress bar; returns the run folder once it has results."""
     from rich.progress import TextColumn
 
+    from .. import __version__
     from ..console import progress
-    from ..runs import Callbacks, train_run
+    from ..runs import Callbacks, load_spec, train_run
 
     with progress(TextColumn("{task.fields[info]}")) as bar:
         task = bar.add_task("", total=spec.train.batches_per_epoch, info="")
@@ -96,7 +97,16 @@ def train_one(path, spec, fs, stages, pm):
         def step(n):
             bar.update(task, completed=n)
 
-        results = train_run(path, spec, fs, stages, Callbacks(stage_start, step, epoch_end), pm)
+        def stage_reused(stage, result):
+            if stage == stages[0]:
+                err.print(f"[bold]{spec.head}[/bold] on {spec.dataset} (seed {spec.train.seed}) -> {path}")
+                made_by = load_spec(path)[1].get("clipclap_version", "?")
+                if made_by != __version__:
+                    err.print(f"[yellow]this run was trained by clipclap {made_by} (this is {__version__})[/yellow]")
+            err.print(f"stage {stage}: already trained ({result['epochs']} epochs, best epoch "
+                      f"{result['best_epoch'] + 1}); reused as it is - remove {path} to train it again")
+
+        results = train_run(path, spec, fs, stages, Callbacks(stage_start, step, epoch_end, stage_reused), pm)
     if results is not None:
         t = results["test"]
         err.print(f"test: S {100 * t['seen']:.2f}  U {100 * t['unseen']:.2f}  HM {100 * t['hm']:.2f}  "
