@@ -17,6 +17,7 @@ from typing import Any
 from .api import DatasetAdapter, FeatureDims
 from .errors import ClipclapError, ConfigError, DuplicateNameError, UnknownNameError
 from .params import build_params
+from .protocol import setting_problem
 
 PROJECT_DATASETS_TOML = Path(__file__).resolve().parent.parent / "datasets.toml"
 
@@ -122,6 +123,10 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
             typed = build_params(TrainDefaults, train)
         except ClipclapError as e:
             raise fail(key, str(e)) from None
+        for k in train:
+            problem = setting_problem(k, getattr(typed, k))
+            if problem:
+                raise fail(f"{key}.{k}", problem)
         return {k: getattr(typed, k) for k in train}
 
     train_defaults = TrainDefaults(**train_settings("train", table.get("train", {})))

@@ -29,6 +29,20 @@ class TrainConfig:
     "The bias grid (start, stop, points): ClipClap's 0..5 in 76 points; AVCA-GZSL used 0..3 in 16"
 
 
+#: Training settings that must be at least 1, and those that must be positive.
+_COUNTS = ("epochs", "batch_size", "batches_per_epoch", "seeds")
+_POSITIVE = ("lr",)
+
+
+def setting_problem(name: str, value: Any) -> str | None:
+    """What is wrong with a training setting's value (from datasets.toml or the command line), or None."""
+    if name in _COUNTS and value < 1:
+        return f"must be at least 1, not {value}"
+    if name in _POSITIVE and not value > 0:  # `not >` also refuses NaN
+        return f"must be positive, not {value}"
+    return None
+
+
 def protocol_variant(spec: dict[str, Any]) -> dict[str, Any]:
     """Protocol settings of a run spec that differ from the faithful defaults (of this head on
     this dataset: `protocol_defaults`); they name run folders and report rows, so such runs never

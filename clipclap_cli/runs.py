@@ -25,7 +25,7 @@ from .data import LABEL_PARTS, ProtocolData, load_protocol_data
 from .errors import RunError
 from .evaluation import evaluate_models
 from .metrics import beta_star
-from .protocol import DEFAULT_BETA_GRID, protocol_variant
+from .protocol import DEFAULT_BETA_GRID, protocol_variant, setting_problem
 from .registries import create_head
 from .store import FeatureStore, now_iso
 from .training import EpochRecord, TrainConfig, Trainer
@@ -287,6 +287,11 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
     from .registries import list_heads
 
     r = request
+    cli_train = {"epochs": r.epochs, "lr": r.lr, "batch_size": r.batch_size, "batches_per_epoch": r.batches_per_epoch}
+    for option, value in (cli_train | {"seeds": r.seeds}).items():
+        problem = None if value is None else setting_problem(option, value)
+        if problem:
+            raise RunError(f"--{option.replace('_', '-')} {problem}")
     heads = list_heads(pm)
     for key, tables in (("head_params", entry.head_params), ("head_train", entry.head_train)):
         for name in tables:  # a misspelt head would otherwise leave its settings silently unused
@@ -311,10 +316,9 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
              | entry.head_train.get(head, {}))
         lr_scheduler = d["lr_scheduler"] if r.lr_scheduler is None else r.lr_scheduler
         defaults = {} if d["lr_scheduler"] else {"lr_scheduler": False}
+        settings = {k: d[k] if v is None else v for k, v in cli_train.items()}  # None: the default
         for seed in range(first_seed, first_seed + r.seeds):
-            cfg = TrainConfig(epochs=r.epochs or d["epochs"], lr=r.lr or d["lr"],
-                              batch_size=r.batch_size or d["batch_size"],
-                              batches_per_epoch=r.batches_per_epoch or d["batches_per_epoch"], seed=seed,
+            cfg = TrainConfig(**settings, seed=seed,
                               device=r.device, weight_decay=d.get("weight_decay", TrainConfig.weight_decay),
                               replay_forward=r.replay_forward, lr_scheduler=lr_scheduler,
                               beta_grid=tuple(r.beta_grid))

@@ -38,6 +38,9 @@ def test_user_file_overrides_and_adds(pm, tmp_path):
     ('[datasets.x]\nkind = "synthetic"\nhead_train.tcaf = { lrr = 1 }\n', ["[datasets.x] head_train.tcaf.lrr", "unknown"]),
     ('[datasets.x]\nkind = "synthetic"\nhead_train.tcaf = { lr_scheduler = "maybe" }\n',
      ["[datasets.x] head_train.tcaf", "expected true or false"]),
+    ('[datasets.x]\nkind = "synthetic"\ntrain = { epochs = 0 }\n', ["[datasets.x] train.epochs", "at least 1, not 0"]),
+    ('[datasets.x]\nkind = "synthetic"\nhead_train.tcaf = { lr = 0.0 }\n',
+     ["[datasets.x] head_train.tcaf.lr", "must be positive, not 0.0"]),
     ('[datasets.x]\ndisplay_name = "no kind"\n', ["[datasets.x] kind: missing"]),
     ('[datasets.x\n', ["not valid TOML"]),
 ])

@@ -143,6 +143,11 @@ def test_retry_failed_and_bad_input(videos, reference, tmp_path, cli):
     r = cli("extract", "mine", "--videos", root, "--datasets", datasets, "--store", tmp_path / "t.zarr", *TINY,
             "--shard", "2/2")
     assert r.exit_code == 1 and "--shard '2/2'" in r.stderr
+    for option, value in (("--frames", "0"), ("--batch-size", "0"), ("--chunk", "0"), ("--workers", "-1")):
+        r = cli("extract", "mine", "--videos", root, "--datasets", datasets, "--store", tmp_path / "t.zarr", *TINY,
+                option, value)
+        assert r.exit_code == 2 and f"Invalid value for '{option}'" in r.stderr, (option, r.stderr)
+    assert not (tmp_path / "t.zarr").exists()
 
 
 def test_benchmark_videos_from_the_split_csv_files(tmp_path, cli):

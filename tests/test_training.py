@@ -225,6 +225,19 @@ def test_bad_inputs_fail_cleanly(cli, demo_store, reference_run, tmp_path):
     assert "W_proj.fc.0.weight has shape (64, 100)" in line
 
 
+@pytest.mark.parametrize("option, value, problem", [
+    ("--epochs", "0", "must be at least 1, not 0"),  # not "0: the dataset's default", as it once was
+    ("--lr", "-1e-4", "must be positive, not -0.0001"),
+    ("--lr", "nan", "must be positive, not nan"),
+    ("--batch-size", "0", "must be at least 1, not 0"),
+    ("--batches-per-epoch", "0", "must be at least 1, not 0"),
+    ("--seeds", "0", "must be at least 1, not 0"),
+])
+def test_out_of_range_settings_are_refused_before_any_write(cli, demo_store, tmp_path, option, value, problem):
+    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "runs", option, value))
+    assert line == f"Error: {option} {problem}" and not (tmp_path / "runs").exists()
+
+
 def _safetensors(path):
     from safetensors.torch import load_file
 
