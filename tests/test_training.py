@@ -168,7 +168,8 @@ def test_finished_run_is_reused_and_says_so(cli, demo_store, reference_run, tmp_
     r = cli("train", "demo", "--store", demo_store, "--run", run, *FAST)
     assert r.exit_code == 0, r
     assert "trained by clipclap 0.0.1" in r.stderr
-    assert "stage 1: already trained (3 epochs" in r.stderr and "stage 2: already trained" in r.stderr
+    assert "stage 1: already trained (3 epochs, best epoch" in r.stderr and "stage 2: already trained" in r.stderr
+    assert f"remove {run} to train them again" in r.stderr
     assert tree_digest(run) == before  # nothing retrained, results.json rewritten to the same bytes
     assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
 

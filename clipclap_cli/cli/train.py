@@ -103,8 +103,9 @@ def train_one(path, spec, fs, stages, pm):
                 made_by = load_spec(path)[1].get("clipclap_version", "?")
                 if made_by != __version__:
                     err.print(f"[yellow]this run was trained by clipclap {made_by} (this is {__version__})[/yellow]")
-            err.print(f"stage {stage}: already trained ({result['epochs']} epochs, best epoch "
-                      f"{result['best_epoch'] + 1}); reused as it is - remove {path} to train it again")
+                err.print(f"finished stages are reused as they are; remove {path} to train them again")
+            best = f", best epoch {result['best_epoch'] + 1}" if stage == 1 else ""
+            err.print(f"stage {stage}: already trained ({result['epochs']} epochs{best})")
 
         results = train_run(path, spec, fs, stages, Callbacks(stage_start, step, epoch_end, stage_reused), pm)
     if results is not None:
