@@ -190,6 +190,18 @@ def test_damaged_run_files_are_one_clear_line(cli, demo_store, reference_run, tm
     assert "result.json is damaged" in _one_error_line(cli("evaluate", run))
 
 
+def test_run_whose_store_moved_evaluates_with_store_option(cli, demo_store, reference_run, tmp_path):
+    run = tmp_path / "moved"
+    shutil.copytree(reference_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["store"] = str(tmp_path / "gone.zarr")
+    (run / "config.json").write_text(json.dumps(config))
+    line = _one_error_line(cli("evaluate", run))
+    assert "gone.zarr, which is not there any more; pass --store" in line
+    assert cli("evaluate", run, "--store", demo_store).exit_code == 0
+    assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
+
+
 def _one_error_line(r):
     assert r.exit_code == 1, r
     lines = r.stderr.strip().splitlines()
