@@ -190,7 +190,7 @@ def test_damaged_run_files_are_one_clear_line(cli, demo_store, reference_run, tm
     assert "result.json is damaged" in _one_error_line(cli("evaluate", run))
 
 
-def test_run_whose_store_moved_evaluates_with_store_option(cli, demo_store, reference_run, tmp_path):
+def test_run_whose_store_moved_evaluates_with_store_option(cli, demo_store, reference_run, tmp_path, monkeypatch):
     run = tmp_path / "moved"
     shutil.copytree(reference_run, run)
     config = json.loads((run / "config.json").read_text())
@@ -199,6 +199,13 @@ def test_run_whose_store_moved_evaluates_with_store_option(cli, demo_store, refe
     line = _one_error_line(cli("evaluate", run))
     assert "gone.zarr, which is not there any more; pass --store" in line
     assert cli("evaluate", run, "--store", demo_store).exit_code == 0
+    assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
+    # --store is honoured even when it spells out the default's name
+    (tmp_path / "clipclap.zarr").symlink_to(demo_store, target_is_directory=True)
+    (run / "results.json").unlink()
+    monkeypatch.chdir(tmp_path)
+    r = cli("evaluate", run, "--store", "clipclap.zarr")
+    assert r.exit_code == 0, r
     assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..console import err, print_json
-from ._options import DEFAULT_STORE, DatasetsOpt, DeviceOpt, ParamOpt, StoreOpt, catalog, store
+from ._options import DEFAULT_STORE, DatasetsOpt, DeviceOpt, ParamOpt, catalog, store
 
 
 def install(app, pm) -> None:
@@ -24,7 +24,9 @@ def install(app, pm) -> None:
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the results JSON here")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout")] = False,
         device: DeviceOpt = "cpu",
-        store_path: StoreOpt = DEFAULT_STORE,
+        store_path: Annotated[Path | None, typer.Option(
+            "--store", "-s", envvar="CLIPCLAP_STORE",
+            help="Feature store (zarr folder); default: the run's own, else ./clipclap.zarr")] = None,
         datasets_file: DatasetsOpt = None,
     ):
         """beta* from the stage-1 model on validation, applied to the stage-2 model on test: S, U, HM, ZSL."""
@@ -35,7 +37,7 @@ def install(app, pm) -> None:
             raise RunError("evaluating checkpoints needs both --stage1 and --stage2")
         if stage1 is not None:
             entry = catalog(pm, datasets_file).get(target)
-            results = evaluate_checkpoints(store(store_path), entry.name, split or entry.split, head, params,
+            results = evaluate_checkpoints(store(store_path or DEFAULT_STORE), entry.name, split or entry.split, head, params,
                                            stage1, stage2, device, pm, parse_grid(beta_grid))
             if output is not None:
                 write_json(output, results)
@@ -45,7 +47,7 @@ def install(app, pm) -> None:
             if not (run / "config.json").exists():
                 raise RunError(f"{run}: no such run (a run folder holds config.json; "
                                "for a dataset with checkpoints pass --stage1 and --stage2)")
-            results = evaluate_run(run, store(store_path) if store_path != DEFAULT_STORE else None, pm)
+            results = evaluate_run(run, None if store_path is None else store(store_path), pm)
             where = run / "results.json"
         if as_json:
             print_json(results)
