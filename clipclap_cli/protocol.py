@@ -43,21 +43,21 @@ def setting_problem(name: str, value: Any) -> str | None:
     return None
 
 
-def protocol_variant(spec: dict[str, Any]) -> dict[str, Any]:
+def protocol_variant(spec: dict[str, Any]) -> list[str]:
     """Protocol settings of a run spec that differ from the faithful defaults (of this head on
-    this dataset: `protocol_defaults`); they name run folders and report rows, so such runs never
-    mix with faithful ones."""
+    this dataset: `protocol_defaults`), as labels (`beta-grid=0:3:16`, `no-replay-forward`); they
+    name run folders and report rows, so such runs never mix with faithful ones."""
     train = completed_train_settings(spec["train"])
-    out: dict[str, Any] = {}
+    out: list[str] = []
     if list(train["beta_grid"]) != list(DEFAULT_BETA_GRID):
-        out["beta-grid"] = ":".join(f"{x:g}" for x in train["beta_grid"])
+        out.append("beta-grid=" + ":".join(f"{x:g}" for x in train["beta_grid"]))
     scheduler_default = spec.get("protocol_defaults", {}).get("lr_scheduler", True)
     if train["lr_scheduler"] != scheduler_default:
-        out["lr-scheduler" if scheduler_default is False else "no-lr-scheduler"] = True
+        out.append("lr-scheduler" if scheduler_default is False else "no-lr-scheduler")
     if not train["replay_forward"]:
-        out["no-replay-forward"] = True
+        out.append("no-replay-forward")
     if spec.get("legacy_label_order"):
-        out["legacy-label-order"] = True
+        out.append("legacy-label-order")
     return out
 
 

@@ -31,10 +31,8 @@ class RunResult:
 
     @property
     def method(self) -> str:
-        params = {k: str(v) for k, v in dict(self.spec.get("variant", self.spec["params"])).items()}
-        flags = protocol_variant(self.spec)
-        parts = [f"{k}={v}" for k, v in sorted(params.items())] + [
-            k if v is True else f"{k}={v}" for k, v in flags.items()]
+        params = self.spec.get("variant", self.spec["params"])
+        parts = [f"{k}={v}" for k, v in sorted(params.items())] + protocol_variant(self.spec)
         return self.spec["head"] + (f" ({', '.join(parts)})" if parts else "")
 
     @property

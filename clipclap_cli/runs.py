@@ -104,7 +104,7 @@ def store_dims(store: FeatureStore, dataset: str) -> dict[str, Any]:
 def default_run_dir(runs_dir: Path, spec: RunSpec) -> Path:
     """runs/<dataset>/<head>[,k=v...]/seed<seed>: runs differing only in seed are siblings."""
     method = ",".join([spec.head] + [f"{k}={v}" for k, v in sorted(spec.variant.items())]
-                      + [f"{k}={v}" if v is not True else k for k, v in protocol_variant(spec.as_dict()).items()])
+                      + protocol_variant(spec.as_dict()))
     name = spec.dataset if spec.split == "cls_split" else f"{spec.dataset}-{spec.split}"
     return runs_dir / name / method / f"seed{spec.train.seed}"
 
@@ -354,7 +354,7 @@ def _check_device(device: str) -> None:
 
 def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: str, param_pairs: list[str],
                          stage1: Path, stage2: Path, device: str = "cpu", pm=None,
-                         beta_grid: tuple[float, float, int] = TrainConfig.beta_grid) -> dict:
+                         beta_grid: tuple[float, float, int] = DEFAULT_BETA_GRID) -> dict:
     """`clipclap evaluate DATASET --stage1 A.pt --stage2 B.pt`: the reference's checkpoints.
 
     Each file is a torch checkpoint holding {'model': state_dict, 'epoch': int}, loaded with
