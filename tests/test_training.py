@@ -209,6 +209,19 @@ def test_run_whose_store_moved_evaluates_with_store_option(cli, demo_store, refe
     assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
 
 
+def test_run_is_evaluated_on_its_own_store_not_the_environments(cli, demo_store, reference_run, tmp_path,
+                                                                 monkeypatch):
+    """$CLIPCLAP_STORE is a default for commands that name no store; a run names its own."""
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    (run / "results.json").unlink()
+    monkeypatch.setenv("CLIPCLAP_STORE", str(tmp_path / "elsewhere.zarr"))
+    r = cli("evaluate", run)
+    assert r.exit_code == 0, r
+    assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
+    assert not (tmp_path / "elsewhere.zarr").exists()
+
+
 def _one_error_line(r):
     assert r.exit_code == 1, r
     lines = r.stderr.strip().splitlines()
@@ -264,12 +277,12 @@ def _safetensors(path):
     return load_file(str(path))
 
 
-def test_reference_checkpoints_evaluate_like_the_run(cli, demo_store, reference_run, tmp_path):
+def test_reference_checkpoints_evaluate_like_the_run(cli, demo_store, reference_run, tmp_path, monkeypatch):
     for stage, name in ((1, "best"), (2, "final")):
         state = _safetensors(reference_run / f"stage{stage}" / f"{name}.safetensors")
         torch.save({"model": state, "epoch": 1}, tmp_path / f"s{stage}.pt")
-    r = cli("evaluate", "demo", "--store", demo_store, "--stage1", tmp_path / "s1.pt", "--stage2", tmp_path / "s2.pt",
-            "--json")
+    monkeypatch.setenv("CLIPCLAP_STORE", str(demo_store))  # checkpoints name no store: the environment's
+    r = cli("evaluate", "demo", "--stage1", tmp_path / "s1.pt", "--stage2", tmp_path / "s2.pt", "--json")
     assert r.exit_code == 0, r
     got = json.loads(r.stdout)
     want = json.loads((reference_run / "results.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -25,11 +26,16 @@ def install(app, pm) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout")] = False,
         device: DeviceOpt = "cpu",
         store_path: Annotated[Path | None, typer.Option(
-            "--store", "-s", envvar="CLIPCLAP_STORE",
-            help="Feature store (zarr folder); default: the run's own, else ./clipclap.zarr")] = None,
+            "--store", "-s",
+            help="Feature store (zarr folder); default: a run's own store; with checkpoints "
+                 "$CLIPCLAP_STORE, else ./clipclap.zarr")] = None,
         datasets_file: DatasetsOpt = None,
     ):
-        """beta* from the stage-1 model on validation, applied to the stage-2 model on test: S, U, HM, ZSL."""
+        """beta* from the stage-1 model on validation, applied to the stage-2 model on test: S, U, HM, ZSL.
+
+        A run is evaluated on the store it recorded when trained, not on $CLIPCLAP_STORE: a global
+        default must not silently swap the features of a run that names its own (--store does).
+        """
         from ..errors import RunError
         from ..runs import evaluate_checkpoints, evaluate_run, parse_grid, write_json
 
@@ -37,7 +43,8 @@ def install(app, pm) -> None:
             raise RunError("evaluating checkpoints needs both --stage1 and --stage2")
         if stage1 is not None:
             entry = catalog(pm, datasets_file).get(target)
-            results = evaluate_checkpoints(store(store_path or DEFAULT_STORE), entry.name, split or entry.split, head, params,
+            store_path = store_path or Path(os.environ.get("CLIPCLAP_STORE") or DEFAULT_STORE)
+            results = evaluate_checkpoints(store(store_path), entry.name, split or entry.split, head, params,
                                            stage1, stage2, device, pm, parse_grid(beta_grid))
             if output is not None:
                 write_json(output, results)
