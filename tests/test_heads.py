@@ -106,7 +106,7 @@ def test_reference_checkpoint_loads_weights_only(tmp_path, capsys):
     assert epoch == 7 and torch.equal(state["w"], torch.ones(2))
     evil = tmp_path / "evil.pt"
     with open(evil, "wb") as fh:
-        pickle.dump({"model": _Evil(), "epoch": 1}, fh)
+        pickle.dump({"model": _Evil(), "epoch": 1}, fh, protocol=2)  # as torch.save writes
     with pytest.raises(CheckpointError, match="not a loadable torch checkpoint"):
         load_reference_checkpoint(evil)
     assert "pwned" not in capsys.readouterr().out
@@ -139,7 +139,7 @@ def test_train_mode_loss_and_batch_norm_statistics_match_the_reference_formulati
         heads.append(head.train())
     ours, _ = heads[0].loss(batch, arrays["class_text"])
     reference = _reference_train_loss(heads[1], batch, arrays["class_text"])
-    assert float(ours) == pytest.approx(float(reference), rel=1e-6)
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-6)
     ours.backward()
     reference.backward()
     for (name, p), q in zip(heads[0].named_parameters(), heads[1].parameters()):
