@@ -123,10 +123,11 @@ def test_two_shards_give_the_same_store_as_one_process(videos, reference, tmp_pa
     procs = [subprocess.Popen(base + ["--shard", "0/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE),
              subprocess.Popen(base, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               env=dict(os.environ, RANK="1", WORLD_SIZE="2"))]
-    for p in procs:
-        assert p.wait() == 0, p.stderr.read()
-    if not (store / "mine").exists():  # both finished their halves at once: a rerun consolidates
-        assert _extract(videos, store, "--workers", "0").returncode == 0
+    stderr = [p.communicate()[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], stderr
+    # a shard checks the others' status only after writing its own, so whichever finishes last sees
+    # every video done and writes the dataset: no rerun is needed, however the two interleave
+    assert (store / "mine").exists(), stderr
     _same(_content(store), _content(reference[0]))
 
 
