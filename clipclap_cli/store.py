@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -78,10 +79,24 @@ class SplitData:
         return np.concatenate([self.indices[p] for p in partitions])
 
 
+#: A URL scheme (`s3://`, `gs://`, `file://`), also as `Path` leaves it (`s3:/bucket`); two letters at
+#: least, so that a Windows drive (`C:/`) is not one.
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
+
+
 class FeatureStore:
-    """A zarr directory holding datasets, their features, label embeddings and splits."""
+    """A zarr directory holding datasets, their features, label embeddings and splits.
+
+    The store is a folder on a local or shared (POSIX) file system: its atomic writes rename
+    staged folders and extraction's writer lock creates a file exclusively, neither of which
+    object stores offer. A URL is refused rather than taken for a local folder named `s3:`.
+    """
 
     def __init__(self, path: Path | str):
+        url = _URL.match(str(path))
+        if url:
+            raise StoreError(f"{url.group(1)}:// stores are not supported yet: the store must be a folder on a local "
+                             "or shared file system (a bucket mounted with s3fs or gcsfuse is one)")
         self.path = Path(path).expanduser()
 
     # ---------------------------------------------------------------- reading

@@ -66,6 +66,18 @@ def test_store_from_env_and_default(cli, tmp_path, monkeypatch):
     assert not any(r["in_store"] for r in rows)  # ./clipclap.zarr does not exist yet
 
 
+@pytest.mark.parametrize("url", ["s3://bucket/features.zarr", "gs://bucket/f.zarr", "file:///tmp/f.zarr"])
+def test_object_store_url_is_refused_not_taken_for_a_local_folder(cli, tmp_path, monkeypatch, url):
+    monkeypatch.chdir(tmp_path)
+    for args in (["demo", "--no-train", "--store", url], ["datasets", "list", "--store", url]):
+        r = cli(*args)
+        assert r.exit_code == 1, r
+        scheme = url.split(":")[0]
+        assert r.stderr.strip() == (f"Error: {scheme}:// stores are not supported yet: the store must be a folder "
+                                    "on a local or shared file system (a bucket mounted with s3fs or gcsfuse is one)")
+    assert list(tmp_path.iterdir()) == []  # no local folder named "s3:" (Path folds "s3://" into "s3:/")
+
+
 def test_list_commands_take_json(cli):
     for args in (["datasets", "kinds"], ["encoders", "list"], ["heads", "list"], ["plugins", "--all"]):
         r = cli(*args, "--json")
