@@ -125,23 +125,35 @@ def _differing(a: Any, b: Any) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def open_run(path: Path, spec: RunSpec, store: Path) -> None:
-    """Create the run folder, or check that an existing one was started with the same spec."""
+def open_run(path: Path, spec: RunSpec, store: Path, data: ProtocolData) -> None:
+    """Create the run folder, or check that an existing one was started with the same spec and data."""
     config = path / "config.json"
     if config.exists():
         # read back through RunSpec: settings added since the run was written take their
         # defaults, which keep the earlier behaviour, so such runs resume instead of failing
-        old, new = _settings(load_spec(path)[0]), _settings(spec)
+        recorded, raw = load_spec(path)
+        old, new = _settings(recorded), _settings(spec)
         if old != new:
             diff = [f"{k}.{sub}" if sub else k for k in _differing(old, new)
                     for sub in _differing(old.get(k), new.get(k)) or [""]]
             raise RunError(f"run {path} exists with different settings ({', '.join(diff)}); "
                            "choose another --run folder or remove it")
+        check_same_data(path, raw, data)
         return
     from . import __version__
 
-    write_json(config, {"spec": spec.as_dict(), "store": str(Path(store).resolve()), "created": now_iso(),
-                        "clipclap_version": __version__, "torch_version": torch.__version__})
+    write_json(config, {"spec": spec.as_dict(), "store": str(Path(store).resolve()), "data_digest": data.digest,
+                        "created": now_iso(), "clipclap_version": __version__, "torch_version": torch.__version__})
+
+
+def check_same_data(path: Path, raw: dict, data: ProtocolData) -> None:
+    """Refuse a run whose features, label embeddings or split changed since it was started (runs
+    written before clipclap recorded the digest are taken as they are)."""
+    recorded = raw.get("data_digest")
+    if recorded and recorded != data.digest:
+        raise RunError(f"run {path} was trained on other {data.dataset!r} data (split {data.split!r}) than the store "
+                       "now holds: its features, label embeddings or split changed since; choose another --run "
+                       "folder or remove it")
 
 
 def load_spec(path: Path) -> tuple[RunSpec, dict]:
@@ -228,6 +240,7 @@ def evaluate_run(path: Path, store: FeatureStore | None = None, pm=None, data: P
                            "pass --store with the store's new place")
         store = store or FeatureStore(raw["store"])
         data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)
+    check_same_data(path, raw, data)
     head1 = _load_stage_model(path, spec, "stage1/best.safetensors", pm)
     head2 = _load_stage_model(path, spec, "stage2/final.safetensors", pm)
     results = evaluate_models(data, head1, head2, tuple(spec.train.beta_grid))
@@ -245,7 +258,7 @@ def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int,
         raise RunError(f"run {path} has no completed stage 1; "
                        f"run `clipclap train {spec.dataset} --stage 1 --run {path}` first")
     data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)  # fails before any write
-    open_run(path, spec, store.path)
+    open_run(path, spec, store.path, data)
     for stage in stages:
         train_stage(path, spec, data, stage, cb, pm)
     if 2 in stages:

@@ -209,6 +209,30 @@ def test_run_whose_store_moved_evaluates_with_store_option(cli, demo_store, refe
     assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
 
 
+def test_run_on_changed_data_is_refused_not_mixed(cli, demo_store, reference_run, tmp_path):
+    """Resuming, reusing or evaluating a run on data that changed since it was trained is refused."""
+    from clipclap_cli.store import FeatureStore
+
+    store = tmp_path / "s.zarr"
+    shutil.copytree(demo_store, store)
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(config | {"store": str(store)}))
+    assert cli("evaluate", run).exit_code == 0  # a copy of the same data is the same data
+    fs = FeatureStore(store)  # as `clipclap embed` with other prompt templates would
+    fs.write_label_embeddings("demo", "clip", fs.read_label_embeddings("demo", "clip")[::-1].copy(), {})
+    before = tree_digest(run)
+    for args in (["evaluate", run], ["train", "demo", "--store", store, "--run", run, *FAST]):
+        line = _one_error_line(cli(*args))
+        assert "was trained on other 'demo' data (split 'cls_split') than the store now holds" in line
+    assert tree_digest(run) == before
+    # a run written before clipclap recorded the digest is taken as it is
+    (run / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "data_digest"}
+                                                | {"store": str(store)}))
+    assert cli("evaluate", run).exit_code == 0
+
+
 def test_run_is_evaluated_on_its_own_store_not_the_environments(cli, demo_store, reference_run, tmp_path,
                                                                  monkeypatch):
     """$CLIPCLAP_STORE is a default for commands that name no store; a run names its own."""
