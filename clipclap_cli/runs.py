@@ -367,11 +367,13 @@ def _check_device(device: str) -> None:
 
 def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: str, param_pairs: list[str],
                          stage1: Path, stage2: Path, device: str = "cpu", pm=None,
-                         beta_grid: tuple[float, float, int] = DEFAULT_BETA_GRID) -> dict:
+                         beta_grid: tuple[float, float, int] = DEFAULT_BETA_GRID,
+                         legacy_label_order: bool = False) -> dict:
     """`clipclap evaluate DATASET --stage1 A.pt --stage2 B.pt`: the reference's checkpoints.
 
     Each file is a torch checkpoint holding {'model': state_dict, 'epoch': int}, loaded with
-    `weights_only=True` (no code from the file runs).
+    `weights_only=True` (no code from the file runs). `legacy_label_order` gives each class the
+    embedding the reference's models were trained with (BASELINES.md 1.3).
     """
     from .checkpoints import load_reference_checkpoint
     from .params import parse_params
@@ -380,8 +382,9 @@ def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: st
     _check_device(device)
     dims = store_dims(store, dataset)
     parsed = parse_params(param_pairs, get_head(head, pm).Params)
-    spec = RunSpec(dataset, split, head, dataclasses.asdict(parsed), dims, TrainConfig(epochs=0, lr=0.0, device=device))
-    data = load_protocol_data(store, dataset, split, device)
+    spec = RunSpec(dataset, split, head, dataclasses.asdict(parsed), dims, TrainConfig(epochs=0, lr=0.0, device=device),
+                   legacy_label_order=legacy_label_order)
+    data = load_protocol_data(store, dataset, split, device, legacy_label_order)
     heads, epochs = [], []
     for ckpt in (stage1, stage2):
         state, epoch = load_reference_checkpoint(ckpt)
@@ -392,4 +395,4 @@ def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: st
         epochs.append(epoch)
     results = evaluate_models(data, *heads, grid=tuple(beta_grid))
     return results | {"head": head, "params": spec.params, "checkpoints": {"stage1": str(stage1), "stage2": str(stage2)},
-                      "checkpoint_epochs": epochs}
+                      "checkpoint_epochs": epochs, "legacy_label_order": legacy_label_order}

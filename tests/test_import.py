@@ -104,6 +104,69 @@ def test_import_activitynet_uses_manual_names(tmp_path, cli):
     assert int((legacy.class_text != normal.class_text).any(dim=1).sum()) == 8
 
 
+def test_published_checkpoints_evaluate_with_the_label_order_they_were_trained_with(tmp_path, cli):
+    """`evaluate --stage1/--stage2 --legacy-label-order` (BASELINES.md 1.3) on ActivityNet: the
+    same numbers as the checkpoints give on a store whose four pairs were swapped by hand.
+
+    So that the label order shows in the numbers, each class's label embedding is its one test
+    video's [video | audio] features, and the model maps a video and its class's label embedding
+    to the same point: with its own embeddings every test video is nearest its class."""
+    import json
+
+    import torch
+
+    from clipclap_cli.api import FeatureDims
+    from clipclap_cli.plugins import make_plugin_manager
+    from clipclap_cli.registries import create_head
+
+    root = tmp_path / "ActivityNet"
+    write_released_tree(root, "ActivityNet", "activitynet", "activitynet_w2v_class_names.csv", "manual",
+                        max_per_class=1)
+    store_path = tmp_path / "s.zarr"
+    assert cli("import", "activitynet", root, "--store", store_path).exit_code == 0
+    store = FeatureStore(store_path)
+    _, labels, _ = store.read_videos("activitynet")
+    split = store.read_split("activitynet", "cls_split")
+    test = split.videos("stage_2_test_seen", "stage_2_test_unseen")
+    for encoder, modality in (("clip", "video"), ("clap", "audio")):
+        m = store.read_label_embeddings("activitynet", encoder)
+        m[labels[test]] = store.read_features("activitynet", modality)[test]
+        store.write_label_embeddings("activitynet", encoder, m, {})
+
+    head = create_head("clipclap", FeatureDims(1024, 512, (("clip", 512), ("clap", 1024))), {},
+                       pm=make_plugin_manager(entrypoints=False))
+    state = head.state_dict()
+    for k in [k for k in state if k.startswith("W_enc.")]:
+        state["O" + k[1:]] = state[k]  # O_enc = W_enc
+    for i, j in ((4, 0), (5, 1)):  # O_proj's second block = W_proj; its first, identity
+        for k in [k for k in state if k.startswith(f"W_proj.fc.{j}.")]:
+            state[f"O_proj.fc.{i}." + k.split(".")[-1]] = state[k]
+    state |= {"O_proj.fc.0.weight": torch.eye(512), "O_proj.fc.0.bias": torch.zeros(512),
+              "O_proj.fc.1.weight": torch.ones(512), "O_proj.fc.1.bias": torch.zeros(512),
+              "O_proj.fc.1.running_mean": torch.zeros(512), "O_proj.fc.1.running_var": torch.ones(512)}
+    for stage in (1, 2):
+        torch.save({"model": state, "epoch": 3}, tmp_path / f"s{stage}.pt")
+
+    def evaluate(*extra):
+        r = cli("evaluate", "activitynet", "--store", store_path, "--stage1", tmp_path / "s1.pt",
+                "--stage2", tmp_path / "s2.pt", "--json", *extra)
+        assert r.exit_code == 0, r
+        got = json.loads(r.stdout)
+        return {k: got[k] for k in ("val", "test", "per_class_accuracy", "zsl_per_class_recall")}
+
+    own, legacy = evaluate(), evaluate("--legacy-label-order")
+    assert own["test"]["zsl"] == 1.0 and legacy["test"]["zsl"] < 1.0
+    prompts = store.info("activitynet")["prompt_names"]
+    for encoder in ("clip", "clap"):
+        m = store.read_label_embeddings("activitynet", encoder)
+        for a, b in (("Longboarding", "Long jump"), ("Making an omelette", "Making a sandwich"),
+                     ("Rock climbing", "Rock-paper-scissors"), ("Snowboarding", "Snow tubing")):
+            i, j = prompts.index(a), prompts.index(b)
+            m[[i, j]] = m[[j, i]]
+        store.write_label_embeddings("activitynet", encoder, m, {})
+    assert evaluate() == legacy
+
+
 # ---------------------------------------------------------------- error cases
 SMALL = ["Archery", "BalanceBeam", "HandStandPushups", "Drumming", "Fencing", "Bowling",
          "ApplyEyeMakeup", "Basketball", "BlowDryHair", "BoxingPunchingBag", "CleanAndJerk"]

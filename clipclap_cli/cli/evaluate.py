@@ -22,6 +22,10 @@ def install(app, pm) -> None:
         params: ParamOpt = [],  # noqa: B006 - Typer reads the default
         split: Annotated[str | None, typer.Option("--split", help="Protocol split (default: the dataset's)")] = None,
         beta_grid: Annotated[str, typer.Option("--beta-grid", help="Checkpoints: bias grid START:STOP:POINTS")] = "0:5:76",
+        legacy: Annotated[bool, typer.Option(
+            "--legacy-label-order",
+            help="Checkpoints: the reference's sorted-key label embeddings, which its ActivityNet and "
+                 "VGGSound models were trained with")] = False,
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the results JSON here")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout")] = False,
         device: DeviceOpt = "cpu",
@@ -45,11 +49,13 @@ def install(app, pm) -> None:
             entry = catalog(pm, datasets_file).get(target)
             store_path = store_path or Path(os.environ.get("CLIPCLAP_STORE") or DEFAULT_STORE)
             results = evaluate_checkpoints(store(store_path), entry.name, split or entry.split, head, params,
-                                           stage1, stage2, device, pm, parse_grid(beta_grid))
+                                           stage1, stage2, device, pm, parse_grid(beta_grid), legacy)
             if output is not None:
                 write_json(output, results)
             where = output
         else:
+            if legacy:  # a run records its label order; evaluating it with another would mix the two
+                raise RunError("--legacy-label-order is for checkpoints; a run uses the label order it was trained with")
             run = Path(target)
             if not (run / "config.json").exists():
                 raise RunError(f"{run}: no such run (a run folder holds config.json; "
