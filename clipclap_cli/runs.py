@@ -152,8 +152,8 @@ def check_same_data(path: Path, raw: dict, data: ProtocolData) -> None:
     recorded = raw.get("data_digest")
     if recorded and recorded != data.digest:
         raise RunError(f"run {path} was trained on other {data.dataset!r} data (split {data.split!r}) than the store "
-                       "now holds: its features, label embeddings or split changed since; choose another --run "
-                       "folder or remove it")
+                       "now holds: its features, label embeddings or split changed since; train a new run on this "
+                       "data (another --run folder), or point --store at the data the run was trained on")
 
 
 def load_spec(path: Path) -> tuple[RunSpec, dict]:
