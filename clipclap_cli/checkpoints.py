@@ -66,11 +66,19 @@ def load_reference_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], int 
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except Exception as e:  # noqa: BLE001 - unpickling refused or corrupt file
         raise CheckpointError(f"{path}: not a loadable torch checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
-    if isinstance(obj, dict) and "model" in obj:
-        return obj["model"], obj.get("epoch")
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        return _without_data_parallel_prefix(obj["model"]), obj.get("epoch")
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, None
+        return _without_data_parallel_prefix(obj), None
     raise CheckpointError(f"{path}: expected a dict with 'model' (a state dict) and 'epoch'")
+
+
+def _without_data_parallel_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A model saved from inside `nn.DataParallel` names every key `module.<name>`: the same
+    weights under their own names (only when every key has the prefix)."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
 
 
 def save_trainer(path: Path, trainer) -> None:

@@ -104,6 +104,12 @@ def test_reference_checkpoint_loads_weights_only(tmp_path, capsys):
     torch.save({"model": {"w": torch.ones(2)}, "epoch": 7}, good)
     state, epoch = load_reference_checkpoint(good)
     assert epoch == 7 and torch.equal(state["w"], torch.ones(2))
+    # saved from inside nn.DataParallel: every key is module.<name>
+    torch.save({"model": {"module.w": torch.ones(2), "module.b.module.c": torch.zeros(1)}, "epoch": 7}, good)
+    state, _ = load_reference_checkpoint(good)
+    assert sorted(state) == ["b.module.c", "w"]
+    torch.save({"model": {"module.w": torch.ones(2), "w": torch.zeros(1)}, "epoch": 7}, good)  # not all: as is
+    assert sorted(load_reference_checkpoint(good)[0]) == ["module.w", "w"]
     evil = tmp_path / "evil.pt"
     with open(evil, "wb") as fh:
         pickle.dump({"model": _Evil(), "epoch": 1}, fh, protocol=2)  # as torch.save writes
