@@ -132,26 +132,46 @@ def _reference_train_loss(head, batch, class_text):
             + F.mse_loss(w_hat, rho_o) + F.mse_loss(w_hat, rho_w))
 
 
-def test_train_mode_loss_and_batch_norm_statistics_match_the_reference_formulation(pm, model_a):
-    """The head shares one matrix multiply between the batch's labels and the class branch; the
-    loss, its gradients and every running statistic must be those of the reference's two calls."""
+def _reference_replay_forward(head, batch):
+    """The reference's get_embeddings() in train mode (O_enc, W_enc, O_proj, W_proj), outputs discarded."""
+    with torch.no_grad():
+        o = head.O_enc(torch.cat((batch.video, batch.audio), dim=1))
+        w_hat = head.W_enc(batch.text)
+        head.O_proj(o)
+        head.W_proj(w_hat)
+
+
+def test_train_mode_step_matches_the_reference_formulation(pm, model_a):
+    """The head runs W_enc's linear layer once per training class and gives the batch its rows;
+    the loss, its gradients, the dropout masks (same generator state) and every running
+    statistic after the loss and the replay forward must be those of the reference's calls."""
     arrays, _ = model_a
     labels = arrays["labels"].long()
-    batch = Batch(arrays["audio"], arrays["video"], arrays["class_text"][labels], labels)
-    heads = []
-    for _ in range(2):
-        head = create_head("clipclap", DIMS, {"dropout": 0.0}, pm=pm)
-        load_into(head, {k[len("state."):]: v for k, v in arrays.items() if k.startswith("state.")}, "model_a")
-        heads.append(head.train())
-    ours, _ = heads[0].loss(batch, arrays["class_text"])
-    reference = _reference_train_loss(heads[1], batch, arrays["class_text"])
-    assert ours.item() == pytest.approx(reference.item(), rel=1e-6)
-    ours.backward()
-    reference.backward()
-    for (name, p), q in zip(heads[0].named_parameters(), heads[1].parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
-    for (name, b), c in zip(heads[0].named_buffers(), heads[1].buffers()):
-        torch.testing.assert_close(b, c, rtol=1e-6, atol=0, msg=name)
+    # the goldens' batch, then a batch with repeated classes in shuffled order, as training draws
+    repeated = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))][: len(labels) // 2]
+    for targets in (labels, torch.cat((repeated, repeated.flip(0)))):
+        batch = Batch(arrays["audio"][: len(targets)], arrays["video"][: len(targets)],
+                      arrays["class_text"][targets], targets)
+        heads = []
+        for _ in range(2):
+            head = create_head("clipclap", DIMS, {"dropout": 0.1}, pm=pm)
+            load_into(head, {k[len("state."):]: v for k, v in arrays.items() if k.startswith("state.")}, "model_a")
+            heads.append(head.train())
+        torch.manual_seed(7)
+        ours, _ = heads[0].loss(batch, arrays["class_text"])
+        ours.backward()
+        heads[0].replay_forward(batch)
+        ours_rng = torch.random.get_rng_state()
+        torch.manual_seed(7)
+        reference = _reference_train_loss(heads[1], batch, arrays["class_text"])
+        reference.backward()
+        _reference_replay_forward(heads[1], batch)
+        assert torch.equal(ours_rng, torch.random.get_rng_state())  # the same randomness consumed
+        assert ours.item() == pytest.approx(reference.item(), rel=1e-6)
+        for (name, p), q in zip(heads[0].named_parameters(), heads[1].parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
+        for (name, b), c in zip(heads[0].named_buffers(), heads[1].buffers()):
+            torch.testing.assert_close(b, c, rtol=1e-6, atol=0, msg=name)
 
 
 def test_dropout_keeps_with_probability_one_minus_p_and_rescales():
