@@ -21,7 +21,9 @@ MODES = ("audio", "video", "both")
 
 @dataclass
 class Batch:
-    """A training batch. `target` indexes rows of the class-text matrix passed alongside.
+    """A training batch. `target` indexes rows of the class-text matrix passed alongside, and
+    `text` is those rows (`class_text[target]`): heads may rely on it (ClipClap computes W_enc
+    once per class and gathers the batch's rows).
 
     The negative fields are filled only for heads with `needs_negatives = True`: a random other
     class of the training split and a random video of it (BASELINES.md 2.2).
