@@ -8,11 +8,15 @@ Work happens in a working group `<store>/.extract-<dataset>/` beside the dataset
     reasons               (N,) str     why a video failed
 
 Rows are processed in whole chunks and each chunk belongs to exactly one shard (`--shard i/n`
-or torchrun's RANK/WORLD_SIZE), so ranks never write the same chunk file. A chunk's features are
-written before its status, so a process killed at any moment leaves at worst a pending chunk,
-redone by the next run. When every row of every encoder is done or failed, the dataset is
+or torchrun's RANK/WORLD_SIZE), so ranks never write the same chunk file. In a folder the first
+process to arrive creates the working group (staged and renamed); behind an object-store URL,
+which cannot rename, shard 0 creates it (its `settings` attribute last) and the others wait.
+A chunk's features are written before its status, so a process killed at any moment leaves at
+worst a pending chunk, redone by the next run. When every row of every encoder is done or failed, the dataset is
 written into the store like an import (only the videos that decoded), failures listed in its
-attributes; `--retry-failed` puts failed rows back to pending.
+attributes; `--retry-failed` puts failed rows back to pending. In a folder one process takes a
+writer lock for that; an object store has no exclusive create, so every shard that sees the
+work finished writes the (identical) dataset, each as a new version, the newest one counting.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import os
 import shutil
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -91,7 +96,8 @@ class Extraction:
                  chunk: int = 64, frames: int = 1, description: dict | None = None):
         self.store, self.dataset, self.samples, self.encoders = store, dataset, samples, encoders
         self.chunk, self.frames = chunk, frames
-        self.path = store.path / f".extract-{dataset}"
+        self.key = f".extract-{dataset}"
+        self.path = None if store.path is None else store.path / self.key  # a folder store's working folder
         self.description = description or {
             "classes": sorted({s.label for s in samples}), "partition": [-1] * len(samples), "class_splits": {}}
         self.classes = list(self.description["classes"])
@@ -104,24 +110,45 @@ class Extraction:
         }
 
     # ------------------------------------------------------------------ working group
-    def open(self):
-        """Create the working group (first process wins) or check an existing one's settings."""
+    def open(self, shard: Shard = Shard(), wait_s: float = 600.0):
+        """Create the working group, or check an existing one's settings (see the module's doc)."""
         import zarr
 
-        if not self.path.exists():
+        location = self.store.location
+        if self.path is not None and not self.path.exists():
             staging = self.path.parent / f".{self.path.name}.staging-{uuid.uuid4().hex[:8]}"
             self._create(staging)
             try:
                 os.rename(staging, self.path)
             except OSError:  # another rank created it first
                 shutil.rmtree(staging, ignore_errors=True)
-        group = zarr.open_group(self.path, mode="r+")
+        elif self.path is None and not self._created():
+            if shard.index == 0:
+                self._create(location.zarr(self.key))
+            else:
+                deadline = time.monotonic() + wait_s
+                while not self._created():
+                    if time.monotonic() > deadline:
+                        raise StoreError(f"shard 0 has not created the working group {location}/{self.key} "
+                                         f"in {wait_s:.0f} s; start shard 0 (it creates it on object stores)")
+                    time.sleep(1.0)
+        group = zarr.open_group(location.zarr(self.key), mode="r+")
         if group.attrs.get("settings") != json.loads(json.dumps(self.settings)):
             raise StoreError(f"an extraction of {self.dataset!r} with other settings (videos, encoders or their "
-                             f"parameters) is in {self.path}; rerun it as it was, or remove that folder to start over")
+                             f"parameters) is in {location}/{self.key}; rerun it as it was, or remove that folder "
+                             "to start over")
         return group
 
-    def _create(self, where: Path) -> None:
+    def _created(self) -> bool:
+        """Whether the working group exists with its settings (they are written last)."""
+        import zarr
+
+        if not self.store.location.exists(self.key):
+            return False
+        return "settings" in zarr.open_group(self.store.location.zarr(self.key), mode="r").attrs
+
+    def _create(self, where) -> None:
+        """Build the working group at `where` (a folder or a zarr store), settings last."""
         import zarr
 
         n = len(self.samples)
@@ -199,7 +226,11 @@ class Extraction:
     def writer_lock(self) -> Iterator[bool]:
         """True for the one process that writes the finished dataset. The lock file names its
         holder's host and pid; a lock left by a dead process on this host is taken over, one
-        from another host is respected (remove `write.lock` by hand if that host died)."""
+        from another host is respected (remove `write.lock` by hand if that host died). On an
+        object store always True: each writer commits its own version (see the module's doc)."""
+        if self.path is None:
+            yield True
+            return
         lock = self.path / "write.lock"
         me = f"{socket.gethostname()} {os.getpid()}"
         for _ in range(2):

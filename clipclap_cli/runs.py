@@ -95,7 +95,7 @@ def store_dims(store: FeatureStore, dataset: str) -> dict[str, Any]:
     missing = [n for n in ("audio", "video") if n not in feats] + [f"{n} label embeddings"
                                                                    for n in LABEL_PARTS if n not in labels]
     if missing:
-        raise RunError(f"dataset {dataset!r} in {store.path} lacks {', '.join(missing)} "
+        raise RunError(f"dataset {dataset!r} in {store} lacks {', '.join(missing)} "
                        "(run `clipclap import`, `clipclap extract` or `clipclap embed` first)")
     return {"audio": feats["audio"]["shape"][1], "video": feats["video"]["shape"][1],
             "text_parts": [[n, labels[n][1]] for n in LABEL_PARTS]}
@@ -125,7 +125,7 @@ def _differing(a: Any, b: Any) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def open_run(path: Path, spec: RunSpec, store: Path, data: ProtocolData) -> None:
+def open_run(path: Path, spec: RunSpec, store: FeatureStore, data: ProtocolData) -> None:
     """Create the run folder, or check that an existing one was started with the same spec and data."""
     config = path / "config.json"
     if config.exists():
@@ -142,7 +142,7 @@ def open_run(path: Path, spec: RunSpec, store: Path, data: ProtocolData) -> None
         return
     from . import __version__
 
-    write_json(config, {"spec": spec.as_dict(), "store": str(Path(store).resolve()), "data_digest": data.digest,
+    write_json(config, {"spec": spec.as_dict(), "store": store.location.recorded(), "data_digest": data.digest,
                         "created": now_iso(), "clipclap_version": __version__, "torch_version": torch.__version__})
 
 
@@ -235,7 +235,7 @@ def evaluate_run(path: Path, store: FeatureStore | None = None, pm=None, data: P
             raise RunError(f"run {path} has no completed stage {stage}; "
                            f"run `clipclap train {spec.dataset} --stage {stage} --run {path}`")
     if data is None:
-        if store is None and not Path(raw["store"]).exists():
+        if store is None and not FeatureStore(raw["store"]).location.exists():
             raise RunError(f"run {path} was trained on the store {raw['store']}, which is not there any more; "
                            "pass --store with the store's new place")
         store = store or FeatureStore(raw["store"])
@@ -258,7 +258,7 @@ def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int,
         raise RunError(f"run {path} has no completed stage 1; "
                        f"run `clipclap train {spec.dataset} --stage 1 --run {path}` first")
     data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)  # fails before any write
-    open_run(path, spec, store.path, data)
+    open_run(path, spec, store, data)
     for stage in stages:
         train_stage(path, spec, data, stage, cb, pm)
     if 2 in stages:

@@ -10,20 +10,15 @@ Layout (one group per dataset)::
         label_embeddings/<text encoder>  (C, dim) float32
         splits/<split>/<partition>       int32 video indices; attrs: classes per stage, how drawn
 
-Writes are atomic per group: a dataset or a split is built in a staging folder beside the store
-and renamed into place only once everything (including the `complete` attribute) is written,
-so a write killed half-way never leaves a group that reads as complete, and a failed write leaves
-the store as it was.
+Writes are atomic per group: a dataset, a split or a label-embedding matrix is written apart and
+put in place only once everything (including the `complete` attribute) is written, so a write
+killed half-way never leaves a group that reads as complete, and a failed write leaves the store
+as it was. In a folder that is a staging folder renamed into place; behind an object-store URL,
+a versioned key that readers take once complete (`locations.py`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import shutil
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +28,7 @@ import numpy as np
 
 from .api import PARTITIONS, FeatureBundle
 from .errors import SplitError, StoreError
+from .locations import committed, open_location
 
 SCHEMA_VERSION = 1
 
@@ -45,25 +41,6 @@ def _zarr():
     import zarr  # local import: keeps `clipclap --help` light
 
     return zarr
-
-
-@contextlib.contextmanager
-def _staged_dir(final: Path) -> Iterator[Path]:
-    """Yield a fresh folder beside `final`; on success it replaces `final` atomically."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:8]}"
-    try:
-        yield staging
-        trash = None
-        if final.exists():
-            trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, trash)
-        os.replace(staging, final)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -79,42 +56,36 @@ class SplitData:
         return np.concatenate([self.indices[p] for p in partitions])
 
 
-#: A URL scheme (`s3://`, `gs://`, `file://`), also as `Path` leaves it (`s3:/bucket`); two letters at
-#: least, so that a Windows drive (`C:/`) is not one.
-_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
-
-
 class FeatureStore:
-    """A zarr directory holding datasets, their features, label embeddings and splits.
+    """A zarr hierarchy holding datasets, their features, label embeddings and splits.
 
-    The store is a folder on a local or shared (POSIX) file system: its atomic writes rename
-    staged folders and extraction's writer lock creates a file exclusively, neither of which
-    object stores offer. A URL is refused rather than taken for a local folder named `s3:`.
+    `where` is a folder (local or on a shared POSIX file system) or an fsspec URL (`s3://…`,
+    `gs://…`; the scheme's fsspec package must be installed). `location` says how groups are
+    put in place there; `path` is the folder, or None for a URL.
     """
 
-    def __init__(self, path: Path | str):
-        url = _URL.match(str(path))
-        if url:
-            raise StoreError(f"{url.group(1)}:// stores are not supported yet: the store must be a folder on a local "
-                             "or shared file system (a bucket mounted with s3fs or gcsfuse is one)")
-        self.path = Path(path).expanduser()
+    def __init__(self, where: Path | str):
+        self.location = open_location(where)
+        self.path: Path | None = self.location.path
+
+    def __str__(self) -> str:
+        return str(self.location)
 
     # ---------------------------------------------------------------- reading
+    def _committed_datasets(self) -> dict:
+        if not self.location.exists():
+            return {}
+        return committed(_zarr().open_group(self.location.zarr(), mode="r").groups())
+
     def datasets(self) -> list[str]:
         """Names of the complete datasets in the store."""
-        if not (self.path / "zarr.json").exists():
-            return []
-        root = _zarr().open_group(self.path, mode="r")
-        return sorted(n for n, g in root.groups() if g.attrs.get("complete"))
+        return sorted(self._committed_datasets())
 
     def _group(self, dataset: str):
-        try:
-            group = _zarr().open_group(self.path / dataset, mode="r")
-        except Exception:
-            group = None
-        if group is None or not group.attrs.get("complete"):
+        group = self._committed_datasets().get(dataset)
+        if group is None:
             raise StoreError(
-                f"dataset {dataset!r} is not in the store {self.path} "
+                f"dataset {dataset!r} is not in the store {self.location} "
                 f"(run `clipclap import {dataset} ROOT` or `clipclap demo` first)"
             )
         return group
@@ -141,60 +112,68 @@ class FeatureStore:
             return {}
         return {name: dict(arr.attrs) | {"shape": list(arr.shape)} for name, arr in g["features"].arrays()}
 
+    def _label_embeddings(self, g) -> dict:
+        if "label_embeddings" not in g:
+            return {}
+        return committed(g["label_embeddings"].arrays(), plain_needs_complete=False)
+
     def read_features(self, dataset: str, name: str) -> np.ndarray:
         g = self._group(dataset)
         if "features" not in g or name not in g["features"]:
             raise StoreError(
-                f"dataset {dataset!r} has no {name!r} features in {self.path}; "
+                f"dataset {dataset!r} has no {name!r} features in {self.location}; "
                 f"it has: {', '.join(self.feature_names(dataset)) or '(none)'}"
             )
         return np.asarray(g["features"][name][:], dtype=np.float32)
 
     def label_embedding_names(self, dataset: str) -> dict[str, list[int]]:
-        g = self._group(dataset)
-        if "label_embeddings" not in g:
-            return {}
-        return {name: list(arr.shape) for name, arr in g["label_embeddings"].arrays()}
+        return {name: list(arr.shape) for name, arr in self._label_embeddings(self._group(dataset)).items()}
 
     def read_label_embeddings(self, dataset: str, name: str) -> np.ndarray:
-        g = self._group(dataset)
-        if "label_embeddings" not in g or name not in g["label_embeddings"]:
-            raise StoreError(f"dataset {dataset!r} has no {name!r} label embeddings in {self.path}")
-        return np.asarray(g["label_embeddings"][name][:], dtype=np.float32)
+        arr = self._label_embeddings(self._group(dataset)).get(name)
+        if arr is None:
+            raise StoreError(f"dataset {dataset!r} has no {name!r} label embeddings in {self.location}")
+        return np.asarray(arr[:], dtype=np.float32)
+
+    def _splits(self, g) -> dict:
+        return committed(g["splits"].groups()) if "splits" in g else {}
 
     def split_names(self, dataset: str) -> list[str]:
-        g = self._group(dataset)
-        if "splits" not in g:
-            return []
-        return sorted(n for n, s in g["splits"].groups() if s.attrs.get("complete"))
+        return sorted(self._splits(self._group(dataset)))
 
     def read_split(self, dataset: str, split: str) -> SplitData:
-        names = self.split_names(dataset)
-        if split not in names:
+        g = self._splits(self._group(dataset)).get(split)
+        if g is None:
+            names = self.split_names(dataset)
             raise SplitError(
-                f"dataset {dataset!r} has no split {split!r} in {self.path}"
+                f"dataset {dataset!r} has no split {split!r} in {self.location}"
                 + (f"; it has: {', '.join(names)}" if names else "")
                 + f" (run `clipclap split {dataset} --split {split}`)"
             )
-        g = self._group(dataset)["splits"][split]
         attrs = dict(g.attrs)
         indices = {p: np.asarray(g[p][:], dtype=np.int64) for p in PARTITIONS}
         return SplitData(split, indices, {k: list(v) for k, v in attrs["classes"].items()}, attrs)
 
     # ---------------------------------------------------------------- writing
     def _ensure_root(self) -> None:
-        if not (self.path / "zarr.json").exists():
-            self.path.mkdir(parents=True, exist_ok=True)
-            _zarr().open_group(self.path, mode="a").attrs.update(
-                {"clipclap_store": SCHEMA_VERSION}
-            )
+        if not self.location.exists():
+            if self.path is not None:
+                self.path.mkdir(parents=True, exist_ok=True)
+            _zarr().open_group(self.location.zarr(), mode="a").attrs.update({"clipclap_store": SCHEMA_VERSION})
+
+    def _subgroup(self, dataset: str, name: str) -> str:
+        """The key of the dataset's `name` group (`splits`, `label_embeddings`), created if missing."""
+        g = self._group(dataset)
+        if name not in g:
+            _zarr().open_group(self.location.zarr(g.path), mode="a").require_group(name)
+        return f"{g.path}/{name}"
 
     def write_dataset(self, dataset: str, bundle: FeatureBundle, attrs: dict[str, Any]) -> None:
         """Write (or replace) a whole dataset group atomically."""
         zarr = _zarr()
         self._ensure_root()
         n = len(bundle.ids)
-        with _staged_dir(self.path / dataset) as staging:
+        with self.location.staged("", dataset) as staging:
             g = zarr.open_group(staging, mode="w")
             v = g.require_group("videos")
             ids = v.create_array("ids", shape=(n,), dtype=str)
@@ -231,12 +210,9 @@ class FeatureStore:
         if matrix.shape[0] != len(info["classes"]):
             raise StoreError(f"{name} label embeddings have {matrix.shape[0]} rows, dataset {dataset!r} has "
                              f"{len(info['classes'])} classes")
-        folder = self.path / dataset / "label_embeddings"
-        if not (folder / "zarr.json").exists():
-            zarr.open_group(self.path / dataset, mode="a").require_group("label_embeddings")
-        with _staged_dir(folder / name) as staging:
+        with self.location.staged(self._subgroup(dataset, "label_embeddings"), name) as staging:
             arr = zarr.create_array(staging, data=np.ascontiguousarray(matrix, dtype=np.float32), compressors=None)
-            arr.attrs.update({**attrs, "created": now_iso()})
+            arr.attrs.update({**attrs, "created": now_iso(), "complete": True})  # last: commits it on object stores
 
     def write_split(
         self,
@@ -248,11 +224,7 @@ class FeatureStore:
     ) -> None:
         """Write (or replace) one protocol split atomically."""
         zarr = _zarr()
-        self._group(dataset)
-        splits_dir = self.path / dataset / "splits"
-        if not (splits_dir / "zarr.json").exists():
-            zarr.open_group(self.path / dataset, mode="a").require_group("splits")
-        with _staged_dir(splits_dir / split) as staging:
+        with self.location.staged(self._subgroup(dataset, "splits"), split) as staging:
             g = zarr.open_group(staging, mode="w")
             for p in PARTITIONS:
                 g.create_array(p, data=np.asarray(indices[p], dtype=np.int32))
@@ -278,7 +250,7 @@ class FeatureStore:
             } | {"how": s.attrs.get("how", {})}
         return {
             "dataset": dataset,
-            "store": str(self.path),
+            "store": str(self.location),
             "videos": int(len(ids)),
             "classes": len(info["classes"]),
             "features": {k: v["shape"][1] for k, v in self.feature_names(dataset).items()},

@@ -66,16 +66,23 @@ def test_store_from_env_and_default(cli, tmp_path, monkeypatch):
     assert not any(r["in_store"] for r in rows)  # ./clipclap.zarr does not exist yet
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/features.zarr", "gs://bucket/f.zarr", "file:///tmp/f.zarr"])
-def test_object_store_url_is_refused_not_taken_for_a_local_folder(cli, tmp_path, monkeypatch, url):
+@pytest.mark.parametrize(("url", "says"), [("s3://bucket/features.zarr", "s3fs"), ("gs://bucket/f.zarr", "gcsfs"),
+                                           ("nosuch://bucket/f.zarr", "Protocol not known: nosuch")])
+def test_object_store_without_its_fsspec_package_is_one_clear_error(cli, tmp_path, monkeypatch, url, says):
+    for package in ("s3fs", "gcsfs"):
+        monkeypatch.setitem(sys.modules, package, None)  # not installed, wherever the tests run
     monkeypatch.chdir(tmp_path)
     for args in (["demo", "--no-train", "--store", url], ["datasets", "list", "--store", url]):
         r = cli(*args)
         assert r.exit_code == 1, r
-        scheme = url.split(":")[0]
-        assert r.stderr.strip() == (f"Error: {scheme}:// stores are not supported yet: the store must be a folder "
-                                    "on a local or shared file system (a bucket mounted with s3fs or gcsfuse is one)")
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: cannot open the store {url}: ") and says in lines[0]
     assert list(tmp_path.iterdir()) == []  # no local folder named "s3:" (Path folds "s3://" into "s3:/")
+
+
+def test_file_url_is_a_folder(cli, tmp_path):
+    assert cli("demo", "--no-train", "--store", f"file://{tmp_path}/f.zarr").exit_code == 0
+    assert (tmp_path / "f.zarr" / "demo" / "zarr.json").exists()  # a folder store: plain group names
 
 
 def test_list_commands_take_json(cli):

@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import numpy as np
 import pytest
 import torch
 
+from clipclap_cli.errors import StoreError
 from clipclap_cli.store import FeatureStore
 
 from media_files import write_video
@@ -203,6 +205,35 @@ def test_benchmark_videos_from_the_split_csv_files(tmp_path, cli):
     # every other video the csv files list is missing on disk: recorded, not extracted
     assert len(info["provenance"]["failed"]) > 1000
     assert set(info["provenance"]["failed"].values()) == {"video file not found"}
+
+
+@pytest.fixture
+def memory_url():
+    """A store URL on fsspec's in-memory file system (an object store: no rename, no locks)."""
+    import fsspec
+
+    bucket = f"clipclap-test-{uuid.uuid4().hex[:8]}"
+    yield f"memory://{bucket}/s.zarr"
+    fsspec.filesystem("memory").rm(f"/{bucket}", recursive=True)
+
+
+def test_two_shards_into_an_object_store_give_the_same_dataset(videos, reference, cli, memory_url):
+    """On an object store shard 0 creates the working group and the other shards wait for it;
+    the shard that finds every video done writes the dataset (run in this process, in turn,
+    as the in-memory file system is this process's)."""
+    from clipclap_cli.extraction import Extraction, Shard
+
+    early = Extraction(FeatureStore(memory_url), "mine", [], {})
+    with pytest.raises(StoreError, match="shard 0 has not created the working group"):
+        early.open(Shard(1, 2), wait_s=0.2)
+    r = _extract(videos, memory_url, "--workers", "0", "--shard", "0/2", runner=cli)
+    assert r.exit_code == 0 and "other shards still have videos to do" in r.stderr, r
+    assert FeatureStore(memory_url).datasets() == []
+    r = _extract(videos, memory_url, "--workers", "0", "--shard", "1/2", runner=cli)
+    assert r.exit_code == 0, r
+    _same(_content(memory_url), _content(reference[0]))
+    r = _extract(videos, memory_url, "--workers", "0", runner=cli)  # a rerun finds it all done
+    assert r.exit_code == 0 and "(unchanged)" in r.stderr, r
 
 
 def test_writer_lock(tmp_path):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
 
-from clipclap_cli.api import FeatureBundle
+from clipclap_cli.api import PARTITIONS, FeatureBundle
 from clipclap_cli.errors import StoreError
 from clipclap_cli.store import FeatureStore
 
@@ -20,8 +22,30 @@ def _bundle(n=10, c=3, seed=0):
     )
 
 
-def test_round_trip(tmp_path):
-    fs = FeatureStore(tmp_path / "s.zarr")
+@pytest.fixture(params=["folder", "object store"])
+def where(request, tmp_path):
+    """A store location of each kind: a folder, and an fsspec URL (fsspec's in-memory file
+    system, which has no rename, like S3 or GCS)."""
+    if request.param == "folder":
+        yield tmp_path / "s.zarr"
+        return
+    import fsspec
+
+    bucket = f"clipclap-test-{uuid.uuid4().hex[:8]}"
+    yield f"memory://{bucket}/s.zarr"
+    fsspec.filesystem("memory").rm(f"/{bucket}", recursive=True)
+
+
+def _keys(fs: FeatureStore, under: str = "") -> list[str]:
+    """The names directly under a key of the store (folder or object store)."""
+    if fs.path is not None:
+        return sorted(p.name for p in (fs.path / under).iterdir())
+    loc = fs.location
+    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in loc.fs.ls(loc._full(under), detail=False))
+
+
+def test_round_trip(where):
+    fs = FeatureStore(where)
     b = _bundle()
     fs.write_dataset("d", b, {"source": "test"})
     ids, labels, part = fs.read_videos("d")
@@ -31,8 +55,8 @@ def test_round_trip(tmp_path):
     assert fs.info("d")["classes"] == ["a", "b", "c"] and fs.info("d")["source"] == "test"
 
 
-def test_write_killed_half_way_leaves_previous_version(tmp_path, monkeypatch):
-    fs = FeatureStore(tmp_path / "s.zarr")
+def test_write_killed_half_way_leaves_previous_version(where, monkeypatch):
+    fs = FeatureStore(where)
     fs.write_dataset("d", _bundle(seed=1), {})
     old = fs.read_features("d", "video")
 
@@ -52,7 +76,47 @@ def test_write_killed_half_way_leaves_previous_version(tmp_path, monkeypatch):
         fs.write_dataset("d", _bundle(seed=2), {})
     monkeypatch.undo()
     np.testing.assert_array_equal(fs.read_features("d", "video"), old)
-    assert not [p for p in (tmp_path / "s.zarr").iterdir() if p.name.startswith(".")]
+    keys = _keys(fs)
+    assert len(keys) == 2 and keys[1] == "zarr.json", keys  # one dataset, no staging left behind
+    assert keys[0] == "d" if fs.path is not None else keys[0].startswith("d~")
+
+
+def test_replacing_groups_keeps_one_version_of_each(where):
+    fs = FeatureStore(where)
+    fs.write_dataset("d", _bundle(seed=1), {})
+    fs.write_dataset("d", _bundle(seed=2), {})
+    np.testing.assert_array_equal(fs.read_features("d", "video"), _bundle(seed=2).features["video"])
+    for seed in (3, 4):
+        fs.write_label_embeddings("d", "clip", np.full((3, 2), seed, np.float32), {"how": seed})
+        fs.write_split("d", "s", {p: np.array([seed]) for p in PARTITIONS}, {"stage_1": [0]}, {"how": seed})
+    assert fs.read_label_embeddings("d", "clip").tolist() == [[4.0, 4.0]] * 3
+    assert fs.read_split("d", "s").indices["stage_1_train"].tolist() == [4] and fs.split_names("d") == ["s"]
+    [dataset] = [k for k in _keys(fs) if k != "zarr.json"]
+    assert len(_keys(fs, f"{dataset}/label_embeddings")) == 2  # clip (one version) and zarr.json
+    assert len(_keys(fs, f"{dataset}/splits")) == 2
+
+
+def test_object_store_reads_the_newest_complete_version():
+    """What a writer killed with SIGKILL leaves (a newer version without `complete`) is ignored;
+    a newer complete one (another writer's) is what readers see."""
+    import fsspec
+    import zarr
+
+    url = f"memory://clipclap-test-{uuid.uuid4().hex[:8]}/s.zarr"
+    fs = FeatureStore(url)
+    try:
+        fs.write_dataset("d", _bundle(seed=1), {})
+        [committed_key] = [k for k in _keys(fs) if k.startswith("d~")]
+        half = zarr.open_group(fs.location.zarr("d~99999999999999999999-ffffffff"), mode="w")
+        half.create_array("videos/labels", data=np.zeros(2, np.int32))
+        assert fs.datasets() == ["d"] and fs.read_videos("d")[0].tolist() == _bundle(seed=1).ids
+        with fs.location.staged("", "d") as newer:  # as another writer, at the same time
+            g = zarr.open_group(newer, mode="w")
+            g.attrs.update({"complete": True, "classes": ["z"]})
+        assert fs.info("d")["classes"] == ["z"]
+        assert committed_key not in _keys(fs)  # the newer writer removed the older version
+    finally:
+        fsspec.filesystem("memory").rm("/" + url.split("/")[2], recursive=True)
 
 
 def test_group_without_complete_flag_is_not_a_dataset(tmp_path):

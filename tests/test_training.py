@@ -246,6 +246,27 @@ def test_run_is_evaluated_on_its_own_store_not_the_environments(cli, demo_store,
     assert not (tmp_path / "elsewhere.zarr").exists()
 
 
+def test_a_run_on_an_object_store_matches_the_folder_run(cli, reference_run, tmp_path):
+    """The same data behind an fsspec URL (the in-memory file system, an object store) trains to
+    byte-identical results; the run records the URL and `evaluate RUN` reads it back from there."""
+    import fsspec
+
+    bucket = f"clipclap-test-{os.getpid()}-{time.time_ns()}"
+    url = f"memory://{bucket}/store.zarr"
+    try:
+        assert cli("demo", "--no-train", "--store", url).exit_code == 0
+        r = _train(cli, url, tmp_path / "runs")
+        assert r.exit_code == 0, r
+        run = tmp_path / "runs" / "demo" / "clipclap" / "seed42"
+        assert json.loads((run / "config.json").read_text())["store"] == url
+        assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
+        (run / "results.json").unlink()
+        assert cli("evaluate", run).exit_code == 0
+        assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
+    finally:
+        fsspec.filesystem("memory").rm(f"/{bucket}", recursive=True)
+
+
 def _one_error_line(r):
     assert r.exit_code == 1, r
     lines = r.stderr.strip().splitlines()

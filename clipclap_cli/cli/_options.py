@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 StoreOpt = Annotated[
-    Path,
-    typer.Option("--store", "-s", envvar="CLIPCLAP_STORE", help="Feature store (zarr folder); default ./clipclap.zarr"),
+    str,
+    typer.Option("--store", "-s", envvar="CLIPCLAP_STORE",
+                 help="Feature store: a zarr folder or an fsspec URL (s3://…); default ./clipclap.zarr"),
 ]
 DatasetsOpt = Annotated[
     Path | None,
@@ -21,7 +22,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on 
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: the dataset's, 42)")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N")]
 
-DEFAULT_STORE = Path("clipclap.zarr")
+DEFAULT_STORE = "clipclap.zarr"
 
 
 def catalog(pm, datasets_file: Path | None):
@@ -30,8 +31,8 @@ def catalog(pm, datasets_file: Path | None):
     return load_catalog(pm, datasets_file)
 
 
-def store(path: Path):
+def store(where: str):
     from ..store import FeatureStore
 
-    return FeatureStore(path)
+    return FeatureStore(where)
 

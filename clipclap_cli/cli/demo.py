@@ -20,7 +20,7 @@ def install(app, pm) -> None:
         epochs: Annotated[int | None, typer.Option("--epochs", help="Stage-1 epochs (default: the dataset's, 20)")] = None,
         batches: Annotated[int | None, typer.Option("--batches-per-epoch", help="Batches per epoch (default 300)")] = None,
         device: DeviceOpt = "cpu",
-        runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="Run folders (default: next to the store, runs/)")] = None,
+        runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="Run folders (default: runs/ next to the store, or here for a URL)")] = None,
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
     ):
@@ -40,7 +40,7 @@ def install(app, pm) -> None:
         _show(fs, dataset)
         if not train:
             return
-        base = store_path.expanduser().resolve().parent
+        base = fs.path.resolve().parent if fs.path is not None else Path.cwd()  # beside the store, if a folder
         runs_dir = runs_dir or base / "runs"
         request = RunRequest(epochs=epochs, batches_per_epoch=batches, device=device)
         [(path, spec)] = plan_runs(fs, cat.get(dataset), request, runs_dir, pm=pm)

@@ -29,9 +29,9 @@ def install(app, pm) -> None:
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the results JSON here")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout")] = False,
         device: DeviceOpt = "cpu",
-        store_path: Annotated[Path | None, typer.Option(
+        store_path: Annotated[str | None, typer.Option(
             "--store", "-s",
-            help="Feature store (zarr folder); default: a run's own store; with checkpoints "
+            help="Feature store (zarr folder or fsspec URL); default: a run's own store; with checkpoints "
                  "$CLIPCLAP_STORE, else ./clipclap.zarr")] = None,
         datasets_file: DatasetsOpt = None,
     ):
@@ -47,7 +47,7 @@ def install(app, pm) -> None:
             raise RunError("evaluating checkpoints needs both --stage1 and --stage2")
         if stage1 is not None:
             entry = catalog(pm, datasets_file).get(target)
-            store_path = store_path or Path(os.environ.get("CLIPCLAP_STORE") or DEFAULT_STORE)
+            store_path = store_path or os.environ.get("CLIPCLAP_STORE") or DEFAULT_STORE
             results = evaluate_checkpoints(store(store_path), entry.name, split or entry.split, head, params,
                                            stage1, stage2, device, pm, parse_grid(beta_grid), legacy)
             if output is not None:

@@ -59,7 +59,7 @@ def install(app, pm) -> None:
         part = Shard.parse(shard)
         fs = store(store_path)
         job = Extraction(fs, dataset, samples, encoders, chunk, frames, description)
-        group = job.open()
+        group = job.open(part)
         if retry_failed:
             err.print(f"retrying {job.retry_failed(group)} failed videos")
         with progress(TextColumn("{task.fields[rate]}")) as bar:
