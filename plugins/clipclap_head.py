@@ -63,13 +63,17 @@ class ClipClapHead(FusionHead):
         # A batch's label embeddings are rows of `class_text` (its 64 rows repeat the training
         # classes), so W_enc's linear layer runs once over the training classes and the batch
         # takes its rows from that result: the numbers of the reference's two W_enc calls, with
-        # a third of their multiply-adds on UCF (30 rows instead of 64 + 30). Batch norm, ReLU and dropout then run
-        # on each part separately and in the reference's order (the batch's in (1), the classes'
-        # in (2)), so each part is normalised by its own statistics as in the reference.
+        # a third of their multiply-adds on UCF (30 rows instead of 64 + 30). Batch norm, ReLU
+        # and dropout then run on each part separately and in the reference's order (the
+        # batch's in (1), the classes' in (2)), so each part is normalised by its own statistics
+        # as in the reference.
         w_linear = self.W_enc.linear(class_text[:, self._label_slice])
         # (1) the batch's forward, in the reference's module order
         o = self.O_enc(self._inputs(batch.audio, batch.video))
-        w_hat = self.W_enc.after_linear(w_linear.index_select(0, batch.target))
+        # the gather as a one-hot product: its gradient (the repeated rows' sum) is then a matrix
+        # multiply, deterministic on CUDA too, where index_select's backward adds atomically
+        rows = F.one_hot(batch.target, len(class_text)).to(w_linear.dtype)
+        w_hat = self.W_enc.after_linear(rows @ w_linear)
         theta_o = self.O_proj(o)
         rho_o = self.D_o(theta_o)
         theta_w = self.W_proj(w_hat)
