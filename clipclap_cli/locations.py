@@ -68,8 +68,6 @@ def committed(children: Iterable[tuple[str, Any]], plain_needs_complete: bool = 
 class Folder:
     """A store in a folder: atomic replacement by rename."""
 
-    is_url = False
-
     def __init__(self, path: Path):
         self.path = path
 
@@ -109,7 +107,6 @@ class Folder:
 class ObjectStore:
     """A store behind an fsspec URL: versioned keys, committed by their `complete` attribute."""
 
-    is_url = True
     path = None
 
     def __init__(self, url: str):

@@ -235,10 +235,11 @@ def evaluate_run(path: Path, store: FeatureStore | None = None, pm=None, data: P
             raise RunError(f"run {path} has no completed stage {stage}; "
                            f"run `clipclap train {spec.dataset} --stage {stage} --run {path}`")
     if data is None:
-        if store is None and not FeatureStore(raw["store"]).location.exists():
-            raise RunError(f"run {path} was trained on the store {raw['store']}, which is not there any more; "
-                           "pass --store with the store's new place")
-        store = store or FeatureStore(raw["store"])
+        if store is None:
+            store = FeatureStore(raw["store"])
+            if not store.location.exists():
+                raise RunError(f"run {path} was trained on the store {raw['store']}, which is not there any more; "
+                               "pass --store with the store's new place")
         data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)
     check_same_data(path, raw, data)
     head1 = _load_stage_model(path, spec, "stage1/best.safetensors", pm)
