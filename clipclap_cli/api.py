@@ -146,6 +146,11 @@ class Encoder(ABC):
     def encode_batch(self, items: list[Any]) -> np.ndarray:
         """Encode a batch of items into a float32 array (B, dim)."""
 
+    def check_weights(self) -> None:
+        """Check, without loading them, that the weights can be had (a checkpoint file that
+        exists, downloads allowed where needed); raise a ClipclapError that names the fix.
+        `extract` and `embed` call it before any work. Default: nothing to check."""
+
 
 def __getattr__(name: str):
     if name == "FusionHead":  # lazy: importing torch here would slow down `clipclap --help`

@@ -3,7 +3,8 @@
 Weights: `checkpoint=PATH` (or CLIPCLAP_CLAP_CHECKPOINT), the published
 `HTSAT_BERT_zero_shot.pt` from the WavCaps repository (a torch file holding the state dict,
 possibly under "model"), read with `weights_only=True` and loaded by its own key names.
-`size=tiny` is a reduced HTS-AT with random weights for tests and smoke runs.
+Without one it refuses to run unless `random_weights=true` asks for untrained weights (smoke runs,
+benchmarks). `size=tiny` is a reduced HTS-AT with random weights for tests and smoke runs.
 
 The text branch (for `clipclap embed --encoder clap`) is WavCaps' BERT (bert-base-uncased, no
 pooler) whose [CLS] output goes through text_proj and is L2-normalised. It needs the optional
@@ -42,7 +43,9 @@ class ClapEncoder(Encoder):
         size: Literal["full", "tiny"] = "full"
         "full = the published HTS-AT (embedding 1024); tiny = a small random-weight model (tests)"
         checkpoint: str = ""
-        "HTSAT_BERT_zero_shot.pt (default: $CLIPCLAP_CLAP_CHECKPOINT); empty = random weights"
+        "HTSAT_BERT_zero_shot.pt (default: $CLIPCLAP_CLAP_CHECKPOINT)"
+        random_weights: bool = False
+        "Run without a checkpoint, randomly initialised (smoke runs, benchmarks); size=tiny always is"
         device: str = "cpu"
         "Where the model runs"
         dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -55,13 +58,24 @@ class ClapEncoder(Encoder):
         self.dim = TINY["embed_size"] if self.params.size == "tiny" else 1024
         self._model = self._text = None
 
-    def _checkpoint_state(self, torch) -> dict | None:
+    def _checkpoint(self) -> str | None:
+        """The checkpoint path, or None for random weights (only when allowed)."""
         checkpoint = self.params.checkpoint or os.environ.get("CLIPCLAP_CLAP_CHECKPOINT", "")
-        if not checkpoint:
+        where = "HTSAT_BERT_zero_shot.pt from github.com/XinhaoMei/WavCaps, retrieval pretrained models"
+        if checkpoint and not Path(checkpoint).is_file():
+            raise EncoderError(f"CLAP checkpoint {checkpoint}: no such file ({where})")
+        if not checkpoint and not (self.params.random_weights or self.params.size == "tiny"):
+            raise EncoderError(f"CLAP has no weights: pass checkpoint=PATH ({where}) or set CLIPCLAP_CLAP_CHECKPOINT; "
+                               "random_weights=true runs it untrained (smoke runs)")
+        return checkpoint or None
+
+    def check_weights(self) -> None:
+        self._checkpoint()
+
+    def _checkpoint_state(self, torch) -> dict | None:
+        checkpoint = self._checkpoint()
+        if checkpoint is None:
             return None
-        if not Path(checkpoint).is_file():
-            raise EncoderError(f"CLAP checkpoint {checkpoint}: no such file (HTSAT_BERT_zero_shot.pt from "
-                               "github.com/XinhaoMei/WavCaps, retrieval pretrained models)")
         try:
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - refused pickle or corrupt file
@@ -75,6 +89,7 @@ class ClapEncoder(Encoder):
 
         from .clap_htsat import ClapAudio, HtsatConfig
 
+        self.check_weights()  # before building the model, which takes seconds at full size
         cfg = HtsatConfig(**TINY) if self.params.size == "tiny" else HtsatConfig()
         with torch.random.fork_rng():
             torch.manual_seed(0)  # random weights (no checkpoint) are the same on every run

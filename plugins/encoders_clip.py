@@ -5,11 +5,15 @@ state dict such as `open_clip_pytorch_model.bin` of timm/vit_base_patch32_clip_2
 OpenAI ViT-B/32 the released features used; its architecture is the `ViT-B-32-quickgelu`
 config, the default). A named pretrained tag (`pretrained=openai`) needs downloads, allowed
 only with `allow_download=true`; otherwise it fails at once, naming the file to get.
+Without either, it refuses to run unless `random_weights=true` asks for untrained weights (smoke
+runs, benchmarks), so that a forgotten checkpoint cannot fill a store with meaningless features.
 `model=clipclap-tiny-clip` is a tiny random-weight configuration for tests and smoke runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +37,20 @@ def _open_clip():
     if str(CONFIG_DIR) not in map(str, getattr(open_clip.factory, "_MODEL_CONFIG_PATHS", [])):
         open_clip.add_model_config(CONFIG_DIR)
     return open_clip
+
+
+@contextlib.contextmanager
+def _without_log(prefix: str):
+    """Drop the root logger's records that start with `prefix` (open_clip logs through it)."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(prefix)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def _autocast(torch, params):
@@ -69,11 +87,13 @@ class ClipEncoder(Encoder):
         model: str = "ViT-B-32-quickgelu"
         "open_clip model name (the OpenAI ViT-B/32 weights need the quickgelu config)"
         checkpoint: str = ""
-        "Local weights file (default: $CLIPCLAP_CLIP_CHECKPOINT); empty with no tag = random weights"
+        "Local weights file (default: $CLIPCLAP_CLIP_CHECKPOINT)"
         pretrained: str = ""
         "A named open_clip pretrained tag (downloads; needs allow_download=true)"
         allow_download: bool = False
         "Allow open_clip / Hugging Face downloads for a named tag"
+        random_weights: bool = False
+        "Run without weights, randomly initialised (smoke runs, benchmarks); tiny models always are"
         frames: int = 1
         "Frames per video: 1 = the middle frame; N = N evenly spaced frames, embeddings averaged"
         device: str = "cpu"
@@ -86,6 +106,27 @@ class ClipEncoder(Encoder):
         self._model = self._preprocess = self._tokenizer = None
         self.dim = _embed_dim(self.params.model)  # from the config file: no torch import here
 
+    def _weights(self) -> str | None:
+        """Where the weights come from: a checkpoint path, a pretrained tag, or None (random)."""
+        p = self.params
+        checkpoint = p.checkpoint or os.environ.get("CLIPCLAP_CLIP_CHECKPOINT", "")
+        if checkpoint:
+            if not Path(checkpoint).is_file():
+                raise EncoderError(f"CLIP checkpoint {checkpoint}: no such file")
+            return checkpoint
+        if p.pretrained:
+            if not p.allow_download:
+                raise EncoderError(self._download_hint(_open_clip()))
+            return p.pretrained
+        if not (p.random_weights or (CONFIG_DIR / f"{p.model}.json").is_file()):
+            raise EncoderError(f"CLIP {p.model} has no weights: pass checkpoint=PATH (open_clip_pytorch_model.bin "
+                               "of timm/vit_base_patch32_clip_224.openai on huggingface.co) or set "
+                               "CLIPCLAP_CLIP_CHECKPOINT; random_weights=true runs it untrained (smoke runs)")
+        return None
+
+    def check_weights(self) -> None:
+        self._weights()
+
     def _load(self):
         if self._model is not None:
             return
@@ -93,23 +134,15 @@ class ClipEncoder(Encoder):
 
         open_clip = _open_clip()
         p = self.params
-        checkpoint = p.checkpoint or os.environ.get("CLIPCLAP_CLIP_CHECKPOINT", "")
-        pretrained = None
-        if checkpoint:
-            if not Path(checkpoint).is_file():
-                raise EncoderError(f"CLIP checkpoint {checkpoint}: no such file")
-            pretrained = checkpoint
-        elif p.pretrained:
-            if not p.allow_download:
-                raise EncoderError(self._download_hint(open_clip))
-            pretrained = p.pretrained
+        pretrained = self._weights()
         if not p.allow_download:
             os.environ["HF_HUB_OFFLINE"] = "1"  # never hang in download retries
         try:
             with torch.random.fork_rng():
                 torch.manual_seed(0)  # random weights (no checkpoint) are the same on every run
-                model, _, preprocess = open_clip.create_model_and_transforms(p.model, pretrained=pretrained,
-                                                                             device=p.device)
+                with _without_log("No pretrained weights loaded"):  # random weights were asked for
+                    model, _, preprocess = open_clip.create_model_and_transforms(p.model, pretrained=pretrained,
+                                                                                 device=p.device)
         except (RuntimeError, KeyError, ValueError) as e:
             raise EncoderError(f"cannot load CLIP {p.model!r} from {pretrained}: {str(e)[:200]}") from None
         model.eval()

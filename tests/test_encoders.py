@@ -108,3 +108,30 @@ def test_named_tag_without_downloads_fails_fast(cli, demo_store):
     r = cli("embed", "demo", "--store", demo_store, "-e", "pretrained=openai")
     assert time.perf_counter() - start < 1.0
     assert r.exit_code == 1 and "open_clip_pytorch_model.bin" in r.stderr and "checkpoint=PATH" in r.stderr
+
+
+def test_full_size_encoders_refuse_to_run_without_weights(cli, demo_store, pm, monkeypatch, tmp_path):
+    """A forgotten checkpoint must not fill a store with untrained features: the published-size
+    CLIP and CLAP refuse before any work unless random weights are asked for by name."""
+    from clipclap_cli.errors import ClipclapError
+    from clipclap_cli.registries import get_encoder
+
+    monkeypatch.delenv("CLIPCLAP_CLIP_CHECKPOINT", raising=False)
+    monkeypatch.delenv("CLIPCLAP_CLAP_CHECKPOINT", raising=False)
+    before = sorted(p.name for p in demo_store.rglob("*"))
+    start = time.perf_counter()
+    r = cli("embed", "demo", "--store", demo_store)
+    assert time.perf_counter() - start < 1.0  # refused before loading anything
+    assert r.exit_code == 1 and "has no weights" in r.stderr and "random_weights=true" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in demo_store.rglob("*")) == before
+    for name, tiny in (("clip", {"model": "clipclap-tiny-clip"}), ("clap", {"size": "tiny"})):
+        cls = type(get_encoder(name, pm))
+        with pytest.raises(ClipclapError, match="has no weights"):
+            cls(cls.Params()).check_weights()
+        cls(cls.Params(random_weights=True)).check_weights()  # asked for: allowed
+        cls(cls.Params(**tiny)).check_weights()  # tiny test models are random by design
+        monkeypatch.setenv(f"CLIPCLAP_{name.upper()}_CHECKPOINT", str(tmp_path / "missing.pt"))
+        with pytest.raises(ClipclapError, match="no such file"):
+            cls(cls.Params(random_weights=True)).check_weights()  # a named checkpoint still has to exist
+        monkeypatch.delenv(f"CLIPCLAP_{name.upper()}_CHECKPOINT")

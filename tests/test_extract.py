@@ -159,6 +159,13 @@ def test_retry_failed_and_bad_input(videos, reference, tmp_path, cli):
     assert r.exit_code == 1 and "no such folder of videos" in r.stderr
     r = cli("extract", "mine", "--videos", root, "--datasets", datasets, "--store", tmp_path / "t.zarr")
     assert r.exit_code == 1 and "expects 32-d video features" in r.stderr and "gives 512" in r.stderr
+    full = tmp_path / "full.toml"  # the published sizes, but no checkpoint given: refused before any work
+    full.write_text(DATASETS.replace("video = 32, audio = 32,", "video = 512, audio = 1024,"))
+    r = cli("extract", "mine", "--videos", root, "--datasets", full, "--store", tmp_path / "t.zarr")
+    assert r.exit_code == 1 and "CLIP ViT-B-32-quickgelu has no weights" in r.stderr
+    r = cli("extract", "mine", "--videos", root, "--datasets", full, "--store", tmp_path / "t.zarr",
+            "-e", "clip:random_weights=true")
+    assert r.exit_code == 1 and "CLAP has no weights" in r.stderr
     r = cli("extract", "mine", "--videos", root, "--datasets", datasets, "--store", tmp_path / "t.zarr", *TINY,
             "--shard", "2/2")
     assert r.exit_code == 1 and "--shard '2/2'" in r.stderr

@@ -40,6 +40,7 @@ def install(app, pm) -> None:
         templates = read_templates(path, TEXT_ENCODERS[encoder])
         base = get_encoder(encoder, pm)
         enc = type(base)(parse_params(params, type(base).Params))
+        enc.check_weights()
         fs = store(store_path)
         n = len(fs.info(dataset)["prompt_names"])
         with progress() as bar:

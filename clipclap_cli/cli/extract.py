@@ -56,6 +56,7 @@ def install(app, pm) -> None:
             if enc.dim != want:
                 raise ClipclapError(f"dataset {dataset!r} expects {want}-d {modality} features (dims in "
                                     f"{entry.origin}); encoder {enc.encoder_id!r} gives {enc.dim}")
+            enc.check_weights()  # a missing checkpoint fails now, not after the first chunk's decoding
         part = Shard.parse(shard)
         fs = store(store_path)
         job = Extraction(fs, dataset, samples, encoders, chunk, frames, description)
