@@ -90,23 +90,25 @@ def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: st
     """Read a dataset's features, label embeddings and split from the store into tensors.
 
     Classes get their own label embedding by name; `legacy_label_order` reproduces the
-    reference's sorted-key misalignment instead (for matching old numbers)."""
-    split_data = store.read_split(dataset, split)
-    info = store.info(dataset)
-    _, labels, _ = store.read_videos(dataset)
-    names = store.feature_names(dataset)
-    for needed in ("video", "audio"):
-        if needed not in names:
-            raise StoreError(f"dataset {dataset!r} has no {needed} features (run `clipclap extract` or `clipclap import`)")
+    reference's sorted-key misalignment instead (for matching old numbers). Everything comes
+    from one version of the dataset, even while another process writes it (`consistent_read`)."""
+    with store.consistent_read(dataset):
+        split_data = store.read_split(dataset, split)
+        info = store.info(dataset)
+        _, labels, _ = store.read_videos(dataset)
+        names = store.feature_names(dataset)
+        for needed in ("video", "audio"):
+            if needed not in names:
+                raise StoreError(f"dataset {dataset!r} has no {needed} features (run `clipclap extract` or `clipclap import`)")
+        class_text = label_matrix(store, dataset)
+        audio, video = store.read_features(dataset, "audio"), store.read_features(dataset, "video")
     dev = torch.device(device)
-    class_text = label_matrix(store, dataset)
     if legacy_label_order:
         class_text = class_text[legacy_label_permutation(list(info["prompt_names"]))]
 
     def t(x, dtype=None):
         return torch.as_tensor(x, dtype=dtype).to(dev)
 
-    audio, video = store.read_features(dataset, "audio"), store.read_features(dataset, "video")
     classes = {k: sorted(v) for k, v in split_data.classes.items()}
     digest = content_digest(audio, video, class_text, labels,
                             *(split_data.indices[k] for k in sorted(split_data.indices)),

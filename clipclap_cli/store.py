@@ -19,6 +19,9 @@ a versioned key that readers take once complete (`locations.py`).
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -67,6 +70,7 @@ class FeatureStore:
     def __init__(self, where: Path | str):
         self.location = open_location(where)
         self.path: Path | None = self.location.path
+        self._pinned: dict[str, Any] = {}  # dataset -> its group, within `consistent_read`
 
     def __str__(self) -> str:
         return str(self.location)
@@ -81,7 +85,9 @@ class FeatureStore:
         """Names of the complete datasets in the store."""
         return sorted(self._committed_datasets())
 
-    def _group(self, dataset: str):
+    def _group(self, dataset: str, pinned: bool = True):
+        if pinned and dataset in self._pinned:
+            return self._pinned[dataset]
         group = self._committed_datasets().get(dataset)
         if group is None:
             raise StoreError(
@@ -89,6 +95,44 @@ class FeatureStore:
                 f"(run `clipclap import {dataset} ROOT` or `clipclap demo` first)"
             )
         return group
+
+    def version(self, dataset: str) -> tuple:
+        """What identifies the dataset's data now: the key and write id of its group, of each
+        split and of each label-embedding matrix. Any write of any of them changes it."""
+        g = self._group(dataset, pinned=False)
+        parts = [(g.path, g.attrs.get("write_id") or g.attrs.get("created"))]
+        for nodes in (self._splits(g), self._label_embeddings(g)):
+            parts += sorted((n.path, n.attrs.get("write_id") or n.attrs.get("created")) for n in nodes.values())
+        return tuple(parts)
+
+    @contextlib.contextmanager
+    def consistent_read(self, dataset: str) -> Iterator[None]:
+        """Reads of `dataset` within the block find its group once (not on every read: on an
+        object store each find lists the store), and the block ends in a StoreError, rather
+        than with a mix of two versions, if another process wrote any part of the dataset
+        meanwhile (also when a read failed because that write removed what it read)."""
+        before = self.version(dataset)
+        self._pinned[dataset] = self._group(dataset, pinned=False)
+        try:
+            yield
+        except Exception:
+            if self._changed(dataset, before):
+                raise self._changed_error(dataset) from None
+            raise
+        finally:
+            self._pinned.pop(dataset, None)
+        if self._changed(dataset, before):
+            raise self._changed_error(dataset)
+
+    def _changed(self, dataset: str, before: tuple) -> bool:
+        try:
+            return self.version(dataset) != before
+        except StoreError:  # removed meanwhile
+            return True
+
+    def _changed_error(self, dataset: str) -> StoreError:
+        return StoreError(f"dataset {dataset!r} in {self.location} was written by another process while it "
+                          "was being read; run the command again")
 
     def has_dataset(self, dataset: str) -> bool:
         return dataset in self.datasets()
@@ -199,6 +243,7 @@ class FeatureStore:
                     "provenance": bundle.provenance,
                     **attrs,
                     "created": now_iso(),
+                    "write_id": uuid.uuid4().hex,
                     "complete": True,
                 }
             )
@@ -212,7 +257,8 @@ class FeatureStore:
                              f"{len(info['classes'])} classes")
         with self.location.staged(self._subgroup(dataset, "label_embeddings"), name) as staging:
             arr = zarr.create_array(staging, data=np.ascontiguousarray(matrix, dtype=np.float32), compressors=None)
-            arr.attrs.update({**attrs, "created": now_iso(), "complete": True})  # last: commits it on object stores
+            arr.attrs.update({**attrs, "created": now_iso(), "write_id": uuid.uuid4().hex,
+                              "complete": True})  # last: commits it on object stores
 
     def write_split(
         self,
@@ -233,6 +279,7 @@ class FeatureStore:
                     "classes": {k: [int(c) for c in v] for k, v in classes.items()},
                     **attrs,
                     "created": now_iso(),
+                    "write_id": uuid.uuid4().hex,
                     "complete": True,
                 }
             )

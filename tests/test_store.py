@@ -128,3 +128,45 @@ def test_group_without_complete_flag_is_not_a_dataset(tmp_path):
     assert fs.datasets() == ["d"]
     with pytest.raises(StoreError, match="'half' is not in the store"):
         fs.info("half")
+
+
+@pytest.mark.parametrize("writes", ["dataset", "split", "label embeddings"])
+def test_a_read_overtaken_by_another_write_fails_instead_of_mixing(where, writes):
+    """Another process replaces part of the dataset between two reads of one load: the load
+    ends in one StoreError (on an object store the version it read is removed meanwhile; in a
+    folder the second read would see the new data), not in arrays from two versions."""
+    fs, other = FeatureStore(where), FeatureStore(where)
+    fs.write_dataset("d", _bundle(seed=1), {})
+    fs.write_split("d", "s", {p: np.array([1]) for p in PARTITIONS}, {"stage_1": [0]}, {})
+    write = {"dataset": lambda: other.write_dataset("d", _bundle(seed=2), {}),
+             "split": lambda: other.write_split("d", "s", {p: np.array([2]) for p in PARTITIONS}, {"stage_1": [0]}, {}),
+             "label embeddings": lambda: other.write_label_embeddings("d", "clip", np.ones((3, 2), np.float32), {})}
+    with pytest.raises(StoreError, match="written by another process while it was being read"):
+        with fs.consistent_read("d"):
+            fs.read_videos("d")
+            write[writes]()
+            fs.read_features("d", "video")
+    with fs.consistent_read("d"):  # undisturbed: the reads come through, from the current version
+        np.testing.assert_array_equal(fs.read_features("d", "video"),
+                                      _bundle(seed=2 if writes == "dataset" else 1).features["video"])
+
+
+def test_consistent_read_finds_the_dataset_once(where, monkeypatch):
+    """Inside the block every read reuses the group found at its start: the store's root is
+    listed three times (the version before, the group, the version after), not once per read."""
+    from clipclap_cli.data import load_protocol_data
+
+    fs = FeatureStore(where)
+    b = _bundle()
+    b.features["audio"] = b.features["video"] * 2
+    b.label_embeddings["clap"] = b.label_embeddings["clip"] + 1
+    fs.write_dataset("d", b, {})
+    fs.write_split("d", "s", {p: np.arange(2) for p in PARTITIONS}, {"stage_1_train": [0]}, {})
+    listings = []
+    original = FeatureStore._committed_datasets
+    monkeypatch.setattr(FeatureStore, "_committed_datasets", lambda self: listings.append(1) or original(self))
+    data = load_protocol_data(fs, "d", "s")
+    assert len(listings) == 3
+    np.testing.assert_array_equal(data.audio.numpy(), b.features["audio"])
+    np.testing.assert_array_equal(data.class_text.numpy(), np.concatenate([b.label_embeddings["clip"],
+                                                                           b.label_embeddings["clap"]], axis=1))
