@@ -8,6 +8,10 @@ Measures
     floor = the epoch's floating-point operations (counted with torch's FlopCounterMode over a
     real step and a real validation pass) / the measured matmul throughput; next to it, the time
     the epoch's own matrix multiplies (recorded shapes, batch 64) take when run alone;
+  * three parts of the epoch measured apart: its GEMMs alone (above), the same epoch with a
+    16-wide head (the cost of the step's operators through Python, dispatcher and autograd,
+    with negligible arithmetic), and its 300 fused Adam steps alone (memory-bound); their sum
+    is roughly what the epoch cannot go below on this machine without fusing the step;
   * the whole protocol: stage 1 at the dataset's 20 epochs, stage 2, evaluation (skipped by --quick);
   * the 76-point bias-grid evaluation of 100,000 samples x 300 classes;
   * where an epoch's time goes (one epoch under torch.profiler, grouped by operator kind; CPU).
@@ -122,6 +126,42 @@ def matmul_only_seconds(trainer: Trainer, device: str) -> float:
     return total * cfg.batches_per_epoch
 
 
+def overhead_epoch_seconds(data, dims, cfg: TrainConfig, pm, epochs: int) -> float:
+    """A stage-1 epoch of the same head and protocol at width 16, where the arithmetic is
+    negligible: what the step's ~400 operators cost through Python, the dispatcher and autograd."""
+    torch.manual_seed(0)
+    head = create_head("clipclap", dims, {"hidden": 16, "dim_out": 16}, pm=pm).to(cfg.device)
+    train_set, val = data.stage(1)
+    trainer = Trainer(head, data, train_set, val, cfg)
+    trainer.run_epoch()  # warm-up
+    times = []
+    for _ in range(epochs):
+        _sync(cfg.device)
+        t = time.perf_counter()
+        trainer.run_epoch()
+        _sync(cfg.device)
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def adam_alone_seconds(trainer: Trainer, device: str) -> float:
+    """An epoch's optimiser steps alone (fused Adam over a copy of the head's parameters):
+    memory-bound, as every step reads and writes the parameters and both moments."""
+    params = [p.detach().clone().requires_grad_() for p in trainer.head.parameters()]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    cfg = trainer.config
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    for _ in range(5):
+        opt.step()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(cfg.batches_per_epoch):
+        opt.step()
+    _sync(device)
+    return time.perf_counter() - t
+
+
 #: Where a stage-1 epoch's time goes: aten operators grouped by what they do.
 BREAKDOWN = {
     "matrix multiplies": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
@@ -211,6 +251,11 @@ def main() -> int:
     floor = flops / throughput
     figures |= {"epoch_gflop": flops / 1e9, "epoch_s": epoch, "epoch_floor_s": floor, "epoch_ratio": epoch / floor,
                 "epoch_matmuls_alone_s": matmul_alone, "epoch_ratio_to_matmuls_alone": epoch / matmul_alone}
+    overhead = overhead_epoch_seconds(data, dims, cfg, pm, args.epochs)
+    adam = adam_alone_seconds(trainer, args.device)
+    parts = matmul_alone + overhead + adam
+    figures |= {"epoch_width16_s": overhead, "epoch_adam_alone_s": adam, "epoch_three_parts_s": parts,
+                "epoch_three_parts_ratio": parts / floor}
 
     if not args.quick:
         spec = RunSpec("demo", entry.split, "clipclap", {}, dims_raw, cfg)
@@ -234,6 +279,9 @@ def main() -> int:
          f"{epoch / floor:.2f}x (target <= 2x)"),
         ("  the epoch's own GEMMs run alone", "", f"{matmul_alone:.2f} s (batch-64 shapes)",
          f"{epoch / matmul_alone:.2f}x"),
+        ("  the same epoch at width 16", f"{overhead:.2f} s", "(operators' overhead)", ""),
+        ("  its fused Adam steps alone", f"{adam:.2f} s", "(memory-bound)", ""),
+        ("  GEMMs + overhead + Adam", f"{parts:.2f} s", "", f"{parts / floor:.2f}x of the floor"),
     ]
     if "protocol_s" in figures:
         rows.append((f"whole protocol ({figures['protocol_epochs']} epochs + eval)", f"{figures['protocol_s']:.1f} s",
