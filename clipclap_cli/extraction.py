@@ -110,8 +110,10 @@ class Extraction:
         }
 
     # ------------------------------------------------------------------ working group
-    def open(self, shard: Shard = Shard(), wait_s: float = 600.0):
-        """Create the working group, or check an existing one's settings (see the module's doc)."""
+    def open(self, shard: Shard = Shard(), wait_s: float = 600.0, on_wait: Callable[[], None] | None = None):
+        """Create the working group, or check an existing one's settings (see the module's doc).
+        On an object store, shards other than 0 wait for shard 0 to create it (`on_wait` is
+        called once when they start waiting)."""
         import zarr
 
         location = self.store.location
@@ -127,6 +129,8 @@ class Extraction:
                 self._create(location.zarr(self.key))
             else:
                 deadline = time.monotonic() + wait_s
+                if on_wait is not None and not self._created():
+                    on_wait()
                 while not self._created():
                     if time.monotonic() > deadline:
                         raise StoreError(f"shard 0 has not created the working group {location}/{self.key} "

@@ -4,11 +4,13 @@ determinism, resume after kill -9, and sharding across processes."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -262,3 +264,33 @@ def test_writer_lock(tmp_path):
     lock.write_text(f"some-other-host {os.getpid()}")
     with job.writer_lock() as mine:
         assert not mine  # another host's lock is respected
+
+
+def test_two_shard_processes_share_an_object_store(videos, reference, tmp_path):
+    """Two extraction processes at once on one object-store URL: shard 1, started first, waits
+    for shard 0 to create the working group; the one that finishes last writes the dataset,
+    which equals the single-process folder reference."""
+    from object_dir import COMMAND_LINE, register
+
+    register()
+    url = f"objdir://{tmp_path / 'bucket' / 's.zarr'}"
+    root, datasets = videos
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+
+    def shard(i: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", COMMAND_LINE, "extract", "mine", "--videos", str(root),
+                                 "--datasets", str(datasets), "--store", url, *TINY, "--chunk", "2",
+                                 "--workers", "0", "--shard", f"{i}/2"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    second = shard(1)
+    ready, _, _ = select.select([second.stderr], [], [], 120)
+    waiting = second.stderr.readline() if ready else ""
+    assert "waiting for shard 0 to create the working group" in waiting, waiting
+    first = shard(0)
+    results = [p.communicate(timeout=240) + (p.returncode,) for p in (first, second)]
+    for out, err, code in results:
+        assert code == 0, err
+    assert sum("other shards still have videos to do" in err for _, err, _ in results) <= 1
+    assert FeatureStore(url).datasets() == ["mine"]
+    _same(_content(url), _content(reference[0]))

@@ -60,7 +60,8 @@ def install(app, pm) -> None:
         part = Shard.parse(shard)
         fs = store(store_path)
         job = Extraction(fs, dataset, samples, encoders, chunk, frames, description)
-        group = job.open(part)
+        group = job.open(part, on_wait=lambda: err.print(
+            f"waiting for shard 0 to create the working group in {fs} (up to 10 minutes)"))
         if retry_failed:
             err.print(f"retrying {job.retry_failed(group)} failed videos")
         with progress(TextColumn("{task.fields[rate]}")) as bar:
