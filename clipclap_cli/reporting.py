@@ -148,7 +148,9 @@ def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = ("hm", "zsl")
         return buf.getvalue()
     methods, datasets, by = _layout(cells)
     counts = sorted({c.n for c in cells})
-    note = ("mean ± std over " + "/".join(map(str, counts)) + " seeds" if counts != [1] else "one seed per entry")
+    # the same seed twice in a group (trained on another device or thread count) makes them runs, not seeds
+    repeats = "runs" if any(len(set(c.seeds)) < c.n for c in cells) else "seeds"
+    note = (f"mean ± std over {'/'.join(map(str, counts))} {repeats}" if counts != [1] else "one seed per entry")
     if fmt == "markdown":
         head = "| Method | " + " | ".join(f"{d} {LABELS[m]}" for d in datasets for m in metrics) + " |"
         sep = "|---|" + "---:|" * (len(datasets) * len(metrics))

@@ -1,19 +1,21 @@
 """Training runs on disk: one folder per run, resumable stage by stage.
 
-    <run>/config.json                  what was asked (dataset, split, head, params, settings)
+    <run>/config.json                  what was asked (dataset, split, head, params, settings), the
+                                       store, a digest of the data read and the CPU threads used
     <run>/stage{1,2}/metrics.jsonl     one line per completed epoch
     <run>/stage{1,2}/checkpoint-last.safetensors   resume state (removed when the stage ends)
     <run>/stage{1,2}/best.safetensors, final.safetensors   models with JSON metadata
     <run>/stage{1,2}/result.json       best epoch, validation HM and betas
-    <run>/results.json                 the test evaluation (deterministic: same seed, same bytes)
+    <run>/results.json                 the test evaluation (deterministic: same seed and threads, same bytes)
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +127,7 @@ def _differing(a: Any, b: Any) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def open_run(path: Path, spec: RunSpec, store: FeatureStore, data: ProtocolData) -> None:
+def open_run(path: Path, spec: RunSpec, store: FeatureStore, data: ProtocolData, threads: int) -> None:
     """Create the run folder, or check that an existing one was started with the same spec and data."""
     config = path / "config.json"
     if config.exists():
@@ -143,7 +145,31 @@ def open_run(path: Path, spec: RunSpec, store: FeatureStore, data: ProtocolData)
     from . import __version__
 
     write_json(config, {"spec": spec.as_dict(), "store": store.location.recorded(), "data_digest": data.digest,
-                        "created": now_iso(), "clipclap_version": __version__, "torch_version": torch.__version__})
+                        "threads": threads, "created": now_iso(), "clipclap_version": __version__,
+                        "torch_version": torch.__version__})
+
+
+def run_threads(path: Path, threads: int | None) -> int:
+    """The CPU threads a run trains with: those it recorded when it started (its numbers depend on
+    them at the last bit: a matrix multiply splits its work by thread), else `threads`, else
+    torch's default. Asking a started run for another count is refused."""
+    config = path / "config.json"
+    recorded = read_json(config).get("threads") if config.exists() else None
+    if threads is not None and recorded is not None and threads != recorded:
+        raise RunError(f"run {path} trains with {recorded} CPU thread(s); another count would change its numbers "
+                       f"(leave out --threads, or pass --threads {recorded})")
+    return recorded or threads or torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """torch's intra-op CPU threads set to `n` for the block, restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def check_same_data(path: Path, raw: dict, data: ProtocolData) -> None:
@@ -228,7 +254,12 @@ def _load_stage_model(path: Path, spec: RunSpec, name: str, pm=None):
 
 def evaluate_run(path: Path, store: FeatureStore | None = None, pm=None, data: ProtocolData | None = None) -> dict:
     """`clipclap evaluate RUN`: beta* from stage 1 on validation, stage-2 model on test
-    (`data`: the run's dataset when the caller has it loaded already)."""
+    (`data`: the run's dataset when the caller has it loaded already), with the run's threads."""
+    with cpu_threads(run_threads(path, None)):
+        return _evaluate_run(path, store, pm, data)
+
+
+def _evaluate_run(path: Path, store: FeatureStore | None, pm, data: ProtocolData | None) -> dict:
     spec, raw = load_spec(path)
     for stage in (1, 2):
         if stage_result(path, stage) is None:
@@ -252,18 +283,21 @@ def evaluate_run(path: Path, store: FeatureStore | None = None, pm=None, data: P
 
 
 def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int, ...], cb: Callbacks | None = None,
-              pm=None) -> dict | None:
-    """Train the requested stages of a run; with both stages, evaluate and return the results."""
+              pm=None, threads: int | None = None) -> dict | None:
+    """Train the requested stages of a run; with both stages, evaluate and return the results.
+    `threads`: CPU threads for a new run (see `run_threads`)."""
     cb = cb or Callbacks()
     if stages[0] == 2 and stage_result(path, 1) is None:
         raise RunError(f"run {path} has no completed stage 1; "
                        f"run `clipclap train {spec.dataset} --stage 1 --run {path}` first")
-    data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)  # fails before any write
-    open_run(path, spec, store, data)
-    for stage in stages:
-        train_stage(path, spec, data, stage, cb, pm)
-    if 2 in stages:
-        return evaluate_run(path, store, pm, data)
+    n = run_threads(path, threads)
+    with cpu_threads(n):
+        data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)  # fails before any write
+        open_run(path, spec, store, data, n)
+        for stage in stages:
+            train_stage(path, spec, data, stage, cb, pm)
+        if 2 in stages:
+            return _evaluate_run(path, store, pm, data)
     return None
 
 

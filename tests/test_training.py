@@ -127,6 +127,45 @@ def test_killed_process_resumes_to_the_same_results(demo_store, reference_run, t
     assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
 
 
+def test_a_run_keeps_the_cpu_threads_it_started_with(cli, demo_store, tmp_path, monkeypatch):
+    """A run's numbers depend on its CPU thread count at the last bit, so the run records it:
+    interrupted under --threads N and resumed without the option, it trains every epoch with N
+    threads and ends with the bytes of an uninterrupted --threads N run; another count is
+    refused; the process's own setting is restored afterwards."""
+    import clipclap_cli.runs as runs_mod
+
+    default = torch.get_num_threads()
+    other = 1 if default > 1 else 2
+    seen: list[int] = []
+    run_epoch = runs_mod.Trainer.run_epoch
+    monkeypatch.setattr(runs_mod.Trainer, "run_epoch",
+                        lambda self, *a, **k: seen.append(torch.get_num_threads()) or run_epoch(self, *a, **k))
+    assert _train(cli, demo_store, tmp_path / "whole", "--threads", str(other)).exit_code == 0
+    whole = tmp_path / "whole" / "demo" / "clipclap" / "seed42"
+    assert json.loads((whole / "config.json").read_text())["threads"] == other
+
+    save_trainer, calls = runs_mod.save_trainer, {"n": 0}
+
+    def save_then_interrupt(path, trainer):
+        save_trainer(path, trainer)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs_mod, "save_trainer", save_then_interrupt)
+    assert _train(cli, demo_store, tmp_path / "cut", "--threads", str(other)).exit_code == 130
+    assert torch.get_num_threads() == default
+    monkeypatch.setattr(runs_mod, "save_trainer", save_trainer)
+    r = _train(cli, demo_store, tmp_path / "cut", "--threads", str(default))
+    assert r.exit_code == 1 and f"trains with {other} CPU thread(s)" in r.stderr
+    assert _train(cli, demo_store, tmp_path / "cut").exit_code == 0
+    cut = tmp_path / "cut" / "demo" / "clipclap" / "seed42"
+    assert (cut / "results.json").read_bytes() == (whole / "results.json").read_bytes()
+    assert seen and set(seen) == {other} and torch.get_num_threads() == default
+    md = cli("report", whole, cut).stdout  # the same seed twice: two runs, not two seeds
+    assert "mean ± std over 2 runs" in md
+
+
 def test_changed_settings_do_not_silently_mix(cli, demo_store, reference_run, tmp_path):
     r = cli("train", "demo", "--store", demo_store, "--run", reference_run, "--epochs", "5", "--batches-per-epoch", "30")
     assert r.exit_code == 1 and "exists with different settings (train.epochs)" in r.stderr
@@ -348,6 +387,7 @@ def test_report_groups_seeds_as_mean_and_std(cli, demo_store, tmp_path):
     assert float(cells["hm_std"]) == pytest.approx(statistics.stdev(hm), abs=1e-4)
     md = cli("report", tmp_path, "--su").stdout
     assert f"{statistics.fmean(hm):.2f} ± {statistics.stdev(hm):.2f}" in md and "| demo HM |" in md.replace("demo S | demo U | ", "")
+    assert "mean ± std over 2 seeds" in md
     for fmt, marker in (("latex", r"\begin{tabular}"), ("html", "<table>"), ("json", '"n": 2')):
         assert marker in cli("report", tmp_path, "--format", fmt).stdout
     pngs = sorted(p.name for p in (tmp_path / "plots").iterdir())

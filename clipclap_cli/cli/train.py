@@ -38,6 +38,9 @@ def install(app, pm) -> None:
         legacy: Annotated[bool, typer.Option("--legacy-label-order",
                                              help="The reference's sorted-key label embeddings (to match old numbers)")] = False,
         device: DeviceOpt = "cpu",
+        threads: Annotated[int | None, typer.Option(
+            "--threads", min=1,
+            help="CPU threads per run (default: torch's, or what the run recorded; e.g. 1 to train several runs at once)")] = None,
         run_dir: Annotated[Path | None, typer.Option("--run", help="Run folder (default RUNS_DIR/DATASET/HEAD/seedN)")] = None,
         runs_dir: RunsDirOpt = Path("runs"),
         store_path: StoreOpt = DEFAULT_STORE,
@@ -61,14 +64,14 @@ def install(app, pm) -> None:
         request = RunRequest(tuple(names), tuple(params), seed, seeds, split, epochs, lr, batch_size, batches, device,
                              replay, lr_scheduler, parse_grid(beta_grid), legacy)
         plan = plan_runs(fs, entry, request, runs_dir, run_dir, pm)
-        finished = [train_one(path, spec, fs, STAGES[stage], pm) for path, spec in plan]
+        finished = [train_one(path, spec, fs, STAGES[stage], pm, threads) for path, spec in plan]
         if 2 in STAGES[stage]:
             from .report import print_report
 
             print_report([p for p in finished if p is not None])
 
 
-def train_one(path, spec, fs, stages, pm):
+def train_one(path, spec, fs, stages, pm, threads=None):
     """Train one run with a progress bar; returns the run folder once it has results."""
     from rich.progress import TextColumn
 
@@ -107,7 +110,7 @@ def train_one(path, spec, fs, stages, pm):
             best = f", best epoch {result['best_epoch'] + 1}" if stage == 1 else ""
             err.print(f"stage {stage}: already trained ({result['epochs']} epochs{best})")
 
-        results = train_run(path, spec, fs, stages, Callbacks(stage_start, step, epoch_end, stage_reused), pm)
+        results = train_run(path, spec, fs, stages, Callbacks(stage_start, step, epoch_end, stage_reused), pm, threads)
     if results is not None:
         t = results["test"]
         err.print(f"test: S {100 * t['seen']:.2f}  U {100 * t['unseen']:.2f}  HM {100 * t['hm']:.2f}  "
