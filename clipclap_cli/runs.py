@@ -154,7 +154,8 @@ def run_threads(path: Path, threads: int | None) -> int:
     them at the last bit: a matrix multiply splits its work by thread), else `threads`, else
     torch's default. Asking a started run for another count is refused."""
     config = path / "config.json"
-    recorded = read_json(config).get("threads") if config.exists() else None
+    raw = read_json(config) if config.exists() else None
+    recorded = raw.get("threads") if isinstance(raw, dict) else None  # a damaged config: load_spec says so
     if threads is not None and recorded is not None and threads != recorded:
         raise RunError(f"run {path} trains with {recorded} CPU thread(s); another count would change its numbers "
                        f"(leave out --threads, or pass --threads {recorded})")

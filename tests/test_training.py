@@ -224,6 +224,9 @@ def test_damaged_run_files_are_one_clear_line(cli, demo_store, reference_run, tm
     config.write_text(json.dumps(good)[:40])  # cut short, as by a full disk
     assert "config.json is damaged (not valid JSON" in _one_error_line(cli("evaluate", run))
     assert "config.json is damaged" in _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
+    config.write_text("[]")  # valid JSON, but not a run's
+    for args in (("evaluate", run), ("train", "demo", "--store", demo_store, "--run", run, *FAST)):
+        assert "config.json is not one this clipclap can read" in _one_error_line(cli(*args))
     config.write_text(json.dumps(good))
     (run / "stage1" / "result.json").write_bytes(b"\xff\xfe")
     assert "result.json is damaged" in _one_error_line(cli("evaluate", run))
