@@ -127,8 +127,9 @@ def _differing(a: Any, b: Any) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def open_run(path: Path, spec: RunSpec, store: FeatureStore, data: ProtocolData, threads: int) -> None:
-    """Create the run folder, or check that an existing one was started with the same spec and data."""
+def open_run(path: Path, spec: RunSpec, store: FeatureStore, data: ProtocolData, threads: int | None) -> int:
+    """Create the run folder, or check that an existing one was started with the same spec, data
+    and threads; returns the CPU threads to train with (see `run_threads`)."""
     config = path / "config.json"
     if config.exists():
         # read back through RunSpec: settings added since the run was written take their
@@ -141,12 +142,14 @@ def open_run(path: Path, spec: RunSpec, store: FeatureStore, data: ProtocolData,
             raise RunError(f"run {path} exists with different settings ({', '.join(diff)}); "
                            "choose another --run folder or remove it")
         check_same_data(path, raw, data)
-        return
+        return run_threads(path, threads)
     from . import __version__
 
+    threads = threads or torch.get_num_threads()
     write_json(config, {"spec": spec.as_dict(), "store": store.location.recorded(), "data_digest": data.digest,
                         "threads": threads, "created": now_iso(), "clipclap_version": __version__,
                         "torch_version": torch.__version__})
+    return threads
 
 
 def run_threads(path: Path, threads: int | None) -> int:
@@ -291,10 +294,8 @@ def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int,
     if stages[0] == 2 and stage_result(path, 1) is None:
         raise RunError(f"run {path} has no completed stage 1; "
                        f"run `clipclap train {spec.dataset} --stage 1 --run {path}` first")
-    n = run_threads(path, threads)
-    with cpu_threads(n):
-        data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)  # fails before any write
-        open_run(path, spec, store, data, n)
+    data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)  # fails before any write
+    with cpu_threads(open_run(path, spec, store, data, threads)):
         for stage in stages:
             train_stage(path, spec, data, stage, cb, pm)
         if 2 in stages:

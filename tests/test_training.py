@@ -166,6 +166,30 @@ def test_a_run_keeps_the_cpu_threads_it_started_with(cli, demo_store, tmp_path, 
     assert "mean ± std over 2 runs" in md
 
 
+def test_runs_side_by_side_match_the_same_runs_alone(cli, demo_store, tmp_path):
+    """--jobs trains runs in worker processes with a share of the cores each: every run has the
+    bytes of the same run trained alone with that many threads; a run that fails is one error
+    line naming it, the others finish, and the command exits non-zero."""
+    alone = _train(cli, demo_store, tmp_path / "alone", "--seeds", "2", "--threads", "1")
+    assert alone.exit_code == 0, alone
+    r = _train(cli, demo_store, tmp_path / "jobs", "--seeds", "2", "--jobs", "2", "--threads", "1")
+    assert r.exit_code == 0, r
+    assert "training 2 runs, 2 at a time" in r.stderr and "mean ± std over 2 seeds" in r.stdout
+    for seed in (42, 43):
+        a, b = (tmp_path / d / "demo" / "clipclap" / f"seed{seed}" for d in ("alone", "jobs"))
+        assert (b / "results.json").read_bytes() == (a / "results.json").read_bytes()
+        assert json.loads((b / "config.json").read_text())["threads"] == 1
+    clash = tmp_path / "clash"
+    assert cli("train", "demo", "--store", demo_store, "--runs-dir", clash, "--seed", "43",
+               "--epochs", "2", "--batches-per-epoch", "30").exit_code == 0
+    r = _train(cli, demo_store, clash, "--seeds", "2", "--jobs", "2", "--threads", "1")
+    assert r.exit_code == 1
+    assert "Error: clipclap seed 43: run" in r.stderr and "exists with different settings" in r.stderr
+    assert "1 of 2 runs failed" in r.stderr
+    assert (clash / "demo" / "clipclap" / "seed42" / "results.json").read_bytes() == \
+        (tmp_path / "alone" / "demo" / "clipclap" / "seed42" / "results.json").read_bytes()
+
+
 def test_changed_settings_do_not_silently_mix(cli, demo_store, reference_run, tmp_path):
     r = cli("train", "demo", "--store", demo_store, "--run", reference_run, "--epochs", "5", "--batches-per-epoch", "30")
     assert r.exit_code == 1 and "exists with different settings (train.epochs)" in r.stderr

@@ -41,6 +41,8 @@ def install(app, pm) -> None:
         threads: Annotated[int | None, typer.Option(
             "--threads", min=1,
             help="CPU threads per run (default: torch's, or what the run recorded; e.g. 1 to train several runs at once)")] = None,
+        jobs: Annotated[int, typer.Option(
+            "--jobs", min=1, help="Runs trained at once in worker processes, each with a share of the CPU cores")] = 1,
         run_dir: Annotated[Path | None, typer.Option("--run", help="Run folder (default RUNS_DIR/DATASET/HEAD/seedN)")] = None,
         runs_dir: RunsDirOpt = Path("runs"),
         store_path: StoreOpt = DEFAULT_STORE,
@@ -64,11 +66,17 @@ def install(app, pm) -> None:
         request = RunRequest(tuple(names), tuple(params), seed, seeds, split, epochs, lr, batch_size, batches, device,
                              replay, lr_scheduler, parse_grid(beta_grid), legacy)
         plan = plan_runs(fs, entry, request, runs_dir, run_dir, pm)
-        finished = [train_one(path, spec, fs, STAGES[stage], pm, threads) for path, spec in plan]
+        failed = 0
+        if jobs > 1 and len(plan) > 1:
+            finished, failed = train_side_by_side(plan, fs, STAGES[stage], min(jobs, len(plan)), threads)
+        else:
+            finished = [train_one(path, spec, fs, STAGES[stage], pm, threads) for path, spec in plan]
         if 2 in STAGES[stage]:
             from .report import print_report
 
             print_report([p for p in finished if p is not None])
+        if failed:
+            raise ClipclapError(f"{failed} of {len(plan)} runs failed (above); rerun the same command to retry them")
 
 
 def train_one(path, spec, fs, stages, pm, threads=None):
@@ -117,3 +125,48 @@ def train_one(path, spec, fs, stages, pm, threads=None):
                   f"ZSL {100 * t['zsl']:.2f}  (beta* {t['beta']:.4f}) -> {path / 'results.json'}")
         return path
     return None
+
+
+def train_side_by_side(plan, fs, stages, jobs, threads):
+    """Train the runs of `plan` `jobs` at a time in worker processes, one progress bar per run;
+    returns the folders of the runs with results and how many runs failed."""
+    from rich.markup import escape
+    from rich.progress import TextColumn
+
+    from ..console import progress
+    from ..jobs import train_in_workers
+
+    err.print(f"training {len(plan)} runs, {jobs} at a time in worker processes")
+    labels = [f"{spec.head} seed {spec.train.seed}" for _, spec in plan]
+    with progress(TextColumn("{task.fields[info]}")) as bar:
+        tasks = [bar.add_task(label, total=None, info="waiting") for label in labels]
+        epochs = [0] * len(plan)
+
+        def on_event(event):
+            task, label = tasks[event.run], labels[event.run]
+            if event.kind == "start":
+                epochs[event.run] = event.epochs
+                if event.stage == stages[0]:
+                    err.print(f"[bold]{label}[/bold] -> {plan[event.run][0]}")
+                bar.update(task, total=event.epochs, completed=event.epoch, info=f"stage {event.stage}")
+            elif event.kind == "epoch":
+                r = event.record
+                info = f"stage {event.stage}  val HM {100 * r['val']['hm']:.2f}  best epoch {r['best_epoch'] + 1}"
+                bar.console.print(f"{label}: stage {event.stage} epoch {event.epoch + 1}/{epochs[event.run]}: "
+                                  f"loss {r['losses']['total']:.4f}  val HM {100 * r['val']['hm']:.2f}")
+                bar.update(task, completed=event.epoch + 1, info=info)
+            elif event.kind == "reused":
+                bar.update(task, info=f"stage {event.stage} already trained")
+
+        outcomes = train_in_workers(plan, fs.location.recorded(), stages, jobs, threads, on_event)
+    finished, failed = [], 0
+    for (path, _), label, outcome in zip(plan, labels, outcomes):
+        if outcome.error is not None:
+            err.print(f"[red]Error:[/red] {escape(label)}: {escape(outcome.error)}")
+            failed += 1
+        elif outcome.results is not None:
+            t = outcome.results["test"]
+            err.print(f"{label}: test S {100 * t['seen']:.2f}  U {100 * t['unseen']:.2f}  HM {100 * t['hm']:.2f}  "
+                      f"ZSL {100 * t['zsl']:.2f} -> {path / 'results.json'}")
+            finished.append(path)
+    return finished, failed
