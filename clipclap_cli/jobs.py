@@ -13,6 +13,7 @@ import multiprocessing
 import queue as queue_module
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,11 @@ def train_in_workers(plan: list[tuple[Path, RunSpec]], store: str, stages: tuple
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 _drain(events, on_event)
                 for future in done:
-                    outcome = future.result()
+                    try:
+                        outcome = future.result()
+                    except BrokenProcessPool:  # killed (out of memory, a signal): the runs resume
+                        raise ClipclapError("a worker process died; rerun the same command to resume "
+                                            "the runs from their last completed epochs") from None
                     outcomes[outcome.run] = outcome
             _drain(events, on_event, timeout=0.2)  # a finished worker's last events may still be in transit
         except BaseException:

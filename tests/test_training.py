@@ -99,7 +99,7 @@ def test_interrupted_run_resumes_to_the_same_results(cli, demo_store, reference_
 
     monkeypatch.setattr(runs_mod, "save_trainer", save_then_interrupt)
     r = _train(cli, demo_store, tmp_path)
-    assert r.exit_code == 130 and "resume" in r.stderr
+    assert r.exit_code == 130 and "Interrupted. Rerun the same command to resume." in r.stderr
     run = tmp_path / "demo" / "clipclap" / "seed42"
     assert not (run / "results.json").exists()
     monkeypatch.setattr(runs_mod, "save_trainer", original)
@@ -188,6 +188,36 @@ def test_runs_side_by_side_match_the_same_runs_alone(cli, demo_store, tmp_path):
     assert "1 of 2 runs failed" in r.stderr
     assert (clash / "demo" / "clipclap" / "seed42" / "results.json").read_bytes() == \
         (tmp_path / "alone" / "demo" / "clipclap" / "seed42" / "results.json").read_bytes()
+
+
+def test_ctrl_c_during_side_by_side_runs_resumes_them(cli, demo_store, tmp_path):
+    """A real SIGINT to the command's process group (Ctrl-C in a terminal) while --jobs runs
+    train: one 'Interrupted' line, exit 130, no worker left behind; the same command then
+    resumes both runs to the bytes of uninterrupted ones."""
+    alone = ["--seeds", "2", "--threads", "1", "--epochs", "4", "--batches-per-epoch", "60"]
+    settings = [*alone, "--jobs", "2"]
+    cmd = [sys.executable, "-m", "clipclap_cli", "train", "demo", "--store", str(demo_store), "--runs-dir"]
+    metrics = tmp_path / "cut" / "demo" / "clipclap" / "seed42" / "stage1" / "metrics.jsonl"
+    proc = subprocess.Popen(cmd + [str(tmp_path / "cut"), *settings], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.parent / "checkpoint-last.safetensors").exists():
+        time.sleep(0.05)  # an epoch of stage 1 is saved
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Interrupted. Rerun the same command to resume." in stderr, stderr
+    assert metrics.read_text().count("\n") < 4, "the run finished before it could be interrupted"
+    left = time.time() + 10  # workers (and multiprocessing's resource tracker) end soon after the command
+    while subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True).stdout and time.time() < left:
+        time.sleep(0.1)
+    assert subprocess.run(["pgrep", "-a", "-g", str(proc.pid)], capture_output=True, text=True).stdout == ""
+    done = subprocess.run(cmd + [str(tmp_path / "cut"), *settings], capture_output=True, text=True)
+    assert done.returncode == 0 and "resuming at epoch" in done.stderr, done.stderr
+    whole = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "whole", *alone)  # one by one
+    assert whole.exit_code == 0, whole
+    for seed in (42, 43):
+        a, b = (tmp_path / d / "demo" / "clipclap" / f"seed{seed}" / "results.json" for d in ("cut", "whole"))
+        assert a.read_bytes() == b.read_bytes()
 
 
 def test_changed_settings_do_not_silently_mix(cli, demo_store, reference_run, tmp_path):

@@ -36,6 +36,8 @@ def run(argv: list[str] | None, pm) -> int:
     try:
         make_app(pm)(args=argv, prog_name="clipclap")
     except SystemExit as e:
+        if _interrupted(e):  # Typer turns Ctrl-C into a silent exit 130
+            err.print("[yellow]Interrupted.[/yellow] Rerun the same command to resume.")
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except ClipclapError as e:
         if os.environ.get("CLIPCLAP_DEBUG"):
@@ -46,6 +48,17 @@ def run(argv: list[str] | None, pm) -> int:
         err.print("[yellow]Interrupted.[/yellow] Rerun the same command to resume.")
         return 130
     return 0
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the exceptions that led to `exc`."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def main() -> None:

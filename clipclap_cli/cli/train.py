@@ -148,6 +148,8 @@ def train_side_by_side(plan, fs, stages, jobs, threads):
                 epochs[event.run] = event.epochs
                 if event.stage == stages[0]:
                     err.print(f"[bold]{label}[/bold] -> {plan[event.run][0]}")
+                if event.epoch:
+                    err.print(f"{label}: stage {event.stage}: resuming at epoch {event.epoch + 1}/{event.epochs}")
                 bar.update(task, total=event.epochs, completed=event.epoch, info=f"stage {event.stage}")
             elif event.kind == "epoch":
                 r = event.record
@@ -156,6 +158,7 @@ def train_side_by_side(plan, fs, stages, jobs, threads):
                                   f"loss {r['losses']['total']:.4f}  val HM {100 * r['val']['hm']:.2f}")
                 bar.update(task, completed=event.epoch + 1, info=info)
             elif event.kind == "reused":
+                err.print(f"{label}: stage {event.stage}: already trained")
                 bar.update(task, info=f"stage {event.stage} already trained")
 
         outcomes = train_in_workers(plan, fs.location.recorded(), stages, jobs, threads, on_event)
