@@ -39,6 +39,13 @@ def progress(*extra_columns) -> Progress:
     )
 
 
+def test_figures(results: dict) -> str:
+    """A run's test figures on one line, in percent: S, U, HM, ZSL and the bias used."""
+    t = results["test"]
+    return (f"S {100 * t['seen']:.2f}  U {100 * t['unseen']:.2f}  HM {100 * t['hm']:.2f}  "
+            f"ZSL {100 * t['zsl']:.2f}  (beta* {t['beta']:.4f})")
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 

@@ -129,7 +129,7 @@ class Extraction:
                 self._create(location.zarr(self.key))
             else:
                 deadline = time.monotonic() + wait_s
-                if on_wait is not None and not self._created():
+                if on_wait is not None:
                     on_wait()
                 while not self._created():
                     if time.monotonic() > deadline:

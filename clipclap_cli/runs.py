@@ -142,23 +142,21 @@ def open_run(path: Path, spec: RunSpec, store: FeatureStore, data: ProtocolData,
             raise RunError(f"run {path} exists with different settings ({', '.join(diff)}); "
                            "choose another --run folder or remove it")
         check_same_data(path, raw, data)
-        return run_threads(path, threads)
+        return run_threads(path, raw, threads)
     from . import __version__
 
-    threads = threads or torch.get_num_threads()
+    threads = run_threads(path, None, threads)
     write_json(config, {"spec": spec.as_dict(), "store": store.location.recorded(), "data_digest": data.digest,
                         "threads": threads, "created": now_iso(), "clipclap_version": __version__,
                         "torch_version": torch.__version__})
     return threads
 
 
-def run_threads(path: Path, threads: int | None) -> int:
-    """The CPU threads a run trains with: those it recorded when it started (its numbers depend on
-    them at the last bit: a matrix multiply splits its work by thread), else `threads`, else
-    torch's default. Asking a started run for another count is refused."""
-    config = path / "config.json"
-    raw = read_json(config) if config.exists() else None
-    recorded = raw.get("threads") if isinstance(raw, dict) else None  # a damaged config: load_spec says so
+def run_threads(path: Path, raw: dict | None, threads: int | None) -> int:
+    """The CPU threads a run trains with: those its config (`raw`, None for a new run) recorded
+    when it started (its numbers depend on them at the last bit: a matrix multiply splits its
+    work by thread), else `threads`, else torch's default. Another count for a started run is refused."""
+    recorded = raw.get("threads") if raw is not None else None
     if threads is not None and recorded is not None and threads != recorded:
         raise RunError(f"run {path} trains with {recorded} CPU thread(s); another count would change its numbers "
                        f"(leave out --threads, or pass --threads {recorded})")
@@ -259,12 +257,13 @@ def _load_stage_model(path: Path, spec: RunSpec, name: str, pm=None):
 def evaluate_run(path: Path, store: FeatureStore | None = None, pm=None, data: ProtocolData | None = None) -> dict:
     """`clipclap evaluate RUN`: beta* from stage 1 on validation, stage-2 model on test
     (`data`: the run's dataset when the caller has it loaded already), with the run's threads."""
-    with cpu_threads(run_threads(path, None)):
-        return _evaluate_run(path, store, pm, data)
-
-
-def _evaluate_run(path: Path, store: FeatureStore | None, pm, data: ProtocolData | None) -> dict:
     spec, raw = load_spec(path)
+    with cpu_threads(run_threads(path, raw, None)):
+        return _evaluate_run(path, spec, raw, store, pm, data)
+
+
+def _evaluate_run(path: Path, spec: RunSpec, raw: dict, store: FeatureStore | None, pm,
+                  data: ProtocolData | None) -> dict:
     for stage in (1, 2):
         if stage_result(path, stage) is None:
             raise RunError(f"run {path} has no completed stage {stage}; "
@@ -299,7 +298,7 @@ def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int,
         for stage in stages:
             train_stage(path, spec, data, stage, cb, pm)
         if 2 in stages:
-            return _evaluate_run(path, store, pm, data)
+            return _evaluate_run(path, *load_spec(path), store, pm, data)
     return None
 
 

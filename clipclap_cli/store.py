@@ -40,6 +40,12 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def commit_stamp() -> dict[str, Any]:
+    """The attributes written last on every group or array the store puts in place: when, a
+    unique write id (what `FeatureStore.version` compares) and `complete`, which commits it."""
+    return {"created": now_iso(), "write_id": uuid.uuid4().hex, "complete": True}
+
+
 def _zarr():
     import zarr  # local import: keeps `clipclap --help` light
 
@@ -242,9 +248,7 @@ class FeatureStore:
                     "class_splits": bundle.class_splits,
                     "provenance": bundle.provenance,
                     **attrs,
-                    "created": now_iso(),
-                    "write_id": uuid.uuid4().hex,
-                    "complete": True,
+                    **commit_stamp(),
                 }
             )
 
@@ -257,8 +261,7 @@ class FeatureStore:
                              f"{len(info['classes'])} classes")
         with self.location.staged(self._subgroup(dataset, "label_embeddings"), name) as staging:
             arr = zarr.create_array(staging, data=np.ascontiguousarray(matrix, dtype=np.float32), compressors=None)
-            arr.attrs.update({**attrs, "created": now_iso(), "write_id": uuid.uuid4().hex,
-                              "complete": True})  # last: commits it on object stores
+            arr.attrs.update({**attrs, **commit_stamp()})  # last: commits it on object stores
 
     def write_split(
         self,
@@ -278,14 +281,16 @@ class FeatureStore:
                 {
                     "classes": {k: [int(c) for c in v] for k, v in classes.items()},
                     **attrs,
-                    "created": now_iso(),
-                    "write_id": uuid.uuid4().hex,
-                    "complete": True,
+                    **commit_stamp(),
                 }
             )
 
     def describe(self, dataset: str) -> dict[str, Any]:
         """What the store holds for a dataset (for `clipclap datasets show`)."""
+        with self.consistent_read(dataset):
+            return self._describe(dataset)
+
+    def _describe(self, dataset: str) -> dict[str, Any]:
         info = self.info(dataset)
         ids, labels, _ = self.read_videos(dataset)
         splits = {}

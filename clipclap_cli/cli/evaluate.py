@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..console import err, print_json
+from ..console import err, print_json, test_figures
 from ._options import DEFAULT_STORE, DatasetsOpt, DeviceOpt, ParamOpt, catalog, store
 
 
@@ -64,7 +64,4 @@ def install(app, pm) -> None:
             where = run / "results.json"
         if as_json:
             print_json(results)
-        t = results["test"]
-        err.print(f"{results['dataset']}: S {100 * t['seen']:.2f}  U {100 * t['unseen']:.2f}  "
-                  f"HM {100 * t['hm']:.2f}  ZSL {100 * t['zsl']:.2f}  (beta* {t['beta']:.4f})"
-                  + (f" -> {where}" if where else ""))
+        err.print(f"{results['dataset']}: {test_figures(results)}" + (f" -> {where}" if where else ""))

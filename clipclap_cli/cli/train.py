@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..console import err
+from ..console import err, test_figures
 from ._options import (DEFAULT_STORE, DatasetArg, DatasetsOpt, DeviceOpt, ParamOpt, SeedOpt, StoreOpt,
                        catalog, store)
 
@@ -120,9 +120,7 @@ def train_one(path, spec, fs, stages, pm, threads=None):
 
         results = train_run(path, spec, fs, stages, Callbacks(stage_start, step, epoch_end, stage_reused), pm, threads)
     if results is not None:
-        t = results["test"]
-        err.print(f"test: S {100 * t['seen']:.2f}  U {100 * t['unseen']:.2f}  HM {100 * t['hm']:.2f}  "
-                  f"ZSL {100 * t['zsl']:.2f}  (beta* {t['beta']:.4f}) -> {path / 'results.json'}")
+        err.print(f"test: {test_figures(results)} -> {path / 'results.json'}")
         return path
     return None
 
@@ -168,8 +166,6 @@ def train_side_by_side(plan, fs, stages, jobs, threads):
             err.print(f"[red]Error:[/red] {escape(label)}: {escape(outcome.error)}")
             failed += 1
         elif outcome.results is not None:
-            t = outcome.results["test"]
-            err.print(f"{label}: test S {100 * t['seen']:.2f}  U {100 * t['unseen']:.2f}  HM {100 * t['hm']:.2f}  "
-                      f"ZSL {100 * t['zsl']:.2f} -> {path / 'results.json'}")
+            err.print(f"{label}: test: {test_figures(outcome.results)} -> {path / 'results.json'}")
             finished.append(path)
     return finished, failed
