@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,17 @@ from clipclap_cli.cli import run
 from clipclap_cli.plugins import make_plugin_manager
 
 from released_tree import BENCHMARKS, write_released_tree  # noqa: F401  (re-exported for tests)
+from shared_material import missing
+
+# The tool finds the benchmarks beside the project unless told; tell it where the tests' are.
+os.environ.setdefault("CLIPCLAP_BENCHMARKS", str(BENCHMARKS))
+
+
+def pytest_sessionstart(session):
+    """Without the goldens and benchmarks most tests cannot run: say so once, not 200 times."""
+    reason = missing()
+    if reason:
+        pytest.exit(reason, returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture

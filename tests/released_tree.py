@@ -14,8 +14,7 @@ import numpy as np
 
 from clipclap_cli.api import PARTITIONS
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-BENCHMARKS = SHARED / "benchmarks"
+from shared_material import BENCHMARKS
 
 
 def _videos_by_class(csv_path: Path) -> dict[str, list[str]]:

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from clipclap_cli.logmel import LogMel, hz_to_mel, mel_filters, mel_to_hz
 
-GOLDENS = Path(__file__).resolve().parents[2] / "shared" / "goldens"
+from shared_material import GOLDENS
 
 
 def test_logmel_reproduces_reference():

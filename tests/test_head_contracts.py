@@ -20,10 +20,9 @@ from clipclap_cli.data import legacy_label_permutation
 from clipclap_cli.heads_base import Batch
 from clipclap_cli.plugins import make_plugin_manager
 from clipclap_cli.registries import create_head, list_heads
+from shared_material import BENCHMARKS, GOLDENS
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDENS = ROOT.parent / "shared" / "goldens"
-BENCHMARKS = ROOT.parent / "shared" / "benchmarks"
 DIMS = FeatureDims(audio=1024, video=512, text_parts=(("clip", 512), ("clap", 1024)))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from clipclap_cli.errors import CheckpointError
 from clipclap_cli.heads_base import Batch
 from clipclap_cli.registries import create_head
 
-GOLDENS = Path(__file__).resolve().parents[2] / "shared" / "goldens"
+from shared_material import GOLDENS
 DIMS = FeatureDims(audio=1024, video=512, text_parts=(("clip", 512), ("clap", 1024)))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from sklearn.metrics import recall_score
 
 from clipclap_cli.metrics import beta_star, bias_grid, evaluate_distances
 
-GOLDENS = Path(__file__).resolve().parents[2] / "shared" / "goldens"
+from shared_material import GOLDENS
 
 
 @pytest.fixture(scope="module")

@@ -507,7 +507,7 @@ def test_dataset_head_training_settings_sit_between_head_and_command_line(demo_s
     head's defaults and loses to the command line; only a departure from it names the run."""
     from clipclap_cli.config import load_catalog
     from clipclap_cli.plugins import make_plugin_manager
-    from clipclap_cli.runs import RunRequest, default_run_dir, plan_runs
+    from clipclap_cli.runs import RunRequest, plan_runs
     from clipclap_cli.store import FeatureStore
 
     pm = make_plugin_manager(entrypoints=False)
