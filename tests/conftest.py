@@ -12,8 +12,13 @@ from clipclap_cli.plugins import make_plugin_manager
 from released_tree import BENCHMARKS, write_released_tree  # noqa: F401  (re-exported for tests)
 from shared_material import missing
 
-# The tool finds the benchmarks beside the project unless told; tell it where the tests' are.
-os.environ.setdefault("CLIPCLAP_BENCHMARKS", str(BENCHMARKS))
+# Hermetic: the tool reads settings from the environment (a default store, checkpoints, which
+# plugins to load, an extraction shard from a launcher's RANK/WORLD_SIZE). A researcher's shell
+# may set any of them, so the tests start without them, and the tool reads the same benchmarks
+# as the tests do. Subprocesses inherit this environment.
+for _name in [n for n in os.environ if n.startswith("CLIPCLAP_") and n != "CLIPCLAP_SHARED"] + ["RANK", "WORLD_SIZE"]:
+    os.environ.pop(_name, None)
+os.environ["CLIPCLAP_BENCHMARKS"] = str(BENCHMARKS)
 
 
 def pytest_sessionstart(session):

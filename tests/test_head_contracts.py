@@ -20,6 +20,7 @@ from clipclap_cli.data import legacy_label_permutation
 from clipclap_cli.heads_base import Batch
 from clipclap_cli.plugins import make_plugin_manager
 from clipclap_cli.registries import create_head, list_heads
+
 from shared_material import BENCHMARKS, GOLDENS
 
 ROOT = Path(__file__).resolve().parents[1]

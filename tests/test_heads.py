@@ -16,6 +16,7 @@ from clipclap_cli.heads_base import Batch
 from clipclap_cli.registries import create_head
 
 from shared_material import GOLDENS
+
 DIMS = FeatureDims(audio=1024, video=512, text_parts=(("clip", 512), ("clap", 1024)))
 
 
