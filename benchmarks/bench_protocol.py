@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -176,6 +177,9 @@ def epoch_breakdown(trainer: Trainer) -> dict[str, float]:
     aten operators, and the rest of the wall time (Python, autograd, and the profiler itself)."""
     from torch.profiler import ProfilerActivity, profile
 
+    # kineto (read when the profiler starts) logs each start and stop, and on a CUDA build of
+    # torch without a GPU a harmless "ERROR: gpuGetDeviceCount failed"; level 6 keeps it quiet
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     t = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         trainer.run_epoch()
