@@ -21,10 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from media_files import write_video  # noqa: E402
-
-from clipclap_cli.cli import run  # noqa: E402
-from clipclap_cli.plugins import make_plugin_manager  # noqa: E402
+from clipclap_cli.cli import run
+from clipclap_cli.plugins import make_plugin_manager
+from media_files import write_video
 
 DATASETS = """
 [datasets.bench]
@@ -56,10 +55,10 @@ def extract(root: Path, tmp: Path, dims: tuple[int, int], params: list[str], dev
 
 
 def gpu_figures() -> dict:
+    import open_clip
     import torch
 
     from clipclap_plugins.clap_htsat import ClapAudio, HtsatConfig
-    import open_clip
 
     out = {}
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)

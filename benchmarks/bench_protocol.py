@@ -292,12 +292,13 @@ def main() -> int:
                      f"{figures['protocol_floor_s']:.1f} s", f"{figures['protocol_ratio']:.2f}x (target < 180 s)"))
     rows.append(("grid eval 100k x 300, 76 betas", f"{figures['grid_100k_x_300_s']:.3f} s", "", "target < 0.5 s"))
     rows.append(("peak memory (RSS)", f"{figures['peak_rss_mib']:.0f} MiB", "", ""))
-    print(f"clipclap protocol benchmark  device={figures['device']}  threads={figures['threads']}  torch {torch.__version__}")
+    print(f"clipclap protocol benchmark  device={figures['device']}  threads={figures['threads']}  "
+          f"torch {torch.__version__}")
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     header = ("measure", "time", "compute floor", "ratio")
-    w = [max(a, len(b)) for a, b in zip(w, header)]
+    w = [max(a, len(b)) for a, b in zip(w, header, strict=True)]
     for r in (header, tuple("-" * x for x in w), *rows):
-        print("  ".join(c.ljust(x) for c, x in zip(r, w)))
+        print("  ".join(c.ljust(x) for c, x in zip(r, w, strict=True)))
     if "epoch_breakdown_s" in figures:
         parts = figures["epoch_breakdown_s"]
         total = sum(parts.values())

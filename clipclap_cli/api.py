@@ -104,7 +104,7 @@ class DatasetAdapter(ABC):
     class Params:
         pass
 
-    def __init__(self, entry: "DatasetEntry", params: Any):
+    def __init__(self, entry: DatasetEntry, params: Any):
         self.entry, self.params = entry, params
 
     def load_features(self, root: Path | None, **options: Any) -> FeatureBundle:

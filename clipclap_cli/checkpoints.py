@@ -64,7 +64,7 @@ def load_reference_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], int 
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # noqa: BLE001 - unpickling refused or corrupt file
+    except Exception as e:  # unpickling refused or a corrupt file
         raise CheckpointError(f"{path}: not a loadable torch checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         return _without_data_parallel_prefix(obj["model"]), obj.get("epoch")

@@ -99,7 +99,8 @@ def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: st
         names = store.feature_names(dataset)
         for needed in ("video", "audio"):
             if needed not in names:
-                raise StoreError(f"dataset {dataset!r} has no {needed} features (run `clipclap extract` or `clipclap import`)")
+                raise StoreError(f"dataset {dataset!r} has no {needed} features "
+                                 "(run `clipclap extract` or `clipclap import`)")
         class_text = label_matrix(store, dataset)
         audio, video = store.read_features(dataset, "audio"), store.read_features(dataset, "video")
     dev = torch.device(device)

@@ -50,7 +50,7 @@ class Shard:
     count: int = 1
 
     @classmethod
-    def parse(cls, text: str | None) -> "Shard":
+    def parse(cls, text: str | None) -> Shard:
         """'i/n', else torchrun's RANK and WORLD_SIZE, else the whole dataset."""
         if text is None:
             rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
@@ -85,7 +85,7 @@ def decode(job: tuple[str, str | None, str | None, tuple[str, ...], int]):
         return out, None
     except MediaError as e:
         return None, str(e)
-    except Exception as e:  # noqa: BLE001 - any decoder failure is a per-video failure, recorded
+    except Exception as e:  # any decoder failure is a per-video failure, recorded
         return None, f"{type(e).__name__}: {str(e)[:120]}"
 
 

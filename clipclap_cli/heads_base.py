@@ -7,7 +7,7 @@ stages, the bias grid, model selection) belongs to the trainer and is the same f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import islice
+from itertools import islice, pairwise
 from typing import Any, ClassVar
 
 import torch
@@ -100,7 +100,7 @@ class Block(nn.Module):
     def __init__(self, sizes: list[int], dropout: float, momentum: float = 0.1):
         super().__init__()
         layers: list[nn.Module] = []
-        for d_in, d_out in zip(sizes[:-1], sizes[1:]):
+        for d_in, d_out in pairwise(sizes):
             layers += fbrd(d_in, d_out, dropout, momentum)
         self.fc = nn.Sequential(*layers)
 

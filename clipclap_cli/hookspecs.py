@@ -8,12 +8,14 @@ hookimpl = HookimplMarker("clipclap")
 
 @hookspec
 def register_datasets(register):
-    "Register dataset adapters (formats): register(AdapterClass) -- AdapterClass.kind is the `kind` used in datasets.toml"
+    """Register dataset adapters (formats): register(AdapterClass) -- AdapterClass.kind is the `kind`
+    used in datasets.toml"""
 
 
 @hookspec
 def register_dataset_entries(register):
-    "Register whole datasets without editing datasets.toml: register(name, table) -- table holds the keys of a [datasets.NAME] table"
+    """Register whole datasets without editing datasets.toml: register(name, table) -- table holds the
+    keys of a [datasets.NAME] table"""
 
 
 @hookspec
@@ -23,7 +25,8 @@ def register_encoders(register):
 
 @hookspec
 def register_heads(register):
-    "Register fusion heads: register(HeadClass, aliases=()) -- HeadClass.head_id names it, HeadClass.Params configures it"
+    """Register fusion heads: register(HeadClass, aliases=()) -- HeadClass.head_id names it,
+    HeadClass.Params configures it"""
 
 
 @hookspec

@@ -46,7 +46,8 @@ def _check_bundle(entry: DatasetEntry, bundle: FeatureBundle) -> None:
             raise ImportDataError(f"dataset {entry.name!r}: {name} label embeddings have shape {arr.shape}")
 
 
-def store_bundle(store: FeatureStore, entry: DatasetEntry, bundle: FeatureBundle, write_split: bool = True) -> IngestResult:
+def store_bundle(store: FeatureStore, entry: DatasetEntry, bundle: FeatureBundle,
+                 write_split: bool = True) -> IngestResult:
     """Write a bundle (unless the store already holds the identical one) and its default split."""
     from . import __version__
 

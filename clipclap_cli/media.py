@@ -91,7 +91,7 @@ def audio_clip(path: Path, sample_rate: int = SAMPLE_RATE, seconds: float = CLIP
     if not chunks or sum(c.shape[1] for c in chunks) == 0:
         raise MediaError("zero-length audio")
     wave = np.concatenate(chunks, axis=1).astype(np.float32).mean(axis=0)
-    target = int(round(sample_rate * seconds))
+    target = round(sample_rate * seconds)
     if len(wave) >= target:
         start = (len(wave) - target) // 2
         return np.ascontiguousarray(wave[start:start + target])

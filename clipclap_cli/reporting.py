@@ -71,7 +71,8 @@ def find_runs(paths: list[Path]) -> list[Path]:
             found.append(p)
             continue
         if (p / "config.json").exists():
-            raise RunError(f"{p}: the run has no results yet (finish it with `clipclap train`, then `clipclap evaluate {p}`)")
+            raise RunError(f"{p}: the run has no results yet "
+                           f"(finish it with `clipclap train`, then `clipclap evaluate {p}`)")
         found += sorted(r.parent for r in p.rglob("results.json") if (r.parent / "config.json").exists())
     if not found:
         raise RunError(f"no evaluated runs under {', '.join(map(str, paths))} (train with `clipclap train DATASET`)")

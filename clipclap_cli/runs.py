@@ -293,7 +293,8 @@ def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int,
     if stages[0] == 2 and stage_result(path, 1) is None:
         raise RunError(f"run {path} has no completed stage 1; "
                        f"run `clipclap train {spec.dataset} --stage 1 --run {path}` first")
-    data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)  # fails before any write
+    # fails before any write
+    data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)
     with cpu_threads(open_run(path, spec, store, data, threads)):
         for stage in stages:
             train_stage(path, spec, data, stage, cb, pm)
@@ -430,5 +431,6 @@ def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: st
         heads.append(model)
         epochs.append(epoch)
     results = evaluate_models(data, *heads, grid=tuple(beta_grid))
-    return results | {"head": head, "params": spec.params, "checkpoints": {"stage1": str(stage1), "stage2": str(stage2)},
+    return results | {"head": head, "params": spec.params,
+                      "checkpoints": {"stage1": str(stage1), "stage2": str(stage2)},
                       "checkpoint_epochs": epochs, "legacy_label_order": legacy_label_order}

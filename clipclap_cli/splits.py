@@ -61,7 +61,8 @@ def find_split_folder(base: Path, split: str) -> Path:
     raise SplitError(f"{base}: no class-split folder {split!r} (expected {base / split}/stage_1_train.txt)")
 
 
-def read_class_split(folder: Path, resolver: ClassResolver, error: type[Exception] = SplitError) -> dict[str, list[str]]:
+def read_class_split(folder: Path, resolver: ClassResolver,
+                     error: type[Exception] = SplitError) -> dict[str, list[str]]:
     """All stage class lists of one split folder (stage_2_train is derived when absent)."""
     lists = {}
     for stage in STAGE_FILES:
@@ -133,13 +134,13 @@ def draw_split(
     parts: dict[str, list[int]] = {p: [] for p in PARTITIONS}
     for c in stage2_seen:
         vids = rng.permutation(np.flatnonzero(labels == c))
-        n_test = int(round(len(vids) * held_out))
+        n_test = round(len(vids) * held_out)
         parts["stage_2_test_seen"].extend(vids[:n_test])
         rest = vids[n_test:]
         if c in val_unseen_cls:
             parts["stage_1_val_unseen"].extend(rest)
         else:
-            n_val = int(round(len(vids) * held_out))
+            n_val = round(len(vids) * held_out)
             parts["stage_1_val_seen"].extend(rest[:n_val])
             parts["stage_1_train"].extend(rest[n_val:])
     for c in test_unseen:

@@ -23,7 +23,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ SCHEMA_VERSION = 1
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def commit_stamp() -> dict[str, Any]:
@@ -297,13 +297,13 @@ class FeatureStore:
         for name in self.split_names(dataset):
             s = self.read_split(dataset, name)
             splits[name] = {
-                p: {"videos": int(len(idx)), "classes": int(len(np.unique(labels[idx])))}
+                p: {"videos": len(idx), "classes": len(np.unique(labels[idx]))}
                 for p, idx in s.indices.items()
             } | {"how": s.attrs.get("how", {})}
         return {
             "dataset": dataset,
             "store": str(self.location),
-            "videos": int(len(ids)),
+            "videos": len(ids),
             "classes": len(info["classes"]),
             "features": {k: v["shape"][1] for k, v in self.feature_names(dataset).items()},
             "label_embeddings": {k: v[1] for k, v in self.label_embedding_names(dataset).items()},

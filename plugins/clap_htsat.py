@@ -180,7 +180,8 @@ class HTSAT(nn.Module):
         self.bn0 = nn.BatchNorm2d(cfg.n_mels)
         self.patch_embed = PatchEmbed(cfg)
         grid = cfg.spec_size // cfg.patch_stride
-        self.layers = nn.ModuleList(BasicLayer(cfg, i, (grid // 2 ** i, grid // 2 ** i)) for i in range(len(cfg.depths)))
+        self.layers = nn.ModuleList(BasicLayer(cfg, i, (grid // 2 ** i, grid // 2 ** i))
+                                    for i in range(len(cfg.depths)))
         self.norm = nn.LayerNorm(cfg.num_features)
         sf = cfg.spec_size // 2 ** (len(cfg.depths) - 1) // cfg.patch_stride // cfg.freq_ratio
         self.tscam_conv = nn.Conv2d(cfg.num_features, cfg.num_classes, (sf, 3), padding=(0, 1))  # tagging head

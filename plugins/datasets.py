@@ -240,7 +240,7 @@ class ReleasedFeatures(DatasetAdapter):
             table = load_npy_restricted(data)
         except UnsafePickleError as e:
             raise ImportDataError(f"{path}: unsafe pickle, {e}") from None
-        except Exception as e:  # noqa: BLE001 - any decoding failure is a corrupt file
+        except Exception as e:  # any decoding failure is a corrupt file
             raise ImportDataError(f"{path}: truncated or corrupt npy ({type(e).__name__})") from None
         if not isinstance(table, dict):
             raise ImportDataError(f"{path}: expected a pickled dict {{label text: vector}}")

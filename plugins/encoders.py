@@ -22,7 +22,7 @@ class RandomProjection(Encoder):
         seed: int = 0
         "Seed of the projection matrix"
 
-    def __init__(self, params: "RandomProjection.Params | None" = None):
+    def __init__(self, params: RandomProjection.Params | None = None):
         self.params = params or self.Params()
         self._matrix: dict[int, np.ndarray] = {}
 

@@ -53,7 +53,7 @@ class ClapEncoder(Encoder):
         vocab: str = ""
         "BERT vocab.txt for the text branch (default: $CLIPCLAP_BERT_VOCAB)"
 
-    def __init__(self, params: "ClapEncoder.Params | None" = None):
+    def __init__(self, params: ClapEncoder.Params | None = None):
         self.params = params or self.Params()
         self.dim = TINY["embed_size"] if self.params.size == "tiny" else 1024
         self._model = self._text = None
@@ -78,7 +78,7 @@ class ClapEncoder(Encoder):
             return None
         try:
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - refused pickle or corrupt file
+        except Exception as e:  # a refused pickle or a corrupt file
             raise EncoderError(f"CLAP checkpoint {checkpoint}: not loadable ({type(e).__name__})") from None
         return state.get("model", state) if isinstance(state, dict) else state
 

@@ -101,7 +101,7 @@ class ClipEncoder(Encoder):
         dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
         "Inference precision (bf16/fp16 under torch.autocast; outputs are float32)"
 
-    def __init__(self, params: "ClipEncoder.Params | None" = None):
+    def __init__(self, params: ClipEncoder.Params | None = None):
         self.params = params or self.Params()
         self._model = self._preprocess = self._tokenizer = None
         self.dim = _embed_dim(self.params.model)  # from the config file: no torch import here

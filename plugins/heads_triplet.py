@@ -74,7 +74,8 @@ class CjmeHead(FusionHead):
     def __init__(self, dims, params):
         super().__init__(dims, params)
         self.triplet_net = _branches(dims, params.hidden, params.dropout, out_relu=True)
-        self.attention_model = nn.Sequential(nn.BatchNorm1d(dims.audio + dims.video), nn.Linear(dims.audio + dims.video, 1))
+        joint = dims.audio + dims.video
+        self.attention_model = nn.Sequential(nn.BatchNorm1d(joint), nn.Linear(joint, 1))
 
     def gate(self, audio: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
         """α in (0, 1), shape (N, 1): 1 means "trust the video"."""

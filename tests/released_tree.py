@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from clipclap_cli.api import PARTITIONS
-
 from shared_material import BENCHMARKS
 
 

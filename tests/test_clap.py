@@ -7,7 +7,6 @@ import numpy as np
 import torch
 
 from clipclap_cli.logmel import LogMel, hz_to_mel, mel_filters, mel_to_hz
-
 from shared_material import GOLDENS
 
 

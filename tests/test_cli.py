@@ -10,7 +10,8 @@ import pytest
 
 COMMANDS = ["extract", "import", "split", "embed", "train", "evaluate", "report", "demo",
             "datasets", "encoders", "heads", "plugins"]
-SUBCOMMANDS = [["datasets", "list"], ["datasets", "show"], ["datasets", "kinds"], ["encoders", "list"], ["heads", "list"]]
+SUBCOMMANDS = [["datasets", "list"], ["datasets", "show"], ["datasets", "kinds"], ["encoders", "list"],
+               ["heads", "list"]]
 
 
 def test_top_level_help_lists_every_command(cli):
@@ -46,8 +47,8 @@ def test_error_is_one_red_line_and_exit_1(cli, tmp_path):
 
 
 def test_debug_env_gives_traceback(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "clipclap_cli", "datasets", "show", "demo", "--store", str(tmp_path / "x")],
-                       capture_output=True, text=True, env={"CLIPCLAP_DEBUG": "1", "PATH": ""})
+    cmd = [sys.executable, "-m", "clipclap_cli", "datasets", "show", "demo", "--store", str(tmp_path / "x")]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={"CLIPCLAP_DEBUG": "1", "PATH": ""})
     assert r.returncode == 1 and "Traceback" in r.stderr and "StoreError" in r.stderr
 
 

@@ -12,7 +12,6 @@ import torch
 
 from clipclap_cli.media import MediaError, audio_clip, middle_frame
 from clipclap_cli.store import FeatureStore
-
 from media_files import write_video
 
 TINY = ("-e", "model=clipclap-tiny-clip")
@@ -92,8 +91,8 @@ def test_weights_load_from_a_local_file(clip_cls, tmp_path, cli, demo_store):
     assert r.exit_code == 0, r
     rows = FeatureStore(store).read_label_embeddings("demo", "clip")
     names = FeatureStore(store).info("demo")["prompt_names"]
-    from clipclap_cli.embedding import read_templates
     from clipclap_cli.config import benchmarks_dir
+    from clipclap_cli.embedding import read_templates
 
     templates = read_templates(benchmarks_dir() / "UCF" / "prompts.toml", "clip_text")
     for c in (0, 17):  # two classes computed directly: normalise, average, normalise

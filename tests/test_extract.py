@@ -18,7 +18,6 @@ import torch
 
 from clipclap_cli.errors import StoreError
 from clipclap_cli.store import FeatureStore
-
 from media_files import write_video
 
 TINY = ("-e", "clip:model=clipclap-tiny-clip", "-e", "clap:size=tiny")
@@ -124,7 +123,7 @@ def test_two_shards_give_the_same_store_as_one_process(videos, reference, tmp_pa
     base = [sys.executable, "-m", "clipclap_cli", "extract", "mine", "--videos", str(videos[0]), "--datasets",
             str(videos[1]), "--store", str(store), *TINY, "--chunk", "2", "--workers", "0"]
     # shard 0 by --shard, shard 1 by the RANK / WORLD_SIZE that torchrun sets
-    procs = [subprocess.Popen(base + ["--shard", "0/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+    procs = [subprocess.Popen([*base, "--shard", "0/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE),
              subprocess.Popen(base, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               env=dict(os.environ, RANK="1", WORLD_SIZE="2"))]
     stderr = [p.communicate()[1].decode() for p in procs]
@@ -157,7 +156,8 @@ def test_retry_failed_and_bad_input(videos, reference, tmp_path, cli):
     r = _extract(videos, tmp_path / "s.zarr", "--workers", "0", "--retry-failed", runner=cli)
     assert r.exit_code == 0 and "retrying 3 failed videos" in r.stderr
     assert "unchanged" in r.stderr  # the same files fail again: the same dataset
-    r = cli("extract", "mine", "--videos", tmp_path / "nowhere", "--datasets", datasets, "--store", tmp_path / "t.zarr", *TINY)
+    r = cli("extract", "mine", "--videos", tmp_path / "nowhere", "--datasets", datasets,
+            "--store", tmp_path / "t.zarr", *TINY)
     assert r.exit_code == 1 and "no such folder of videos" in r.stderr
     r = cli("extract", "mine", "--videos", root, "--datasets", datasets, "--store", tmp_path / "t.zarr")
     assert r.exit_code == 1 and "expects 32-d video features" in r.stderr and "gives 512" in r.stderr
@@ -203,7 +203,7 @@ def test_benchmark_videos_from_the_split_csv_files(tmp_path, cli):
     assert r.exit_code == 0, r
     fs = FeatureStore(store)
     info = fs.info("ucf")
-    ids, labels, partition = fs.read_videos("ucf")
+    ids, labels, _ = fs.read_videos("ucf")
     assert sorted(ids.tolist()) == sorted(row["filename"] for row in wanted.values())
     assert len(info["classes"]) == 101 and "Apply Eye Makeup" in info["prompt_names"]  # clip_class_name column
     split = fs.read_split("ucf", "cls_split")
@@ -253,9 +253,8 @@ def test_writer_lock(tmp_path):
     job = Extraction(FeatureStore(tmp_path / "s.zarr"), "mine", [], {})
     job.path.mkdir(parents=True)
     lock = job.path / "write.lock"
-    with job.writer_lock() as first:
-        with job.writer_lock() as second:
-            assert first and not second  # one writer at a time
+    with job.writer_lock() as first, job.writer_lock() as second:
+        assert first and not second  # one writer at a time
     assert not lock.exists()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock.write_text(f"{socket.gethostname()} {dead.stdout.strip()}")
@@ -288,8 +287,8 @@ def test_two_shard_processes_share_an_object_store(videos, reference, tmp_path):
     waiting = second.stderr.readline() if ready else ""
     assert "waiting for shard 0 to create the working group" in waiting, waiting
     first = shard(0)
-    results = [p.communicate(timeout=240) + (p.returncode,) for p in (first, second)]
-    for out, err, code in results:
+    results = [(*p.communicate(timeout=240), p.returncode) for p in (first, second)]
+    for _, err, code in results:
         assert code == 0, err
     assert sum("other shards still have videos to do" in err for _, err, _ in results) <= 1
     assert FeatureStore(url).datasets() == ["mine"]

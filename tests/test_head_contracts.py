@@ -20,7 +20,6 @@ from clipclap_cli.data import legacy_label_permutation
 from clipclap_cli.heads_base import Batch
 from clipclap_cli.plugins import make_plugin_manager
 from clipclap_cli.registries import create_head, list_heads
-
 from shared_material import BENCHMARKS, GOLDENS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +101,8 @@ def _golden(name):
     load_into(head, {k[len("state."):]: v for k, v in arrays.items() if k.startswith("state.")}, name)
     head.eval()
     ct, lab, neg = arrays["class_text"], arrays["labels"].long(), arrays["labels_neg"].long()
-    batch = Batch(arrays["audio"], arrays["video"], ct[lab], lab, arrays["audio_neg"], arrays["video_neg"], ct[neg], neg)
+    batch = Batch(arrays["audio"], arrays["video"], ct[lab], lab,
+                  arrays["audio_neg"], arrays["video_neg"], ct[neg], neg)
     return head, batch, ct, arrays, meta
 
 
@@ -233,7 +233,10 @@ def test_cjme_loss_by_hand(fixed):
         alpha = head.gate(batch.audio, batch.video).numpy()[:, 0]
         t_cls = net.embedding_net3(ct).numpy()
     la, lv = _triplet(t, a, an), _triplet(t, v, vn)
-    l_ct = np.mean((1 - alpha) * la + alpha * lv) if fixed else np.mean(1 - alpha) * la.mean() + alpha.mean() * lv.mean()
+    if fixed:
+        l_ct = np.mean((1 - alpha) * la + alpha * lv)
+    else:
+        l_ct = np.mean(1 - alpha) * la.mean() + alpha.mean() * lv.mean()
 
     def entropy(z):
         p = _softmax(z)
@@ -262,7 +265,8 @@ def test_hyper_multiple_is_avca_plus_cosine_structure_alignment():
         x = x.numpy() / np.linalg.norm(x.numpy(), axis=1, keepdims=True)
         return x @ x.T
 
-    want = 1e-3 * (np.mean((structure(pos_v) - structure(pos_a)) ** 2) + np.mean((structure(neg_v) - structure(neg_a)) ** 2))
+    want = 1e-3 * (np.mean((structure(pos_v) - structure(pos_a)) ** 2)
+                   + np.mean((structure(neg_v) - structure(neg_a)) ** 2))
     assert float(parts["l_align"]) == pytest.approx(want, rel=1e-4)
     assert float(total) == pytest.approx(float(base) + want, rel=1e-5)
 

@@ -14,7 +14,6 @@ from clipclap_cli.checkpoints import load_into, load_model, load_reference_check
 from clipclap_cli.errors import CheckpointError
 from clipclap_cli.heads_base import Batch
 from clipclap_cli.registries import create_head
-
 from shared_material import GOLDENS
 
 DIMS = FeatureDims(audio=1024, video=512, text_parts=(("clip", 512), ("clap", 1024)))
@@ -168,9 +167,9 @@ def test_train_mode_step_matches_the_reference_formulation(pm, model_a):
         _reference_replay_forward(heads[1], batch)
         assert torch.equal(ours_rng, torch.random.get_rng_state())  # the same randomness consumed
         assert ours.item() == pytest.approx(reference.item(), rel=1e-6)
-        for (name, p), q in zip(heads[0].named_parameters(), heads[1].parameters()):
+        for (name, p), q in zip(heads[0].named_parameters(), heads[1].parameters(), strict=True):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
-        for (name, b), c in zip(heads[0].named_buffers(), heads[1].buffers()):
+        for (name, b), c in zip(heads[0].named_buffers(), heads[1].buffers(), strict=True):
             torch.testing.assert_close(b, c, rtol=1e-6, atol=0, msg=name)
 
 

@@ -45,7 +45,7 @@ def _check_class_ids_are_the_reference_label_codes(store, name, benchmark):
     from released_tree import BENCHMARKS
 
     ids, labels, _ = store.read_videos(name)
-    label_of = dict(zip(ids, labels.tolist()))
+    label_of = dict(zip(ids, labels.tolist(), strict=True))
     checked = 0
     for path in (BENCHMARKS / benchmark / "class-split" / "cls_split").glob("*.csv"):
         for row in csv.DictReader(path.open(newline="")):
@@ -295,7 +295,7 @@ def test_audio_order_is_aligned_by_name(cli, tmp_path, small_tree):
     fs = FeatureStore(store)
     ids, _, _ = fs.read_videos("ucf")
     audio = fs.read_features("ucf", "audio")
-    by_name = dict(zip([n.decode() for n in obj["video_names"]], obj["features"]))
+    by_name = dict(zip([n.decode() for n in obj["video_names"]], obj["features"], strict=True))
     for name, vec in by_name.items():
         np.testing.assert_array_equal(audio[list(ids).index(name)], vec)
 

@@ -10,7 +10,6 @@ import torch
 from sklearn.metrics import recall_score
 
 from clipclap_cli.metrics import beta_star, bias_grid, evaluate_distances
-
 from shared_material import GOLDENS
 
 

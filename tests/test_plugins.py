@@ -107,7 +107,8 @@ def test_every_hookspec_documented():
     docs = (ROOT / "README.md").read_text() + (ROOT / "docs" / "plugins.md").read_text()
     pm = pluggy.PluginManager("clipclap")
     pm.add_hookspecs(hookspecs)
-    for name in ("register_datasets", "register_dataset_entries", "register_encoders", "register_heads", "register_commands"):
+    for name in ("register_datasets", "register_dataset_entries", "register_encoders", "register_heads",
+                 "register_commands"):
         spec = getattr(pm.hook, name).spec
         assert f"{name}({', '.join(spec.argnames)})" in docs, name
 

@@ -52,7 +52,8 @@ def test_drawn_split_structure_and_determinism(cli, store):
     assert s.attrs["how"] == {"method": "drawn", "seed": 7, "seen": 20, "unseen": 5, "val_unseen": 7, "held_out": 0.1}
     _, labels, _ = fs.read_videos("demo")
     # seen-class videos are divided between train, val and test without overlap
-    seen_parts = [s.indices[p] for p in ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_test_seen")]
+    seen_parts = [s.indices[p]
+                  for p in ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_test_seen")]
     joined = np.concatenate(seen_parts)
     assert len(joined) == len(np.unique(joined)) == np.isin(labels, c["stage_2_train"]).sum()
     again = draw_split(labels, 48, 20, 5, 7)[0]
@@ -85,7 +86,8 @@ def test_error_too_many_classes(cli, store):
 def test_error_from_folder_with_unknown_class(cli, store, tmp_path):
     folder = tmp_path / "cs" / "cls_split"
     folder.mkdir(parents=True)
-    for stage in ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_test_seen", "stage_2_test_unseen"):
+    for stage in ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_test_seen",
+                  "stage_2_test_unseen"):
         (folder / f"{stage}.txt").write_text("class_000\nnot_a_class\n")
     _fails(cli, store, "demo", "--from", tmp_path / "cs", needle="'not_a_class' is not in all_class.txt")
 

@@ -141,11 +141,11 @@ def test_a_read_overtaken_by_another_write_fails_instead_of_mixing(where, writes
     write = {"dataset": lambda: other.write_dataset("d", _bundle(seed=2), {}),
              "split": lambda: other.write_split("d", "s", {p: np.array([2]) for p in PARTITIONS}, {"stage_1": [0]}, {}),
              "label embeddings": lambda: other.write_label_embeddings("d", "clip", np.ones((3, 2), np.float32), {})}
-    with pytest.raises(StoreError, match="written by another process while it was being read"):
-        with fs.consistent_read("d"):
-            fs.read_videos("d")
-            write[writes]()
-            fs.read_features("d", "video")
+    with (pytest.raises(StoreError, match="written by another process while it was being read"),
+          fs.consistent_read("d")):
+        fs.read_videos("d")
+        write[writes]()
+        fs.read_features("d", "video")
     with fs.consistent_read("d"):  # undisturbed: the reads come through, from the current version
         np.testing.assert_array_equal(fs.read_features("d", "video"),
                                       _bundle(seed=2 if writes == "dataset" else 1).features["video"])

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from clipclap_cli.training import ClassBalancedSampler, improves
-
 from conftest import tree_digest
 
 FAST = ("--epochs", "3", "--batches-per-epoch", "30")
@@ -198,7 +197,7 @@ def test_ctrl_c_during_side_by_side_runs_resumes_them(cli, demo_store, tmp_path)
     settings = [*alone, "--jobs", "2"]
     cmd = [sys.executable, "-m", "clipclap_cli", "train", "demo", "--store", str(demo_store), "--runs-dir"]
     metrics = tmp_path / "cut" / "demo" / "clipclap" / "seed42" / "stage1" / "metrics.jsonl"
-    proc = subprocess.Popen(cmd + [str(tmp_path / "cut"), *settings], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([*cmd, str(tmp_path / "cut"), *settings], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.parent / "checkpoint-last.safetensors").exists():
@@ -211,7 +210,7 @@ def test_ctrl_c_during_side_by_side_runs_resumes_them(cli, demo_store, tmp_path)
     while subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True).stdout and time.time() < left:
         time.sleep(0.1)
     assert subprocess.run(["pgrep", "-a", "-g", str(proc.pid)], capture_output=True, text=True).stdout == ""
-    done = subprocess.run(cmd + [str(tmp_path / "cut"), *settings], capture_output=True, text=True)
+    done = subprocess.run([*cmd, str(tmp_path / "cut"), *settings], capture_output=True, text=True)
     assert done.returncode == 0 and "resuming at epoch" in done.stderr, done.stderr
     whole = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "whole", *alone)  # one by one
     assert whole.exit_code == 0, whole
@@ -221,7 +220,8 @@ def test_ctrl_c_during_side_by_side_runs_resumes_them(cli, demo_store, tmp_path)
 
 
 def test_changed_settings_do_not_silently_mix(cli, demo_store, reference_run, tmp_path):
-    r = cli("train", "demo", "--store", demo_store, "--run", reference_run, "--epochs", "5", "--batches-per-epoch", "30")
+    r = cli("train", "demo", "--store", demo_store, "--run", reference_run,
+            "--epochs", "5", "--batches-per-epoch", "30")
     assert r.exit_code == 1 and "exists with different settings (train.epochs)" in r.stderr
 
 
@@ -244,7 +244,7 @@ def test_run_written_before_a_setting_existed_still_resumes(cli, demo_store, ref
     twin_config["spec"]["train"]["seed"] = 43
     (twin / "config.json").write_text(json.dumps(twin_config))
     header, row = cli("report", run, twin, "--format", "csv").stdout.strip().splitlines()
-    assert dict(zip(header.split(","), row.split(",")))["n"] == "2"
+    assert dict(zip(header.split(","), row.split(","), strict=True))["n"] == "2"
     config["spec"]["train"]["weight_decay"] = 0.5  # a real difference still stops it
     (run / "config.json").write_text(json.dumps(config))
     assert "(train.weight_decay)" in _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
@@ -384,10 +384,12 @@ def test_bad_inputs_fail_cleanly(cli, demo_store, reference_run, tmp_path):
     shutil.rmtree(run / "stage1")
     assert "no completed stage 1" in _one_error_line(cli("evaluate", run))
     # a dataset without the requested split: nothing written
-    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--run", tmp_path / "r2", "--split", "main_split"))
+    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--run", tmp_path / "r2",
+                               "--split", "main_split"))
     assert "has no split 'main_split'" in line and not (tmp_path / "r2").exists()
     # unknown head and bad head parameter
-    assert "Did you mean 'clipclap'" in _one_error_line(cli("train", "demo", "--store", demo_store, "--head", "clipclp"))
+    assert "Did you mean 'clipclap'" in _one_error_line(
+        cli("train", "demo", "--store", demo_store, "--head", "clipclp"))
     assert "unknown parameter 'widht'" in _one_error_line(
         cli("train", "demo", "--store", demo_store, "-p", "widht=3", "--run", tmp_path / "r3"))
     # a checkpoint whose shapes do not fit the head
@@ -438,12 +440,13 @@ def test_report_groups_seeds_as_mean_and_std(cli, demo_store, tmp_path):
     r = cli("report", tmp_path, "--format", "csv", "--plots", tmp_path / "plots")
     assert r.exit_code == 0, r
     header, row = r.stdout.strip().splitlines()
-    cells = dict(zip(header.split(","), row.split(",")))
+    cells = dict(zip(header.split(","), row.split(","), strict=True))
     assert cells["n"] == "2" and cells["seeds"] == "1 2"
     assert float(cells["hm_mean"]) == pytest.approx(statistics.fmean(hm), abs=1e-4)
     assert float(cells["hm_std"]) == pytest.approx(statistics.stdev(hm), abs=1e-4)
     md = cli("report", tmp_path, "--su").stdout
-    assert f"{statistics.fmean(hm):.2f} ± {statistics.stdev(hm):.2f}" in md and "| demo HM |" in md.replace("demo S | demo U | ", "")
+    assert f"{statistics.fmean(hm):.2f} ± {statistics.stdev(hm):.2f}" in md
+    assert "| demo HM |" in md.replace("demo S | demo U | ", "")
     assert "mean ± std over 2 seeds" in md
     for fmt, marker in (("latex", r"\begin{tabular}"), ("html", "<table>"), ("json", '"n": 2')):
         assert marker in cli("report", tmp_path, "--format", fmt).stdout
@@ -540,8 +543,8 @@ def test_misspelt_head_in_datasets_toml_is_one_clear_error(cli, demo_store, tmp_
 
 
 def test_bias_grid_and_scheduler_are_protocol_options(cli, demo_store, tmp_path):
-    r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--epochs", "2", "--batches-per-epoch", "10",
-            "--beta-grid", "0:3:16", "--no-lr-scheduler")
+    r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--epochs", "2",
+            "--batches-per-epoch", "10", "--beta-grid", "0:3:16", "--no-lr-scheduler")
     assert r.exit_code == 0, r
     run = tmp_path / "demo" / "clipclap,beta-grid=0:3:16,no-lr-scheduler" / "seed42"
     results = json.loads((run / "results.json").read_text())

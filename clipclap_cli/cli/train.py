@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from ..console import err, test_figures
-from ._options import (DEFAULT_STORE, DatasetArg, DatasetsOpt, DeviceOpt, ParamOpt, SeedOpt, StoreOpt,
-                       catalog, store)
+from ._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, DeviceOpt, ParamOpt, SeedOpt, StoreOpt, catalog, store
 
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Where run folders are created")]
 STAGES = {"1": (1,), "2": (2,), "all": (1, 2)}
@@ -161,7 +160,7 @@ def train_side_by_side(plan, fs, stages, jobs, threads):
 
         outcomes = train_in_workers(plan, fs.location.recorded(), stages, jobs, threads, on_event)
     finished, failed = [], 0
-    for (path, _), label, outcome in zip(plan, labels, outcomes):
+    for (path, _), label, outcome in zip(plan, labels, outcomes, strict=True):
         if outcome.error is not None:
             err.print(f"[red]Error:[/red] {escape(label)}: {escape(outcome.error)}")
             failed += 1
