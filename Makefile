@@ -3,7 +3,6 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-LINT_STAMP := $(VENV)/.lint-installed
 DEMO_STORE ?= demo-output/clipclap.zarr
 
 .PHONY: install demo test lint bench clean
@@ -21,15 +20,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/clipclap demo --store $(DEMO_STORE)
 
-test: $(STAMP)
+# ruff first (its rules are in pyproject.toml): a style finding fails CI like a failing test
+test: lint
 	$(BIN)/python -m pytest -q
 
-# ruff, from the project's `lint` extra; its rules are in pyproject.toml
-$(LINT_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
-	touch $(LINT_STAMP)
-
-lint: $(LINT_STAMP)
+lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
