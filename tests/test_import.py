@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 
@@ -214,6 +215,29 @@ def _pkl(root, mod, part, stem):
 
 def test_small_tree_imports(cli, populated, small_tree):
     assert cli("import", "ucf", small_tree, "--store", populated).exit_code == 0
+
+
+def test_commands_default_to_the_store_s_only_dataset(cli, populated, small_tree, tmp_path):
+    """`clipclap train --stage 1` (the design card's example) trains the one dataset the store
+    holds, and `split` works on it too; with several datasets, or none, the command asks for a
+    name and writes nothing."""
+    runs = tmp_path / "runs"
+    r = cli("train", "--stage", "1", "--store", populated, "--runs-dir", runs, "--epochs", "1",
+            "--batches-per-epoch", "3")
+    assert r.exit_code == 0, r
+    assert json.loads((runs / "demo" / "clipclap" / "seed42" / "stage1" / "result.json").read_text())["epochs"] == 1
+    assert cli("split", "--store", populated, "--split", "drawn", "--seen", "30", "--unseen", "6").exit_code == 0
+    assert "drawn" in FeatureStore(populated).split_names("demo")
+    assert cli("import", "ucf", small_tree, "--store", populated).exit_code == 0
+    before = tree_digest(populated)
+    for command in (("train", "--runs-dir", tmp_path / "x"), ("split",), ("embed",)):
+        r = cli(*command, "--store", populated)
+        assert r.exit_code == 1 and r.stderr.strip().endswith("holds 2 (demo, ucf)"), r
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+    assert tree_digest(populated) == before
+    r = cli("train", "--store", tmp_path / "empty.zarr", "--runs-dir", tmp_path / "x")
+    assert r.exit_code == 1 and "holds none yet" in r.stderr and not (tmp_path / "x").exists(), r
 
 
 def test_reimport_with_other_reading_settings_rewrites_the_dataset(cli, tmp_path, small_tree):

@@ -17,6 +17,10 @@ DatasetsOpt = Annotated[
     typer.Option("--datasets", envvar="CLIPCLAP_DATASETS", help="A datasets.toml whose entries add to or override the project's"),
 ]
 DatasetArg = Annotated[str, typer.Argument(help="Dataset name (see `clipclap datasets list`)")]
+StoredDatasetArg = Annotated[
+    str | None,
+    typer.Argument(help="Dataset name (see `clipclap datasets list`); default: the store's only dataset"),
+]
 ParamOpt = Annotated[list[str], typer.Option("--param", "-p", help="Head parameter KEY=VALUE; repeatable")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: the dataset's, 42)")]
@@ -36,3 +40,17 @@ def store(where: str):
 
     return FeatureStore(where)
 
+
+def stored_dataset(fs, dataset: str | None) -> str:
+    """`dataset`, or the one dataset the store holds when none is named (`clipclap train --stage 1`)."""
+    from ..errors import ClipclapError
+
+    if dataset is not None:
+        return dataset
+    held = fs.datasets()
+    if len(held) == 1:
+        return held[0]
+    if not held:
+        raise ClipclapError(f"name a dataset: the store {fs} holds none yet (`clipclap import` or `clipclap extract` "
+                            "writes one)")
+    raise ClipclapError(f"name a dataset: the store {fs} holds {len(held)} ({', '.join(held)})")

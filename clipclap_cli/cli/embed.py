@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..console import err
-from ._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, StoreOpt, catalog, store
+from ._options import DEFAULT_STORE, DatasetsOpt, StoredDatasetArg, StoreOpt, catalog, store, stored_dataset
 
 EncoderParamOpt = Annotated[list[str], typer.Option("--encoder-param", "-e", help="Encoder parameter KEY=VALUE; repeatable")]
 TEXT_ENCODERS = {"clip": "clip_text", "clap": "clap_text"}
@@ -17,7 +17,7 @@ TEXT_ENCODERS = {"clip": "clip_text", "clap": "clap_text"}
 def install(app, pm) -> None:
     @app.command("embed")
     def embed(
-        dataset: DatasetArg,
+        dataset: StoredDatasetArg = None,
         encoder: Annotated[str, typer.Option("--encoder", help="Text encoder: clip or clap")] = "clip",
         params: EncoderParamOpt = [],  # noqa: B006 - Typer reads the default
         prompts: Annotated[Path | None, typer.Option("--prompts", help="prompts.toml (default: the dataset's)")] = None,
@@ -33,6 +33,8 @@ def install(app, pm) -> None:
 
         if encoder not in TEXT_ENCODERS:
             raise ClipclapError(f"text encoder {encoder!r} is not available; choose {' or '.join(TEXT_ENCODERS)}")
+        fs = store(store_path)
+        dataset = stored_dataset(fs, dataset)
         entry = catalog(pm, datasets_file).get(dataset)
         path = prompts or (entry.resolve(entry.prompts) if entry.prompts else None)
         if path is None:
@@ -41,7 +43,6 @@ def install(app, pm) -> None:
         base = get_encoder(encoder, pm)
         enc = type(base)(parse_params(params, type(base).Params))
         enc.check_weights()
-        fs = store(store_path)
         n = len(fs.info(dataset)["prompt_names"])
         with progress() as bar:
             task = bar.add_task(f"{encoder} label embeddings", total=n)

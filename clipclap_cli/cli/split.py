@@ -8,13 +8,13 @@ from typing import Annotated
 import typer
 
 from ..console import out, table
-from ._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, StoreOpt, catalog, store
+from ._options import DEFAULT_STORE, DatasetsOpt, StoredDatasetArg, StoreOpt, catalog, store, stored_dataset
 
 
 def install(app, pm) -> None:
     @app.command("split")
     def split(
-        dataset: DatasetArg,
+        dataset: StoredDatasetArg = None,
         split_name: Annotated[str | None, typer.Option("--split", help="Split name: cls_split, main_split, or a new name for a drawn split")] = None,
         from_dir: Annotated[Path | None, typer.Option("--from", help="A class-split folder (default: the one imported with the features)")] = None,
         seen: Annotated[int | None, typer.Option("--seen", help="Draw a split: number of stage-2 seen classes")] = None,
@@ -29,6 +29,7 @@ def install(app, pm) -> None:
         from ..ingest import split_drawn, split_from_folder
 
         fs = store(store_path)
+        dataset = stored_dataset(fs, dataset)
         if (seen is None) != (unseen is None):
             raise SplitError("drawing a split needs both --seen and --unseen")
         if seen is not None:

@@ -8,7 +8,18 @@ from typing import Annotated
 import typer
 
 from ..console import err, test_figures
-from ._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, DeviceOpt, ParamOpt, SeedOpt, StoreOpt, catalog, store
+from ._options import (
+    DEFAULT_STORE,
+    DatasetsOpt,
+    DeviceOpt,
+    ParamOpt,
+    SeedOpt,
+    StoredDatasetArg,
+    StoreOpt,
+    catalog,
+    store,
+    stored_dataset,
+)
 
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Where run folders are created")]
 STAGES = {"1": (1,), "2": (2,), "all": (1, 2)}
@@ -17,7 +28,7 @@ STAGES = {"1": (1,), "2": (2,), "all": (1, 2)}
 def install(app, pm) -> None:
     @app.command("train")
     def train(
-        dataset: DatasetArg,
+        dataset: StoredDatasetArg = None,
         stage: Annotated[str, typer.Option("--stage", help="1, 2 or all (stage 2 needs stage 1 of the same run)")] = "all",
         head: Annotated[str, typer.Option("--head", help="Fusion head, a comma-separated list, or 'all'")] = "clipclap",
         params: ParamOpt = [],  # noqa: B006 - Typer reads the default
@@ -60,8 +71,8 @@ def install(app, pm) -> None:
             heads.get(name)  # unknown names fail before anything runs
         if run_dir is not None and (len(names) > 1 or seeds > 1):
             raise ClipclapError("--run names one run; use --runs-dir with several heads or seeds")
-        entry = catalog(pm, datasets_file).get(dataset)
         fs = store(store_path)
+        entry = catalog(pm, datasets_file).get(stored_dataset(fs, dataset))
         request = RunRequest(tuple(names), tuple(params), seed, seeds, split, epochs, lr, batch_size, batches, device,
                              replay, lr_scheduler, parse_grid(beta_grid), legacy)
         plan = plan_runs(fs, entry, request, runs_dir, run_dir, pm)
