@@ -57,13 +57,15 @@ class DatasetEntry:
     head_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     head_train: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     "Training settings of a head on this dataset (over the head's own defaults)"
+    videos: str | None = None
+    "Folder of the dataset's videos: `extract`'s default for --videos"
 
     def resolve(self, value: str) -> Path:
         """Expand `{benchmarks}` and `~` in a path-valued setting."""
         return Path(value.replace("{benchmarks}", str(benchmarks_dir()))).expanduser()
 
 
-_CORE_KEYS = {"display_name", "kind", "split", "dims", "train", "prompts", "head_params", "head_train"}
+_CORE_KEYS = {"display_name", "kind", "split", "dims", "train", "prompts", "head_params", "head_train", "videos"}
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -129,6 +131,9 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
                 raise fail(f"{key}.{k}", problem)
         return {k: getattr(typed, k) for k in train}
 
+    for key in ("prompts", "videos"):
+        if not isinstance(table.get(key, ""), str):
+            raise fail(key, f"expected a path (a string), got {table[key]!r}")
     train_defaults = TrainDefaults(**train_settings("train", table.get("train", {})))
     head_params, head_train = table.get("head_params", {}), table.get("head_train", {})
     for key, tables in (("head_params", head_params), ("head_train", head_train)):
@@ -148,6 +153,7 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
         ),
         train=train_defaults,
         prompts=table.get("prompts"),
+        videos=table.get("videos"),
         params=params,
         origin=where,
     )

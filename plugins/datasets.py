@@ -57,6 +57,8 @@ class ReleasedFeatures(DatasetAdapter):
         "Feature folder under the dataset root"
         text_tag: str = ""
         "Suffix of the text npy files: word_embeddings_<tag>_normed.npy"
+        split_dir: str = ""
+        "`extract`'s default for --split-dir ({benchmarks} and ~ expand); empty: one folder per class"
 
     def load_features(self, root: Path | None, **options) -> FeatureBundle:
         if root is None or not Path(root).is_dir():
@@ -103,7 +105,9 @@ class ReleasedFeatures(DatasetAdapter):
     def samples(self, videos: Path, split_dir: Path | None = None, **options) -> list[Sample]:
         """Without `split_dir`: one folder per class (the UCF101 layout). With a class-split folder
         (ROOT/class-split, holding all_class.txt, the names csv and cls_split/ with stage_*.csv):
-        every video its split csv files list, found by file name anywhere under `videos`."""
+        every video its split csv files list, found by file name anywhere under `videos`.
+        `split_dir` defaults to the dataset's `split_dir` setting."""
+        split_dir = self._split_dir(split_dir)
         if split_dir is None:
             return VideoFolder(self.entry, VideoFolder.Params()).samples(videos)
         videos = Path(videos)
@@ -130,6 +134,7 @@ class ReleasedFeatures(DatasetAdapter):
         return out
 
     def describe_samples(self, samples, split_dir: Path | None = None, **options):
+        split_dir = self._split_dir(split_dir)
         if split_dir is None:
             return super().describe_samples(samples)
         resolver = self._split_resolver(Path(split_dir))
@@ -143,6 +148,12 @@ class ReleasedFeatures(DatasetAdapter):
                 part_of.setdefault(row.get("filename", "").strip(), code)
         return {"classes": list(resolver.classes), "prompt_names": prompt_names,
                 "partition": [part_of.get(s.id, -1) for s in samples], "class_splits": {self.entry.split: lists}}
+
+    def _split_dir(self, given: Path | None) -> Path | None:
+        """The class-split folder: the one given (--split-dir), else the dataset's setting."""
+        if given is not None:
+            return Path(given)
+        return self.entry.resolve(self.params.split_dir) if self.params.split_dir else None
 
     def _split_resolver(self, split_dir: Path) -> ClassResolver:
         all_class = split_dir / "all_class.txt"

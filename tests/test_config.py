@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from clipclap_cli.config import load_catalog
 from clipclap_cli.errors import ConfigError, ParamError
 from clipclap_cli.params import parse_params
+from shared_material import BENCHMARKS
 
 
 def test_project_entries_follow_spec(pm):
@@ -28,6 +31,11 @@ def test_user_file_overrides_and_adds(pm, tmp_path):
     cat = load_catalog(pm, user)
     assert cat.get("ucf").train.epochs == 3 and cat.get("ucf").train.lr == 7e-5
     assert cat.get("extra").params.seed == 5 and cat.get("extra").origin == str(user)
+    assert cat.get("ucf").videos is None and cat.get("extra").videos is None
+    user.write_text('[datasets.ucf]\nvideos = "~/UCF-101"\nsplit_dir = "{benchmarks}/UCF/class-split"\n')
+    ucf = load_catalog(pm, user).get("ucf")
+    assert ucf.resolve(ucf.videos) == Path.home() / "UCF-101"
+    assert ucf.resolve(ucf.params.split_dir) == BENCHMARKS / "UCF" / "class-split"
 
 
 @pytest.mark.parametrize("body, needles", [
@@ -43,6 +51,7 @@ def test_user_file_overrides_and_adds(pm, tmp_path):
     ('[datasets.x]\nkind = "synthetic"\nhead_train.tcaf = { lr = 0.0 }\n',
      ["[datasets.x] head_train.tcaf.lr", "must be positive, not 0.0"]),
     ('[datasets.x]\ndisplay_name = "no kind"\n', ["[datasets.x] kind: missing"]),
+    ('[datasets.x]\nkind = "synthetic"\nvideos = 3\n', ["[datasets.x] videos", "expected a path (a string), got 3"]),
     ('[datasets.x\n', ["not valid TOML"]),
 ])
 def test_errors_name_file_table_and_key(pm, tmp_path, body, needles):

@@ -159,6 +159,8 @@ def test_retry_failed_and_bad_input(videos, reference, tmp_path, cli):
     r = cli("extract", "mine", "--videos", tmp_path / "nowhere", "--datasets", datasets,
             "--store", tmp_path / "t.zarr", *TINY)
     assert r.exit_code == 1 and "no such folder of videos" in r.stderr
+    r = cli("extract", "mine", "--datasets", datasets, "--store", tmp_path / "t.zarr", *TINY)
+    assert r.exit_code == 1 and "dataset 'mine' names no videos folder: pass --videos DIR" in r.stderr
     r = cli("extract", "mine", "--videos", root, "--datasets", datasets, "--store", tmp_path / "t.zarr")
     assert r.exit_code == 1 and "expects 32-d video features" in r.stderr and "gives 512" in r.stderr
     full = tmp_path / "full.toml"  # the published sizes, but no checkpoint given: refused before any work
@@ -178,9 +180,11 @@ def test_retry_failed_and_bad_input(videos, reference, tmp_path, cli):
     assert not (tmp_path / "t.zarr").exists()
 
 
-def test_benchmark_videos_from_the_split_csv_files(tmp_path, cli):
+@pytest.mark.parametrize("folders_from", ["options", "datasets file"])
+def test_benchmark_videos_from_the_split_csv_files(tmp_path, cli, folders_from):
     """UCF videos found by the file names of cls_split's csv files: classes, prompt names and the
-    protocol split come from the class-split folder (../shared/benchmarks/UCF/class-split)."""
+    protocol split come from the class-split folder (../shared/benchmarks/UCF/class-split). Both
+    folders come from --videos/--split-dir, or from the dataset's `videos`/`split_dir` settings."""
     import csv
 
     from released_tree import BENCHMARKS
@@ -197,9 +201,12 @@ def test_benchmark_videos_from_the_split_csv_files(tmp_path, cli):
         write_video(videos / row["label"] / f"{row['filename']}.avi", seconds=1.0, channel=i % 3)
     user = tmp_path / "dims.toml"
     user.write_text("[datasets.ucf]\ndims = { video = 32, audio = 32, clip = 512, clap = 1024 }\n")
+    folders = ("--videos", videos, "--split-dir", split_dir)
+    if folders_from == "datasets file":
+        user.write_text(user.read_text() + f'videos = "{videos}"\nsplit_dir = "{{benchmarks}}/UCF/class-split"\n')
+        folders = ()
     store = tmp_path / "s.zarr"
-    r = cli("extract", "ucf", "--videos", videos, "--split-dir", split_dir, "--datasets", user, "--store", store,
-            *TINY, "--workers", "0")
+    r = cli("extract", "ucf", *folders, "--datasets", user, "--store", store, *TINY, "--workers", "0")
     assert r.exit_code == 0, r
     fs = FeatureStore(store)
     info = fs.info("ucf")

@@ -18,8 +18,8 @@ def install(app, pm) -> None:
     @app.command("extract")
     def extract(
         dataset: DatasetArg,
-        videos: Annotated[Path, typer.Option("--videos", help="Folder of the dataset's videos")],
-        split_dir: Annotated[Path | None, typer.Option("--split-dir", help="A class-split folder (all_class.txt, the names csv, cls_split/*.csv): videos, classes and split from its files")] = None,
+        videos: Annotated[Path | None, typer.Option("--videos", help="Folder of the dataset's videos (default: the dataset's `videos` setting)")] = None,
+        split_dir: Annotated[Path | None, typer.Option("--split-dir", help="A class-split folder (all_class.txt, the names csv, cls_split/*.csv): videos, classes and split from its files (default: the dataset's `split_dir` setting, if its format has one)")] = None,
         video_encoder: Annotated[str, typer.Option("--video-encoder", help="Encoder of the video features")] = "clip",
         audio_encoder: Annotated[str, typer.Option("--audio-encoder", help="Encoder of the audio features")] = "clap",
         params: EncoderParamOpt = [],  # noqa: B006 - Typer reads the default
@@ -38,12 +38,17 @@ def install(app, pm) -> None:
         from rich.progress import TextColumn
 
         from ..console import progress
-        from ..errors import ClipclapError, SplitError
+        from ..errors import ClipclapError, ConfigError, SplitError
         from ..extraction import Extraction, Shard
         from ..ingest import store_bundle
 
         cat = catalog(pm, datasets_file)
         entry = cat.get(dataset)
+        if videos is None:
+            if entry.videos is None:
+                raise ConfigError(f"dataset {dataset!r} names no videos folder: pass --videos DIR, or set "
+                                  f'videos = "DIR" under [datasets.{dataset}] in a datasets file (--datasets)')
+            videos = entry.resolve(entry.videos)
         adapter = cat.adapter(dataset)
         options = {} if split_dir is None else {"split_dir": split_dir}
         samples = adapter.samples(videos, **options)
