@@ -115,7 +115,8 @@ class DatasetAdapter(ABC):
 
     def samples(self, videos: Path, **options: Any) -> list[Sample]:
         """The videos to extract features from (`clipclap extract --videos DIR`); options such as
-        `split_dir` come from the command line."""
+        `split_dir` come from the command line (a format may default them from its Params). Raise
+        on an option the format cannot honour rather than ignore it."""
         from .errors import ClipclapError
 
         raise ClipclapError(f"dataset kind {self.kind!r} holds no videos to extract features from")

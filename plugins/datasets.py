@@ -373,6 +373,10 @@ class VideoFolder(DatasetAdapter):
         "File name endings counted as videos (comma-separated)"
 
     def samples(self, videos: Path, **options) -> list[Sample]:
+        if options.get("split_dir") is not None:
+            raise ImportDataError(f"dataset {self.entry.name!r} ({self.kind}) takes its classes from the class "
+                                  "folders, not from --split-dir; after extracting, `clipclap split --from DIR` "
+                                  "writes the folder's protocol split")
         videos = Path(videos)
         if not videos.is_dir():
             raise ImportDataError(f"{videos}: no such folder of videos")

@@ -161,6 +161,12 @@ def test_retry_failed_and_bad_input(videos, reference, tmp_path, cli):
     assert r.exit_code == 1 and "no such folder of videos" in r.stderr
     r = cli("extract", "mine", "--datasets", datasets, "--store", tmp_path / "t.zarr", *TINY)
     assert r.exit_code == 1 and "dataset 'mine' names no videos folder: pass --videos DIR" in r.stderr
+    r = cli("extract", "demo", "--store", tmp_path / "t.zarr", *TINY)  # a format without videos says so
+    assert r.exit_code == 1 and "dataset kind 'synthetic' holds no videos to extract features from" in r.stderr
+    r = cli("extract", "mine", "--videos", root, "--split-dir", root, "--datasets", datasets,
+            "--store", tmp_path / "t.zarr", *TINY)
+    assert r.exit_code == 1 and "(video-folder) takes its classes from the class folders, not from --split-dir" \
+        in r.stderr
     r = cli("extract", "mine", "--videos", root, "--datasets", datasets, "--store", tmp_path / "t.zarr")
     assert r.exit_code == 1 and "expects 32-d video features" in r.stderr and "gives 512" in r.stderr
     full = tmp_path / "full.toml"  # the published sizes, but no checkpoint given: refused before any work

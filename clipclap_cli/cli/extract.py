@@ -38,20 +38,15 @@ def install(app, pm) -> None:
         from rich.progress import TextColumn
 
         from ..console import progress
-        from ..errors import ClipclapError, ConfigError, SplitError
+        from ..errors import ClipclapError, SplitError
         from ..extraction import Extraction, Shard
         from ..ingest import store_bundle
 
         cat = catalog(pm, datasets_file)
         entry = cat.get(dataset)
-        if videos is None:
-            if entry.videos is None:
-                raise ConfigError(f"dataset {dataset!r} names no videos folder: pass --videos DIR, or set "
-                                  f'videos = "DIR" under [datasets.{dataset}] in a datasets file (--datasets)')
-            videos = entry.resolve(entry.videos)
         adapter = cat.adapter(dataset)
         options = {} if split_dir is None else {"split_dir": split_dir}
-        samples = adapter.samples(videos, **options)
+        samples = adapter.samples(videos or _videos_folder(entry, adapter), **options)
         description = adapter.describe_samples(samples, **options)
         by_encoder = _encoder_params(pm, params)
         encoders = {"video": _encoder(pm, video_encoder, "video", by_encoder.get(video_encoder, []), device, dtype),
@@ -97,6 +92,20 @@ def install(app, pm) -> None:
         if failures:
             out.print(table(f"{len(failures)} videos could not be read (rerun with --retry-failed)",
                             ["video", "reason"], sorted(failures.items())))
+
+
+def _videos_folder(entry, adapter) -> Path | None:
+    """The dataset's `videos` setting, when --videos is not given (None for a format without
+    videos: its `samples` says so)."""
+    from ..api import DatasetAdapter
+    from ..errors import ConfigError
+
+    if entry.videos is not None:
+        return entry.resolve(entry.videos)
+    if type(adapter).samples is DatasetAdapter.samples:
+        return None
+    raise ConfigError(f"dataset {entry.name!r} names no videos folder: pass --videos DIR, or set "
+                      f'videos = "DIR" under [datasets.{entry.name}] in a datasets file (--datasets)')
 
 
 def _encoder_params(pm, pairs: list[str]) -> dict[str, list[str]]:
