@@ -219,6 +219,7 @@ def test_benchmark_videos_from_the_split_csv_files(tmp_path, cli, folders_from):
     ids, labels, _ = fs.read_videos("ucf")
     assert sorted(ids.tolist()) == sorted(row["filename"] for row in wanted.values())
     assert len(info["classes"]) == 101 and "Apply Eye Makeup" in info["prompt_names"]  # clip_class_name column
+    assert info["provenance"]["source"] == f"extract({videos})"
     split = fs.read_split("ucf", "cls_split")
     for part, row in wanted.items():
         row_index = ids.tolist().index(row["filename"])

@@ -46,7 +46,8 @@ def install(app, pm) -> None:
         entry = cat.get(dataset)
         adapter = cat.adapter(dataset)
         options = {} if split_dir is None else {"split_dir": split_dir}
-        samples = adapter.samples(videos or _videos_folder(entry, adapter), **options)
+        videos = videos or _videos_folder(entry, adapter)
+        samples = adapter.samples(videos, **options)
         description = adapter.describe_samples(samples, **options)
         by_encoder = _encoder_params(pm, params)
         encoders = {"video": _encoder(pm, video_encoder, "video", by_encoder.get(video_encoder, []), device, dtype),
