@@ -114,8 +114,8 @@ class ReleasedFeatures(DatasetAdapter):
         if not videos.is_dir():
             raise ImportDataError(f"{videos}: no such folder of videos")
         index = {f.stem: f for f in sorted(videos.rglob("*")) if f.suffix.lower() in VIDEO_SUFFIXES}
-        resolver = self._split_resolver(Path(split_dir))
-        folder = Path(split_dir) / self.entry.split
+        resolver = self._split_resolver(split_dir)
+        folder = split_dir / self.entry.split
         out, seen = [], set()
         for part in PARTITIONS:
             csv_path = folder / f"{part}.csv"
@@ -137,10 +137,10 @@ class ReleasedFeatures(DatasetAdapter):
         split_dir = self._split_dir(split_dir)
         if split_dir is None:
             return super().describe_samples(samples)
-        resolver = self._split_resolver(Path(split_dir))
+        resolver = self._split_resolver(split_dir)
         hasher = _Hasher()
-        prompt_names = self._prompt_names(Path(split_dir).parent, resolver, hasher, Path(split_dir))
-        folder = Path(split_dir) / self.entry.split
+        prompt_names = self._prompt_names(split_dir.parent, resolver, hasher, split_dir)
+        folder = split_dir / self.entry.split
         lists = read_class_split(folder, resolver, ImportDataError)
         part_of = {}
         for code, part in enumerate(PARTITIONS):
