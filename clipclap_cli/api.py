@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -26,6 +27,9 @@ PARTITIONS = (
     "stage_2_test_seen",
     "stage_2_test_unseen",
 )
+
+#: The label-embedding blocks a head can receive, in concatenation order ([CLIP | CLAP]).
+LABEL_PARTS = ("clip", "clap")
 
 
 @dataclass(frozen=True)
@@ -54,13 +58,18 @@ class FeatureDims:
     def text(self) -> int:
         return sum(d for _, d in self.text_parts)
 
-    def text_slice(self, part: str) -> slice:
-        start = 0
+    def text_slice(self, *parts: str) -> slice:
+        """The columns of the label-embedding matrix that hold `parts` (adjacent, in that order)."""
+        starts, start = {}, 0
         for name, dim in self.text_parts:
-            if name == part:
-                return slice(start, start + dim)
-            start += dim
-        raise KeyError(part)
+            starts[name], start = (start, start + dim), start + dim
+        missing = [part for part in parts if part not in starts]
+        if missing or not parts:
+            raise KeyError(f"the label embeddings {self.text_parts} lack {', '.join(missing) or 'the parts asked for'}")
+        spans = [starts[part] for part in parts]
+        if any(a[1] != b[0] for a, b in pairwise(spans)):
+            raise KeyError(f"the label embeddings {self.text_parts} do not hold {', '.join(parts)} side by side")
+        return slice(spans[0][0], spans[-1][1])
 
 
 @dataclass

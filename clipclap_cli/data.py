@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .api import LABEL_PARTS
 from .errors import StoreError
 from .store import FeatureStore
 
@@ -65,12 +66,9 @@ class ProtocolData:
                        self.classes["stage_2_test_seen"], self.classes["stage_2_test_unseen"])
 
 
-#: The label-embedding blocks a head receives, in concatenation order ([CLIP | CLAP]).
-LABEL_PARTS = ("clip", "clap")
-
-
 def label_matrix(store: FeatureStore, dataset: str, parts: tuple[str, ...] = LABEL_PARTS) -> np.ndarray:
-    """The label embedding of every class, [CLIP | CLAP] (rows by class id)."""
+    """The label embedding of every class (rows by class id): the `parts` side by side,
+    [CLIP | CLAP] by default."""
     return np.concatenate([store.read_label_embeddings(dataset, p) for p in parts], axis=1)
 
 
@@ -86,8 +84,9 @@ def legacy_label_permutation(prompt_names: list[str]) -> np.ndarray:
 
 
 def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: str = "cpu",
-                       legacy_label_order: bool = False) -> ProtocolData:
-    """Read a dataset's features, label embeddings and split from the store into tensors.
+                       legacy_label_order: bool = False, label_parts: tuple[str, ...] = LABEL_PARTS) -> ProtocolData:
+    """Read a dataset's features, label embeddings (`label_parts`, side by side) and split from
+    the store into tensors.
 
     Classes get their own label embedding by name; `legacy_label_order` reproduces the
     reference's sorted-key misalignment instead (for matching old numbers). Everything comes
@@ -101,7 +100,7 @@ def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: st
             if needed not in names:
                 raise StoreError(f"dataset {dataset!r} has no {needed} features "
                                  "(run `clipclap extract` or `clipclap import`)")
-        class_text = label_matrix(store, dataset)
+        class_text = label_matrix(store, dataset, label_parts)
         audio, video = store.read_features(dataset, "audio"), store.read_features(dataset, "video")
     dev = torch.device(device)
     if legacy_label_order:

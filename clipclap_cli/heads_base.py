@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .api import FeatureDims
+from .api import LABEL_PARTS, FeatureDims
 
 #: Distance modes of the reference evaluation. Single-query heads answer only "both".
 MODES = ("audio", "video", "both")
@@ -54,6 +54,14 @@ class FusionHead(nn.Module):
     def __init__(self, dims: FeatureDims, params: Any):
         super().__init__()
         self.dims, self.params = dims, params
+
+    @classmethod
+    def label_parts(cls, params: Any) -> tuple[str, ...]:
+        """The label embeddings this head reads with `params` (some of LABEL_PARTS, in its order).
+        A run needs only these in the store, so a head that reads CLIP labels alone trains on a
+        dataset without CLAP ones. `class_text` holds every part the store had when the run
+        started, side by side (`dims.text_slice(*parts)` finds them). Default: all, [CLIP | CLAP]."""
+        return LABEL_PARTS
 
     def loss(self, batch: Batch, class_text: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Training loss for a batch; `class_text` holds the label embeddings of every training class."""

@@ -50,6 +50,11 @@ class RunSpec:
     protocol_defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
     "Where this head on this dataset departs from the protocol's defaults (TCaF on VGGSound: no LR scheduler)"
 
+    @property
+    def label_parts(self) -> tuple[str, ...]:
+        """The label embeddings the run reads, side by side (those the store held when it started)."""
+        return tuple(name for name, _ in self.dims["text_parts"])
+
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         if not self.protocol_defaults:
@@ -92,15 +97,31 @@ def _dims_from(spec: RunSpec):
 
 
 def store_dims(store: FeatureStore, dataset: str) -> dict[str, Any]:
-    """Input widths of a dataset as the store holds them (what a head is built for)."""
+    """Input widths of a dataset as the store holds them (what a head is built for): its audio and
+    video features, and the label embeddings it has, in LABEL_PARTS order. A run records these, and
+    reads the same label embeddings whenever it resumes or is evaluated."""
     feats, labels = store.feature_names(dataset), store.label_embedding_names(dataset)
-    missing = [n for n in ("audio", "video") if n not in feats] + [f"{n} label embeddings"
-                                                                   for n in LABEL_PARTS if n not in labels]
+    missing = [n for n in ("audio", "video") if n not in feats]
     if missing:
-        raise RunError(f"dataset {dataset!r} in {store} lacks {', '.join(missing)} "
-                       "(run `clipclap import`, `clipclap extract` or `clipclap embed` first)")
+        raise RunError(f"dataset {dataset!r} in {store} lacks {' and '.join(missing)} features "
+                       "(run `clipclap import` or `clipclap extract` first)")
     return {"audio": feats["audio"]["shape"][1], "video": feats["video"]["shape"][1],
-            "text_parts": [[n, labels[n][1]] for n in LABEL_PARTS]}
+            "text_parts": [[n, labels[n][1]] for n in LABEL_PARTS if n in labels]}
+
+
+def check_label_parts(store: FeatureStore, dataset: str, dims: dict[str, Any], head_cls, params) -> None:
+    """Refuse a head whose label embeddings (`label_parts`) the dataset lacks, in one line that
+    says which to compute; a plugin that names an unknown part is refused the same way."""
+    needed = tuple(head_cls.label_parts(params))
+    if not needed or needed != tuple(n for n in LABEL_PARTS if n in needed):
+        raise RunError(f"head {head_cls.head_id!r}: label_parts() must name some of {', '.join(LABEL_PARTS)}, "
+                       f"in that order, not {', '.join(map(str, needed)) or 'none'}")
+    held = [n for n, _ in dims["text_parts"]]
+    lacking = [n for n in needed if n not in held]
+    if lacking:
+        raise RunError(f"head {head_cls.head_id!r} reads {' and '.join(needed)} label embeddings; dataset {dataset!r} "
+                       f"in {store} has {' and '.join(held) or 'none'} (run "
+                       + " and ".join(f"`clipclap embed {dataset} --encoder {n}`" for n in lacking) + " first)")
 
 
 def default_run_dir(runs_dir: Path, spec: RunSpec) -> Path:
@@ -274,7 +295,8 @@ def _evaluate_run(path: Path, spec: RunSpec, raw: dict, store: FeatureStore | No
             if not store.location.exists():
                 raise RunError(f"run {path} was trained on the store {raw['store']}, which is not there any more; "
                                "pass --store with the store's new place")
-        data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)
+        data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order,
+                                  spec.label_parts)
     check_same_data(path, raw, data)
     head1 = _load_stage_model(path, spec, "stage1/best.safetensors", pm)
     head2 = _load_stage_model(path, spec, "stage2/final.safetensors", pm)
@@ -294,7 +316,8 @@ def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int,
         raise RunError(f"run {path} has no completed stage 1; "
                        f"run `clipclap train {spec.dataset} --stage 1 --run {path}` first")
     # fails before any write
-    data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order)
+    data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order,
+                              spec.label_parts)
     with cpu_threads(open_run(path, spec, store, data, threads)):
         for stage in stages:
             train_stage(path, spec, data, stage, cb, pm)
@@ -363,6 +386,7 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
         head_cls = heads.get(head)
         given = entry.head_params.get(head, {}) | cli_params
         parsed = build_params(head_cls.Params, given)
+        check_label_parts(store, entry.name, dims, head_cls, parsed)
         params = {k: getattr(parsed, k) for k in given}
         variant = {k: getattr(parsed, k) for k in cli_params}
         d = (dataclasses.asdict(entry.train) | dict(getattr(head_cls, "train_defaults", {}))
@@ -418,10 +442,12 @@ def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: st
 
     _check_device(device)
     dims = store_dims(store, dataset)
-    parsed = parse_params(param_pairs, get_head(head, pm).Params)
+    head_cls = get_head(head, pm)
+    parsed = parse_params(param_pairs, head_cls.Params)
+    check_label_parts(store, dataset, dims, head_cls, parsed)
     spec = RunSpec(dataset, split, head, dataclasses.asdict(parsed), dims, TrainConfig(epochs=0, lr=0.0, device=device),
                    legacy_label_order=legacy_label_order)
-    data = load_protocol_data(store, dataset, split, device, legacy_label_order)
+    data = load_protocol_data(store, dataset, split, device, legacy_label_order, spec.label_parts)
     heads, epochs = [], []
     for ckpt in (stage1, stage2):
         state, epoch = load_reference_checkpoint(ckpt)

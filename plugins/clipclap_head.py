@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from clipclap_cli.api import LABEL_PARTS
 from clipclap_cli.heads_base import Batch, Block, FusionHead
 
 
@@ -39,8 +40,7 @@ class ClipClapHead(FusionHead):
         super().__init__(dims, params)
         p = params
         in_dim = {"both": dims.video + dims.audio, "audio": dims.audio, "video": dims.video}[p.modality]
-        label_part = {"audio": "clap", "video": "clip"}.get(p.modality, p.labels)
-        self._label_slice = slice(0, dims.text) if label_part == "both" else dims.text_slice(label_part)
+        self._label_slice = dims.text_slice(*self.label_parts(p))
         w_dim = self._label_slice.stop - self._label_slice.start
         self.O_enc = Block([in_dim, p.hidden], p.dropout)
         self.W_enc = Block([w_dim, p.hidden], p.dropout)
@@ -48,6 +48,12 @@ class ClipClapHead(FusionHead):
         self.D_o = Block([p.dim_out, p.hidden, p.hidden], p.dropout)
         self.W_proj = Block([p.hidden, p.dim_out], p.dropout)
         self.D_w = Block([p.dim_out, p.hidden], p.dropout)
+
+    @classmethod
+    def label_parts(cls, params) -> tuple[str, ...]:
+        # one modality reads the label embedding of its own encoder (the paper's ablation)
+        part = {"audio": "clap", "video": "clip"}.get(params.modality, params.labels)
+        return LABEL_PARTS if part == "both" else (part,)
 
     def _inputs(self, audio: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
         if self.params.modality == "audio":

@@ -110,6 +110,26 @@ def _close(got, want):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_label_columns_by_name():
+    """`text_slice` finds the columns of named label embeddings, and the clipclap head reads the
+    ones its ablation names: on a store with CLIP alone, `labels=clip` builds and `both` does not."""
+    dims = FeatureDims(audio=3, video=2, text_parts=(("clip", 2), ("clap", 3)))
+    assert (dims.text_slice("clip"), dims.text_slice("clap"), dims.text_slice("clip", "clap")) == (
+        slice(0, 2), slice(2, 5), slice(0, 5))
+    for parts in (("clap", "clip"), ("w2v",), ()):
+        with pytest.raises(KeyError):
+            dims.text_slice(*parts)
+    clip_only = FeatureDims(audio=3, video=2, text_parts=(("clip", 2),))
+    for params, parts, width in (({}, ("clip", "clap"), 5), ({"labels": "clip"}, ("clip",), 2),
+                                 ({"modality": "video"}, ("clip",), 2), ({"labels": "clap"}, ("clap",), 3),
+                                 ({"modality": "audio", "labels": "clip"}, ("clap",), 3)):
+        head = create_head("clipclap", dims, params, pm=PM)
+        assert head.label_parts(head.params) == parts and head.W_enc.fc[0].in_features == width
+    assert create_head("clipclap", clip_only, {"labels": "clip"}, pm=PM).W_enc.fc[0].in_features == 2
+    with pytest.raises(KeyError, match="lack clap"):
+        create_head("clipclap", clip_only, {}, pm=PM)
+
+
 def test_cjme_reproduces_reference():
     head, batch, ct, a, meta = _golden("cjme")
     with torch.no_grad():

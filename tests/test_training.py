@@ -223,6 +223,64 @@ def test_ctrl_c_during_side_by_side_runs_resumes_them(cli, demo_store, tmp_path)
         assert a.read_bytes() == b.read_bytes()
 
 
+def _store_with_clip_labels_only(demo_store, path):
+    """The demo dataset and split in a new store, with CLIP label embeddings and no CLAP ones
+    (what `clipclap embed --encoder clip` alone leaves after `extract`)."""
+    from clipclap_cli.api import FeatureBundle
+    from clipclap_cli.store import FeatureStore
+
+    src, out = FeatureStore(demo_store), FeatureStore(path)
+    info, (ids, labels, partition) = src.info("demo"), src.read_videos("demo")
+    bundle = FeatureBundle(info["classes"], info["prompt_names"], list(ids), labels,
+                           {n: src.read_features("demo", n) for n in ("audio", "video")},
+                           {"clip": src.read_label_embeddings("demo", "clip")}, partition)
+    out.write_dataset("demo", bundle, {"kind": info["kind"]})
+    split = src.read_split("demo", "cls_split")
+    out.write_split("demo", "cls_split", split.indices, split.classes, {})
+    return out
+
+
+def test_a_head_reads_only_the_label_embeddings_it_needs(cli, demo_store, tmp_path):
+    """`-p labels=clip` trains on a dataset without CLAP label embeddings, to the numbers of the
+    same run on the full store (the head reads only the CLIP columns there); the default head,
+    which reads both, is refused in one line that names the command to run. Adding the CLAP
+    embeddings later does not invalidate the run: it reads the label embeddings it started with."""
+    store = _store_with_clip_labels_only(demo_store, tmp_path / "clip-only.zarr")
+    before = tree_digest(tmp_path / "clip-only.zarr")
+    for params in ([], ["-p", "modality=audio"]):
+        line = _one_error_line(_train(cli, store.location, tmp_path / "refused", *params))
+        assert line == ("Error: head 'clipclap' reads " + ("clap" if params else "clip and clap")
+                        + " label embeddings; dataset 'demo' in " + str(store)
+                        + " has clip (run `clipclap embed demo --encoder clap` first)")
+    assert not (tmp_path / "refused").exists() and tree_digest(tmp_path / "clip-only.zarr") == before
+    for where, runs in ((store.location, "clip-only"), (demo_store, "full")):
+        r = _train(cli, where, tmp_path / runs, "-p", "labels=clip")
+        assert r.exit_code == 0, r
+    a, b = (tmp_path / d / "demo" / "clipclap,labels=clip" / "seed42" for d in ("clip-only", "full"))
+    assert (a / "results.json").read_bytes() == (b / "results.json").read_bytes()
+    assert json.loads((a / "config.json").read_text())["spec"]["dims"]["text_parts"] == [["clip", 512]]
+    # CLAP label embeddings added afterwards: the run still evaluates on what it was trained on
+    from clipclap_cli.store import FeatureStore
+
+    store.write_label_embeddings("demo", "clap", FeatureStore(demo_store).read_label_embeddings("demo", "clap"), {})
+    shutil.copy(a / "results.json", tmp_path / "first.json")
+    assert cli("evaluate", a).exit_code == 0
+    assert (a / "results.json").read_bytes() == (tmp_path / "first.json").read_bytes()
+
+
+def test_a_head_must_name_known_label_embeddings_in_order(demo_store):
+    from clipclap_cli.errors import RunError
+    from clipclap_cli.runs import check_label_parts, store_dims
+    from clipclap_cli.store import FeatureStore
+
+    store = FeatureStore(demo_store)
+    dims = store_dims(store, "demo")
+    for parts in (("clap", "clip"), ("w2v",), ()):
+        head = type("Head", (), {"head_id": "odd", "label_parts": classmethod(lambda cls, p, parts=parts: parts)})
+        with pytest.raises(RunError, match="label_parts\\(\\) must name some of clip, clap, in that order"):
+            check_label_parts(store, "demo", dims, head, None)
+
+
 def test_changed_settings_do_not_silently_mix(cli, demo_store, reference_run, tmp_path):
     r = cli("train", "demo", "--store", demo_store, "--run", reference_run,
             "--epochs", "5", "--batches-per-epoch", "30")
