@@ -90,6 +90,14 @@ def test_weights_load_from_a_local_file(clip_cls, tmp_path, cli, demo_store):
     r = cli("embed", "demo", "--store", store, *TINY, "-e", f"checkpoint={tmp_path / 'tiny.bin'}")
     assert r.exit_code == 0, r
     rows = FeatureStore(store).read_label_embeddings("demo", "clip")
+    # extract's ENCODER:KEY=VALUE form names the same parameters; another encoder's is refused
+    r = cli("embed", "demo", "--store", store, "-e", "clip:model=clipclap-tiny-clip",
+            "-e", f"clip:checkpoint={tmp_path / 'tiny.bin'}")
+    assert r.exit_code == 0, r
+    assert np.array_equal(FeatureStore(store).read_label_embeddings("demo", "clip"), rows)
+    r = cli("embed", "demo", "--store", store, *TINY, "-e", "clap:size=tiny")
+    assert r.exit_code == 1 and r.stderr.strip() == (
+        "Error: -e 'clap:size=tiny' sets the clap encoder; this command embeds with clip (--encoder clap to use it)")
     names = FeatureStore(store).info("demo")["prompt_names"]
     from clipclap_cli.config import benchmarks_dir
     from clipclap_cli.embedding import read_templates

@@ -10,7 +10,8 @@ import typer
 from ..console import err
 from ._options import DEFAULT_STORE, DatasetsOpt, StoredDatasetArg, StoreOpt, catalog, store, stored_dataset
 
-EncoderParamOpt = Annotated[list[str], typer.Option("--encoder-param", "-e", help="Encoder parameter KEY=VALUE; repeatable")]
+EncoderParamOpt = Annotated[list[str], typer.Option(
+    "--encoder-param", "-e", help="Encoder parameter KEY=VALUE (or ENCODER:KEY=VALUE, as extract takes it); repeatable")]
 TEXT_ENCODERS = {"clip": "clip_text", "clap": "clap_text"}
 
 
@@ -41,7 +42,7 @@ def install(app, pm) -> None:
             raise ConfigError(f"dataset {dataset!r} names no prompts file; pass --prompts FILE")
         templates = read_templates(path, TEXT_ENCODERS[encoder])
         base = get_encoder(encoder, pm)
-        enc = type(base)(parse_params(params, type(base).Params))
+        enc = type(base)(parse_params([_own_param(pair, encoder) for pair in params], type(base).Params))
         enc.check_weights()
         n = len(fs.info(dataset)["prompt_names"])
         with progress() as bar:
@@ -49,3 +50,17 @@ def install(app, pm) -> None:
             matrix = embed_labels(fs, dataset, enc, templates, encoder, lambda i: bar.update(task, completed=i))
         err.print(f"{dataset}: {encoder} label embeddings {matrix.shape[0]} x {matrix.shape[1]} "
                   f"({len(templates)} templates) -> {store_path}")
+
+
+def _own_param(pair: str, encoder: str) -> str:
+    """-e KEY=VALUE as it is, or ENCODER:KEY=VALUE (extract's form) for this command's encoder
+    without its prefix; another encoder's prefix is refused, not ignored."""
+    from ..errors import ClipclapError
+
+    name, sep, rest = pair.partition(":")
+    if not sep or "=" in name:  # no prefix (a colon after '=' belongs to the value)
+        return pair
+    if name != encoder:
+        raise ClipclapError(f"-e {pair!r} sets the {name} encoder; this command embeds with {encoder} "
+                            f"(--encoder {name} to use it)")
+    return rest
