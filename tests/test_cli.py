@@ -28,6 +28,19 @@ def test_every_command_has_help(cli, command):
     assert "Usage" in r.stdout
 
 
+def test_help_reads_whole_in_80_columns(cli, monkeypatch):
+    """Flags show as flags (not as options taking a <bool>), option names are never cut, and the
+    command lists give each command's whole first sentence, on an 80-column terminal."""
+    monkeypatch.setenv("COLUMNS", "80")
+    for command in [[c] for c in COMMANDS] + SUBCOMMANDS:
+        text = cli(*command, "--help").stdout
+        assert "<bool>" not in text and "…" not in text, (command, text)
+    for group in ([], ["datasets"], ["encoders"], ["heads"]):
+        listed = cli(*group, "--help").stdout.split("Commands:")[1].strip().splitlines()
+        assert all(line.rstrip().endswith(".") and not line.rstrip().endswith("...") for line in listed), listed
+    assert "--replay-forward / --no-replay-forward" in cli("train", "--help").stdout
+
+
 def test_importing_the_cli_does_not_import_torch():
     code = "import clipclap_cli.cli, clipclap_cli, sys; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -19,6 +19,7 @@ def make_app(pm) -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
+        rich_markup_mode=None,
         help="Audio-visual generalized zero-shot learning with CLIP/CLAP features (ClipClap-GZSL).",
     )
     for module in (extract, import_, split, embed, train, evaluate, report, demo, inspect):

@@ -10,7 +10,7 @@ import typer
 StoreOpt = Annotated[
     str,
     typer.Option("--store", "-s", envvar="CLIPCLAP_STORE",
-                 help="Feature store: a zarr folder or an fsspec URL (s3://…); default ./clipclap.zarr"),
+                 help="Feature store: a zarr folder or an fsspec URL (s3://bucket/x.zarr); default ./clipclap.zarr"),
 ]
 DatasetsOpt = Annotated[
     Path | None,
@@ -21,7 +21,7 @@ StoredDatasetArg = Annotated[
     str | None,
     typer.Argument(help="Dataset name (see `clipclap datasets list`); default: the store's only dataset"),
 ]
-ParamOpt = Annotated[list[str], typer.Option("--param", "-p", help="Head parameter KEY=VALUE; repeatable")]
+ParamOpt = Annotated[list[str], typer.Option("--param", "-p", metavar="KEY=VALUE", help="Head parameter KEY=VALUE; repeatable")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: the dataset's, 42)")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N")]

@@ -24,7 +24,8 @@ def install(app, pm) -> None:
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
     ):
-        """Generate the demo benchmark (UCF-shaped, synthetic), train ClipClap, evaluate, print the table."""
+        """Run the whole pipeline on the demo benchmark. Generates it (UCF-shaped, synthetic), trains
+        ClipClap, evaluates, prints the table."""
         from ..ingest import generate_dataset
         from ..runs import RunRequest, plan_runs
         from .inspect import _show

@@ -11,7 +11,7 @@ from ..console import err
 from ._options import DEFAULT_STORE, DatasetsOpt, StoredDatasetArg, StoreOpt, catalog, store, stored_dataset
 
 EncoderParamOpt = Annotated[list[str], typer.Option(
-    "--encoder-param", "-e", help="Encoder parameter KEY=VALUE (or ENCODER:KEY=VALUE, as extract takes it); repeatable")]
+    "--encoder-param", "-e", metavar="KEY=VALUE", help="Encoder parameter KEY=VALUE (or ENCODER:KEY=VALUE, as extract takes it); repeatable")]
 TEXT_ENCODERS = {"clip": "clip_text", "clap": "clap_text"}
 
 
@@ -25,7 +25,8 @@ def install(app, pm) -> None:
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
     ):
-        """Label embeddings: every prompt template filled with each class's prompt name, encoded, averaged."""
+        """Compute label embeddings from prompts. Every template filled with each class's prompt name,
+        encoded, averaged."""
         from ..console import progress
         from ..embedding import embed_labels, read_templates
         from ..errors import ClipclapError, ConfigError

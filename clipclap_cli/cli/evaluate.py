@@ -35,7 +35,8 @@ def install(app, pm) -> None:
                  "$CLIPCLAP_STORE, else ./clipclap.zarr")] = None,
         datasets_file: DatasetsOpt = None,
     ):
-        """beta* from the stage-1 model on validation, applied to the stage-2 model on test: S, U, HM, ZSL.
+        """Test S, U, HM and ZSL of a run or of reference checkpoints. beta* from the stage-1
+        model on validation, applied to the stage-2 model on test.
 
         A run is evaluated on the store it recorded when trained, not on $CLIPCLAP_STORE: a global
         default must not silently swap the features of a run that names its own (--store does).

@@ -11,7 +11,7 @@ from ..console import err, out, table
 from ._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, DeviceOpt, StoreOpt, catalog, store
 
 EncoderParamOpt = Annotated[list[str], typer.Option(
-    "--encoder-param", "-e", help="ENCODER:KEY=VALUE, e.g. clip:checkpoint=PATH or clap:size=tiny; repeatable")]
+    "--encoder-param", "-e", metavar="ENCODER:KEY=VALUE", help="ENCODER:KEY=VALUE, e.g. clip:checkpoint=PATH or clap:size=tiny; repeatable")]
 
 
 def install(app, pm) -> None:
@@ -25,7 +25,7 @@ def install(app, pm) -> None:
         params: EncoderParamOpt = [],  # noqa: B006 - Typer reads the default
         frames: Annotated[int, typer.Option("--frames", min=1, help="Frames per video: 1 = the middle frame")] = 1,
         batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Videos per encoder batch")] = 32,
-        workers: Annotated[int, typer.Option("--workers", min=0, help="Decoding processes (0: decode in this process)")] = 2,
+        workers: Annotated[int, typer.Option("--workers", min=0, metavar="N", help="Decoding processes (0: decode in this process)")] = 2,
         shard: Annotated[str | None, typer.Option("--shard", help="i/n: this process's share (default: RANK/WORLD_SIZE)")] = None,
         chunk: Annotated[int, typer.Option("--chunk", min=1, help="Rows per store chunk (a shard owns whole chunks)")] = 64,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try the videos that failed before again")] = False,
@@ -34,7 +34,7 @@ def install(app, pm) -> None:
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
     ):
-        """Extract video (CLIP) and audio (CLAP) features; rerun the same command to resume."""
+        """Extract video (CLIP) and audio (CLAP) features. Rerun the same command to resume."""
         from rich.progress import TextColumn
 
         from ..console import progress

@@ -19,7 +19,7 @@ def install(app, pm) -> None:
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
     ):
-        """Import released features (data.zip layout) and write the dataset's default split."""
+        """Import released features (data.zip layout). Writes the dataset's default split too."""
         from ..ingest import import_dataset
 
         with err.status(f"importing {dataset} from {root}"):

@@ -18,7 +18,8 @@ def install(app, pm) -> None:
 
     @datasets.command("list")
     def datasets_list(datasets_file: DatasetsOpt = None, store_path: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False):
-        """List dataset entries (datasets.toml, plugins, your file) and whether the store holds them."""
+        """List dataset entries and whether the store holds them. From datasets.toml, plugins and
+        your file."""
         cat = catalog(pm, datasets_file)
         held = set(store(store_path).datasets())
         rows = [
@@ -35,7 +36,7 @@ def install(app, pm) -> None:
 
     @datasets.command("kinds")
     def datasets_kinds(as_json: JsonOpt = False):
-        """List dataset formats (adapter kinds) and the plugins that provide them."""
+        """List dataset formats (adapter kinds) and their plugins."""
         from ..registries import list_dataset_kinds
 
         rows = [{"kind": r.name, "plugin": r.plugin, "description": r.obj.description} for r in list_dataset_kinds(pm)]
@@ -45,7 +46,8 @@ def install(app, pm) -> None:
 
     @datasets.command("show")
     def datasets_show(name: DatasetArg, store_path: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False):
-        """Show what the store holds for a dataset: videos and classes per split, features, label embeddings."""
+        """Show what the store holds for a dataset. Videos and classes per split, features, label
+        embeddings."""
         fs = store(store_path)
         if as_json:
             return print_json(fs.describe(name))
@@ -65,7 +67,7 @@ def install(app, pm) -> None:
 
     @heads.command("list")
     def heads_list(params: bool = typer.Option(False, "--params", help="Show each head's parameters"), as_json: JsonOpt = False):
-        """List fusion heads: id, plugin, aliases (and parameters with --params)."""
+        """List fusion heads: id, plugin, aliases. With --params, their parameters too."""
         from ..params import describe_params
         from ..registries import list_heads
 

@@ -20,7 +20,7 @@ def install(app, pm) -> None:
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the table to this file")] = None,
         runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Searched when no RUN is given")] = Path("runs"),
     ):
-        """Table of S/U/HM/ZSL: methods x datasets, seeds grouped as mean ± std (n)."""
+        """Table of S/U/HM/ZSL per method and dataset. Seeds grouped as mean ± std (n)."""
         print_report(runs or [runs_dir], fmt, su, plots, output)
         if output is not None:
             err.print(f"table written to {output}")

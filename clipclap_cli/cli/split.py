@@ -24,7 +24,7 @@ def install(app, pm) -> None:
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
     ):
-        """Write the protocol split from class-split files, or draw a new one with --seen/--unseen."""
+        """Write a protocol split. From class-split files, or drawn anew with --seen/--unseen."""
         from ..errors import SplitError
         from ..ingest import split_drawn, split_from_folder
 

@@ -49,16 +49,16 @@ def install(app, pm) -> None:
                                              help="The reference's sorted-key label embeddings (to match old numbers)")] = False,
         device: DeviceOpt = "cpu",
         threads: Annotated[int | None, typer.Option(
-            "--threads", min=1,
+            "--threads", min=1, metavar="N",
             help="CPU threads per run (default: torch's, or what the run recorded; e.g. 1 to train several runs at once)")] = None,
         jobs: Annotated[int, typer.Option(
-            "--jobs", min=1, help="Runs trained at once in worker processes, each with a share of the CPU cores")] = 1,
+            "--jobs", min=1, metavar="N", help="Runs trained at once in worker processes, each with a share of the CPU cores")] = 1,
         run_dir: Annotated[Path | None, typer.Option("--run", help="Run folder (default RUNS_DIR/DATASET/HEAD/seedN)")] = None,
         runs_dir: RunsDirOpt = Path("runs"),
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
     ):
-        """Train fusion heads with the two-stage protocol; rerun the same command to resume."""
+        """Train fusion heads with the two-stage protocol. Rerun the same command to resume."""
         from ..errors import ClipclapError
         from ..registries import list_heads
         from ..runs import RunRequest, parse_grid, plan_runs
