@@ -60,13 +60,14 @@ class FeatureDims:
 
     def text_slice(self, *parts: str) -> slice:
         """The columns of the label-embedding matrix that hold `parts` (adjacent, in that order)."""
-        starts, start = {}, 0
+        columns, start = {}, 0
         for name, dim in self.text_parts:
-            starts[name], start = (start, start + dim), start + dim
-        missing = [part for part in parts if part not in starts]
+            columns[name] = (start, start + dim)
+            start += dim
+        missing = [part for part in parts if part not in columns]
         if missing or not parts:
             raise KeyError(f"the label embeddings {self.text_parts} lack {', '.join(missing) or 'the parts asked for'}")
-        spans = [starts[part] for part in parts]
+        spans = [columns[part] for part in parts]
         if any(a[1] != b[0] for a, b in pairwise(spans)):
             raise KeyError(f"the label embeddings {self.text_parts} do not hold {', '.join(parts)} side by side")
         return slice(spans[0][0], spans[-1][1])
