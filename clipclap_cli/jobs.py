@@ -3,8 +3,9 @@
 A batch of 64 keeps few cores busy, so on the CPU runs trained side by side with a share of the
 threads each finish sooner than the same runs one after the other. Each worker trains whole runs
 through `train_run` (so a run trained here has the bytes of the same run trained alone with the
-same `--threads`), finds plugins through entry points as the command line does, and reports
-progress as events on a queue, which the caller turns into its display.
+same `--threads`) with the caller's plugins (`portable_plugins`: the same modules, under the same
+names, whether they came from entry points or were registered by hand), and reports progress as
+events on a queue, which the caller turns into its display.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ClipclapError
+from .plugins import PortablePlugin, rebuild_plugin_manager
 from .runs import Callbacks, RunSpec, train_run
 from .store import FeatureStore
 
@@ -45,22 +47,33 @@ class RunOutcome:
 
 
 _events = None  # the worker's end of the event queue (set by _init_worker)
+_plugins = None  # the caller's plugins (set by _init_worker), then the manager built from them
 
 
-def _init_worker(events, threads: int) -> None:
-    """A worker's setup: its event queue, and its share of the cores as torch's default threads
-    (what a new run records when no --threads was given)."""
-    global _events
+def _init_worker(events, threads: int, plugins: list[PortablePlugin]) -> None:
+    """A worker's setup: its event queue, the caller's plugins, and its share of the cores as
+    torch's default threads (what a new run records when no --threads was given)."""
+    global _events, _plugins
     import torch
 
-    _events = events
+    _events, _plugins = events, plugins
     torch.set_num_threads(threads)
+
+
+def _plugin_manager():
+    """The worker's plugin manager, built on first use: a plugin that fails to load then fails
+    the run with its reason, instead of breaking the pool (which reads as a dead worker)."""
+    global _plugins
+    if isinstance(_plugins, list):
+        try:
+            _plugins = rebuild_plugin_manager(_plugins)
+        except Exception as e:  # an import or unpickling error, of whatever kind
+            raise ClipclapError(f"a worker process cannot load the plugins: {e}") from None
+    return _plugins
 
 
 def _train_in_worker(run: int, path: Path, spec: RunSpec, store: str, stages: tuple[int, ...],
                      threads: int | None) -> RunOutcome:
-    from .plugins import get_plugin_manager
-
     def put(kind: str, stage: int, **fields) -> None:
         _events.put(RunEvent(run, kind, stage, **fields))
 
@@ -69,15 +82,17 @@ def _train_in_worker(run: int, path: Path, spec: RunSpec, store: str, stages: tu
                    stage_reused=lambda stage, result: put("reused", stage, record=result))
     try:
         return RunOutcome(run, results=train_run(path, spec, FeatureStore(store), stages, cb,
-                                                 get_plugin_manager(), threads))
+                                                 _plugin_manager(), threads))
     except ClipclapError as e:
         return RunOutcome(run, error=str(e))
 
 
 def train_in_workers(plan: list[tuple[Path, RunSpec]], store: str, stages: tuple[int, ...], jobs: int,
-                     threads: int | None, on_event: Callable[[RunEvent], None]) -> list[RunOutcome]:
-    """Train every (folder, spec) of `plan`, `jobs` at a time in worker processes; `on_event`
-    sees every worker's events in this process. Threads per run: `threads`, else what a run
+                     threads: int | None, on_event: Callable[[RunEvent], None],
+                     plugins: list[PortablePlugin]) -> list[RunOutcome]:
+    """Train every (folder, spec) of `plan`, `jobs` at a time in worker processes that load
+    `plugins` (`portable_plugins` of the caller's manager); `on_event` sees every worker's
+    events in this process. Threads per run: `threads`, else what a run
     recorded, else an equal share of this machine's cores. Returns the outcomes in `plan`'s order."""
     import torch
 
@@ -85,7 +100,8 @@ def train_in_workers(plan: list[tuple[Path, RunSpec]], store: str, stages: tuple
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
     events = context.Queue()
     outcomes: dict[int, RunOutcome] = {}
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(events, share)) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
+                             initargs=(events, share, plugins)) as pool:
         pending: set[Future] = {pool.submit(_train_in_worker, i, path, spec, store, stages, threads)
                                 for i, (path, spec) in enumerate(plan)}
         try:

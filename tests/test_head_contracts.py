@@ -4,9 +4,7 @@ and each baseline's loss against a hand computation of BASELINES.md's formula.""
 from __future__ import annotations
 
 import csv
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,28 +16,13 @@ from clipclap_cli.api import FeatureDims
 from clipclap_cli.checkpoints import load_into, load_model, save_model
 from clipclap_cli.data import legacy_label_permutation
 from clipclap_cli.heads_base import Batch
-from clipclap_cli.plugins import make_plugin_manager
 from clipclap_cli.registries import create_head, list_heads
+from example_plugin import manager_with_example
 from shared_material import BENCHMARKS, GOLDENS
 
 ROOT = Path(__file__).resolve().parents[1]
 DIMS = FeatureDims(audio=1024, video=512, text_parts=(("clip", 512), ("clap", 1024)))
-
-
-def _manager_with_example():
-    """Built-ins plus the example plugin's module, registered in-process like an entry point."""
-    sys.path.insert(0, str(ROOT / "examples" / "clipclap-example-plugin"))
-    try:
-        module = importlib.import_module("clipclap_example")
-        importlib.import_module("clipclap_example_head")  # the hook imports it lazily
-    finally:
-        sys.path.pop(0)
-    pm = make_plugin_manager(entrypoints=False)
-    pm.register(module, "example")
-    return pm
-
-
-PM = _manager_with_example()
+PM = manager_with_example()
 HEADS = list_heads(PM).names()
 
 

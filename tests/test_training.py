@@ -20,8 +20,8 @@ from conftest import tree_digest
 FAST = ("--epochs", "3", "--batches-per-epoch", "30")
 
 
-def _train(cli, store, runs, *extra):
-    return cli("train", "demo", "--store", store, "--runs-dir", runs, *FAST, *extra)
+def _train(cli, store, runs, *extra, manager=None):
+    return cli("train", "demo", "--store", store, "--runs-dir", runs, *FAST, *extra, manager=manager)
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +187,35 @@ def test_runs_side_by_side_match_the_same_runs_alone(cli, demo_store, tmp_path):
     assert "1 of 2 runs failed" in r.stderr
     assert (clash / "demo" / "clipclap" / "seed42" / "results.json").read_bytes() == \
         (tmp_path / "alone" / "demo" / "clipclap" / "seed42" / "results.json").read_bytes()
+    # every run failing: their error lines and the count, nothing else
+    r = _train(cli, demo_store, clash, "--seeds", "2", "--jobs", "2", "--threads", "1", "--lr", "0.5")
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error: ")]
+    assert r.exit_code == 1 and len(errors) == 3 and errors[2].startswith("Error: 2 of 2 runs failed"), r.stderr
+
+
+def test_side_by_side_workers_load_the_callers_plugins(cli, demo_store, tmp_path):
+    """Workers train with the plugins of the command that started them, also a module registered
+    by hand from a folder no longer on sys.path (the example plugin's head): the bytes of the
+    same runs trained alone. A plugin that cannot be sent to a worker is one error line."""
+    from example_plugin import manager_with_example
+
+    pm = manager_with_example()
+    settings = ("--head", "bilinear", "--seeds", "2", "--threads", "1")
+    r = _train(cli, demo_store, tmp_path / "jobs", *settings, "--jobs", "2", manager=pm)
+    assert r.exit_code == 0, r
+    assert _train(cli, demo_store, tmp_path / "alone", *settings, manager=pm).exit_code == 0
+    for seed in (42, 43):
+        a, b = (tmp_path / d / "demo" / "bilinear" / f"seed{seed}" / "results.json" for d in ("alone", "jobs"))
+        assert a.read_bytes() == b.read_bytes()
+
+    class LocalPlugin:  # a class defined in a function cannot be pickled
+        pass
+
+    pm.register(LocalPlugin(), "local")
+    line = _one_error_line(_train(cli, demo_store, tmp_path / "refused", *settings, "--jobs", "2", manager=pm))
+    assert line.startswith("Error: plugin 'local' cannot be sent to worker processes (") and line.endswith(
+        "register a module, or train without --jobs")
+    assert not (tmp_path / "refused").exists()
 
 
 def test_ctrl_c_during_side_by_side_runs_resumes_them(cli, demo_store, tmp_path):

@@ -78,13 +78,14 @@ def install(app, pm) -> None:
         plan = plan_runs(fs, entry, request, runs_dir, run_dir, pm)
         failed = 0
         if jobs > 1 and len(plan) > 1:
-            finished, failed = train_side_by_side(plan, fs, STAGES[stage], min(jobs, len(plan)), threads)
+            finished, failed = train_side_by_side(plan, fs, STAGES[stage], min(jobs, len(plan)), threads, pm)
         else:
             finished = [train_one(path, spec, fs, STAGES[stage], pm, threads) for path, spec in plan]
-        if 2 in STAGES[stage]:
+        finished = [p for p in finished if p is not None]
+        if 2 in STAGES[stage] and finished:  # with every run failed, the error below says so
             from .report import print_report
 
-            print_report([p for p in finished if p is not None])
+            print_report(finished)
         if failed:
             raise ClipclapError(f"{failed} of {len(plan)} runs failed (above); rerun the same command to retry them")
 
@@ -135,7 +136,7 @@ def train_one(path, spec, fs, stages, pm, threads=None):
     return None
 
 
-def train_side_by_side(plan, fs, stages, jobs, threads):
+def train_side_by_side(plan, fs, stages, jobs, threads, pm):
     """Train the runs of `plan` `jobs` at a time in worker processes, one progress bar per run;
     returns the folders of the runs with results and how many runs failed."""
     from rich.markup import escape
@@ -143,7 +144,9 @@ def train_side_by_side(plan, fs, stages, jobs, threads):
 
     from ..console import progress
     from ..jobs import train_in_workers
+    from ..plugins import portable_plugins
 
+    plugins = portable_plugins(pm)  # a plugin the workers cannot get fails here, before any output
     err.print(f"training {len(plan)} runs, {jobs} at a time in worker processes")
     labels = [f"{spec.head} seed {spec.train.seed}" for _, spec in plan]
     with progress(TextColumn("{task.fields[info]}")) as bar:
@@ -169,7 +172,7 @@ def train_side_by_side(plan, fs, stages, jobs, threads):
                 err.print(f"{label}: stage {event.stage}: already trained")
                 bar.update(task, info=f"stage {event.stage} already trained")
 
-        outcomes = train_in_workers(plan, fs.location.recorded(), stages, jobs, threads, on_event)
+        outcomes = train_in_workers(plan, fs.location.recorded(), stages, jobs, threads, on_event, plugins)
     finished, failed = [], 0
     for (path, _), label, outcome in zip(plan, labels, outcomes, strict=True):
         if outcome.error is not None:
