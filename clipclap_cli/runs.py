@@ -29,6 +29,7 @@ from .evaluation import evaluate_models
 from .metrics import beta_star
 from .protocol import DEFAULT_BETA_GRID, protocol_variant, setting_problem
 from .registries import create_head
+from .splits import check_training_videos
 from .store import FeatureStore, now_iso
 from .training import EpochRecord, TrainConfig, Trainer
 
@@ -377,7 +378,10 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
                 raise ConfigError(f"{entry.origin} [datasets.{entry.name}] {key}.{name}: {e}") from None
     dims = store_dims(store, entry.name)
     split = r.split or entry.split
-    store.read_split(entry.name, split)  # a clear error when the split is missing
+    split_data = store.read_split(entry.name, split)  # a clear error when the split is missing
+    _, labels, _ = store.read_videos(entry.name)
+    check_training_videos(split_data.indices, split_data.classes, labels, store.info(entry.name)["classes"],
+                          f"split {split!r} of dataset {entry.name!r}")
     _check_device(r.device)
     cli_params = pairs_to_dict(r.params)
     first_seed = entry.train.seed if r.seed is None else r.seed

@@ -105,6 +105,28 @@ def split_from_partitions(
     return out
 
 
+#: The partitions each stage trains on (SPEC.md "Benchmarks and splits").
+TRAINING_VIDEOS = {
+    "stage_1_train": ("stage_1_train",),
+    "stage_2_train": ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen"),
+}
+
+
+def check_training_videos(indices: dict[str, np.ndarray], classes: dict[str, list[int]], labels: np.ndarray,
+                          class_names: list[str], where: str) -> None:
+    """Refuse a split whose training classes lack training videos (say, extraction missed them
+    all): class-balanced sampling draws every training class, so training could not start."""
+    lacking = []
+    for stage, partitions in TRAINING_VIDEOS.items():
+        present = np.unique(labels[np.concatenate([indices[p] for p in partitions])])
+        missing = np.setdiff1d(np.asarray(classes[stage], dtype=np.int64), present)
+        if len(missing):
+            lacking.append(f"{stage}: " + ", ".join(class_names[c] for c in missing))
+    if lacking:
+        raise SplitError(f"{where} has training classes without training videos ({'; '.join(lacking)}), which "
+                         "class-balanced sampling cannot draw: extract their videos, or write another split")
+
+
 def draw_split(
     labels: np.ndarray,
     num_classes: int,

@@ -492,6 +492,25 @@ def test_bad_inputs_fail_cleanly(cli, demo_store, reference_run, tmp_path):
     assert "W_proj.fc.0.weight has shape (64, 100)" in line
 
 
+def test_split_whose_training_class_lost_its_videos_is_one_clear_line(cli, demo_store, tmp_path):
+    """A class of stage_1_train whose training videos are all missing (extraction failed on
+    them) cannot be sampled: one line naming the class, before any run folder is written."""
+    from clipclap_cli.store import FeatureStore
+
+    store = tmp_path / "s.zarr"
+    shutil.copytree(demo_store, store)
+    fs = FeatureStore(store)
+    split, (_, labels, _) = fs.read_split("demo", "cls_split"), fs.read_videos("demo")
+    lost = split.classes["stage_1_train"][3]
+    train = split.indices["stage_1_train"]
+    fs.write_split("demo", "holey", {**split.indices, "stage_1_train": train[labels[train] != lost]}, split.classes, {})
+    line = _one_error_line(_train(cli, store, tmp_path / "runs", "--split", "holey"))
+    assert line == (f"Error: split 'holey' of dataset 'demo' has training classes without training videos "
+                    f"(stage_1_train: {fs.info('demo')['classes'][lost]}), which class-balanced sampling cannot "
+                    "draw: extract their videos, or write another split")
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("option, value, problem", [
     ("--epochs", "0", "must be at least 1, not 0"),  # not "0: the dataset's default", as it once was
     ("--lr", "-1e-4", "must be positive, not -0.0001"),
