@@ -1,19 +1,21 @@
 """clipclap: audio-visual generalized zero-shot learning with CLIP/CLAP features.
 
 Public API for plugin authors: `hookimpl`, the contracts `DatasetAdapter`, `Encoder`,
-`FusionHead` (lazy, it imports torch), the errors, and the registry accessors.
+`FusionHead` (lazy, it imports torch), the errors, the registry accessors, `LABEL_PARTS` (the
+label embeddings a head can read) and `check_ranges` (for a Params' `__post_init__`).
 """
 
-from .api import PARTITIONS, DatasetAdapter, Encoder, FeatureBundle, FeatureDims, Sample
+from .api import LABEL_PARTS, PARTITIONS, DatasetAdapter, Encoder, FeatureBundle, FeatureDims, Sample
 from .errors import ClipclapError
 from .hookspecs import hookimpl
+from .params import check_ranges
 from .registries import create_head, get_encoder, get_head, list_encoders, list_heads
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "PARTITIONS", "ClipclapError", "DatasetAdapter", "Encoder", "FeatureBundle", "FeatureDims",
-    "FusionHead", "Sample", "__version__", "create_head", "get_encoder", "get_head", "hookimpl",
+    "LABEL_PARTS", "PARTITIONS", "ClipclapError", "DatasetAdapter", "Encoder", "FeatureBundle", "FeatureDims",
+    "FusionHead", "Sample", "__version__", "check_ranges", "create_head", "get_encoder", "get_head", "hookimpl",
     "list_encoders", "list_heads",
 ]
 

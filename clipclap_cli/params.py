@@ -54,7 +54,21 @@ def build_params(params_cls: type[P], values: Mapping[str, Any], where: str = ""
         raise ParamError(
             f"{prefix}unknown parameter {unknown[0]!r}; valid: {', '.join(types) or '(none)'}"
         )
-    return params_cls(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+    try:
+        return params_cls(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+    except ValueError as e:  # a Params' own check (__post_init__, see `check_ranges`)
+        raise ParamError(f"{where}: {e}" if where else str(e)) from None
+
+
+def check_ranges(params: Any, *, sizes: Iterable[str] = (), rates: Iterable[str] = ()) -> None:
+    """For a Params' `__post_init__`: `sizes` (widths, counts) must be at least 1 and `rates`
+    (dropout probabilities) in [0, 1); a ValueError names the first that is not."""
+    for name in sizes:
+        if getattr(params, name) < 1:
+            raise ValueError(f"parameter {name}={getattr(params, name)!r}: expected at least 1")
+    for name in rates:
+        if not 0 <= getattr(params, name) < 1:
+            raise ValueError(f"parameter {name}={getattr(params, name)!r}: expected 0 <= {name} < 1")
 
 
 def pairs_to_dict(pairs: Iterable[str]) -> dict[str, str]:

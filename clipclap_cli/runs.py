@@ -137,6 +137,20 @@ def build_head(spec: RunSpec, pm=None):
     return create_head(spec.head, _dims_from(spec), spec.params, pm=pm)
 
 
+def checked_head(spec: RunSpec, pm=None):
+    """`build_head` for input from the command line: whatever a plugin's constructor raises
+    becomes one error line that names the head and its parameters."""
+    from .errors import ClipclapError, ParamError
+
+    try:
+        return build_head(spec, pm)
+    except ClipclapError:
+        raise
+    except Exception as e:  # a plugin's constructor may raise anything
+        raise ParamError(f"head {spec.head!r} cannot be built with {spec.params or 'its defaults'} "
+                         f"({type(e).__name__}: {e})") from None
+
+
 def _settings(spec: RunSpec) -> dict[str, Any]:
     """A spec as its config.json holds it (tuples as lists)."""
     return json.loads(json.dumps(spec.as_dict()))
@@ -404,7 +418,7 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
                               replay_forward=r.replay_forward, lr_scheduler=lr_scheduler,
                               beta_grid=tuple(r.beta_grid))
             spec = RunSpec(entry.name, split, head, params, dims, cfg, variant, r.legacy_label_order, defaults)
-            build_head(spec, pm)  # the head must accept these dims and parameters
+            checked_head(spec, pm)  # the head must accept these dims and parameters
             plan.append((run_dir or default_run_dir(runs_dir, spec), spec))
     return plan
 
@@ -455,7 +469,7 @@ def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: st
     heads, epochs = [], []
     for ckpt in (stage1, stage2):
         state, epoch = load_reference_checkpoint(ckpt)
-        model = build_head(spec, pm).to(device)
+        model = checked_head(spec, pm).to(device)
         load_into(model, {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()},
                   str(ckpt))
         heads.append(model)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from clipclap_cli.api import LABEL_PARTS
 from clipclap_cli.heads_base import Batch, Block, FusionHead
+from clipclap_cli.params import check_ranges
 
 
 class ClipClapHead(FusionHead):
@@ -35,6 +36,9 @@ class ClipClapHead(FusionHead):
         "Width of the shared embedding space"
         dropout: float = 0.1
         "Dropout of every block"
+
+        def __post_init__(self):
+            check_ranges(self, sizes=("hidden", "dim_out"), rates=("dropout",))
 
     def __init__(self, dims, params):
         super().__init__(dims, params)

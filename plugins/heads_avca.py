@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipclap_cli.heads_base import Batch, Dropout, FusionHead, fbrd
+from clipclap_cli.params import check_ranges
 
 AVCA_TRAINING = {"lr": 1e-3, "batch_size": 256, "batches_per_epoch": 500, "epochs": 50, "weight_decay": 1e-5}
 
@@ -120,6 +121,10 @@ class AvcaHead(FusionHead):
         depth: int = 1
         "Cross-attention layers"
 
+        def __post_init__(self):
+            check_ranges(self, sizes=("width", "dim_out", "encoder_hidden", "decoder_hidden", "depth"),
+                         rates=("dropout_encoder", "dropout_decoder", "additional_dropout"))
+
     def __init__(self, dims, params):
         super().__init__(dims, params)
         p, width = params, params.width
@@ -221,6 +226,10 @@ class HyperMultipleHead(AvcaHead):
         "Number of adaptive curvatures (Hyper-multiple: 2)"
         align_weight: float = 1e-3
         "Weight of the alignment term (hard-coded 1e-3 in the original)"
+
+        def __post_init__(self):
+            super().__post_init__()
+            check_ranges(self, sizes=("num_curvature",))
 
     def __init__(self, dims, params):
         super().__init__(dims, params)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipclap_cli.heads_base import Batch, Dropout, FusionHead
+from clipclap_cli.params import check_ranges
 
 BASELINE_TRAINING = {"lr": 1e-3, "batch_size": 256, "batches_per_epoch": 500, "epochs": 50, "weight_decay": 0.0}
 
@@ -48,6 +49,9 @@ class DeviseHead(_EarlyFusion):
         "L2-normalise [video | audio] jointly (the original's --norm_inputs for cls features)"
         margin: float = 0.1
         "Hinge margin"
+
+        def __post_init__(self):
+            check_ranges(self, rates=("dropout",))
 
     def __init__(self, dims, params):
         super().__init__(dims, params)

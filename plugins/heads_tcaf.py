@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipclap_cli.heads_base import Batch, Block, Dropout, FusionHead
+from clipclap_cli.params import check_ranges
 
 TCAF_TRAINING = {"lr": 7e-5, "batch_size": 64, "batches_per_epoch": 300, "epochs": 50, "weight_decay": 1e-5}
 
@@ -91,6 +92,12 @@ class TcafHead(FusionHead):
         "Dropout of O_proj and D_o"
         additional_dropout: float = 0.1
         "Dropout of W_proj and D_w"
+
+        def __post_init__(self):
+            check_ranges(self, sizes=("width", "embed_dim", "encoder_hidden", "depth", "heads", "dim_head", "mlp_dim",
+                                      "dim_out", "decoder_hidden"),
+                         rates=("dropout_encoder", "token_dropout", "dropout_transformer", "dropout_decoder",
+                                "additional_dropout"))
 
     def __init__(self, dims, params):
         super().__init__(dims, params)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipclap_cli.heads_base import Batch, Dropout, FusionHead
+from clipclap_cli.params import check_ranges
 
 from .heads_compat import BASELINE_TRAINING
 
@@ -70,6 +71,9 @@ class CjmeHead(FusionHead):
         "Triplet margin"
         fixed: bool = False
         "Weight the triplet terms per sample instead of the original's product of batch means"
+
+        def __post_init__(self):
+            check_ranges(self, sizes=("hidden",), rates=("dropout",))
 
     def __init__(self, dims, params):
         super().__init__(dims, params)
@@ -141,6 +145,9 @@ class AvgzslnetHead(FusionHead):
         "Dropout of the decoder"
         margin: float = 1.0
         "Triplet margin"
+
+        def __post_init__(self):
+            check_ranges(self, sizes=("hidden", "decoder_hidden"), rates=("dropout", "decoder_dropout"))
 
     def __init__(self, dims, params):
         super().__init__(dims, params)

@@ -82,3 +82,25 @@ def test_parse_params():
         parse_params(["hiden=3"], ClipClapHead.Params)
     with pytest.raises(ParamError, match="not KEY=VALUE"):
         parse_params(["hidden"], ClipClapHead.Params)
+
+
+@pytest.mark.parametrize(("head", "pair", "message"), [
+    ("clipclap", "hidden=0", "parameter hidden=0: expected at least 1"),
+    ("clipclap", "dim_out=-3", "parameter dim_out=-3: expected at least 1"),
+    ("clipclap", "dropout=1.0", "parameter dropout=1.0: expected 0 <= dropout < 1"),
+    ("clipclap", "dropout=-0.1", "parameter dropout=-0.1: expected 0 <= dropout < 1"),
+    ("tcaf", "heads=0", "parameter heads=0: expected at least 1"),
+    ("hyper-multiple", "width=0", "parameter width=0: expected at least 1"),  # its base class's check
+    ("hyper-multiple", "num_curvature=0", "parameter num_curvature=0: expected at least 1"),
+    ("avgzslnet", "decoder_dropout=1.5", "parameter decoder_dropout=1.5: expected 0 <= decoder_dropout < 1"),
+])
+def test_head_parameters_out_of_range_are_one_clear_error(pm, head, pair, message):
+    from clipclap_cli.registries import get_head
+
+    params_cls = get_head(head, pm).Params
+    with pytest.raises(ParamError) as e:
+        parse_params([pair], params_cls)
+    assert str(e.value) == message
+    key, value = pair.split("=")
+    edge = {"0": "1", "-3": "1", "1.0": "0.99", "-0.1": "0.0", "1.5": "0.0"}[value]
+    assert getattr(parse_params([f"{key}={edge}"], params_cls), key) == type(getattr(params_cls(), key))(edge)

@@ -492,6 +492,41 @@ def test_bad_inputs_fail_cleanly(cli, demo_store, reference_run, tmp_path):
     assert "W_proj.fc.0.weight has shape (64, 100)" in line
 
 
+def test_heads_that_cannot_be_built_are_one_clear_line(cli, demo_store, tmp_path):
+    """Out-of-range head parameters, and a plugin head whose constructor raises, each give one
+    error line before any run folder is written."""
+    from dataclasses import dataclass
+
+    from clipclap_cli import hookimpl
+    from clipclap_cli.heads_base import FusionHead
+    from clipclap_cli.plugins import make_plugin_manager
+
+    assert _one_error_line(_train(cli, demo_store, tmp_path / "runs", "-p", "dropout=1.5")) == (
+        "Error: parameter dropout=1.5: expected 0 <= dropout < 1")
+
+    class Broken(FusionHead):
+        head_id = "broken"
+
+        @dataclass(frozen=True)
+        class Params:
+            size: int = 4
+
+        def __init__(self, dims, params):
+            raise RuntimeError(f"no room for {params.size}")
+
+    class Plugin:
+        @hookimpl
+        def register_heads(self, register):
+            register(Broken)
+
+    pm = make_plugin_manager(entrypoints=False)
+    pm.register(Plugin(), "broken")
+    for extra, said, size in (((), "its defaults", 4), (("-p", "size=5"), "{'size': 5}", 5)):
+        line = _one_error_line(_train(cli, demo_store, tmp_path / "runs", "--head", "broken", *extra, manager=pm))
+        assert line == f"Error: head 'broken' cannot be built with {said} (RuntimeError: no room for {size})"
+    assert not (tmp_path / "runs").exists()
+
+
 def test_split_whose_training_class_lost_its_videos_is_one_clear_line(cli, demo_store, tmp_path):
     """A class of stage_1_train whose training videos are all missing (extraction failed on
     them) cannot be sampled: one line naming the class, before any run folder is written."""

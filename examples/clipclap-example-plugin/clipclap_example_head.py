@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipclap_cli import check_ranges
 from clipclap_cli.heads_base import FusionHead
 
 
@@ -20,6 +21,9 @@ class BilinearHead(FusionHead):
     class Params:
         dim_out: int = 32
         "Width of the joint space"
+
+        def __post_init__(self):
+            check_ranges(self, sizes=("dim_out",))
 
     def __init__(self, dims, params):
         super().__init__(dims, params)
