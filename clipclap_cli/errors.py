@@ -38,6 +38,10 @@ class ParamError(ClipclapError):
     """A KEY=VALUE plugin parameter is malformed, unknown or of the wrong type."""
 
 
+class DeviceError(ClipclapError):
+    """A device name is not one, or names hardware this machine lacks."""
+
+
 class DuplicateNameError(ClipclapError):
     """Two plugins registered the same name."""
 

@@ -137,7 +137,7 @@ class Extraction:
                                          f"in {wait_s:.0f} s; start shard 0 (it creates it on object stores)")
                     time.sleep(1.0)
         group = zarr.open_group(location.zarr(self.key), mode="r+")
-        if group.attrs.get("settings") != json.loads(json.dumps(self.settings)):
+        if _comparable(group.attrs.get("settings")) != json.loads(json.dumps(self.settings)):
             raise StoreError(f"an extraction of {self.dataset!r} with other settings (videos, encoders or their "
                              f"parameters) is in {location}/{self.key}; rerun it as it was, or remove that folder "
                              "to start over")
@@ -294,3 +294,16 @@ class Extraction:
                                        + f"-{len(failures)}"},
         )
         return bundle, failures
+
+
+def _comparable(recorded: dict | None) -> dict | None:
+    """A working group's recorded settings, less what earlier versions recorded but never used:
+    the CLIP encoder's `frames` parameter (the frames per video were always `--frames`), so an
+    extraction started before it went resumes instead of being refused."""
+    if not isinstance(recorded, dict):
+        return recorded
+    out = json.loads(json.dumps(recorded))
+    for encoder in out.get("encoders", {}).values():
+        if encoder.get("id") == "clip":
+            encoder.get("params", {}).pop("frames", None)
+    return out

@@ -24,6 +24,7 @@ import torch
 
 from .checkpoints import load_into, load_model, load_trainer, save_model, save_trainer
 from .data import LABEL_PARTS, ProtocolData, load_protocol_data
+from .devices import check_device
 from .errors import RunError
 from .evaluation import evaluate_models
 from .metrics import beta_star
@@ -396,7 +397,7 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
     _, labels, _ = store.read_videos(entry.name)
     check_training_videos(split_data.indices, split_data.classes, labels, store.info(entry.name)["classes"],
                           f"split {split!r} of dataset {entry.name!r}")
-    _check_device(r.device)
+    check_device(r.device)
     cli_params = pairs_to_dict(r.params)
     first_seed = entry.train.seed if r.seed is None else r.seed
     plan = []
@@ -435,15 +436,6 @@ def parse_grid(text: str) -> tuple[float, float, int]:
     return grid
 
 
-def _check_device(device: str) -> None:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise RunError(f"--device {device!r} is not a device (cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"--device {device}: CUDA is not available on this machine")
-
-
 def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: str, param_pairs: list[str],
                          stage1: Path, stage2: Path, device: str = "cpu", pm=None,
                          beta_grid: tuple[float, float, int] = DEFAULT_BETA_GRID,
@@ -458,7 +450,7 @@ def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: st
     from .params import parse_params
     from .registries import get_head
 
-    _check_device(device)
+    check_device(device)
     dims = store_dims(store, dataset)
     head_cls = get_head(head, pm)
     parsed = parse_params(param_pairs, head_cls.Params)

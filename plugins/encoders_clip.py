@@ -94,8 +94,6 @@ class ClipEncoder(Encoder):
         "Allow open_clip / Hugging Face downloads for a named tag"
         random_weights: bool = False
         "Run without weights, randomly initialised (smoke runs, benchmarks); tiny models always are"
-        frames: int = 1
-        "Frames per video: 1 = the middle frame; N = N evenly spaced frames, embeddings averaged"
         device: str = "cpu"
         "Where the model runs"
         dtype: Literal["fp32", "bf16", "fp16"] = "fp32"

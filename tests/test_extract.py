@@ -98,8 +98,8 @@ def test_two_runs_are_identical(videos, reference, tmp_path):
     _same(_content(tmp_path / "s.zarr"), _content(reference[0]))
 
 
-def test_killed_run_resumes_to_the_same_store(videos, reference, tmp_path):
-    store = tmp_path / "s.zarr"
+def _killed_after_its_first_chunk(videos, store) -> list[str]:
+    """Start an extraction, kill -9 it once its first chunk is done; returns its command."""
     root, datasets = videos
     args = [sys.executable, "-m", "clipclap_cli", "extract", "mine", "--videos", str(root), "--datasets",
             str(datasets), "--store", str(store), *TINY, "--chunk", "2", "--workers", "0", "--batch-size", "1"]
@@ -111,6 +111,35 @@ def test_killed_run_resumes_to_the_same_store(videos, reference, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (store / "mine").exists(), "the run finished before it could be killed"
+    return args
+
+
+def test_killed_run_resumes_to_the_same_store(videos, reference, tmp_path):
+    store = tmp_path / "s.zarr"
+    args = _killed_after_its_first_chunk(videos, store)
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    uninterrupted = tmp_path / "u.zarr"
+    assert subprocess.run([a if a != str(store) else str(uninterrupted) for a in args]).returncode == 0
+    _same(_content(store), _content(uninterrupted))
+
+
+def test_extraction_started_with_the_clip_frames_parameter_resumes(videos, reference, tmp_path, cli):
+    """The CLIP encoder's `frames` parameter did nothing (frames per video are `--frames`) and is
+    gone: `-e clip:frames=N` is refused, and an extraction whose working group recorded it (one
+    started by an earlier clipclap) resumes to the same store instead of being refused."""
+    import zarr
+
+    root, datasets = videos
+    r = cli("extract", "mine", "--videos", root, "--datasets", datasets, "--store", tmp_path / "t.zarr", *TINY,
+            "-e", "clip:frames=4")
+    assert r.exit_code == 1 and "unknown parameter 'frames'" in r.stderr and not (tmp_path / "t.zarr").exists()
+    store = tmp_path / "s.zarr"
+    args = _killed_after_its_first_chunk(videos, store)
+    group = zarr.open_group(store / ".extract-mine", mode="r+")
+    settings = group.attrs["settings"]
+    settings["encoders"]["video"]["params"]["frames"] = "1"  # as earlier versions recorded it
+    group.attrs["settings"] = settings
     done = subprocess.run(args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     uninterrupted = tmp_path / "u.zarr"
@@ -184,6 +213,32 @@ def test_retry_failed_and_bad_input(videos, reference, tmp_path, cli):
                 option, value)
         assert r.exit_code == 2 and f"Invalid value for '{option}'" in r.stderr, (option, r.stderr)
     assert not (tmp_path / "t.zarr").exists()
+
+
+def test_devices_this_machine_lacks_are_refused_before_any_work(videos, cli, demo_store, tmp_path):
+    """A device torch cannot run on here (cuda:99: no machine of ours has a hundred GPUs) is one
+    line naming how it was given, before extract creates its working group and before train or
+    embed write anything; a name that is no device is one line too."""
+    from conftest import tree_digest
+
+    root, datasets = videos
+    before = tree_digest(demo_store)
+    for command, given in (
+        (("extract", "mine", "--videos", root, "--datasets", datasets, "--store", tmp_path / "t.zarr", *TINY,
+          "--device", "cuda:99"), "--device cuda:99"),
+        (("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "runs", "--device", "cuda:99"),
+         "--device cuda:99"),
+        (("embed", "demo", "--store", demo_store, "-e", "model=clipclap-tiny-clip", "-e", "device=cuda:99"),
+         "-e device=cuda:99"),
+        (("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "runs", "--device", "gpu0"),
+         "--device gpu0"),
+    ):
+        r = cli(*command)
+        assert r.exit_code == 1 and r.stderr.startswith(f"Error: {given}: "), r
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert ("not a device" in r.stderr) == (given == "--device gpu0")
+    assert not (tmp_path / "t.zarr").exists() and not (tmp_path / "runs").exists()
+    assert tree_digest(demo_store) == before
 
 
 @pytest.mark.parametrize("folders_from", ["options", "datasets file"])

@@ -103,3 +103,6 @@ def test_error_dataset_not_in_store(cli, store):
 def test_error_usage_exit_code_2(cli, store):
     r = cli("split", "demo", "--seen", "many", "--store", store)
     assert r.exit_code == 2
+    # a negative seed (numpy's generator takes none) is a usage error, not a traceback
+    r = cli("split", "demo", "--seen", "20", "--unseen", "5", "--seed", "-1", "--split", "neg", "--store", store)
+    assert r.exit_code == 2 and "Invalid value for '--seed'" in r.stderr

@@ -14,7 +14,7 @@ from ._options import DEFAULT_STORE, DatasetsOpt, DeviceOpt, StoreOpt, catalog, 
 def install(app, pm) -> None:
     @app.command("demo")
     def demo(
-        seed: Annotated[int, typer.Option("--seed", help="Seed of the generated benchmark")] = 0,
+        seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the generated benchmark")] = 0,
         dataset: Annotated[str, typer.Option("--dataset", help="Which generated dataset entry to use")] = "demo",
         train: Annotated[bool, typer.Option("--train/--no-train", help="Train, evaluate and report after generating")] = True,
         epochs: Annotated[int | None, typer.Option("--epochs", help="Stage-1 epochs (default: the dataset's, 20)")] = None,

@@ -28,6 +28,7 @@ def install(app, pm) -> None:
         """Compute label embeddings from prompts. Every template filled with each class's prompt name,
         encoded, averaged."""
         from ..console import progress
+        from ..devices import check_device
         from ..embedding import embed_labels, read_templates
         from ..errors import ClipclapError, ConfigError
         from ..params import parse_params
@@ -44,6 +45,8 @@ def install(app, pm) -> None:
         templates = read_templates(path, TEXT_ENCODERS[encoder])
         base = get_encoder(encoder, pm)
         enc = type(base)(parse_params([_own_param(pair, encoder) for pair in params], type(base).Params))
+        if isinstance(getattr(enc.params, "device", None), str):
+            check_device(enc.params.device, f"-e device={enc.params.device}")
         enc.check_weights()
         n = len(fs.info(dataset)["prompt_names"])
         with progress() as bar:

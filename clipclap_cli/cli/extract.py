@@ -38,10 +38,12 @@ def install(app, pm) -> None:
         from rich.progress import TextColumn
 
         from ..console import progress
+        from ..devices import check_device
         from ..errors import ClipclapError, SplitError
         from ..extraction import Extraction, Shard
         from ..ingest import store_bundle
 
+        check_device(device)  # before the working group is created
         cat = catalog(pm, datasets_file)
         entry = cat.get(dataset)
         adapter = cat.adapter(dataset)

@@ -20,7 +20,7 @@ def install(app, pm) -> None:
         seen: Annotated[int | None, typer.Option("--seen", help="Draw a split: number of stage-2 seen classes")] = None,
         unseen: Annotated[int | None, typer.Option("--unseen", help="Draw a split: number of stage-2 unseen (test) classes")] = None,
         val_unseen: Annotated[int | None, typer.Option("--val-unseen", help="Draw a split: stage-1 val-unseen classes (default seen/3)")] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Draw a split: random seed")] = 0,
+        seed: Annotated[int, typer.Option("--seed", min=0, help="Draw a split: random seed")] = 0,
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
     ):
