@@ -22,9 +22,18 @@ def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: P
     os.replace(tmp, path)
 
 
-def read_meta(path: Path) -> dict[str, Any]:
-    with safe_open(str(path), framework="pt") as fh:
-        return json.loads((fh.metadata() or {}).get("clipclap", "{}"))
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A checkpoint's tensors and metadata; a missing or damaged file is one CheckpointError
+    (writes are atomic, so damage comes from outside: a disk, a partial copy)."""
+    if not Path(path).exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("clipclap", "{}"))
+        return load_file(str(path)), meta
+    except Exception as e:  # safetensors' and json's errors, of several kinds
+        raise CheckpointError(f"{path} is damaged ({type(e).__name__}: {str(e)[:120]}); remove its stage folder "
+                              "and rerun the same command to train that stage again") from None
 
 
 def save_model(path: Path, head, meta: dict[str, Any]) -> None:
@@ -33,9 +42,7 @@ def save_model(path: Path, head, meta: dict[str, Any]) -> None:
 
 
 def load_model(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    if not Path(path).exists():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    return load_file(str(path)), read_meta(path)
+    return _read(path)
 
 
 def load_into(head, state: dict[str, torch.Tensor], source: str) -> None:
@@ -99,7 +106,7 @@ def save_trainer(path: Path, trainer) -> None:
 
 
 def load_trainer(path: Path, trainer) -> None:
-    tensors, meta = load_file(str(path)), read_meta(path)
+    tensors, meta = _read(path)
     trainer.head.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():

@@ -373,8 +373,20 @@ def test_damaged_run_files_are_one_clear_line(cli, demo_store, reference_run, tm
     for args in (("evaluate", run), ("train", "demo", "--store", demo_store, "--run", run, *FAST)):
         assert "config.json is not one this clipclap can read" in _one_error_line(cli(*args))
     config.write_text(json.dumps(good))
+    result = (run / "stage1" / "result.json").read_bytes()
     (run / "stage1" / "result.json").write_bytes(b"\xff\xfe")
     assert "result.json is damaged" in _one_error_line(cli("evaluate", run))
+    # a model cut short (a partial copy), and a resume state that cannot be read back
+    (run / "stage1" / "result.json").write_bytes(result)
+    best = run / "stage1" / "best.safetensors"
+    best.write_bytes(best.read_bytes()[:100])
+    assert _one_error_line(cli("evaluate", run)).startswith(f"Error: {best} is damaged (SafetensorError: ")
+    shutil.rmtree(run / "stage2")
+    (run / "stage1" / "result.json").unlink()
+    (run / "stage1" / "checkpoint-last.safetensors").write_bytes(b"\x08" + bytes(15))
+    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
+    assert "checkpoint-last.safetensors is damaged" in line and line.endswith(
+        "remove its stage folder and rerun the same command to train that stage again")
 
 
 def test_run_whose_store_moved_evaluates_with_store_option(cli, demo_store, reference_run, tmp_path, monkeypatch):
