@@ -611,10 +611,16 @@ def test_report_groups_seeds_as_mean_and_std(cli, demo_store, tmp_path):
     assert len(pngs) == 4 and all((tmp_path / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
-def test_report_errors(cli, tmp_path):
+def test_report_errors(cli, reference_run, tmp_path):
     assert "no such run" in _one_error_line(cli("report", tmp_path / "nothing"))
     assert "no evaluated runs" in _one_error_line(cli("report", tmp_path))
     assert "unknown format 'pdf'" in _one_error_line(cli("report", tmp_path, "--format", "pdf"))
+    # an output the system refuses (a folder inside a file) is the shell's line, not a traceback
+    (tmp_path / "a-file").write_text("")
+    for option in ("--plots", "--output"):
+        line = _one_error_line(cli("report", reference_run, option, tmp_path / "a-file" / "out"))
+        assert line.startswith(f"Error: {tmp_path / 'a-file'}"), line
+        assert line.endswith((": Not a directory", ": File exists")), line  # as mkdir meets it
 
 
 def test_training_leaves_the_store_untouched(cli, demo_store, tmp_path):

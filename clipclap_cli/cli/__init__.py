@@ -45,10 +45,23 @@ def run(argv: list[str] | None, pm) -> int:
             raise
         err.print(f"[red]Error:[/red] {escape(str(e))}")
         return 1
+    except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
+        raise
+    except OSError as e:  # a file or folder the system refuses (an output path, a full disk)
+        if os.environ.get("CLIPCLAP_DEBUG"):
+            raise
+        err.print(f"[red]Error:[/red] {escape(_os_error_line(e))}")
+        return 1
     except KeyboardInterrupt:
         err.print("[yellow]Interrupted.[/yellow] Rerun the same command to resume.")
         return 130
     return 0
+
+
+def _os_error_line(e: OSError) -> str:
+    """'PATH: No such file or directory', as the shell says it."""
+    paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {e.strerror}" if paths and e.strerror else str(e)
 
 
 def _interrupted(exc: BaseException) -> bool:
