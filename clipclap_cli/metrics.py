@@ -15,6 +15,10 @@ import torch
 
 EPS = float(np.finfo(float).eps)
 
+#: Predictions evaluated at once, (biases x samples): 2**24 keeps a chunk's buffers near 300 MB;
+#: the reference grid (76 biases) on 100,000 samples is one chunk.
+GRID_CHUNK_ELEMENTS = 1 << 24
+
 
 def bias_grid(start: float = 0.0, stop: float = 5.0, steps: int = 76) -> torch.Tensor:
     """The reference's beta grid, linspace(0, 5, 76) (steps of 1/15), as float32."""
@@ -107,21 +111,31 @@ def evaluate_distances(
         betas = torch.tensor([fixed_beta], dtype=torch.float32)
     elif betas is None:
         betas = bias_grid()
-    shifted = d_seen[None, :] + betas[:, None]  # float32, as the reference adds beta to distances
-    d_un = d_unseen[None, :]
-    take_seen = (shifted < d_un) | ((shifted == d_un) & (p_seen < p_unseen)[None, :])
-    pred = torch.where(take_seen, p_seen[None, :], p_unseen[None, :])
+    d_un, seen_wins_ties = d_unseen[None, :], (p_seen < p_unseen)[None, :]
     targets = targets.to(torch.long)
-    recalls = _recalls(pred, targets, num_classes)
-    seen_acc = recalls[:, seen_ids].mean(dim=1)
-    unseen_acc = recalls[:, unseen_ids].mean(dim=1)
+
+    def recalls_at(b: torch.Tensor) -> torch.Tensor:
+        """Per-class recall (len(b), num_classes) of the predictions at the biases `b`."""
+        shifted = d_seen[None, :] + b[:, None]  # float32, as the reference adds beta to distances
+        take_seen = (shifted < d_un) | ((shifted == d_un) & seen_wins_ties)
+        return _recalls(torch.where(take_seen, p_seen[None, :], p_unseen[None, :]), targets, num_classes)
+
+    # the grid in chunks of biases, so that a fine grid on a large split fits in memory; every
+    # bias's numbers are computed row by row, so they do not depend on the chunking
+    step = max(1, GRID_CHUNK_ELEMENTS // max(1, len(targets)))
+    seen_parts, unseen_parts = [], []
+    for start in range(0, len(betas), step):
+        recalls = recalls_at(betas[start:start + step])
+        seen_parts.append(recalls[:, seen_ids].mean(dim=1))
+        unseen_parts.append(recalls[:, unseen_ids].mean(dim=1))
+    seen_acc, unseen_acc = torch.cat(seen_parts), torch.cat(unseen_parts)
     hm = (2 * seen_acc.double() * unseen_acc.double()) / (seen_acc.double() + unseen_acc.double() + EPS)
     zsl_recall = torch.zeros(num_classes, dtype=torch.float32)
     zsl_recall[unseen_ids] = _recalls(p_unseen[None, :], targets, num_classes)[0, unseen_ids]
     zsl = float(zsl_recall[unseen_ids].mean())
     best = int(torch.argmax(hm))  # first maximum: the smallest beta wins ties
     result = GZSLResult(float(seen_acc[best]), float(unseen_acc[best]), float(hm[best]), zsl,
-                        float(betas[best]), zsl_recall.tolist(), recalls[best].tolist())
+                        float(betas[best]), zsl_recall.tolist(), recalls_at(betas[best:best + 1])[0].tolist())
     return GridResult(result, betas.tolist(), seen_acc.tolist(), unseen_acc.tolist(), hm.tolist())
 
 

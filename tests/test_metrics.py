@@ -65,7 +65,10 @@ def _sklearn_gzsl(dist, targets, seen, unseen, beta):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_agrees_with_sklearn_on_random_data(seed):
+@pytest.mark.parametrize("betas_at_once", [None, 7])
+def test_agrees_with_sklearn_on_random_data(seed, betas_at_once, monkeypatch):
+    if betas_at_once is not None:  # the grid in chunks of 7 biases (the last one shorter)
+        monkeypatch.setattr("clipclap_cli.metrics.GRID_CHUNK_ELEMENTS", 400 * betas_at_once)
     rng = np.random.default_rng(seed)
     n_cls = 20
     ids = rng.permutation(30)[:n_cls]
@@ -82,6 +85,16 @@ def test_agrees_with_sklearn_on_random_data(seed):
     assert res.best.zsl == pytest.approx(zsl, abs=1e-6)
     best = int(np.argmax(res.hm))
     assert res.best.beta == res.betas[best] and res.best.hm == max(res.hm)
+
+
+@pytest.mark.parametrize("betas_at_once", [1, 5, 75])
+def test_grid_in_chunks_gives_the_same_numbers(eval_a, betas_at_once, monkeypatch):
+    """A fine grid on a large split is evaluated a chunk of biases at a time: every number, the
+    curve and the best point's per-class figures, is the one a single pass gives."""
+    data, _ = eval_a
+    whole = _run(data).as_dict()
+    monkeypatch.setattr("clipclap_cli.metrics.GRID_CHUNK_ELEMENTS", len(data["targets"]) * betas_at_once)
+    assert _run(data).as_dict() == whole
 
 
 def test_beta_star_is_reference_average():
