@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ import numpy as np
 
 from .api import FeatureBundle, Sample
 from .errors import ClipclapError, StoreError
+from .locks import exclusive
 from .store import FeatureStore
 
 PENDING, DONE, FAILED = 0, 1, 2
@@ -228,48 +228,14 @@ class Extraction:
     # ------------------------------------------------------------------ the end
     @contextlib.contextmanager
     def writer_lock(self) -> Iterator[bool]:
-        """True for the one process that writes the finished dataset. The lock file names its
-        holder's host and pid; a lock left by a dead process on this host is taken over, one
-        from another host is respected (remove `write.lock` by hand if that host died). On an
-        object store always True: each writer commits its own version (see the module's doc)."""
+        """True for the one process that writes the finished dataset (`locks.exclusive` on the
+        working folder's `write.lock`). On an object store always True: each writer commits its
+        own version (see the module's doc)."""
         if self.path is None:
             yield True
             return
-        lock = self.path / "write.lock"
-        me = f"{socket.gethostname()} {os.getpid()}"
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if self._stale(lock):
-                    lock.unlink(missing_ok=True)
-                    continue
-                yield False
-                return
-            os.write(fd, me.encode())
-            os.close(fd)
-            try:
-                yield True
-            finally:
-                lock.unlink(missing_ok=True)
-            return
-        yield False
-
-    @staticmethod
-    def _stale(lock: Path) -> bool:
-        try:
-            host, pid = lock.read_text().split()
-        except (FileNotFoundError, ValueError):
-            return True
-        if host != socket.gethostname():
-            return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, ValueError):
-            return False
-        return False
+        with exclusive(self.path / "write.lock") as holder:
+            yield holder is None
 
     def finished(self, group) -> bool:
         return all((st != PENDING).all() for st in self.status(group).values())

@@ -7,6 +7,7 @@
     <run>/stage{1,2}/best.safetensors, final.safetensors   models with JSON metadata
     <run>/stage{1,2}/result.json       best epoch, validation HM and betas
     <run>/results.json                 the test evaluation (deterministic: same seed and threads, same bytes)
+    <run>/train.lock                   while a process trains the run: its host and pid (one at a time)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .data import LABEL_PARTS, ProtocolData, load_protocol_data
 from .devices import check_device
 from .errors import RunError
 from .evaluation import evaluate_models
+from .locks import exclusive
 from .metrics import beta_star
 from .protocol import DEFAULT_BETA_GRID, protocol_variant, setting_problem
 from .registries import create_head
@@ -334,7 +336,10 @@ def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int,
     # fails before any write
     data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order,
                               spec.label_parts)
-    with cpu_threads(open_run(path, spec, store, data, threads)):
+    with cpu_threads(open_run(path, spec, store, data, threads)), exclusive(path / "train.lock") as holder:
+        if holder is not None:  # the same command started twice would append to one metrics.jsonl
+            raise RunError(f"run {path} is being trained by another process (host and pid: {holder}); wait for "
+                           f"it or stop it; if it died on another machine, remove {path / 'train.lock'}")
         for stage in stages:
             train_stage(path, spec, data, stage, cb, pm)
         if 2 in stages:

@@ -310,6 +310,27 @@ def test_a_head_must_name_known_label_embeddings_in_order(demo_store):
             check_label_parts(store, "demo", dims, head, None)
 
 
+def test_a_run_trains_in_one_process_at_a_time(cli, demo_store, reference_run, tmp_path):
+    """The same run started twice (two terminals, a job launched twice): the second is refused in
+    one line while the first lives; a lock left by a process that died is taken over, and the
+    run ends with the bytes of an uninterrupted one, without the lock."""
+    import socket
+
+    run = tmp_path / "locked"
+    run.mkdir()
+    lock = run / "train.lock"
+    lock.write_text(f"{socket.gethostname()} {os.getpid()}")  # a live process: this one
+    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
+    assert line == (f"Error: run {run} is being trained by another process (host and pid: {socket.gethostname()} "
+                    f"{os.getpid()}); wait for it or stop it; if it died on another machine, remove {lock}")
+    assert not (run / "stage1").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(f"{socket.gethostname()} {dead.stdout.strip()}")
+    assert cli("train", "demo", "--store", demo_store, "--run", run, *FAST).exit_code == 0
+    assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
+    assert not lock.exists()
+
+
 def test_changed_settings_do_not_silently_mix(cli, demo_store, reference_run, tmp_path):
     r = cli("train", "demo", "--store", demo_store, "--run", reference_run,
             "--epochs", "5", "--batches-per-epoch", "30")
