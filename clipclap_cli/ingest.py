@@ -70,7 +70,7 @@ def store_bundle(store: FeatureStore, entry: DatasetEntry, bundle: FeatureBundle
                  "dims": {"video": entry.dims.video, "audio": entry.dims.audio, **dict(entry.dims.text_parts)}}
         if write_split and entry.split in bundle.class_splits:
             # validate the split before anything is written, so a bad split leaves the store as it was
-            resolver = ClassResolver(bundle.classes)
+            resolver = ClassResolver(bundle.classes, f"the classes of dataset {entry.name!r}")
             lists = bundle.class_splits[entry.split]
             classes = classes_by_stage(lists, resolver)
             indices = split_from_partitions(np.asarray(bundle.labels), np.asarray(bundle.partition), classes)
@@ -101,7 +101,7 @@ def generate_dataset(store: FeatureStore, catalog: DatasetCatalog, name: str, se
 def split_from_folder(store: FeatureStore, dataset: str, split: str, from_dir: Path | None = None) -> dict:
     """Write split `split` from the imported class lists, or from the class-split folder `from_dir`."""
     info = store.info(dataset)
-    resolver = ClassResolver(info["classes"])
+    resolver = ClassResolver(info["classes"], f"the classes of dataset {dataset!r}")
     if from_dir is not None:
         folder = find_split_folder(Path(from_dir).expanduser(), split)
         lists, source = read_class_split(folder, resolver), str(folder)

@@ -24,8 +24,8 @@ STAGE_FILES = (
 class ClassResolver:
     """Maps class names to canonical names case-insensitively (UCF `HandStandPushups`)."""
 
-    def __init__(self, classes: list[str]):
-        self.classes = list(classes)
+    def __init__(self, classes: list[str], source: str = "all_class.txt"):
+        self.classes, self.source = list(classes), source  # `source`: where the classes come from, for errors
         self._by_key = {c.casefold(): c for c in classes}
         self.ids = {c: i for i, c in enumerate(classes)}
 
@@ -48,7 +48,7 @@ def read_class_list(path: Path, resolver: ClassResolver, error: type[Exception] 
     for name in names:
         canonical = resolver.canonical(name)
         if canonical is None:
-            raise error(f"{path}: class {name!r} is not in all_class.txt")
+            raise error(f"{path}: class {name!r} is not in {resolver.source}")
         out.append(canonical)
     return out
 

@@ -89,7 +89,8 @@ def test_error_from_folder_with_unknown_class(cli, store, tmp_path):
     for stage in ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_test_seen",
                   "stage_2_test_unseen"):
         (folder / f"{stage}.txt").write_text("class_000\nnot_a_class\n")
-    _fails(cli, store, "demo", "--from", tmp_path / "cs", needle="'not_a_class' is not in all_class.txt")
+    _fails(cli, store, "demo", "--from", tmp_path / "cs",
+           needle="'not_a_class' is not in the classes of dataset 'demo'")
 
 
 def test_error_from_missing_folder(cli, store, tmp_path):
