@@ -426,7 +426,18 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
             spec = RunSpec(entry.name, split, head, params, dims, cfg, variant, r.legacy_label_order, defaults)
             checked_head(spec, pm)  # the head must accept these dims and parameters
             plan.append((run_dir or default_run_dir(runs_dir, spec), spec))
-    return plan
+    return _one_run_per_folder(plan)
+
+
+def _one_run_per_folder(plan: list[tuple[Path, RunSpec]]) -> list[tuple[Path, RunSpec]]:
+    """The plan without repeats: a head named twice asks for one run, not for two processes
+    writing one folder. Two different runs for one folder are refused."""
+    by_folder: dict[Path, RunSpec] = {}
+    for path, spec in plan:
+        if path in by_folder and by_folder[path] != spec:
+            raise RunError(f"two different runs would share the folder {path}; ask for them one at a time")
+        by_folder.setdefault(path, spec)
+    return list(by_folder.items())
 
 
 def parse_grid(text: str) -> tuple[float, float, int]:

@@ -331,6 +331,16 @@ def test_a_run_trains_in_one_process_at_a_time(cli, demo_store, reference_run, t
     assert not lock.exists()
 
 
+def test_a_head_named_twice_is_one_run(cli, demo_store, reference_run, tmp_path):
+    """`--head clipclap,clipclap --jobs 2` asks for one run, not for two workers racing on one
+    folder (which failed on config.json's atomic write)."""
+    r = _train(cli, demo_store, tmp_path / "dup", "--head", "clipclap,clipclap", "--jobs", "2")
+    assert r.exit_code == 0, r
+    assert [p.name for p in (tmp_path / "dup" / "demo").iterdir()] == ["clipclap"]
+    results = tmp_path / "dup" / "demo" / "clipclap" / "seed42" / "results.json"
+    assert results.read_bytes() == (reference_run / "results.json").read_bytes()
+
+
 def test_changed_settings_do_not_silently_mix(cli, demo_store, reference_run, tmp_path):
     r = cli("train", "demo", "--store", demo_store, "--run", reference_run,
             "--epochs", "5", "--batches-per-epoch", "30")
