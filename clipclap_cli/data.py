@@ -10,6 +10,7 @@ import torch
 
 from .api import LABEL_PARTS
 from .errors import StoreError
+from .splits import TRAINING_VIDEOS
 from .store import FeatureStore
 
 
@@ -56,10 +57,9 @@ class ProtocolData:
         """Training set and validation set of stage 1 or 2 (SPEC.md "Benchmarks and splits")."""
         val = EvalSet(torch.cat([self.indices["stage_1_val_seen"], self.indices["stage_1_val_unseen"]]),
                       self.classes["stage_1_train"], self.classes["stage_1_val_unseen"])
-        if stage == 1:
-            return TrainSet(self.indices["stage_1_train"], self.classes["stage_1_train"]), val
-        videos = torch.cat([self.indices[p] for p in ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen")])
-        return TrainSet(videos, self.classes["stage_2_train"]), val
+        classes = f"stage_{stage}_train"
+        videos = torch.cat([self.indices[p] for p in TRAINING_VIDEOS[classes]])
+        return TrainSet(videos, self.classes[classes]), val
 
     def test(self) -> EvalSet:
         return EvalSet(torch.cat([self.indices["stage_2_test_seen"], self.indices["stage_2_test_unseen"]]),

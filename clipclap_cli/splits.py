@@ -105,7 +105,7 @@ def split_from_partitions(
     return out
 
 
-#: The partitions each stage trains on (SPEC.md "Benchmarks and splits").
+#: The partitions each stage trains on, by its class list (SPEC.md "Benchmarks and splits").
 TRAINING_VIDEOS = {
     "stage_1_train": ("stage_1_train",),
     "stage_2_train": ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen"),
