@@ -47,7 +47,8 @@ class RunOutcome:
 
 
 _events = None  # the worker's end of the event queue (set by _init_worker)
-_plugins = None  # the caller's plugins (set by _init_worker), then the manager built from them
+_plugins: list[PortablePlugin] = []  # the caller's plugins (set by _init_worker)
+_manager = None  # the plugin manager built from them, on first use
 
 
 def _init_worker(events, threads: int, plugins: list[PortablePlugin]) -> None:
@@ -63,13 +64,13 @@ def _init_worker(events, threads: int, plugins: list[PortablePlugin]) -> None:
 def _plugin_manager():
     """The worker's plugin manager, built on first use: a plugin that fails to load then fails
     the run with its reason, instead of breaking the pool (which reads as a dead worker)."""
-    global _plugins
-    if isinstance(_plugins, list):
+    global _manager
+    if _manager is None:
         try:
-            _plugins = rebuild_plugin_manager(_plugins)
+            _manager = rebuild_plugin_manager(_plugins)
         except Exception as e:  # an import or unpickling error, of whatever kind
             raise ClipclapError(f"a worker process cannot load the plugins: {e}") from None
-    return _plugins
+    return _manager
 
 
 def _train_in_worker(run: int, path: Path, spec: RunSpec, store: str, stages: tuple[int, ...],
