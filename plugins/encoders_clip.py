@@ -73,8 +73,9 @@ def _embed_dim(model: str) -> int:
 
 
 class ClipEncoder(Encoder):
-    """CLIP image embedding of the middle frame (or the mean of `frames` evenly spaced frames),
-    preprocessed as open_clip does, L2-normalised. Text: `encode_text(prompts)`, L2-normalised."""
+    """CLIP image embedding of the middle frame (or the mean of N evenly spaced frames, with
+    `extract --frames N`), preprocessed as open_clip does, L2-normalised. Text:
+    `encode_text(prompts)`, L2-normalised."""
 
     encoder_id = "clip"
     modality = "video"

@@ -41,6 +41,17 @@ def test_help_reads_whole_in_80_columns(cli, monkeypatch):
     assert "--replay-forward / --no-replay-forward" in cli("train", "--help").stdout
 
 
+def test_version_is_the_installed_distributions(cli):
+    """`clipclap --version` prints the version pip installed (pyproject reads it from
+    clipclap_cli.__version__, so the two cannot drift apart), before and without any command."""
+    from importlib.metadata import version
+
+    r = cli("--version")
+    assert r.exit_code == 0, r
+    assert r.stdout == f"clipclap {version('clipclap')}\n"
+    assert cli("--version", "train", "--help").stdout == r.stdout
+
+
 def test_importing_the_cli_does_not_import_torch():
     code = "import clipclap_cli.cli, clipclap_cli, sys; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

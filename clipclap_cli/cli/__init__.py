@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -22,10 +23,25 @@ def make_app(pm) -> typer.Typer:
         rich_markup_mode=None,
         help="Audio-visual generalized zero-shot learning with CLIP/CLAP features (ClipClap-GZSL).",
     )
+    app.callback()(_version_option)
     for module in (extract, import_, split, embed, train, evaluate, report, demo, inspect):
         module.install(app, pm)
     pm.hook.register_commands(app=app)
     return app
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from .. import __version__
+
+        print(f"clipclap {__version__}")
+        raise typer.Exit()
+
+
+def _version_option(
+        version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                              help="Print clipclap's version and exit")] = False) -> None:
+    """The app's own options, given before any command (its help text is make_app's)."""
 
 
 def run(argv: list[str] | None, pm) -> int:
