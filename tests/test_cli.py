@@ -29,12 +29,14 @@ def test_every_command_has_help(cli, command):
 
 
 def test_help_reads_whole_in_80_columns(cli, monkeypatch):
-    """Flags show as flags (not as options taking a <bool>), option names are never cut, and the
-    command lists give each command's whole first sentence, on an 80-column terminal."""
+    """Flags show as flags (not as options taking a <bool>), options name what they take (N, DIR,
+    START:STOP:POINTS, not <int range> or <str>), option names are never cut, and the command
+    lists give each command's whole first sentence, on an 80-column terminal."""
     monkeypatch.setenv("COLUMNS", "80")
     for command in [[c] for c in COMMANDS] + SUBCOMMANDS:
         text = cli(*command, "--help").stdout
         assert "<bool>" not in text and "…" not in text, (command, text)
+        assert "<" not in text.partition("Options:")[2], (command, text)
     for group in ([], ["datasets"], ["encoders"], ["heads"]):
         listed = cli(*group, "--help").stdout.split("Commands:")[1].strip().splitlines()
         assert all(line.rstrip().endswith(".") and not line.rstrip().endswith("...") for line in listed), listed

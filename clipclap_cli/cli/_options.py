@@ -9,22 +9,22 @@ import typer
 
 StoreOpt = Annotated[
     str,
-    typer.Option("--store", "-s", envvar="CLIPCLAP_STORE",
-                 help="Feature store: a zarr folder or an fsspec URL (s3://bucket/x.zarr); default ./clipclap.zarr"),
+    typer.Option("--store", "-s", metavar="PATH|URL", envvar="CLIPCLAP_STORE",
+                 help="Feature store: a zarr folder or an fsspec URL (s3://bucket/x.zarr)"),
 ]
 DatasetsOpt = Annotated[
     Path | None,
-    typer.Option("--datasets", envvar="CLIPCLAP_DATASETS", help="A datasets.toml whose entries add to or override the project's"),
+    typer.Option("--datasets", metavar="FILE", envvar="CLIPCLAP_DATASETS", help="A datasets.toml whose entries add to or override the project's"),
 ]
-DatasetArg = Annotated[str, typer.Argument(help="Dataset name (see `clipclap datasets list`)")]
+DatasetArg = Annotated[str, typer.Argument(metavar="DATASET", help="Dataset name (see `clipclap datasets list`)")]
 StoredDatasetArg = Annotated[
     str | None,
-    typer.Argument(help="Dataset name (see `clipclap datasets list`); default: the store's only dataset"),
+    typer.Argument(metavar="DATASET", help="Dataset name (see `clipclap datasets list`); default: the store's only dataset"),
 ]
 ParamOpt = Annotated[list[str], typer.Option("--param", "-p", metavar="KEY=VALUE", help="Head parameter KEY=VALUE; repeatable")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: the dataset's, 42)")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", metavar="N", help="Random seed (default: the dataset's, 42)")]
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="cpu, cuda or cuda:N")]
 
 DEFAULT_STORE = "clipclap.zarr"
 

@@ -14,13 +14,13 @@ from ._options import DEFAULT_STORE, DatasetsOpt, DeviceOpt, StoreOpt, catalog, 
 def install(app, pm) -> None:
     @app.command("demo")
     def demo(
-        seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the generated benchmark")] = 0,
-        dataset: Annotated[str, typer.Option("--dataset", help="Which generated dataset entry to use")] = "demo",
+        seed: Annotated[int, typer.Option("--seed", metavar="N", min=0, help="Seed of the generated benchmark")] = 0,
+        dataset: Annotated[str, typer.Option("--dataset", metavar="NAME", help="Which generated dataset entry to use")] = "demo",
         train: Annotated[bool, typer.Option("--train/--no-train", help="Train, evaluate and report after generating")] = True,
-        epochs: Annotated[int | None, typer.Option("--epochs", help="Stage-1 epochs (default: the dataset's, 20)")] = None,
-        batches: Annotated[int | None, typer.Option("--batches-per-epoch", help="Batches per epoch (default 300)")] = None,
+        epochs: Annotated[int | None, typer.Option("--epochs", metavar="N", help="Stage-1 epochs (default: the dataset's, 20)")] = None,
+        batches: Annotated[int | None, typer.Option("--batches-per-epoch", metavar="N", help="Batches per epoch (default 300)")] = None,
         device: DeviceOpt = "cpu",
-        runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="Run folders (default: runs/ next to the store, or here for a URL)")] = None,
+        runs_dir: Annotated[Path | None, typer.Option("--runs-dir", metavar="DIR", help="Run folders (default: runs/ next to the store, or here for a URL)")] = None,
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
     ):

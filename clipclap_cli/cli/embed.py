@@ -19,9 +19,9 @@ def install(app, pm) -> None:
     @app.command("embed")
     def embed(
         dataset: StoredDatasetArg = None,
-        encoder: Annotated[str, typer.Option("--encoder", help="Text encoder: clip or clap")] = "clip",
+        encoder: Annotated[str, typer.Option("--encoder", metavar="clip|clap", help="Text encoder: clip or clap")] = "clip",
         params: EncoderParamOpt = [],  # noqa: B006 - Typer reads the default
-        prompts: Annotated[Path | None, typer.Option("--prompts", help="prompts.toml (default: the dataset's)")] = None,
+        prompts: Annotated[Path | None, typer.Option("--prompts", metavar="FILE", help="prompts.toml (default: the dataset's)")] = None,
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
     ):

@@ -15,23 +15,23 @@ from ._options import DEFAULT_STORE, DatasetsOpt, DeviceOpt, ParamOpt, catalog, 
 def install(app, pm) -> None:
     @app.command("evaluate")
     def evaluate(
-        target: Annotated[str, typer.Argument(help="A run folder, or a DATASET with --stage1/--stage2")],
-        stage1: Annotated[Path | None, typer.Option("--stage1", help="Reference checkpoint of the stage-1 model (.pt)")] = None,
-        stage2: Annotated[Path | None, typer.Option("--stage2", help="Reference checkpoint of the stage-2 model (.pt)")] = None,
-        head: Annotated[str, typer.Option("--head", help="Fusion head of the checkpoints")] = "clipclap",
+        target: Annotated[str, typer.Argument(metavar="RUN|DATASET", help="A run folder, or a DATASET with --stage1/--stage2")],
+        stage1: Annotated[Path | None, typer.Option("--stage1", metavar="FILE", help="Reference checkpoint of the stage-1 model (.pt)")] = None,
+        stage2: Annotated[Path | None, typer.Option("--stage2", metavar="FILE", help="Reference checkpoint of the stage-2 model (.pt)")] = None,
+        head: Annotated[str, typer.Option("--head", metavar="NAME", help="Fusion head of the checkpoints")] = "clipclap",
         params: ParamOpt = [],  # noqa: B006 - Typer reads the default
-        split: Annotated[str | None, typer.Option("--split", help="Protocol split (default: the dataset's)")] = None,
-        beta_grid: Annotated[str, typer.Option("--beta-grid", help="Checkpoints: bias grid START:STOP:POINTS")] = "0:5:76",
+        split: Annotated[str | None, typer.Option("--split", metavar="NAME", help="Protocol split (default: the dataset's)")] = None,
+        beta_grid: Annotated[str, typer.Option("--beta-grid", metavar="START:STOP:POINTS", help="Checkpoints: bias grid START:STOP:POINTS")] = "0:5:76",
         legacy: Annotated[bool, typer.Option(
             "--legacy-label-order",
             help="Checkpoints: the reference's sorted-key label embeddings, which its ActivityNet and "
                  "VGGSound models were trained with")] = False,
-        output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the results JSON here")] = None,
+        output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the results JSON here")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout")] = False,
         device: DeviceOpt = "cpu",
         store_path: Annotated[str | None, typer.Option(
             "--store", "-s",
-            help="Feature store (zarr folder or fsspec URL); default: a run's own store; with checkpoints "
+            metavar="PATH|URL", help="Feature store (zarr folder or fsspec URL); default: a run's own store; with checkpoints "
                  "$CLIPCLAP_STORE, else ./clipclap.zarr")] = None,
         datasets_file: DatasetsOpt = None,
     ):

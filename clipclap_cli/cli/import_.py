@@ -15,7 +15,7 @@ def install(app, pm) -> None:
     @app.command("import")
     def import_(
         dataset: DatasetArg,
-        root: Annotated[Path, typer.Argument(help="Dataset root of the released features (holds class-split/ and features/)")],
+        root: Annotated[Path, typer.Argument(metavar="ROOT", help="Dataset root of the released features (holds class-split/ and features/)")],
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
     ):

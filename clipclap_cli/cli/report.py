@@ -13,12 +13,12 @@ from ..console import err, out
 def install(app, pm) -> None:
     @app.command("report")
     def report(
-        runs: Annotated[list[Path] | None, typer.Argument(help="Run folders, or folders to search (default: --runs-dir)")] = None,
-        fmt: Annotated[str, typer.Option("--format", "-f", help="markdown, latex, html, csv or json")] = "markdown",
+        runs: Annotated[list[Path] | None, typer.Argument(metavar="RUN", help="Run folders, or folders to search (default: --runs-dir)")] = None,
+        fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="markdown, latex, html, csv or json")] = "markdown",
         su: Annotated[bool, typer.Option("--su", help="Add S and U columns next to HM and ZSL")] = False,
-        plots: Annotated[Path | None, typer.Option("--plots", help="Write calibration and per-class PNG plots here")] = None,
-        output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the table to this file")] = None,
-        runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Searched when no RUN is given")] = Path("runs"),
+        plots: Annotated[Path | None, typer.Option("--plots", metavar="DIR", help="Write calibration and per-class PNG plots here")] = None,
+        output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the table to this file")] = None,
+        runs_dir: Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Searched when no RUN is given")] = Path("runs"),
     ):
         """Table of S/U/HM/ZSL per method and dataset. Seeds grouped as mean ± std (n)."""
         print_report(runs or [runs_dir], fmt, su, plots, output)

@@ -15,12 +15,12 @@ def install(app, pm) -> None:
     @app.command("split")
     def split(
         dataset: StoredDatasetArg = None,
-        split_name: Annotated[str | None, typer.Option("--split", help="Split name: cls_split, main_split, or a new name for a drawn split")] = None,
-        from_dir: Annotated[Path | None, typer.Option("--from", help="A class-split folder (default: the one imported with the features)")] = None,
-        seen: Annotated[int | None, typer.Option("--seen", help="Draw a split: number of stage-2 seen classes")] = None,
-        unseen: Annotated[int | None, typer.Option("--unseen", help="Draw a split: number of stage-2 unseen (test) classes")] = None,
-        val_unseen: Annotated[int | None, typer.Option("--val-unseen", help="Draw a split: stage-1 val-unseen classes (default seen/3)")] = None,
-        seed: Annotated[int, typer.Option("--seed", min=0, help="Draw a split: random seed")] = 0,
+        split_name: Annotated[str | None, typer.Option("--split", metavar="NAME", help="Split name: cls_split, main_split, or a new name for a drawn split")] = None,
+        from_dir: Annotated[Path | None, typer.Option("--from", metavar="DIR", help="A class-split folder (default: the one imported with the features)")] = None,
+        seen: Annotated[int | None, typer.Option("--seen", metavar="N", help="Draw a split: number of stage-2 seen classes")] = None,
+        unseen: Annotated[int | None, typer.Option("--unseen", metavar="N", help="Draw a split: number of stage-2 unseen (test) classes")] = None,
+        val_unseen: Annotated[int | None, typer.Option("--val-unseen", metavar="N", help="Draw a split: stage-1 val-unseen classes (default seen/3)")] = None,
+        seed: Annotated[int, typer.Option("--seed", metavar="N", min=0, help="Draw a split: random seed")] = 0,
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
     ):

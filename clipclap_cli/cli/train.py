@@ -21,7 +21,7 @@ from ._options import (
     stored_dataset,
 )
 
-RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Where run folders are created")]
+RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Where run folders are created")]
 STAGES = {"1": (1,), "2": (2,), "all": (1, 2)}
 
 
@@ -29,22 +29,22 @@ def install(app, pm) -> None:
     @app.command("train")
     def train(
         dataset: StoredDatasetArg = None,
-        stage: Annotated[str, typer.Option("--stage", help="1, 2 or all (stage 2 needs stage 1 of the same run)")] = "all",
-        head: Annotated[str, typer.Option("--head", help="Fusion head, a comma-separated list, or 'all'")] = "clipclap",
+        stage: Annotated[str, typer.Option("--stage", metavar="1|2|all", help="1, 2 or all (stage 2 needs stage 1 of the same run)")] = "all",
+        head: Annotated[str, typer.Option("--head", metavar="NAMES", help="Fusion head, a comma-separated list, or 'all'")] = "clipclap",
         params: ParamOpt = [],  # noqa: B006 - Typer reads the default
         seed: SeedOpt = None,
-        seeds: Annotated[int, typer.Option("--seeds", help="Train this many runs, seeds seed, seed+1, ...")] = 1,
-        epochs: Annotated[int | None, typer.Option("--epochs", help="Stage-1 epochs (default: the dataset's)")] = None,
-        lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the dataset's)")] = None,
-        batches: Annotated[int | None, typer.Option("--batches-per-epoch", help="Batches per epoch (default: the head's or dataset's)")] = None,
-        batch_size: Annotated[int | None, typer.Option("--batch-size", help="Samples per batch (default: the head's or dataset's)")] = None,
-        split: Annotated[str | None, typer.Option("--split", help="Protocol split (default: the dataset's)")] = None,
+        seeds: Annotated[int, typer.Option("--seeds", metavar="N", help="Train this many runs, seeds seed, seed+1, ...")] = 1,
+        epochs: Annotated[int | None, typer.Option("--epochs", metavar="N", help="Stage-1 epochs (default: the dataset's)")] = None,
+        lr: Annotated[float | None, typer.Option("--lr", metavar="LR", help="Learning rate (default: the dataset's)")] = None,
+        batches: Annotated[int | None, typer.Option("--batches-per-epoch", metavar="N", help="Batches per epoch (default: the head's or dataset's)")] = None,
+        batch_size: Annotated[int | None, typer.Option("--batch-size", metavar="N", help="Samples per batch (default: the head's or dataset's)")] = None,
+        split: Annotated[str | None, typer.Option("--split", metavar="NAME", help="Protocol split (default: the dataset's)")] = None,
         replay: Annotated[bool, typer.Option("--replay-forward/--no-replay-forward",
                                              help="The reference's extra train-mode forward after each step")] = True,
         lr_scheduler: Annotated[bool | None, typer.Option(
             "--lr-scheduler/--no-lr-scheduler",
             help="ReduceLROnPlateau on validation HM (default: on, unless datasets.toml turns it off for the head)")] = None,
-        beta_grid: Annotated[str, typer.Option("--beta-grid", help="Bias grid START:STOP:POINTS (AVCA-GZSL: 0:3:16)")] = "0:5:76",
+        beta_grid: Annotated[str, typer.Option("--beta-grid", metavar="START:STOP:POINTS", help="Bias grid START:STOP:POINTS (AVCA-GZSL: 0:3:16)")] = "0:5:76",
         legacy: Annotated[bool, typer.Option("--legacy-label-order",
                                              help="The reference's sorted-key label embeddings (to match old numbers)")] = False,
         device: DeviceOpt = "cpu",
@@ -53,7 +53,7 @@ def install(app, pm) -> None:
             help="CPU threads per run (default: torch's, or what the run recorded; e.g. 1 to train several runs at once)")] = None,
         jobs: Annotated[int, typer.Option(
             "--jobs", min=1, metavar="N", help="Runs trained at once in worker processes, each with a share of the CPU cores")] = 1,
-        run_dir: Annotated[Path | None, typer.Option("--run", help="Run folder (default RUNS_DIR/DATASET/HEAD/seedN)")] = None,
+        run_dir: Annotated[Path | None, typer.Option("--run", metavar="DIR", help="Run folder (default RUNS_DIR/DATASET/HEAD/seedN)")] = None,
         runs_dir: RunsDirOpt = Path("runs"),
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
