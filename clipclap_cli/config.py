@@ -59,13 +59,17 @@ class DatasetEntry:
     "Training settings of a head on this dataset (over the head's own defaults)"
     videos: str | None = None
     "Folder of the dataset's videos: `extract`'s default for --videos"
+    published: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    "Published test results per head (percent: hm, zsl, and seen/unseen where known), for `report --published`"
 
     def resolve(self, value: str) -> Path:
         """Expand `{benchmarks}` and `~` in a path-valued setting."""
         return Path(value.replace("{benchmarks}", str(benchmarks_dir()))).expanduser()
 
 
-_CORE_KEYS = {"display_name", "kind", "split", "dims", "train", "prompts", "head_params", "head_train", "videos"}
+_CORE_KEYS = {"display_name", "kind", "split", "dims", "train", "prompts", "head_params", "head_train", "videos",
+              "published"}
+PUBLISHED_METRICS = ("seen", "unseen", "hm", "zsl")
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -140,6 +144,7 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
         if not isinstance(tables, dict) or not all(isinstance(v, dict) for v in tables.values()):
             raise fail(key, f"expected one table per head, e.g. {key}.tcaf = {{ ... }}")
     return DatasetEntry(
+        published=_published(table.get("published", {}), fail),
         head_params=head_params,
         head_train={head: train_settings(f"head_train.{head}", t) for head, t in head_train.items()},
         name=name,
@@ -157,6 +162,19 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
         params=params,
         origin=where,
     )
+
+
+def _published(tables: Any, fail) -> dict[str, dict[str, float]]:
+    """`published.<head> = { hm = .., zsl = .., seen = .., unseen = .. }`, percentages, checked."""
+    if not isinstance(tables, dict) or not all(isinstance(v, dict) for v in tables.values()):
+        raise fail("published", "expected one table per head, e.g. published.clipclap = { hm = 55.97, zsl = 46.96 }")
+    for head, values in tables.items():
+        for metric, value in values.items():
+            if metric not in PUBLISHED_METRICS:
+                raise fail(f"published.{head}.{metric}", f"unknown; valid: {', '.join(PUBLISHED_METRICS)}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+                raise fail(f"published.{head}.{metric}", f"expected a percentage from 0 to 100, got {value!r}")
+    return {head: {m: float(v) for m, v in values.items()} for head, values in tables.items()}
 
 
 class DatasetCatalog:

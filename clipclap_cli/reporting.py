@@ -50,7 +50,8 @@ class RunResult:
 
 @dataclass
 class Cell:
-    """One method x dataset entry: per metric mean and std (percent) over `n` seeds."""
+    """One method x dataset entry: per metric mean and std (percent) over `n` seeds. A published
+    result (`n` = 0) has the metrics the paper gives, and no std."""
 
     method: str
     dataset: str
@@ -114,6 +115,22 @@ def aggregate(runs: list[RunResult]) -> list[Cell]:
     return cells
 
 
+PAPER = " (paper)"
+
+
+def with_published(cells: list[Cell], published: dict[str, dict[str, dict[str, float]]]) -> list[Cell]:
+    """`cells` and the published results of their datasets (`published[dataset][head]`, percent)
+    as rows 'HEAD (paper)', each right below the row of the same head when the table has one."""
+    paper: dict[str, list[Cell]] = {}
+    for dataset in dict.fromkeys(c.dataset for c in cells):
+        for head, values in published.get(dataset, {}).items():
+            paper.setdefault(head, []).append(Cell(head + PAPER, dataset, 0, dict(values), {}))
+    out: list[Cell] = []
+    for method in dict.fromkeys(c.method for c in cells):
+        out += [c for c in cells if c.method == method] + paper.pop(method, [])
+    return out + [c for rows in paper.values() for c in rows]
+
+
 def _layout(cells: list[Cell]):
     methods = list(dict.fromkeys(c.method for c in cells))
     datasets = list(dict.fromkeys(c.dataset for c in cells))
@@ -127,9 +144,9 @@ def check_format(fmt: str) -> None:
 
 
 def _fmt(cell: Cell | None, metric: str, pm: str = " ± ") -> str:
-    if cell is None:
+    if cell is None or metric not in cell.mean:
         return "–"
-    if cell.n == 1:
+    if cell.n <= 1:
         return f"{cell.mean[metric]:.2f}"
     return f"{cell.mean[metric]:.2f}{pm}{cell.std[metric]:.2f}"
 
@@ -145,13 +162,15 @@ def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = ("hm", "zsl")
         w.writerow(["method", "dataset", "n", "seeds"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")])
         for c in cells:
             w.writerow([c.method, c.dataset, c.n, " ".join(map(str, c.seeds))]
-                       + [f"{v:.4f}" for m in METRICS for v in (c.mean[m], c.std[m])])
+                       + [f"{v[m]:.4f}" if m in v else "" for m in METRICS for v in (c.mean, c.std)])
         return buf.getvalue()
     methods, datasets, by = _layout(cells)
-    counts = sorted({c.n for c in cells})
+    counts = sorted({c.n for c in cells if c.n})
     # the same seed twice in a group (trained on another device or thread count) makes them runs, not seeds
     repeats = "runs" if any(len(set(c.seeds)) < c.n for c in cells) else "seeds"
     note = (f"mean ± std over {'/'.join(map(str, counts))} {repeats}" if counts != [1] else "one seed per entry")
+    if any(c.n == 0 for c in cells):
+        note += f"; '{PAPER.strip()}': the published results"
     if fmt == "markdown":
         head = "| Method | " + " | ".join(f"{d} {LABELS[m]}" for d in datasets for m in metrics) + " |"
         sep = "|---|" + "---:|" * (len(datasets) * len(metrics))

@@ -9,7 +9,7 @@ import pytest
 from clipclap_cli.config import load_catalog
 from clipclap_cli.errors import ConfigError, ParamError
 from clipclap_cli.params import parse_params
-from shared_material import BENCHMARKS
+from shared_material import BENCHMARKS, SHARED
 
 
 def test_project_entries_follow_spec(pm):
@@ -23,6 +23,34 @@ def test_project_entries_follow_spec(pm):
     assert anet.params.prompt_column == "manual"
     assert ucf.params.class_order == anet.params.class_order == vgg.params.class_order == "exact"
     assert ucf.dims.text == 1536 and ucf.resolve(ucf.prompts).exists()
+
+
+def _spec_published() -> dict[str, dict[str, dict[str, float]]]:
+    """SPEC.md's table of published results, and its line of ClipClap's S / U, as
+    {dataset: {head: {metric: percent}}} (datasets.toml names, head ids)."""
+    text = (SHARED / "SPEC.md").read_text()
+    table = text.split("Published results to reproduce")[1].split("\n\n")[1].splitlines()
+    datasets = [c.split("-GZSL")[0].strip().lower() for c in table[0].split("|")[2:-1]]
+    out: dict[str, dict] = {d: {} for d in datasets}
+    for row in table[2:]:
+        method, *cells = [c.strip() for c in row.split("|")[1:-1]]
+        for dataset, cell in zip(datasets, cells, strict=True):
+            hm, zsl = (float(v) for v in cell.split("/"))
+            out[dataset][method.lower()] = {"hm": hm, "zsl": zsl}
+    su = text.split("ClipClap's seen/unseen accuracies:")[1].split("\n")[0].rstrip(".")
+    for part in su.split(","):
+        name, seen, _, unseen = part.split()
+        out[name.lower()]["clipclap"] |= {"seen": float(seen), "unseen": float(unseen)}
+    return out
+
+
+def test_published_results_are_the_papers(pm):
+    """`report --published` shows datasets.toml's `published` tables: they must be SPEC.md's."""
+    cat = load_catalog(pm)
+    want = _spec_published()
+    assert set(want) == {"ucf", "activitynet", "vggsound"} and len(want["ucf"]) == 5
+    assert {name: cat.get(name).published for name in want} == want
+    assert cat.get("demo").published == {}
 
 
 def test_user_file_overrides_and_adds(pm, tmp_path):
@@ -52,6 +80,11 @@ def test_user_file_overrides_and_adds(pm, tmp_path):
      ["[datasets.x] head_train.tcaf.lr", "must be positive, not 0.0"]),
     ('[datasets.x]\ndisplay_name = "no kind"\n', ["[datasets.x] kind: missing"]),
     ('[datasets.x]\nkind = "synthetic"\nvideos = 3\n', ["[datasets.x] videos", "expected a path (a string), got 3"]),
+    ('[datasets.x]\nkind = "synthetic"\npublished.clipclap = { hm = 120 }\n',
+     ["[datasets.x] published.clipclap.hm", "a percentage from 0 to 100, got 120"]),
+    ('[datasets.x]\nkind = "synthetic"\npublished.clipclap = { acc = 50 }\n',
+     ["[datasets.x] published.clipclap.acc", "unknown; valid: seen, unseen, hm, zsl"]),
+    ('[datasets.x]\nkind = "synthetic"\npublished = 3\n', ["[datasets.x] published", "one table per head"]),
     ('[datasets.x\n', ["not valid TOML"]),
 ])
 def test_errors_name_file_table_and_key(pm, tmp_path, body, needles):

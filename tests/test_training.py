@@ -642,6 +642,29 @@ def test_report_groups_seeds_as_mean_and_std(cli, demo_store, tmp_path):
     assert len(pngs) == 4 and all((tmp_path / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
+def test_report_published_adds_the_papers_rows(cli, reference_run, tmp_path):
+    """--published puts the dataset's published results (datasets.toml, here a user file's) below
+    the run of the same head, other heads' after; a dataset without them gets a note on stderr
+    and the usual table."""
+    plain = cli("report", reference_run, "--su")
+    r = cli("report", reference_run, "--su", "--published")
+    assert r.exit_code == 0 and r.stdout == plain.stdout, r
+    assert r.stderr.strip() == "no published results for demo (datasets.toml: [datasets.NAME.published])"
+    user = tmp_path / "paper.toml"
+    user.write_text("[datasets.demo.published]\nmodel-x = { hm = 12.5, zsl = 3 }\n"
+                    "clipclap = { hm = 50.25, zsl = 40.5, seen = 60, unseen = 43.2 }\n")
+    test = json.loads((reference_run / "results.json").read_text())["test"]
+    r = cli("report", reference_run, "--su", "--published", "--datasets", user)
+    assert r.exit_code == 0, r
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "Method" not in line]
+    ours = " | ".join(f"{100 * test[m]:.2f}" for m in ("seen", "unseen", "hm", "zsl"))
+    assert rows == [f"| clipclap | {ours} |", "| clipclap (paper) | 60.00 | 43.20 | 50.25 | 40.50 |",
+                    "| model-x (paper) | – | – | 12.50 | 3.00 |"]
+    assert r.stdout.rstrip().endswith("Percent; one seed per entry; '(paper)': the published results.")
+    csv_rows = cli("report", reference_run, "--format", "csv", "--published", "--datasets", user).stdout.splitlines()
+    assert csv_rows[3] == "model-x (paper),demo,0,,,,,,12.5000,,3.0000,"
+
+
 def test_report_errors(cli, reference_run, tmp_path):
     assert "no such run" in _one_error_line(cli("report", tmp_path / "nothing"))
     assert "no evaluated runs" in _one_error_line(cli("report", tmp_path))

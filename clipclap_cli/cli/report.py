@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..console import err, out
+from ._options import DatasetsOpt, catalog
 
 
 def install(app, pm) -> None:
@@ -19,21 +20,33 @@ def install(app, pm) -> None:
         plots: Annotated[Path | None, typer.Option("--plots", metavar="DIR", help="Write calibration and per-class PNG plots here")] = None,
         output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the table to this file")] = None,
         runs_dir: Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Searched when no RUN is given")] = Path("runs"),
+        published: Annotated[bool, typer.Option("--published", help="Add the paper's results of the same datasets, as rows 'HEAD (paper)'")] = False,
+        datasets_file: DatasetsOpt = None,
     ):
         """Table of S/U/HM/ZSL per method and dataset. Seeds grouped as mean ± std (n)."""
-        print_report(runs or [runs_dir], fmt, su, plots, output)
+        paper = {e.name: e.published for e in catalog(pm, datasets_file)} if published else None
+        print_report(runs or [runs_dir], fmt, su, plots, output, paper)
         if output is not None:
             err.print(f"table written to {output}")
 
 
 def print_report(paths: list[Path], fmt: str = "markdown", su: bool = False, plots: Path | None = None,
-                 output: Path | None = None) -> str:
-    """Render the table for `paths` to stdout (or `output`); optionally write plots."""
-    from ..reporting import aggregate, check_format, find_runs, load_run, render, write_plots
+                 output: Path | None = None, published: dict[str, dict] | None = None) -> str:
+    """Render the table for `paths` to stdout (or `output`); optionally write plots. With
+    `published` ({dataset: {head: {metric: percent}}}), the paper's rows join the table."""
+    from rich.markup import escape
+
+    from ..reporting import aggregate, check_format, find_runs, load_run, render, with_published, write_plots
 
     check_format(fmt)  # before anything is read
     runs = [load_run(p) for p in find_runs(paths)]
-    text = render(aggregate(runs), fmt, ("seen", "unseen", "hm", "zsl") if su else ("hm", "zsl"))
+    cells = aggregate(runs)
+    if published is not None:
+        shown = list(dict.fromkeys(c.dataset for c in cells))
+        if not any(published.get(d) for d in shown):
+            err.print(escape(f"no published results for {', '.join(shown)} (datasets.toml: [datasets.NAME.published])"))
+        cells = with_published(cells, published)
+    text = render(cells, fmt, ("seen", "unseen", "hm", "zsl") if su else ("hm", "zsl"))
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
