@@ -76,8 +76,18 @@ def find_runs(paths: list[Path]) -> list[Path]:
                            f"(finish it with `clipclap train`, then `clipclap evaluate {p}`)")
         found += sorted(r.parent for r in p.rglob("results.json") if (r.parent / "config.json").exists())
     if not found:
-        raise RunError(f"no evaluated runs under {', '.join(map(str, paths))} (train with `clipclap train DATASET`)")
+        pending = unfinished_runs(paths)
+        hint = (f"{len(pending)} run(s) there have no results yet: finish them with `clipclap train`"
+                if pending else "train with `clipclap train DATASET`")
+        raise RunError(f"no evaluated runs under {', '.join(map(str, paths))} ({hint})")
     return list(dict.fromkeys(found))
+
+
+def unfinished_runs(paths: list[Path]) -> list[Path]:
+    """Run folders found under the searched folders among `paths` that have no results yet
+    (training, interrupted, or trained one stage at a time): a table without them says so."""
+    return sorted(c.parent for p in paths if p.is_dir() and not (p / "config.json").exists()
+                  for c in p.rglob("config.json") if not (c.parent / "results.json").exists())
 
 
 def load_run(path: Path) -> RunResult:

@@ -665,6 +665,25 @@ def test_report_published_adds_the_papers_rows(cli, reference_run, tmp_path):
     assert csv_rows[3] == "model-x (paper),demo,0,,,,,,12.5000,,3.0000,"
 
 
+def test_report_names_the_runs_it_leaves_out(cli, reference_run, tmp_path):
+    """A searched folder's runs without results (training, interrupted) are named on stderr, not
+    silently left out; a folder holding only such runs says so in its error."""
+    import shutil
+
+    runs = tmp_path / "runs" / "demo" / "clipclap"
+    done, pending = runs / "seed42", runs / "seed43"
+    shutil.copytree(reference_run, done)
+    pending.mkdir()
+    shutil.copy(reference_run / "config.json", pending / "config.json")  # as a run whose training just began
+    r = cli("report", tmp_path / "runs")
+    assert r.exit_code == 0 and r.stdout == cli("report", done).stdout, r
+    assert r.stderr.strip() == f"not in the table: 1 run(s) without results yet ({pending})"
+    shutil.rmtree(done)
+    line = _one_error_line(cli("report", tmp_path / "runs"))
+    assert line == (f"Error: no evaluated runs under {tmp_path / 'runs'} "
+                    "(1 run(s) there have no results yet: finish them with `clipclap train`)")
+
+
 def test_report_errors(cli, reference_run, tmp_path):
     assert "no such run" in _one_error_line(cli("report", tmp_path / "nothing"))
     assert "no evaluated runs" in _one_error_line(cli("report", tmp_path))

@@ -36,17 +36,21 @@ def print_report(paths: list[Path], fmt: str = "markdown", su: bool = False, plo
     `published` ({dataset: {head: {metric: percent}}}), the paper's rows join the table."""
     from rich.markup import escape
 
-    from ..reporting import aggregate, check_format, find_runs, load_run, render, with_published, write_plots
+    from .. import reporting
 
-    check_format(fmt)  # before anything is read
-    runs = [load_run(p) for p in find_runs(paths)]
-    cells = aggregate(runs)
+    reporting.check_format(fmt)  # before anything is read
+    runs = [reporting.load_run(p) for p in reporting.find_runs(paths)]
+    pending = reporting.unfinished_runs(paths)
+    if pending:
+        listed = ", ".join(map(str, pending[:3])) + (f" and {len(pending) - 3} more" if len(pending) > 3 else "")
+        err.print(escape(f"not in the table: {len(pending)} run(s) without results yet ({listed})"))
+    cells = reporting.aggregate(runs)
     if published is not None:
         shown = list(dict.fromkeys(c.dataset for c in cells))
         if not any(published.get(d) for d in shown):
             err.print(escape(f"no published results for {', '.join(shown)} (datasets.toml: [datasets.NAME.published])"))
-        cells = with_published(cells, published)
-    text = render(cells, fmt, ("seen", "unseen", "hm", "zsl") if su else ("hm", "zsl"))
+        cells = reporting.with_published(cells, published)
+    text = reporting.render(cells, fmt, ("seen", "unseen", "hm", "zsl") if su else ("hm", "zsl"))
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
@@ -54,6 +58,6 @@ def print_report(paths: list[Path], fmt: str = "markdown", su: bool = False, plo
         out.file.write(text)
         out.file.flush()
     if plots is not None:
-        written = [p for r in runs for p in write_plots(r, plots)]
+        written = [p for r in runs for p in reporting.write_plots(r, plots)]
         err.print(f"{len(written)} plots written to {plots}")
     return text
