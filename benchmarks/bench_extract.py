@@ -5,8 +5,9 @@
 Measures `clipclap extract` end to end (decoding in worker processes, batched inference, store
 writes) in videos/s with the tiny encoders (decode-bound), and with --full the real
 architectures (ViT-B/32 + the published-size HTS-AT, random weights) on the chosen device.
-On a GPU it also reports ViT-B/32 images/s and HTS-AT clips/s at batch 64 in bf16 next to the
-GPU's measured bf16 matmul throughput. Figures are printed (and written as JSON), never asserted.
+On a GPU it also reports ViT-B/32 images/s and HTS-AT clips/s at batch 64 in bf16 and fp16, with
+the share of the GPU's measured matmul throughput their matrix multiplies reach. Figures are
+printed (and written as JSON), never asserted.
 """
 
 from __future__ import annotations
@@ -54,38 +55,53 @@ def extract(root: Path, tmp: Path, dims: tuple[int, int], params: list[str], dev
     return time.perf_counter() - start
 
 
-def gpu_figures() -> dict:
+def _timed(fn, device: str, reps: int) -> float:
+    """Seconds per call of `fn` (after 3 warm-up calls), synchronising the GPU around the timing."""
+    import torch
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(3):
+        fn()
+    sync()
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    sync()
+    return (time.perf_counter() - t) / reps
+
+
+def gpu_figures(device: str = "cuda", batch: int = 64, reps: int = 10, size: int = 8192) -> dict:
+    """ViT-B/32 images/s and HTS-AT clips/s at `batch` under autocast in bf16 and fp16 (as
+    `extract --dtype` runs them: fp32 weights, half-precision matrix multiplies), each with the
+    TFLOP/s its matrix multiplies reach (FLOPs counted by torch's FlopCounterMode) as a fraction
+    of the GPU's own large-matmul throughput in that precision."""
     import open_clip
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from clipclap_plugins.clap_htsat import ClapAudio, HtsatConfig
 
-    out = {}
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ a
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(20):
-        a @ a
-    torch.cuda.synchronize()
-    out["gpu_bf16_tflops"] = 20 * 2 * 8192 ** 3 / (time.perf_counter() - t) / 1e12
-    model = open_clip.create_model("ViT-B-32-quickgelu").cuda().eval().to(torch.bfloat16)
-    images = torch.randn(64, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
-    clap = ClapAudio(HtsatConfig()).cuda().eval()
-    waves = torch.randn(64, 320000, device="cuda")
+    out: dict = {}
+    model = open_clip.create_model("ViT-B-32-quickgelu").to(device).eval()
+    clap = ClapAudio(HtsatConfig()).to(device).eval()
+    images = torch.randn(batch, 3, 224, 224, device=device)
+    waves = torch.randn(batch, 320000, device=device)
     with torch.no_grad():
-        for name, fn in (("vit_b32_images_per_s", lambda: model.encode_image(images)),
-                         ("htsat_clips_per_s", lambda: clap(waves))):
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                for _ in range(3):
-                    fn()
-                torch.cuda.synchronize()
-                t = time.perf_counter()
-                for _ in range(10):
-                    fn()
-                torch.cuda.synchronize()
-            out[name] = 640 / (time.perf_counter() - t)
+        for tag, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+            a = torch.randn(size, size, device=device, dtype=dtype)
+            peak = 2 * size ** 3 / _timed(lambda a=a: a @ a, device, reps) / 1e12
+            out[f"gpu_{tag}_matmul_tflops"] = peak
+            for name, fn in (("vit_b32_images", lambda: model.encode_image(images)),
+                             ("htsat_clips", lambda: clap(waves))):
+                with torch.autocast(device.split(":")[0], dtype=dtype):
+                    counter = FlopCounterMode(display=False)
+                    with counter:
+                        fn()
+                    seconds = _timed(fn, device, reps)
+                tflops = counter.get_total_flops() / seconds / 1e12
+                out[f"{name}_per_s_{tag}"] = batch / seconds
+                out[f"{name}_tflops_{tag}"] = tflops
+                out[f"{name}_of_matmul_peak_{tag}"] = tflops / peak
     return out
 
 
@@ -114,7 +130,7 @@ def main() -> int:
           f"{args.workers} decoding workers, device {args.device}")
     for key, value in figures.items():
         if isinstance(value, float):
-            print(f"  {key:28s} {value:10.2f}")
+            print(f"  {key:36s} {value:10.2f}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
