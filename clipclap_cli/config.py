@@ -18,6 +18,7 @@ from .api import DatasetAdapter, FeatureDims
 from .errors import ClipclapError, ConfigError, DuplicateNameError, UnknownNameError
 from .params import build_params
 from .protocol import setting_problem
+from .reporting import METRICS
 
 PROJECT_DATASETS_TOML = Path(__file__).resolve().parent.parent / "datasets.toml"
 
@@ -69,7 +70,6 @@ class DatasetEntry:
 
 _CORE_KEYS = {"display_name", "kind", "split", "dims", "train", "prompts", "head_params", "head_train", "videos",
               "published"}
-PUBLISHED_METRICS = ("seen", "unseen", "hm", "zsl")
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -170,8 +170,8 @@ def _published(tables: Any, fail) -> dict[str, dict[str, float]]:
         raise fail("published", "expected one table per head, e.g. published.clipclap = { hm = 55.97, zsl = 46.96 }")
     for head, values in tables.items():
         for metric, value in values.items():
-            if metric not in PUBLISHED_METRICS:
-                raise fail(f"published.{head}.{metric}", f"unknown; valid: {', '.join(PUBLISHED_METRICS)}")
+            if metric not in METRICS:
+                raise fail(f"published.{head}.{metric}", f"unknown; valid: {', '.join(METRICS)}")
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
                 raise fail(f"published.{head}.{metric}", f"expected a percentage from 0 to 100, got {value!r}")
     return {head: {m: float(v) for m, v in values.items()} for head, values in tables.items()}

@@ -30,8 +30,8 @@ def install(app, pm) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout")] = False,
         device: DeviceOpt = "cpu",
         store_path: Annotated[str | None, typer.Option(
-            "--store", "-s",
-            metavar="PATH|URL", help="Feature store (zarr folder or fsspec URL); default: a run's own store; with checkpoints "
+            "--store", "-s", metavar="PATH|URL",
+            help="Feature store (zarr folder or fsspec URL); default: a run's own store; with checkpoints "
                  "$CLIPCLAP_STORE, else ./clipclap.zarr")] = None,
         datasets_file: DatasetsOpt = None,
     ):
