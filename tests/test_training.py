@@ -620,6 +620,25 @@ def test_reference_checkpoints_evaluate_like_the_run(cli, demo_store, reference_
     assert got["test"] == want["test"] and got["per_class_accuracy"] == want["per_class_accuracy"]
 
 
+def test_checkpoint_evaluation_shows_the_papers_figures(cli, demo_store, reference_run, tmp_path):
+    """Evaluating checkpoints with the head's defaults (the published models' setting) prints the
+    paper's figures for that head and dataset below the measured ones; with -p, or for a dataset
+    without published results, it does not."""
+    for stage, name in ((1, "best"), (2, "final")):
+        torch.save({"model": _safetensors(reference_run / f"stage{stage}" / f"{name}.safetensors"), "epoch": 1},
+                   tmp_path / f"s{stage}.pt")
+    user = tmp_path / "paper.toml"
+    user.write_text("[datasets.demo.published]\n"
+                    "clipclap = { hm = 55.97, zsl = 46.96, seen = 77.14, unseen = 43.91 }\n")
+    evaluate = ("evaluate", "demo", "--stage1", tmp_path / "s1.pt", "--stage2", tmp_path / "s2.pt",
+                "--store", demo_store)
+    lines = cli(*evaluate, "--datasets", user).stderr.strip().splitlines()
+    assert lines[0].startswith("demo: S ") and lines[1:] == ["the paper: S 77.14  U 43.91  HM 55.97  ZSL 46.96"]
+    for extra in (("--datasets", user, "-p", "dropout=0.1"), ()):
+        r = cli(*evaluate, *extra)
+        assert r.exit_code == 0 and len(r.stderr.strip().splitlines()) == 1 and "paper" not in r.stderr, r
+
+
 def test_report_groups_seeds_as_mean_and_std(cli, demo_store, tmp_path):
     r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--seeds", "2", "--seed", "1", *FAST)
     assert r.exit_code == 0, r

@@ -46,6 +46,7 @@ def install(app, pm) -> None:
 
         if (stage1 is None) != (stage2 is None):
             raise RunError("evaluating checkpoints needs both --stage1 and --stage2")
+        paper = None
         if stage1 is not None:
             entry = catalog(pm, datasets_file).get(target)
             store_path = store_path or os.environ.get("CLIPCLAP_STORE") or DEFAULT_STORE
@@ -54,6 +55,8 @@ def install(app, pm) -> None:
             if output is not None:
                 write_json(output, results)
             where = output
+            if not params and results["split"] == entry.split:  # the published models' setting
+                paper = entry.published.get(head)
         else:
             if legacy:  # a run records its label order; evaluating it with another would mix the two
                 raise RunError("--legacy-label-order is for checkpoints; a run uses the label order it was trained with")
@@ -66,3 +69,7 @@ def install(app, pm) -> None:
         if as_json:
             print_json(results)
         err.print(f"{results['dataset']}: {test_figures(results)}" + (f" -> {where}" if where else ""))
+        if paper:  # the paper's figures for the head on this dataset (datasets.toml), to compare with
+            from ..reporting import LABELS, METRICS
+
+            err.print("the paper: " + "  ".join(f"{LABELS[m]} {paper[m]:.2f}" for m in METRICS if m in paper))
