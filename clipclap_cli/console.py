@@ -39,11 +39,17 @@ def progress(*extra_columns) -> Progress:
     )
 
 
+def figures_line(percent: dict[str, float]) -> str:
+    """S, U, HM and ZSL (those given, in percent) on one line: 'S 76.49  U 66.48  HM ...'."""
+    from .reporting import LABELS, METRICS
+
+    return "  ".join(f"{LABELS[m]} {percent[m]:.2f}" for m in METRICS if m in percent)
+
+
 def test_figures(results: dict) -> str:
     """A run's test figures on one line, in percent: S, U, HM, ZSL and the bias used."""
     t = results["test"]
-    return (f"S {100 * t['seen']:.2f}  U {100 * t['unseen']:.2f}  HM {100 * t['hm']:.2f}  "
-            f"ZSL {100 * t['zsl']:.2f}  (beta* {t['beta']:.4f})")
+    return figures_line({m: 100 * v for m, v in t.items() if m != "beta"}) + f"  (beta* {t['beta']:.4f})"
 
 
 def print_json(data: Any) -> None:

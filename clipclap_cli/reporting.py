@@ -62,9 +62,12 @@ class Cell:
     runs: list[str] = field(default_factory=list)
 
 
-def find_runs(paths: list[Path]) -> list[Path]:
-    """Run folders with results: each path is a run or a folder searched recursively."""
+def find_runs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Run folders with results, and those found without results yet (training, interrupted, or
+    trained one stage at a time: a table without them says so). Each path is a run or a folder
+    searched recursively; a named run must have results."""
     found: list[Path] = []
+    pending: list[Path] = []
     for p in paths:
         if not p.exists():
             raise RunError(f"{p}: no such run or folder")
@@ -74,20 +77,13 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if (p / "config.json").exists():
             raise RunError(f"{p}: the run has no results yet "
                            f"(finish it with `clipclap train`, then `clipclap evaluate {p}`)")
-        found += sorted(r.parent for r in p.rglob("results.json") if (r.parent / "config.json").exists())
+        for run in sorted(c.parent for c in p.rglob("config.json")):
+            (found if (run / "results.json").exists() else pending).append(run)
     if not found:
-        pending = unfinished_runs(paths)
         hint = (f"{len(pending)} run(s) there have no results yet: finish them with `clipclap train`"
                 if pending else "train with `clipclap train DATASET`")
         raise RunError(f"no evaluated runs under {', '.join(map(str, paths))} ({hint})")
-    return list(dict.fromkeys(found))
-
-
-def unfinished_runs(paths: list[Path]) -> list[Path]:
-    """Run folders found under the searched folders among `paths` that have no results yet
-    (training, interrupted, or trained one stage at a time): a table without them says so."""
-    return sorted(c.parent for p in paths if p.is_dir() and not (p / "config.json").exists()
-                  for c in p.rglob("config.json") if not (c.parent / "results.json").exists())
+    return list(dict.fromkeys(found)), list(dict.fromkeys(pending))
 
 
 def load_run(path: Path) -> RunResult:

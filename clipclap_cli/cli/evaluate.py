@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..console import err, print_json, test_figures
+from ..console import err, figures_line, print_json, test_figures
 from ._options import DEFAULT_STORE, DatasetsOpt, DeviceOpt, ParamOpt, catalog, store
 
 
@@ -70,6 +70,4 @@ def install(app, pm) -> None:
             print_json(results)
         err.print(f"{results['dataset']}: {test_figures(results)}" + (f" -> {where}" if where else ""))
         if paper:  # the paper's figures for the head on this dataset (datasets.toml), to compare with
-            from ..reporting import LABELS, METRICS
-
-            err.print("the paper: " + "  ".join(f"{LABELS[m]} {paper[m]:.2f}" for m in METRICS if m in paper))
+            err.print(f"the paper: {figures_line(paper)}")

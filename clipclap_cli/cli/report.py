@@ -39,8 +39,8 @@ def print_report(paths: list[Path], fmt: str = "markdown", su: bool = False, plo
     from .. import reporting
 
     reporting.check_format(fmt)  # before anything is read
-    runs = [reporting.load_run(p) for p in reporting.find_runs(paths)]
-    pending = reporting.unfinished_runs(paths)
+    found, pending = reporting.find_runs(paths)
+    runs = [reporting.load_run(p) for p in found]
     if pending:
         listed = ", ".join(map(str, pending[:3])) + (f" and {len(pending) - 3} more" if len(pending) > 3 else "")
         err.print(escape(f"not in the table: {len(pending)} run(s) without results yet ({listed})"))
