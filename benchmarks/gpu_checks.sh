@@ -4,9 +4,11 @@
 # kill -9 during stage 1 and resumed -> the same bytes), and the two benchmarks on CUDA.
 # Figures are printed, never asserted; each step's log goes to $OUT (default: a new folder).
 #   bash benchmarks/gpu_checks.sh            # PYTHON=... to choose the interpreter
+# DEVICE=cpu runs the same steps on the CPU (slower; how the script itself is checked without a GPU).
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+DEV=${DEVICE:-cuda}
 WORK=$(mktemp -d -t clipclap-gpu-XXXX)
 OUT=${OUT:-$WORK/logs}; mkdir -p "$OUT"
 CC="$PY -m clipclap_cli"
@@ -17,17 +19,17 @@ step() {  # step NAME SECONDS CMD...: run CMD with a time limit, log it to $OUT/
   echo "exit $rc after $((SECONDS - t0)) s"; tail -n "${TAILN:-12}" "$OUT/$name.log"
 }
 run_results() { echo "$1/demo/clipclap/seed42/results.json"; }
-step goldens 120 $PY benchmarks/goldens_on_device.py --device cuda
-step demo 300 $CC demo --store "$WORK/s.zarr" --device cuda
-step same_seed 300 $CC train demo --store "$WORK/s.zarr" --device cuda --runs-dir "$WORK/again"
-cmp "$(run_results "$WORK/runs")" "$(run_results "$WORK/again")" && echo "same seed on CUDA: byte-identical results.json"
-$CC train demo --store "$WORK/s.zarr" --device cuda --runs-dir "$WORK/killed" > "$OUT/killed.log" 2>&1 &
+step goldens 120 $PY benchmarks/goldens_on_device.py --device "$DEV"
+step demo 300 $CC demo --store "$WORK/s.zarr" --device "$DEV"
+step same_seed 300 $CC train demo --store "$WORK/s.zarr" --device "$DEV" --runs-dir "$WORK/again"
+cmp "$(run_results "$WORK/runs")" "$(run_results "$WORK/again")" && echo "same seed on $DEV: byte-identical results.json"
+$CC train demo --store "$WORK/s.zarr" --device "$DEV" --runs-dir "$WORK/killed" > "$OUT/killed.log" 2>&1 &
 pid=$!; stage1="$WORK/killed/demo/clipclap/seed42/stage1"
 for _ in $(seq 1200); do [ -e "$stage1/checkpoint-last.safetensors" ] && break; sleep 0.1; done
 sleep 1.5; kill -9 $pid; wait $pid 2>/dev/null
 echo "killed after $(wc -l < "$stage1/metrics.jsonl") stage-1 epoch(s)"
-step resumed 300 $CC train demo --store "$WORK/s.zarr" --device cuda --runs-dir "$WORK/killed"
-cmp "$(run_results "$WORK/runs")" "$(run_results "$WORK/killed")" && echo "killed and resumed on CUDA: byte-identical results.json"
-TAILN=30 step bench_protocol 300 $PY benchmarks/bench_protocol.py --device cuda --quick --json "$OUT/bench_protocol_cuda.json"
-TAILN=30 step bench_extract 300 $PY benchmarks/bench_extract.py --device cuda --full --workers 12 --videos 64 --json "$OUT/bench_extract_cuda.json"
+step resumed 300 $CC train demo --store "$WORK/s.zarr" --device "$DEV" --runs-dir "$WORK/killed"
+cmp "$(run_results "$WORK/runs")" "$(run_results "$WORK/killed")" && echo "killed and resumed on $DEV: byte-identical results.json"
+TAILN=30 step bench_protocol 300 $PY benchmarks/bench_protocol.py --device "$DEV" --quick --json "$OUT/bench_protocol_$DEV.json"
+TAILN=30 step bench_extract 300 $PY benchmarks/bench_extract.py --device "$DEV" --full --workers 12 --videos 64 --json "$OUT/bench_extract_$DEV.json"
 echo "=== done in $SECONDS s; logs in $OUT"
