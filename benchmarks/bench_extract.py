@@ -138,7 +138,7 @@ def main() -> int:
                                 args.device, args.workers)
         figures["full_videos_per_s"] = args.videos / warm
     if args.device.startswith("cuda"):
-        figures |= gpu_figures()
+        figures |= gpu_figures(args.device)
     print(f"clipclap extraction benchmark: {args.videos} generated videos (3 s, 320x240, 25 fps, stereo AAC), "
           f"{args.workers} decoding workers, device {args.device}")
     for key, value in figures.items():
