@@ -12,10 +12,15 @@ StoreOpt = Annotated[
     typer.Option("--store", "-s", metavar="PATH|URL", envvar="CLIPCLAP_STORE",
                  help="Feature store: a zarr folder or an fsspec URL (s3://bucket/x.zarr)"),
 ]
-DatasetsOpt = Annotated[
-    Path | None,
-    typer.Option("--datasets", metavar="FILE", envvar="CLIPCLAP_DATASETS", help="A datasets.toml whose entries add to or override the project's"),
-]
+
+
+def datasets_option(help: str = "A datasets.toml whose entries add to or override the project's"):
+    """The `--datasets FILE` option (env CLIPCLAP_DATASETS); a command that reads only part of
+    the file says which part in `help`."""
+    return Annotated[Path | None, typer.Option("--datasets", metavar="FILE", envvar="CLIPCLAP_DATASETS", help=help)]
+
+
+DatasetsOpt = datasets_option()
 DatasetArg = Annotated[str, typer.Argument(metavar="DATASET", help="Dataset name (see `clipclap datasets list`)")]
 StoredDatasetArg = Annotated[
     str | None,

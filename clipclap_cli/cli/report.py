@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..console import err, out
-from ._options import catalog
+from ._options import catalog, datasets_option
 
 
 def install(app, pm) -> None:
@@ -21,9 +21,8 @@ def install(app, pm) -> None:
         output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the table to this file")] = None,
         runs_dir: Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Searched when no RUN is given")] = Path("runs"),
         published: Annotated[bool, typer.Option("--published", help="Add the paper's results of the same datasets, as rows 'HEAD (paper)'")] = False,
-        datasets_file: Annotated[Path | None, typer.Option(
-            "--datasets", metavar="FILE", envvar="CLIPCLAP_DATASETS",
-            help="With --published: a datasets.toml whose published results add to or override the project's")] = None,
+        datasets_file: datasets_option("With --published: a datasets.toml whose published results add to or "
+                                       "override the project's") = None,
     ):
         """Table of S/U/HM/ZSL per method and dataset. Seeds grouped as mean ± std (n)."""
         paper = {e.name: e.published for e in catalog(pm, datasets_file)} if published else None
