@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,13 @@ def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: P
     os.replace(tmp, path)
 
 
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+_RETRAIN = "remove its stage folder and rerun the same command to train that stage again"
+
+
+def _read(path: Path, remedy: str = _RETRAIN) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A checkpoint's tensors and metadata; a missing or damaged file is one CheckpointError
-    (writes are atomic, so damage comes from outside: a disk, a partial copy)."""
+    (writes are atomic, so damage comes from outside: a disk, a partial copy). `remedy` ends the
+    damaged file's message: by default how to train its stage again, since runs write these."""
     if not Path(path).exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
@@ -32,8 +37,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             meta = json.loads((fh.metadata() or {}).get("clipclap", "{}"))
         return load_file(str(path)), meta
     except Exception as e:  # safetensors' and json's errors, of several kinds
-        raise CheckpointError(f"{path} is damaged ({type(e).__name__}: {str(e)[:120]}); remove its stage folder "
-                              "and rerun the same command to train that stage again") from None
+        raise CheckpointError(f"{path} is damaged ({type(e).__name__}: {str(e)[:120]}); {remedy}") from None
 
 
 def save_model(path: Path, head, meta: dict[str, Any]) -> None:
@@ -65,19 +69,46 @@ def load_into(head, state: dict[str, torch.Tensor], source: str) -> None:
     head.load_state_dict(state)
 
 
-def load_reference_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], int | None]:
-    """A checkpoint of the reference code: a torch file with {'model': state_dict, 'epoch': int}."""
+def load_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], int | None]:
+    """A model file named on the command line, and the epoch it records: a checkpoint of the
+    reference code (a torch file with {'model': state_dict, 'epoch': int}, or a bare state dict),
+    or a clipclap model file (`.safetensors`, as a run's stage folders hold).
+
+    The suffix decides: torch.load happens to read safetensors files too, but clipclap's own are
+    read as what they are, with their metadata's epoch."""
+    if Path(path).suffix == ".safetensors":
+        state, meta = _read(path, remedy="not a clipclap model file, or an incomplete copy of one")
+        return state, meta.get("epoch")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except Exception as e:  # unpickling refused or a corrupt file
-        raise CheckpointError(f"{path}: not a loadable torch checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+        raise _unloadable(Path(path), e) from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         return _without_data_parallel_prefix(obj["model"]), obj.get("epoch")
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return _without_data_parallel_prefix(obj), None
     raise CheckpointError(f"{path}: expected a dict with 'model' (a state dict) and 'epoch'")
+
+
+def _unloadable(path: Path, error: Exception) -> CheckpointError:
+    """Why torch.load could not read a file, in one line. Its weights-only refusal is a page of
+    advice (re-run with weights_only=False among it, which clipclap never does): keep its reason;
+    a file that is neither of torch.save's formats says so rather than how unpickling tripped."""
+    refused = re.search(r"WeightsUnpickler error: (.*?)(?: Please use|\n|$)", str(error))
+    if refused:
+        return CheckpointError(f"{path}: refused, it holds more than tensors and plain containers "
+                               f"({refused.group(1).rstrip('.')}; checkpoints load with weights_only=True)")
+    if not path.is_file():
+        return CheckpointError(f"{path}: not a file")
+    with path.open("rb") as fh:
+        magic = fh.read(2)
+    if magic != b"PK" and magic[:1] != b"\x80":
+        return CheckpointError(f"{path}: not a torch checkpoint (torch.save writes a zip archive or a pickle; "
+                               "this file is neither)")
+    first_sentence = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().split("\n")[0].split(". ")[0]
+    return CheckpointError(f"{path}: not a loadable torch checkpoint ({type(error).__name__}: {first_sentence[:120]})")
 
 
 def _without_data_parallel_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -459,10 +459,11 @@ def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: st
     """`clipclap evaluate DATASET --stage1 A.pt --stage2 B.pt`: the reference's checkpoints.
 
     Each file is a torch checkpoint holding {'model': state_dict, 'epoch': int}, loaded with
-    `weights_only=True` (no code from the file runs). `legacy_label_order` gives each class the
+    `weights_only=True` (no code from the file runs), or a clipclap model file (`.safetensors`:
+    one run's stage-1 model with another's stage 2, say). `legacy_label_order` gives each class the
     embedding the reference's models were trained with (BASELINES.md 1.3).
     """
-    from .checkpoints import load_reference_checkpoint
+    from .checkpoints import load_checkpoint_file
     from .params import parse_params
     from .registries import get_head
 
@@ -476,7 +477,7 @@ def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: st
     data = load_protocol_data(store, dataset, split, device, legacy_label_order, spec.label_parts)
     heads, epochs = [], []
     for ckpt in (stage1, stage2):
-        state, epoch = load_reference_checkpoint(ckpt)
+        state, epoch = load_checkpoint_file(ckpt)
         model = checked_head(spec, pm).to(device)
         load_into(model, {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()},
                   str(ckpt))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clipclap_cli.api import FeatureDims
-from clipclap_cli.checkpoints import load_into, load_model, load_reference_checkpoint, save_model
+from clipclap_cli.checkpoints import load_checkpoint_file, load_into, load_model, save_model
 from clipclap_cli.errors import CheckpointError
 from clipclap_cli.heads_base import Batch
 from clipclap_cli.registries import create_head
@@ -101,20 +101,56 @@ class _Evil:
 def test_reference_checkpoint_loads_weights_only(tmp_path, capsys):
     good = tmp_path / "good.pt"
     torch.save({"model": {"w": torch.ones(2)}, "epoch": 7}, good)
-    state, epoch = load_reference_checkpoint(good)
+    state, epoch = load_checkpoint_file(good)
     assert epoch == 7 and torch.equal(state["w"], torch.ones(2))
     # saved from inside nn.DataParallel: every key is module.<name>
     torch.save({"model": {"module.w": torch.ones(2), "module.b.module.c": torch.zeros(1)}, "epoch": 7}, good)
-    state, _ = load_reference_checkpoint(good)
+    state, _ = load_checkpoint_file(good)
     assert sorted(state) == ["b.module.c", "w"]
     torch.save({"model": {"module.w": torch.ones(2), "w": torch.zeros(1)}, "epoch": 7}, good)  # not all: as is
-    assert sorted(load_reference_checkpoint(good)[0]) == ["module.w", "w"]
+    assert sorted(load_checkpoint_file(good)[0]) == ["module.w", "w"]
     evil = tmp_path / "evil.pt"
     with open(evil, "wb") as fh:
         pickle.dump({"model": _Evil(), "epoch": 1}, fh, protocol=2)  # as torch.save writes
-    with pytest.raises(CheckpointError, match="not a loadable torch checkpoint"):
-        load_reference_checkpoint(evil)
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint_file(evil)
     assert "pwned" not in capsys.readouterr().out
+    # torch's reason, without its page of advice (which suggests weights_only=False) or its colours
+    assert str(refused.value) == (f"{evil}: refused, it holds more than tensors and plain containers (Unsupported "
+                                  "global: GLOBAL print was not an allowed global by default; checkpoints load with "
+                                  "weights_only=True)")
+
+
+def test_unreadable_checkpoints_say_why_in_one_line(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save({"model": {"w": torch.ones(2)}, "epoch": 7}, good)
+    text, cut, empty = tmp_path / "notes.txt", tmp_path / "cut.pt", tmp_path / "empty.pt"
+    text.write_text("hello world")  # torch.load's own complaint would be `KeyError: 101`
+    cut.write_bytes(good.read_bytes()[:300])
+    empty.write_bytes(b"")
+    neither = "not a torch checkpoint (torch.save writes a zip archive or a pickle; this file is neither)"
+    expected = {text: f"{text}: {neither}", empty: f"{empty}: {neither}", tmp_path: f"{tmp_path}: not a file",
+                cut: f"{cut}: not a loadable torch checkpoint (RuntimeError: PytorchStreamReader failed reading zip "
+                     "archive: failed finding central directory)",
+                tmp_path / "gone.pt": f"{tmp_path / 'gone.pt'}: no such checkpoint"}
+    for path, message in expected.items():
+        with pytest.raises(CheckpointError) as e:
+            load_checkpoint_file(path)
+        assert str(e.value) == message
+
+
+def test_clipclap_model_files_load_as_checkpoints(tmp_path, pm):
+    """`evaluate --stage1/--stage2` also takes clipclap's own model files: their tensors and the
+    epoch their metadata records; a damaged one is one CheckpointError that says what it is not."""
+    head = create_head("clipclap", DIMS, {}, pm=pm)
+    path = tmp_path / "best.safetensors"
+    save_model(path, head, {"epoch": 3})
+    state, epoch = load_checkpoint_file(path)
+    assert epoch == 3 and state.keys() == head.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in head.state_dict().items())
+    path.write_bytes(path.read_bytes()[:1000])  # a partial copy
+    with pytest.raises(CheckpointError, match=r"best.safetensors is damaged \(.*\); not a clipclap model file"):
+        load_checkpoint_file(path)
 
 
 def _reference_train_loss(head, batch, class_text):

@@ -621,6 +621,15 @@ def test_reference_checkpoints_evaluate_like_the_run(cli, demo_store, reference_
     got = json.loads(r.stdout)
     want = json.loads((reference_run / "results.json").read_text())
     assert got["test"] == want["test"] and got["per_class_accuracy"] == want["per_class_accuracy"]
+    assert got["checkpoint_epochs"] == [1, 1]
+    # clipclap's own model files evaluate alike, with the epochs their metadata records
+    own = reference_run / "stage1" / "best.safetensors", reference_run / "stage2" / "final.safetensors"
+    r = cli("evaluate", "demo", "--stage1", own[0], "--stage2", own[1], "--json")
+    assert r.exit_code == 0, r
+    got = json.loads(r.stdout)
+    assert got["test"] == want["test"] and got["per_class_accuracy"] == want["per_class_accuracy"]
+    best = json.loads((reference_run / "stage1" / "result.json").read_text())["best_epoch"]
+    assert got["checkpoint_epochs"] == [best, best]  # stage 2 trains best + 1 epochs: its last is `best`
 
 
 def test_checkpoint_evaluation_shows_the_papers_figures(cli, demo_store, reference_run, tmp_path):

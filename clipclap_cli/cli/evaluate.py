@@ -16,8 +16,8 @@ def install(app, pm) -> None:
     @app.command("evaluate")
     def evaluate(
         target: Annotated[str, typer.Argument(metavar="RUN|DATASET", help="A run folder, or a DATASET with --stage1/--stage2")],
-        stage1: Annotated[Path | None, typer.Option("--stage1", metavar="FILE", help="Reference checkpoint of the stage-1 model (.pt)")] = None,
-        stage2: Annotated[Path | None, typer.Option("--stage2", metavar="FILE", help="Reference checkpoint of the stage-2 model (.pt)")] = None,
+        stage1: Annotated[Path | None, typer.Option("--stage1", metavar="FILE", help="Stage-1 model: a reference checkpoint (.pt) or a clipclap model file (.safetensors)")] = None,
+        stage2: Annotated[Path | None, typer.Option("--stage2", metavar="FILE", help="Stage-2 model: a reference checkpoint (.pt) or a clipclap model file (.safetensors)")] = None,
         head: Annotated[str, typer.Option("--head", metavar="NAME", help="Fusion head of the checkpoints")] = "clipclap",
         params: ParamOpt = [],  # noqa: B006 - Typer reads the default
         split: Annotated[str | None, typer.Option("--split", metavar="NAME", help="Protocol split (default: the dataset's)")] = None,
