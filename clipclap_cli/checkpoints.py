@@ -84,7 +84,7 @@ def load_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], int | Non
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except Exception as e:  # unpickling refused or a corrupt file
-        raise _unloadable(Path(path), e) from None
+        raise CheckpointError(f"{path}: {torch_load_failure(path, e)}") from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         return _without_data_parallel_prefix(obj["model"]), obj.get("epoch")
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -92,23 +92,25 @@ def load_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], int | Non
     raise CheckpointError(f"{path}: expected a dict with 'model' (a state dict) and 'epoch'")
 
 
-def _unloadable(path: Path, error: Exception) -> CheckpointError:
-    """Why torch.load could not read a file, in one line. Its weights-only refusal is a page of
-    advice (re-run with weights_only=False among it, which clipclap never does): keep its reason;
-    a file that is neither of torch.save's formats says so rather than how unpickling tripped."""
-    refused = re.search(r"WeightsUnpickler error: (.*?)(?: Please use|\n|$)", str(error))
-    if refused:
-        return CheckpointError(f"{path}: refused, it holds more than tensors and plain containers "
-                               f"({refused.group(1).rstrip('.')}; checkpoints load with weights_only=True)")
+def torch_load_failure(path: Path, error: Exception) -> str:
+    """Why torch.load(path, weights_only=True) raised `error`, in one line (after "PATH: ").
+    Its weights-only refusal is a page of advice (re-running with weights_only=False among it,
+    which clipclap never does): keep its reason; a file that is neither of torch.save's formats
+    says so rather than how unpickling tripped over it; otherwise torch's first sentence."""
+    path = Path(path)
     if not path.is_file():
-        return CheckpointError(f"{path}: not a file")
+        return "not a file"
     with path.open("rb") as fh:
         magic = fh.read(2)
     if magic != b"PK" and magic[:1] != b"\x80":
-        return CheckpointError(f"{path}: not a torch checkpoint (torch.save writes a zip archive or a pickle; "
-                               "this file is neither)")
-    first_sentence = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().split("\n")[0].split(". ")[0]
-    return CheckpointError(f"{path}: not a loadable torch checkpoint ({type(error).__name__}: {first_sentence[:120]})")
+        return "not a torch checkpoint (torch.save writes a zip archive or a pickle; this file is neither)"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    refused = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if refused:
+        return (f"refused, it holds more than tensors and plain containers "
+                f"({refused.group(1).split(' Please use')[0].rstrip('.')}; checkpoints load with weights_only=True)")
+    first_sentence = text.split("\n")[0].split(". ")[0]
+    return f"not a loadable torch checkpoint ({type(error).__name__}: {first_sentence[:120]})"
 
 
 def _without_data_parallel_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

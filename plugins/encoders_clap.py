@@ -76,10 +76,12 @@ class ClapEncoder(Encoder):
         checkpoint = self._checkpoint()
         if checkpoint is None:
             return None
+        from clipclap_cli.checkpoints import torch_load_failure
+
         try:
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         except Exception as e:  # a refused pickle or a corrupt file
-            raise EncoderError(f"CLAP checkpoint {checkpoint}: not loadable ({type(e).__name__})") from None
+            raise EncoderError(f"CLAP checkpoint {checkpoint}: {torch_load_failure(Path(checkpoint), e)}") from None
         return state.get("model", state) if isinstance(state, dict) else state
 
     def _load(self):

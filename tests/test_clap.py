@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from clipclap_cli.logmel import LogMel, hz_to_mel, mel_filters, mel_to_hz
@@ -58,6 +59,20 @@ def test_clap_encoder_loads_a_wavcaps_checkpoint_by_its_key_names(tmp_path, pm):
     out = enc.encode_batch(list(z["waveform"]))
     np.testing.assert_allclose(out, z["audio_embedding"], rtol=1e-4, atol=1e-5)
     assert np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+
+
+def test_clap_checkpoint_that_cannot_load_says_why(tmp_path, pm):
+    """A refused or foreign file is one EncoderError naming the file and torch's reason."""
+    from clipclap_cli.errors import ClipclapError
+    from clipclap_cli.registries import get_encoder
+
+    cls = type(get_encoder("clap", pm))
+    notes = tmp_path / "HTSAT_BERT_zero_shot.pt"
+    notes.write_text("<html>404</html>")  # a download that went wrong
+    with pytest.raises(ClipclapError) as e:
+        cls(cls.Params(size="tiny", checkpoint=str(notes))).encode_batch([np.zeros(320_000, np.float32)])
+    assert str(e.value) == (f"CLAP checkpoint {notes}: not a torch checkpoint (torch.save writes a zip archive "
+                            "or a pickle; this file is neither)")
 
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "person", "can", "be", "heard", ".", "class",
