@@ -81,9 +81,7 @@ def load_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], int | Non
         return state, meta.get("epoch")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # unpickling refused or a corrupt file
+    except Exception as e:  # no file, unpickling refused, or a corrupt file
         raise CheckpointError(f"{path}: {torch_load_failure(path, e)}") from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         return _without_data_parallel_prefix(obj["model"]), obj.get("epoch")
@@ -92,12 +90,14 @@ def load_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], int | Non
     raise CheckpointError(f"{path}: expected a dict with 'model' (a state dict) and 'epoch'")
 
 
-def torch_load_failure(path: Path, error: Exception) -> str:
+def torch_load_failure(path: Path | str, error: Exception) -> str:
     """Why torch.load(path, weights_only=True) raised `error`, in one line (after "PATH: ").
     Its weights-only refusal is a page of advice (re-running with weights_only=False among it,
     which clipclap never does): keep its reason; a file that is neither of torch.save's formats
     says so rather than how unpickling tripped over it; otherwise torch's first sentence."""
     path = Path(path)
+    if not path.exists():
+        return "no such checkpoint"
     if not path.is_file():
         return "not a file"
     with path.open("rb") as fh:

@@ -81,7 +81,7 @@ class ClapEncoder(Encoder):
         try:
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         except Exception as e:  # a refused pickle or a corrupt file
-            raise EncoderError(f"CLAP checkpoint {checkpoint}: {torch_load_failure(Path(checkpoint), e)}") from None
+            raise EncoderError(f"CLAP checkpoint {checkpoint}: {torch_load_failure(checkpoint, e)}") from None
         return state.get("model", state) if isinstance(state, dict) else state
 
     def _load(self):
