@@ -94,13 +94,15 @@ class FeatureStore:
     def _group(self, dataset: str, pinned: bool = True):
         if pinned and dataset in self._pinned:
             return self._pinned[dataset]
-        group = self._committed_datasets().get(dataset)
-        if group is None:
+        held = self._committed_datasets()
+        if dataset not in held:
+            holds = ", ".join(sorted(held)) or "no dataset yet"
             raise StoreError(
-                f"dataset {dataset!r} is not in the store {self.location} "
-                f"(run `clipclap import {dataset} ROOT` or `clipclap demo` first)"
+                f"dataset {dataset!r} is not in the store {self.location}, which holds {holds} "
+                "(`clipclap import` writes released features, `clipclap extract` those of videos, "
+                "`clipclap demo` the demo)"
             )
-        return group
+        return held[dataset]
 
     def version(self, dataset: str) -> tuple:
         """What identifies the dataset's data now: the key and write id of its group, of each

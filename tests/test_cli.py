@@ -69,7 +69,15 @@ def test_error_is_one_red_line_and_exit_1(cli, tmp_path):
     r = cli("datasets", "show", "demo", "--store", tmp_path / "empty.zarr")
     assert r.exit_code == 1
     assert r.stderr.startswith("Error: dataset 'demo' is not in the store")
+    assert "holds no dataset yet" in r.stderr and r.stderr.count("\n") == 1
     assert "Traceback" not in r.stderr
+
+
+def test_show_of_a_name_nothing_defines_says_so(cli, tmp_path):
+    """A name neither stored nor defined is unknown (not "import it first", which would fail)."""
+    r = cli("datasets", "show", "nosuch", "--store", tmp_path / "empty.zarr")
+    assert r.exit_code == 1
+    assert r.stderr.startswith("Error: unknown dataset 'nosuch'. Available: activitynet, demo, ucf, vggsound")
 
 
 def test_debug_env_gives_traceback(tmp_path):

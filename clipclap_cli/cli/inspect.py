@@ -45,10 +45,13 @@ def install(app, pm) -> None:
         out.print(table(None, ["kind", "plugin", "description"], [list(r.values()) for r in rows]))
 
     @datasets.command("show")
-    def datasets_show(name: DatasetArg, store_path: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False):
+    def datasets_show(name: DatasetArg, store_path: StoreOpt = DEFAULT_STORE, datasets_file: DatasetsOpt = None,
+                      as_json: JsonOpt = False):
         """Show what the store holds for a dataset. Videos and classes per split, features, label
         embeddings."""
         fs = store(store_path)
+        if name not in fs.datasets():
+            catalog(pm, datasets_file).get(name)  # a name nothing defines: say so, not "import it"
         if as_json:
             return print_json(fs.describe(name))
         _show(fs, name)
