@@ -53,7 +53,17 @@ def test_clap_encoder_loads_a_wavcaps_checkpoint_by_its_key_names(tmp_path, pm):
 
     z = np.load(GOLDENS / "clap_a.npz")
     state = {k[len("state."):]: torch.from_numpy(z[k]) for k in z.files if k.startswith("state.")}
-    torch.save({"model": state}, tmp_path / "HTSAT_BERT_zero_shot.pt")
+    # laid out as WavCaps' retrieval/pretrain.py saves it: the model's state dict, the optimizer's
+    # (after a step, so it holds per-parameter moments), the YAML config as plain data, the epoch;
+    # all of it must pass torch.load(weights_only=True)
+    params = [torch.nn.Parameter(v.clone()) for v in state.values() if v.is_floating_point()]
+    optimizer = torch.optim.AdamW(params, lr=5e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    sum(p.sum() for p in params).backward()
+    optimizer.step()
+    config = {"seed": 20, "optim_args": {"lr": 5e-5, "betas": [0.9, 0.999], "optimizer_name": "adam"},
+              "audio_encoder_args": {"type": "transformer", "model": "htsat", "pretrained": True}}
+    torch.save({"model": state, "optimizer": optimizer.state_dict(), "config": config, "epoch": 9},
+               tmp_path / "HTSAT_BERT_zero_shot.pt")
     cls = type(get_encoder("clap", pm))
     enc = cls(cls.Params(size="tiny", checkpoint=str(tmp_path / "HTSAT_BERT_zero_shot.pt")))
     out = enc.encode_batch(list(z["waveform"]))
