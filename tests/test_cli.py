@@ -127,6 +127,15 @@ def test_list_commands_take_json(cli):
         assert isinstance(json.loads(r.stdout), list)
 
 
+def test_plugins_without_third_party_ones_says_so(cli):
+    """No empty table: the line says none is installed; --all lists the built-in plugins."""
+    r = cli("plugins")
+    assert r.exit_code == 0 and r.stdout.startswith("no third-party plugin is installed"), r
+    assert json.loads(cli("plugins", "--json").stdout) == []
+    names = [p["name"] for p in json.loads(cli("plugins", "--all", "--json").stdout)]
+    assert "clipclap_plugins.heads" in names and "clipclap_plugins.datasets" in names
+
+
 def test_heads_params_listed(cli):
     rows = json.loads(cli("heads", "list", "--params", "--json").stdout)
     params = {p["name"]: p for p in next(r for r in rows if r["id"] == "clipclap")["params"]}

@@ -102,6 +102,10 @@ def install(app, pm) -> None:
         rows.sort(key=lambda r: r["name"])
         if as_json:
             return print_json(rows)
+        if not rows:
+            out.print("no third-party plugin is installed (`clipclap plugins --all` lists the built-in ones; "
+                      "docs/plugins.md says how to write one)")
+            return
         out.print(table(None, ["name", "version", "hooks"],
                         [[r["name"], r["version"] or "(built-in)", ", ".join(r["hooks"])] for r in rows]))
 
