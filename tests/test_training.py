@@ -611,10 +611,20 @@ def _safetensors(path):
     return load_file(str(path))
 
 
+def _reference_layout(state: dict, epoch: int) -> dict:
+    """What the reference's save_best_model writes: the epoch, the state dict, the optimizer's
+    state (Adam after a step: per-parameter moments) and the metric's name."""
+    params = [torch.nn.Parameter(v.clone()) for v in state.values() if v.is_floating_point()]
+    optimizer = torch.optim.Adam(params, lr=7e-5, weight_decay=1e-5)
+    sum(p.sum() for p in params).backward()
+    optimizer.step()
+    return {"epoch": epoch, "model": state, "optimizer": optimizer.state_dict(), "metric": "score"}
+
+
 def test_reference_checkpoints_evaluate_like_the_run(cli, demo_store, reference_run, tmp_path, monkeypatch):
     for stage, name in ((1, "best"), (2, "final")):
         state = _safetensors(reference_run / f"stage{stage}" / f"{name}.safetensors")
-        torch.save({"model": state, "epoch": 1}, tmp_path / f"s{stage}.pt")
+        torch.save(_reference_layout(state, epoch=1), tmp_path / f"s{stage}.pt")
     monkeypatch.setenv("CLIPCLAP_STORE", str(demo_store))  # checkpoints name no store: the environment's
     r = cli("evaluate", "demo", "--stage1", tmp_path / "s1.pt", "--stage2", tmp_path / "s2.pt", "--json")
     assert r.exit_code == 0, r
