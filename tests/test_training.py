@@ -84,7 +84,12 @@ def test_other_seed_gives_other_results(cli, demo_store, reference_run, tmp_path
     assert other["test"] != json.loads((reference_run / "results.json").read_text())["test"]
 
 
-def test_interrupted_run_resumes_to_the_same_results(cli, demo_store, reference_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("saves", "resumes"), [
+    (2, "stage 1: resuming at epoch 3/3"),  # after stage 1's second epoch
+    (4, "stage 2: resuming at epoch 2/3"),  # after stage 2's first (the run's best stage-1 epoch is its third)
+], ids=["stage1", "stage2"])
+def test_interrupted_run_resumes_to_the_same_results(cli, demo_store, reference_run, tmp_path, monkeypatch,
+                                                     saves, resumes):
     import clipclap_cli.runs as runs_mod
 
     original = runs_mod.save_trainer
@@ -93,7 +98,7 @@ def test_interrupted_run_resumes_to_the_same_results(cli, demo_store, reference_
     def save_then_interrupt(path, trainer):
         original(path, trainer)
         calls["n"] += 1
-        if calls["n"] == 2:  # after epoch 2 of stage 1 was saved
+        if calls["n"] == saves:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(runs_mod, "save_trainer", save_then_interrupt)
@@ -104,9 +109,10 @@ def test_interrupted_run_resumes_to_the_same_results(cli, demo_store, reference_
     monkeypatch.setattr(runs_mod, "save_trainer", original)
     r = _train(cli, demo_store, tmp_path)
     assert r.exit_code == 0, r
-    assert "resuming at epoch 3/3" in r.stderr
+    assert resumes in r.stderr
     assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
-    assert (run / "stage1" / "metrics.jsonl").read_bytes() == (reference_run / "stage1" / "metrics.jsonl").read_bytes()
+    for stage in ("stage1", "stage2"):
+        assert (run / stage / "metrics.jsonl").read_bytes() == (reference_run / stage / "metrics.jsonl").read_bytes()
 
 
 def test_killed_process_resumes_to_the_same_results(demo_store, reference_run, tmp_path):
