@@ -215,6 +215,60 @@ def test_retry_failed_and_bad_input(videos, reference, tmp_path, cli):
     assert not (tmp_path / "t.zarr").exists()
 
 
+def test_a_plugin_s_encoders_extract_through_the_cli(videos, cli, pm, tmp_path):
+    """Encoders registered by a (here in-process) plugin are what `extract --video-encoder
+    --audio-encoder` run: a mean-colour video encoder and an RMS audio encoder, checked against
+    how the clips were made (class c ramps colour channel c from 0 to 255, so its middle frame
+    holds ~127 there; a tone of RMS ~0.395 for 1-2 s, zero-padded to 10 s)."""
+    from dataclasses import dataclass
+
+    from clipclap_cli import Encoder, hookimpl
+
+    @dataclass(frozen=True)
+    class NoParams:
+        pass
+
+    class MeanColour(Encoder):
+        encoder_id, modality, dim, Params = "mean-colour", "video", 3, NoParams
+
+        def __init__(self, params=None):
+            self.params = params
+
+        def encode_batch(self, items):
+            return np.stack([np.asarray(frames, np.float32).mean(axis=(0, 1, 2)) / 255 for frames in items])
+
+    class Rms(MeanColour):
+        encoder_id, modality, dim = "rms", "audio", 1
+
+        def encode_batch(self, items):
+            rms = [np.sqrt(np.mean(np.square(wave, dtype=np.float64))) for wave in items]
+            return np.asarray(rms, np.float32)[:, None]
+
+    class Plugin:
+        @hookimpl
+        def register_encoders(self, register):
+            register(MeanColour())
+            register(Rms())
+
+    pm.register(Plugin(), name="my-encoders")
+    root, _ = videos
+    datasets = tmp_path / "datasets.toml"
+    datasets.write_text(DATASETS.replace("video = 32, audio = 32,", "video = 3, audio = 1,"))
+    r = cli("extract", "mine", "--videos", root, "--datasets", datasets, "--store", tmp_path / "s.zarr",
+            "--video-encoder", "mean-colour", "--audio-encoder", "rms")
+    assert r.exit_code == 0, r
+    fs = FeatureStore(tmp_path / "s.zarr")
+    ids, labels, _ = fs.read_videos("mine")
+    video, audio = fs.read_features("mine", "video"), fs.read_features("mine", "audio")
+    clips = [i for i, name in enumerate(ids) if "/clip" in name]
+    assert len(clips) == 9  # the corrupt, silent and empty files failed
+    for i in clips:
+        channel, seconds = labels[i], 1 + 0.5 * int(ids[i][-1])  # class c ramps channel c; clipK lasts 1 + K/2 s
+        assert abs(video[i, channel] - 0.5) < 0.1 and np.delete(video[i], channel).max() < 0.1, (ids[i], video[i])
+        tone = np.sqrt(0.5 ** 2 / 2 + 0.25 ** 2 / 2)  # mono = (sin f + 0.5 sin 2f) / 2
+        assert audio[i, 0] == pytest.approx(tone * np.sqrt(seconds / 10), rel=0.05), ids[i]
+
+
 def test_devices_this_machine_lacks_are_refused_before_any_work(videos, cli, demo_store, tmp_path):
     """A device torch cannot run on here (cuda:99: no machine of ours has a hundred GPUs) is one
     line naming how it was given, before extract creates its working group and before train or
