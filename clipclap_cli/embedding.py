@@ -1,8 +1,10 @@
 """Label embeddings from text encoders and prompt templates (SPEC.md "Features and label embeddings").
 
 Every template of the dataset's prompts file is filled with each class's prompt name; a CLIP
-label embedding is the L2-normalised mean of the L2-normalised prompt embeddings. The result is
-stored per text encoder; training reads them combined as [CLIP | CLAP].
+label embedding is the L2-normalised mean of the L2-normalised prompt embeddings (each encoder's
+`label_embedding` pools its prompts). The result is stored as one label embedding, "clip" or
+"clap" (the built-in encoders' own, or another encoder's with `embed --as`); training reads
+them combined as [CLIP | CLAP].
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def read_templates(path: Path, section: str) -> list[str]:
 
 def embed_labels(store: FeatureStore, dataset: str, encoder, templates: list[str], name: str,
                  on_class: Callable[[int], None] | None = None) -> np.ndarray:
-    """Compute and store the label embedding of every class of `dataset` with `encoder`."""
+    """Compute the label embedding of every class of `dataset` with `encoder`; store them as `name`."""
     names = store.info(dataset)["prompt_names"]
     rows = []
     for i, class_name in enumerate(names):

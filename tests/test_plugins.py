@@ -97,6 +97,71 @@ def test_in_process_dataset_plugin_adds_whole_dataset(pm, cli, tmp_path):
     assert rows["mine-ds"]["plugin"] == "mine-plugin" and rows["mine-ds"]["defined_in"] == "plugin mine-plugin"
 
 
+def test_a_plugin_s_text_encoder_embeds_labels_and_they_train(pm, cli, tmp_path):
+    """`embed --encoder NAME --as clip` runs a plugin's text encoder (here letter counts) over the
+    dataset's clip_text templates and stores the result as the CLIP label embeddings, which a
+    run then trains on; an encoder without label embeddings, or no --as for a name that is no
+    label embedding, is one line and leaves the store as it was."""
+    import tomllib
+
+    import numpy as np
+
+    from clipclap_cli import Encoder
+    from clipclap_cli.store import FeatureStore
+    from conftest import tree_digest
+
+    class Letters(Encoder):
+        encoder_id, modality, dim = "letters", "text", 26
+
+        @dataclass(frozen=True)
+        class Params:
+            pass
+
+        def __init__(self, params=None):
+            self.params = params or self.Params()
+
+        def encode_batch(self, items):
+            return np.stack([[text.lower().count(chr(97 + i)) for i in range(26)] for text in items]).astype(np.float32)
+
+        def label_embedding(self, prompts):
+            total = self.encode_batch(prompts).sum(axis=0)
+            return total / np.linalg.norm(total)
+
+    class Plugin:
+        @hookimpl
+        def register_encoders(self, register):
+            register(Letters())
+
+    pm.register(Plugin(), name="letters-plugin")
+    store = tmp_path / "s.zarr"
+    assert cli("demo", "--no-train", "--store", store).exit_code == 0
+    before = tree_digest(store)
+    for args, line in (
+        (("--encoder", "letters"), "Error: --as 'letters': the label embeddings are clip and clap; say which one "
+                                   "encoder 'letters' writes (--as clip or --as clap)"),
+        (("--encoder", "random-projection", "--as", "clip"),
+         "Error: encoder 'random-projection' computes no label embeddings (it has no label_embedding)"),
+    ):
+        r = cli("embed", "demo", "--store", store, *args)
+        assert r.exit_code == 1 and r.stderr.strip() == line, r
+    assert tree_digest(store) == before
+
+    r = cli("embed", "demo", "--store", store, "--encoder", "letters", "--as", "clip")
+    assert r.exit_code == 0 and "demo: clip label embeddings from letters 48 x 26" in r.stderr, r
+    fs = FeatureStore(store)
+    entry = load_catalog(pm).get("demo")
+    templates = tomllib.loads(entry.resolve(entry.prompts).read_text())["clip_text"]["templates"]
+    rows = fs.read_label_embeddings("demo", "clip")
+    for c, name in enumerate(fs.info("demo")["prompt_names"]):
+        counts = np.array([sum(t.format(name).lower().count(chr(97 + i)) for t in templates) for i in range(26)])
+        np.testing.assert_allclose(rows[c], counts / np.linalg.norm(counts), rtol=1e-6)
+    r = cli("train", "demo", "--store", store, "--runs-dir", tmp_path / "runs", "--stage", "1",
+            "--epochs", "1", "--batches-per-epoch", "5")
+    assert r.exit_code == 0, r
+    saved = json.loads((tmp_path / "runs" / "demo" / "clipclap" / "seed42" / "config.json").read_text())
+    assert saved["spec"]["dims"]["text_parts"] == [["clip", 26], ["clap", 1024]]
+
+
 def test_load_plugins_env_filters_entry_points(monkeypatch):
     monkeypatch.setenv("CLIPCLAP_LOAD_PLUGINS", "")
     pm = make_plugin_manager()

@@ -12,14 +12,16 @@ from ._options import DEFAULT_STORE, DatasetsOpt, StoredDatasetArg, StoreOpt, ca
 
 EncoderParamOpt = Annotated[list[str], typer.Option(
     "--encoder-param", "-e", metavar="KEY=VALUE", help="Encoder parameter KEY=VALUE (or ENCODER:KEY=VALUE, as extract takes it); repeatable")]
-TEXT_ENCODERS = {"clip": "clip_text", "clap": "clap_text"}
 
 
 def install(app, pm) -> None:
     @app.command("embed")
     def embed(
         dataset: StoredDatasetArg = None,
-        encoder: Annotated[str, typer.Option("--encoder", metavar="clip|clap", help="Text encoder: clip or clap")] = "clip",
+        encoder: Annotated[str, typer.Option("--encoder", metavar="NAME",
+                                             help="Text encoder: clip, clap or a plugin's")] = "clip",
+        part: Annotated[str | None, typer.Option("--as", metavar="clip|clap",
+                                                 help="The label embedding it writes (default: the encoder's name)")] = None,
         params: EncoderParamOpt = [],  # noqa: B006 - Typer reads the default
         prompts: Annotated[Path | None, typer.Option("--prompts", metavar="FILE", help="prompts.toml (default: the dataset's)")] = None,
         store_path: StoreOpt = DEFAULT_STORE,
@@ -27,6 +29,7 @@ def install(app, pm) -> None:
     ):
         """Compute label embeddings from prompts. Every template filled with each class's prompt name,
         encoded, averaged."""
+        from ..api import LABEL_PARTS
         from ..console import progress
         from ..devices import check_device
         from ..embedding import embed_labels, read_templates
@@ -34,25 +37,30 @@ def install(app, pm) -> None:
         from ..params import parse_params
         from ..registries import get_encoder
 
-        if encoder not in TEXT_ENCODERS:
-            raise ClipclapError(f"text encoder {encoder!r} is not available; choose {' or '.join(TEXT_ENCODERS)}")
+        base = get_encoder(encoder, pm)
+        if not callable(getattr(base, "label_embedding", None)):
+            raise ClipclapError(f"encoder {encoder!r} computes no label embeddings (it has no label_embedding)")
+        part = part or base.encoder_id
+        if part not in LABEL_PARTS:
+            raise ClipclapError(f"--as {part!r}: the label embeddings are {' and '.join(LABEL_PARTS)}; "
+                                f"say which one encoder {encoder!r} writes (--as clip or --as clap)")
         fs = store(store_path)
         dataset = stored_dataset(fs, dataset)
         entry = catalog(pm, datasets_file).get(dataset)
         path = prompts or (entry.resolve(entry.prompts) if entry.prompts else None)
         if path is None:
             raise ConfigError(f"dataset {dataset!r} names no prompts file; pass --prompts FILE")
-        templates = read_templates(path, TEXT_ENCODERS[encoder])
-        base = get_encoder(encoder, pm)
+        templates = read_templates(path, f"{part}_text")
         enc = type(base)(parse_params([_own_param(pair, encoder) for pair in params], type(base).Params))
         if isinstance(getattr(enc.params, "device", None), str):
             check_device(enc.params.device, f"-e device={enc.params.device}")
         enc.check_weights()
         n = len(fs.info(dataset)["prompt_names"])
         with progress() as bar:
-            task = bar.add_task(f"{encoder} label embeddings", total=n)
-            matrix = embed_labels(fs, dataset, enc, templates, encoder, lambda i: bar.update(task, completed=i))
-        err.print(f"{dataset}: {encoder} label embeddings {matrix.shape[0]} x {matrix.shape[1]} "
+            task = bar.add_task(f"{part} label embeddings", total=n)
+            matrix = embed_labels(fs, dataset, enc, templates, part, lambda i: bar.update(task, completed=i))
+        source = "" if part == base.encoder_id else f" from {base.encoder_id}"
+        err.print(f"{dataset}: {part} label embeddings{source} {matrix.shape[0]} x {matrix.shape[1]} "
                   f"({len(templates)} templates) -> {store_path}")
 
 
