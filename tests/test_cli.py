@@ -136,6 +136,15 @@ def test_plugins_without_third_party_ones_says_so(cli):
     assert "clipclap_plugins.heads" in names and "clipclap_plugins.datasets" in names
 
 
+def test_report_without_runs_names_the_folder_it_searched(cli, tmp_path):
+    r = cli("report", "--runs-dir", tmp_path / "runs")
+    assert r.exit_code == 1 and r.stderr.strip() == (
+        f"Error: no runs folder {tmp_path / 'runs'} (searched when no RUN is given; `clipclap train` writes runs "
+        "there, --runs-dir names another)")
+    r = cli("report", tmp_path / "nosuch")  # a run named on the command line
+    assert r.exit_code == 1 and r.stderr.strip() == f"Error: {tmp_path / 'nosuch'}: no such run or folder"
+
+
 def test_heads_params_listed(cli):
     rows = json.loads(cli("heads", "list", "--params", "--json").stdout)
     params = {p["name"]: p for p in next(r for r in rows if r["id"] == "clipclap")["params"]}

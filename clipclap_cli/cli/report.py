@@ -25,6 +25,11 @@ def install(app, pm) -> None:
                                        "override the project's") = None,
     ):
         """Table of S/U/HM/ZSL per method and dataset. Seeds grouped as mean ± std (n)."""
+        from ..errors import RunError
+
+        if not runs and not runs_dir.exists():  # the default, searched: say so rather than "no such run"
+            raise RunError(f"no runs folder {runs_dir} (searched when no RUN is given; `clipclap train` writes "
+                           "runs there, --runs-dir names another)")
         paper = {e.name: e.published for e in catalog(pm, datasets_file)} if published else None
         print_report(runs or [runs_dir], fmt, su, plots, output, paper)
         if output is not None:
