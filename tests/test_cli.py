@@ -145,6 +145,12 @@ def test_report_without_runs_names_the_folder_it_searched(cli, tmp_path):
     assert r.exit_code == 1 and r.stderr.strip() == f"Error: {tmp_path / 'nosuch'}: no such run or folder"
 
 
+def test_encoders_list_says_which_serve_embed(cli):
+    rows = {r["id"]: r for r in json.loads(cli("encoders", "list", "--json").stdout)}
+    assert {k: r["label_embeddings"] for k, r in rows.items()} == {"clip": True, "clap": True,
+                                                                   "random-projection": False}
+
+
 def test_heads_params_listed(cli):
     rows = json.loads(cli("heads", "list", "--params", "--json").stdout)
     params = {p["name"]: p for p in next(r for r in rows if r["id"] == "clipclap")["params"]}

@@ -58,15 +58,18 @@ def install(app, pm) -> None:
 
     @encoders.command("list")
     def encoders_list(as_json: JsonOpt = False):
-        """List encoders: id, modality, dim, plugin, aliases."""
+        """List encoders: id, modality, dim, plugin, aliases. The "label embeddings" column says
+        which can serve `clipclap embed`."""
         from ..registries import list_encoders
 
-        rows = [{"id": r.name, "modality": r.obj.modality, "dim": r.obj.dim, "plugin": r.plugin,
+        rows = [{"id": r.name, "modality": r.obj.modality, "dim": r.obj.dim,
+                 "label_embeddings": callable(getattr(r.obj, "label_embedding", None)), "plugin": r.plugin,
                  "aliases": list(r.aliases), "description": r.obj.description} for r in list_encoders(pm)]
         if as_json:
             return print_json(rows)
-        out.print(table(None, ["id", "modality", "dim", "plugin", "aliases"],
-                        [[r["id"], r["modality"], r["dim"], r["plugin"], ", ".join(r["aliases"])] for r in rows]))
+        out.print(table(None, ["id", "modality", "dim", "label embeddings", "plugin", "aliases"],
+                        [[r["id"], r["modality"], r["dim"], "yes" if r["label_embeddings"] else "no", r["plugin"],
+                          ", ".join(r["aliases"])] for r in rows]))
 
     @heads.command("list")
     def heads_list(params: bool = typer.Option(False, "--params", help="Show each head's parameters"), as_json: JsonOpt = False):
