@@ -163,6 +163,11 @@ class Encoder(ABC):
         `extract` and `embed` call it before any work. Default: nothing to check."""
 
 
+def offers_label_embeddings(encoder: Any) -> bool:
+    """Whether `encoder` has `label_embedding(prompts)`, what `clipclap embed` runs."""
+    return callable(getattr(encoder, "label_embedding", None))
+
+
 def __getattr__(name: str):
     if name == "FusionHead":  # lazy: importing torch here would slow down `clipclap --help`
         from .heads_base import FusionHead

@@ -38,7 +38,7 @@ def install(app, pm) -> None:
             result = generate_dataset(fs, cat, dataset, seed)
         err.print(f"{dataset}: {result.videos} videos, {result.classes} classes"
                   + (" (unchanged)" if result.unchanged else f" -> {store_path}"))
-        _show(fs, dataset)
+        _show(dataset, fs.describe(dataset))
         if not train:
             return
         base = fs.path.resolve().parent if fs.path is not None else Path.cwd()  # beside the store, if a folder

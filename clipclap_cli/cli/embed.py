@@ -29,7 +29,7 @@ def install(app, pm) -> None:
     ):
         """Compute label embeddings from prompts. Every template filled with each class's prompt name,
         encoded, averaged."""
-        from ..api import LABEL_PARTS
+        from ..api import LABEL_PARTS, offers_label_embeddings
         from ..console import progress
         from ..devices import check_device
         from ..embedding import embed_labels, read_templates
@@ -38,7 +38,7 @@ def install(app, pm) -> None:
         from ..registries import get_encoder
 
         base = get_encoder(encoder, pm)
-        if not callable(getattr(base, "label_embedding", None)):
+        if not offers_label_embeddings(base):
             raise ClipclapError(f"encoder {encoder!r} computes no label embeddings (it has no label_embedding)")
         part = part or base.encoder_id
         if part not in LABEL_PARTS:

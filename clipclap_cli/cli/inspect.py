@@ -49,21 +49,28 @@ def install(app, pm) -> None:
                       as_json: JsonOpt = False):
         """Show what the store holds for a dataset. Videos and classes per split, features, label
         embeddings."""
+        from ..errors import StoreError
+
         fs = store(store_path)
-        if name not in fs.datasets():
-            catalog(pm, datasets_file).get(name)  # a name nothing defines: say so, not "import it"
+        try:
+            info = fs.describe(name)
+        except StoreError:
+            if name not in fs.datasets():
+                catalog(pm, datasets_file).get(name)  # a name nothing defines: say so, not "import it"
+            raise
         if as_json:
-            return print_json(fs.describe(name))
-        _show(fs, name)
+            return print_json(info)
+        _show(name, info)
 
     @encoders.command("list")
     def encoders_list(as_json: JsonOpt = False):
         """List encoders: id, modality, dim, plugin, aliases. The "label embeddings" column says
         which can serve `clipclap embed`."""
+        from ..api import offers_label_embeddings
         from ..registries import list_encoders
 
         rows = [{"id": r.name, "modality": r.obj.modality, "dim": r.obj.dim,
-                 "label_embeddings": callable(getattr(r.obj, "label_embedding", None)), "plugin": r.plugin,
+                 "label_embeddings": offers_label_embeddings(r.obj), "plugin": r.plugin,
                  "aliases": list(r.aliases), "description": r.obj.description} for r in list_encoders(pm)]
         if as_json:
             return print_json(rows)
@@ -113,9 +120,8 @@ def install(app, pm) -> None:
                         [[r["name"], r["version"] or "(built-in)", ", ".join(r["hooks"])] for r in rows]))
 
 
-def _show(fs, name: str) -> None:
-    """Print what the store holds for dataset `name`."""
-    info = fs.describe(name)
+def _show(name: str, info: dict) -> None:
+    """Print what the store holds for dataset `name` (`info` is the store's `describe`)."""
     out.print(f"[bold]{name}[/bold]  {info['videos']} videos, {info['classes']} classes  (store {info['store']})")
     out.print(f"source: {info['source']}   created: {info['created']}   clipclap {info['clipclap_version']}")
     out.print("features: " + ", ".join(f"{k} ({v}-d)" for k, v in info["features"].items()))
