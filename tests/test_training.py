@@ -516,6 +516,13 @@ def _one_error_line(r):
 def test_bad_inputs_fail_cleanly(cli, demo_store, reference_run, tmp_path):
     # unknown run
     assert "no such run" in _one_error_line(cli("evaluate", tmp_path / "nope"))
+    # a folder above a run, and a stage folder inside one: the message names the run
+    runs = reference_run.parents[2]
+    assert _one_error_line(cli("evaluate", runs)) == (
+        f"Error: {runs} is a folder of runs, not a run: evaluate one of them ({reference_run}), "
+        f"or tabulate them all with `clipclap report {runs}`")
+    assert _one_error_line(cli("evaluate", reference_run / "stage1")) == (
+        f"Error: {reference_run / 'stage1'} is inside the run {reference_run}: evaluate that folder")
     # stage 2 without stage 1, then evaluate of a run with stage 1 missing
     run = tmp_path / "fresh"
     line = _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, "--stage", "2", *FAST))

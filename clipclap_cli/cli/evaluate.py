@@ -62,8 +62,7 @@ def install(app, pm) -> None:
                 raise RunError("--legacy-label-order is for checkpoints; a run uses the label order it was trained with")
             run = Path(target)
             if not (run / "config.json").exists():
-                raise RunError(f"{run}: no such run (a run folder holds config.json; "
-                               "for a dataset with checkpoints pass --stage1 and --stage2)")
+                raise RunError(not_a_run(run))
             results = evaluate_run(run, None if store_path is None else store(store_path), pm)
             where = run / "results.json"
         if as_json:
@@ -71,3 +70,21 @@ def install(app, pm) -> None:
         err.print(f"{results['dataset']}: {test_figures(results)}" + (f" -> {where}" if where else ""))
         if paper:  # the paper's figures for the head on this dataset (datasets.toml), to compare with
             err.print(f"the paper: {figures_line(paper)}")
+
+
+def not_a_run(path: Path) -> str:
+    """Why PATH is not a run folder, pointing at the run(s) the user most likely meant."""
+    if path.is_dir():
+        # runs sit up to three levels down (runs/DATASET/HEAD/seedN); a bounded search keeps a
+        # mistyped large folder (a store, a home directory) from being walked whole
+        runs = sorted(c.parent for depth in range(1, 4) for c in path.glob("*/" * depth + "config.json"))
+        if runs:
+            more = f" and {len(runs) - 1} more" if len(runs) > 1 else ""
+            return (f"{path} is a folder of runs, not a run: evaluate one of them ({runs[0]}{more}), "
+                    f"or tabulate them all with `clipclap report {path}`")
+        parents = list(path.parents) + list(path.absolute().parents)
+        inside = next((p for p in parents if (p / "config.json").exists()), None)
+        if inside is not None:
+            return f"{path} is inside the run {inside}: evaluate that folder"
+    return (f"{path}: no such run (a run folder holds config.json; "
+            "for a dataset with checkpoints pass --stage1 and --stage2)")
