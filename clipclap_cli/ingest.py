@@ -109,7 +109,7 @@ def split_from_folder(store: FeatureStore, dataset: str, split: str, from_dir: P
         stored = info.get("class_splits", {})
         if split not in stored:
             raise SplitError(
-                f"dataset {dataset!r} was imported without class-split folder {split!r}"
+                f"dataset {dataset!r} came without class-split folder {split!r}"
                 + (f" (it has: {', '.join(sorted(stored))})" if stored else "")
                 + "; pass --from DIR, or draw one with --seen N --unseen M --seed S"
             )

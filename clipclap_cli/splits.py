@@ -169,8 +169,12 @@ def draw_split(
         parts["stage_2_test_unseen"].extend(np.flatnonzero(labels == c))
     indices = {p: np.sort(np.asarray(v, dtype=np.int64)) for p, v in parts.items()}
     for p, idx in indices.items():
-        if not len(idx):
-            raise SplitError(f"the drawn split leaves {p} without videos (too few videos per class)")
+        if not len(idx):  # only the held-out partitions can end up empty: round(n * held_out) == 0
+            largest = max(int((labels == c).sum()) for c in stage2_seen)
+            raise SplitError(
+                f"the drawn split leaves {p} without videos: it takes {held_out:.0%} of each seen class's "
+                f"videos, rounded, which is none for the largest seen class drawn ({largest} videos); "
+                "extract more videos per class")
     classes = {
         "stage_1_train": train_cls.tolist(),
         "stage_1_val_seen": train_cls.tolist(),

@@ -194,13 +194,17 @@ class FeatureStore:
         return sorted(self._splits(self._group(dataset)))
 
     def read_split(self, dataset: str, split: str) -> SplitData:
-        g = self._splits(self._group(dataset)).get(split)
+        group = self._group(dataset)
+        g = self._splits(group).get(split)
         if g is None:
             names = self.split_names(dataset)
+            # `split --split NAME` alone needs the class lists stored with the features
+            stored = split in group.attrs.get("class_splits", {})
             raise SplitError(
                 f"dataset {dataset!r} has no split {split!r} in {self.location}"
                 + (f"; it has: {', '.join(names)}" if names else "")
-                + f" (run `clipclap split {dataset} --split {split}`)"
+                + f" (run `clipclap split {dataset} --split {split}"
+                + ("`)" if stored else " --from DIR`, or draw one with `--seen N --unseen M`)")
             )
         attrs = dict(g.attrs)
         indices = {p: np.asarray(g[p][:], dtype=np.int64) for p in PARTITIONS}
@@ -310,6 +314,7 @@ class FeatureStore:
             "features": {k: v["shape"][1] for k, v in self.feature_names(dataset).items()},
             "label_embeddings": {k: v[1] for k, v in self.label_embedding_names(dataset).items()},
             "splits": splits,
+            "class_splits": sorted(info.get("class_splits", {})),  # the lists `split --split NAME` can write
             "source": info.get("source", ""),
             "created": info.get("created", ""),
             "clipclap_version": info.get("clipclap_version", ""),

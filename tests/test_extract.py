@@ -18,6 +18,7 @@ import torch
 
 from clipclap_cli.errors import StoreError
 from clipclap_cli.store import FeatureStore
+from conftest import tree_digest
 from media_files import write_video
 
 TINY = ("-e", "clip:model=clipclap-tiny-clip", "-e", "clap:size=tiny")
@@ -91,6 +92,26 @@ def test_features_failures_and_norms(reference):
     assert c["failed"]["Fencing/empty"].startswith("no video")
     assert "3 videos could not be read" in r.stdout
     assert not np.allclose(c["video"][0], c["video"][3])  # red and green clips differ
+
+
+def test_an_extracted_dataset_says_what_it_still_needs(videos, reference, cli):
+    """A dataset extracted from a folder has no label embeddings, no split and no class-split lists:
+    `datasets show`, `train` and `split` each say what to run next, and a split too small to hold out
+    a video per partition says why."""
+    store, _ = reference
+    before = tree_digest(store)
+    where = ("--store", store, "--datasets", videos[1])
+    shown = cli("datasets", "show", "mine", *where).stdout
+    assert "label embeddings: none yet: run `clipclap embed mine --encoder clip` (and clap)" in shown
+    assert "no split yet: run `clipclap split mine --from DIR`, or draw one with `--seen N --unseen M`" in shown
+    r = cli("train", "mine", *where)
+    assert r.exit_code == 1 and r.stderr.strip().endswith(
+        "(run `clipclap split mine --split drawn --from DIR`, or draw one with `--seen N --unseen M`)")
+    r = cli("split", "mine", "--seen", 2, "--unseen", 1, "--split", "drawn", *where)
+    assert r.exit_code == 1 and r.stderr.strip() == (
+        "Error: the drawn split leaves stage_1_val_seen without videos: it takes 10% of each seen class's "
+        "videos, rounded, which is none for the largest seen class drawn (3 videos); extract more videos per class")
+    assert tree_digest(store) == before
 
 
 def test_two_runs_are_identical(videos, reference, tmp_path):

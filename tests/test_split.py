@@ -107,3 +107,13 @@ def test_error_usage_exit_code_2(cli, store):
     # a negative seed (numpy's generator takes none) is a usage error, not a traceback
     r = cli("split", "demo", "--seen", "20", "--unseen", "5", "--seed", "-1", "--split", "neg", "--store", store)
     assert r.exit_code == 2 and "Invalid value for '--seed'" in r.stderr
+
+
+def test_classes_too_small_to_hold_out_a_video():
+    """10 % of a seen class's videos are held out, rounded: none below 6 videos (round(0.5) == 0)."""
+    from clipclap_cli.errors import SplitError
+
+    with pytest.raises(SplitError, match=r"without videos: .* largest seen class drawn \(5 videos\)"):
+        draw_split(np.repeat(np.arange(5), 5), 5, 3, 2, 0)
+    indices, _, _ = draw_split(np.repeat(np.arange(5), 6), 5, 3, 2, 0)
+    assert len(indices["stage_1_val_seen"]) == 2 and len(indices["stage_2_test_seen"]) == 3

@@ -125,10 +125,12 @@ def _show(name: str, info: dict) -> None:
     out.print(f"[bold]{name}[/bold]  {info['videos']} videos, {info['classes']} classes  (store {info['store']})")
     out.print(f"source: {info['source']}   created: {info['created']}   clipclap {info['clipclap_version']}")
     out.print("features: " + ", ".join(f"{k} ({v}-d)" for k, v in info["features"].items()))
-    out.print("label embeddings: " + ", ".join(f"{k} ({v}-d)" for k, v in info["label_embeddings"].items()))
+    labels = ", ".join(f"{k} ({v}-d)" for k, v in info["label_embeddings"].items())
+    out.print("label embeddings: " + (labels or f"none yet: run `clipclap embed {name} --encoder clip` (and clap)"))
     for split, parts in info["splits"].items():
         rows = [[p, v["videos"], v["classes"]] for p, v in parts.items() if p != "how"]
         how = parts.get("how", {})
         out.print(table(f"split {split} ({how.get('method', '')})", ["partition", "videos", "classes"], rows))
     if not info["splits"]:
-        out.print(f"no split yet: run `clipclap split {name}`")
+        out.print(f"no split yet: run `clipclap split {name}"
+                  + ("`" if info["class_splits"] else " --from DIR`, or draw one with `--seen N --unseen M`"))
