@@ -95,8 +95,8 @@ def test_features_failures_and_norms(reference):
 
 
 def test_an_extracted_dataset_says_what_it_still_needs(videos, reference, cli):
-    """A dataset extracted from a folder has no label embeddings, no split and no class-split lists:
-    `datasets show`, `train` and `split` each say what to run next, and a split too small to hold out
+    """A dataset extracted from a folder has no label embeddings, prompts, split or class-split lists:
+    `datasets show`, `train`, `embed` and `split` each say what to run next, and a split too small to hold out
     a video per partition says why."""
     store, _ = reference
     before = tree_digest(store)
@@ -107,6 +107,8 @@ def test_an_extracted_dataset_says_what_it_still_needs(videos, reference, cli):
     r = cli("train", "mine", *where)
     assert r.exit_code == 1 and r.stderr.strip().endswith(
         "(run `clipclap split mine --split drawn --from DIR`, or draw one with `--seen N --unseen M`)")
+    r = cli("embed", "mine", "-e", "model=clipclap-tiny-clip", *where)  # its entry names no prompts file
+    assert r.exit_code == 1 and "names no prompts file: pass --prompts FILE, or set `prompts`" in r.stderr
     r = cli("split", "mine", "--seen", 2, "--unseen", 1, "--split", "drawn", *where)
     assert r.exit_code == 1 and r.stderr.strip() == (
         "Error: the drawn split leaves stage_1_val_seen without videos: it takes 10% of each seen class's "

@@ -49,7 +49,9 @@ def install(app, pm) -> None:
         entry = catalog(pm, datasets_file).get(dataset)
         path = prompts or (entry.resolve(entry.prompts) if entry.prompts else None)
         if path is None:
-            raise ConfigError(f"dataset {dataset!r} names no prompts file; pass --prompts FILE")
+            raise ConfigError(f"dataset {dataset!r} names no prompts file: pass --prompts FILE, or set `prompts` "
+                              f"in its datasets entry (a TOML file with `templates = [...]` under [{part}_text], "
+                              "each with {} for the class name)")
         templates = read_templates(path, f"{part}_text")
         enc = type(base)(parse_params([_own_param(pair, encoder) for pair in params], type(base).Params))
         if isinstance(getattr(enc.params, "device", None), str):
@@ -61,7 +63,7 @@ def install(app, pm) -> None:
             matrix = embed_labels(fs, dataset, enc, templates, part, lambda i: bar.update(task, completed=i))
         source = "" if part == base.encoder_id else f" from {base.encoder_id}"
         err.print(f"{dataset}: {part} label embeddings{source} {matrix.shape[0]} x {matrix.shape[1]} "
-                  f"({len(templates)} templates) -> {store_path}")
+                  f"({len(templates)} template{'s' * (len(templates) != 1)}) -> {store_path}")
 
 
 def _own_param(pair: str, encoder: str) -> str:
