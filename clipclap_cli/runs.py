@@ -460,10 +460,12 @@ def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: st
 
     Each file is a torch checkpoint holding {'model': state_dict, 'epoch': int}, loaded with
     `weights_only=True` (no code from the file runs), or a clipclap model file (`.safetensors`:
-    one run's stage-1 model with another's stage 2, say). `legacy_label_order` gives each class the
+    one run's stage-1 model with another's stage 2, say). A folder is one of the reference's
+    experiment folders, and the file is chosen in it as its evaluation script does
+    (`reference_stage_files`); the results name the files read. `legacy_label_order` gives each class the
     embedding the reference's models were trained with (BASELINES.md 1.3).
     """
-    from .checkpoints import load_checkpoint_file
+    from .checkpoints import load_checkpoint_file, reference_stage_files
     from .params import parse_params
     from .registries import get_head
 
@@ -475,6 +477,7 @@ def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: st
     spec = RunSpec(dataset, split, head, dataclasses.asdict(parsed), dims, TrainConfig(epochs=0, lr=0.0, device=device),
                    legacy_label_order=legacy_label_order)
     data = load_protocol_data(store, dataset, split, device, legacy_label_order, spec.label_parts)
+    stage1, stage2 = reference_stage_files(stage1, stage2)
     heads, epochs = [], []
     for ckpt in (stage1, stage2):
         state, epoch = load_checkpoint_file(ckpt)

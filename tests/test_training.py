@@ -655,6 +655,45 @@ def test_reference_checkpoints_evaluate_like_the_run(cli, demo_store, reference_
     assert got["checkpoint_epochs"] == [best, best]  # stage 2 trains best + 1 epochs: its last is `best`
 
 
+def test_reference_experiment_folders_evaluate_like_get_evaluation(cli, demo_store, reference_run, tmp_path):
+    """`--stage1/--stage2` also take the reference's experiment folders, as its get_evaluation.py's
+    --load_path_stage_A/B: stage 1 is `<Model>_score.pt`, stage 2 `checkpoints/*_ckpt_<epoch - 1>.pt`
+    with stage 1's recorded epoch. Every other file in the folders holds a wrong model, so picking
+    any of them would change the figures."""
+    best = json.loads((reference_run / "stage1" / "result.json").read_text())["best_epoch"]  # 0-based
+    right = {stage: _safetensors(reference_run / f"stage{stage}" / f"{name}.safetensors")
+             for stage, name in ((1, "best"), (2, "final"))}
+    wrong = {k: torch.zeros_like(v) if v.is_floating_point() else v for k, v in right[1].items()}
+    a, b = tmp_path / "Oct23_08-07-58_952980_host", tmp_path / "Oct23_08-59-42_055708_host"
+    for folder in (a, b):
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "args.pkl").write_bytes(b"not read")
+        torch.save(_reference_layout(wrong, epoch=1), folder / "ClipClap_model_loss.pt")
+    torch.save(_reference_layout(right[1], epoch=best + 1), a / "ClipClap_model_score.pt")
+    torch.save(_reference_layout(wrong, epoch=1), b / "ClipClap_model_score.pt")
+    for e in range(best + 2):  # stage 2 trains best + 1 epochs; one more file that must not be read
+        model = right[2] if e == best else wrong
+        torch.save(_reference_layout(model, epoch=e + 1), b / "checkpoints" / f"ClipClap_model_score_ckpt_{e}.pt")
+    r = cli("evaluate", "demo", "--stage1", a, "--stage2", b, "--store", demo_store, "--json")
+    assert r.exit_code == 0, r
+    got, want = json.loads(r.stdout), json.loads((reference_run / "results.json").read_text())
+    assert got["test"] == want["test"] and got["per_class_accuracy"] == want["per_class_accuracy"]
+    stage2_file = b / "checkpoints" / f"ClipClap_model_score_ckpt_{best}.pt"
+    assert got["checkpoints"] == {"stage1": str(a / "ClipClap_model_score.pt"), "stage2": str(stage2_file)}
+    assert r.stderr.splitlines()[0] == (f"stage 1: {a / 'ClipClap_model_score.pt'} (epoch {best + 1}); "
+                                        f"stage 2: {stage2_file} (epoch {best + 1})")
+    # clipclap's own stage-1 file records the epoch index: the same stage-2 checkpoint is chosen
+    r = cli("evaluate", "demo", "--stage1", reference_run / "stage1" / "best.safetensors", "--stage2", b,
+            "--store", demo_store, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["checkpoints"]["stage2"] == str(stage2_file), r
+    # a folder without the file it should hold: one line, naming the pattern
+    stage2_file.unlink()
+    line = _one_error_line(cli("evaluate", "demo", "--stage1", a, "--stage2", b, "--store", demo_store))
+    assert line.startswith(f"Error: {b}: no checkpoints/*_ckpt_{best}.pt (stage 2's checkpoint of the epoch")
+    line = _one_error_line(cli("evaluate", "demo", "--stage1", tmp_path, "--stage2", b, "--store", demo_store))
+    assert line.startswith(f"Error: {tmp_path}: no *_score.pt (the best model by validation HM")
+
+
 def test_checkpoint_evaluation_shows_the_papers_figures(cli, demo_store, reference_run, tmp_path):
     """Evaluating checkpoints with the head's defaults (the published models' setting) prints the
     paper's figures for that head and dataset below the measured ones; with -p, or for a dataset

@@ -16,8 +16,8 @@ def install(app, pm) -> None:
     @app.command("evaluate")
     def evaluate(
         target: Annotated[str, typer.Argument(metavar="RUN|DATASET", help="A run folder, or a DATASET with --stage1/--stage2")],
-        stage1: Annotated[Path | None, typer.Option("--stage1", metavar="FILE", help="Stage-1 model: a reference checkpoint (.pt) or a clipclap model file (.safetensors)")] = None,
-        stage2: Annotated[Path | None, typer.Option("--stage2", metavar="FILE", help="Stage-2 model: a reference checkpoint (.pt) or a clipclap model file (.safetensors)")] = None,
+        stage1: Annotated[Path | None, typer.Option("--stage1", metavar="FILE|DIR", help="Stage-1 model: a reference checkpoint (.pt), a clipclap model file (.safetensors), or the reference's stage-1 experiment folder")] = None,
+        stage2: Annotated[Path | None, typer.Option("--stage2", metavar="FILE|DIR", help="Stage-2 model: a reference checkpoint (.pt), a clipclap model file (.safetensors), or the reference's stage-2 experiment folder")] = None,
         head: Annotated[str, typer.Option("--head", metavar="NAME", help="Fusion head of the checkpoints")] = "clipclap",
         params: ParamOpt = [],  # noqa: B006 - Typer reads the default
         split: Annotated[str | None, typer.Option("--split", metavar="NAME", help="Protocol split (default: the dataset's)")] = None,
@@ -52,6 +52,9 @@ def install(app, pm) -> None:
             store_path = store_path or os.environ.get("CLIPCLAP_STORE") or DEFAULT_STORE
             results = evaluate_checkpoints(store(store_path), entry.name, split or entry.split, head, params,
                                            stage1, stage2, device, pm, parse_grid(beta_grid), legacy)
+            if stage1.is_dir() or stage2.is_dir():  # say which files the folders gave
+                (one, two), (e1, e2) = results["checkpoints"].values(), results["checkpoint_epochs"]
+                err.print(f"stage 1: {one} (epoch {e1}); stage 2: {two} (epoch {e2})")
             if output is not None:
                 write_json(output, results)
             where = output
