@@ -43,15 +43,23 @@ def setting_problem(name: str, value: Any) -> str | None:
     return None
 
 
+#: Training settings whose dataset (and head) defaults a run records in its `protocol_defaults`
+#: when it departs from them, so that the departure names its folder and report row.
+SCHEDULE_SETTINGS = ("epochs", "lr", "batch_size", "batches_per_epoch")
+
+
 def protocol_variant(spec: dict[str, Any]) -> list[str]:
     """Protocol settings of a run spec that differ from the faithful defaults (of this head on
-    this dataset: `protocol_defaults`), as labels (`beta-grid=0:3:16`, `no-replay-forward`); they
-    name run folders and report rows, so such runs never mix with faithful ones."""
+    this dataset: `protocol_defaults`), as labels (`epochs=3`, `beta-grid=0:3:16`,
+    `no-replay-forward`); they name run folders and report rows, so such runs never mix with
+    faithful ones (nor sit beside the paper's rows as if they were)."""
     train = completed_train_settings(spec["train"])
-    out: list[str] = []
+    defaults = spec.get("protocol_defaults", {})
+    out = [f"{key.replace('_', '-')}={train[key]:g}" for key in SCHEDULE_SETTINGS
+           if key in defaults and train[key] != defaults[key]]
     if list(train["beta_grid"]) != list(DEFAULT_BETA_GRID):
         out.append("beta-grid=" + ":".join(f"{x:g}" for x in train["beta_grid"]))
-    scheduler_default = spec.get("protocol_defaults", {}).get("lr_scheduler", True)
+    scheduler_default = defaults.get("lr_scheduler", True)
     if train["lr_scheduler"] != scheduler_default:
         out.append("lr-scheduler" if scheduler_default is False else "no-lr-scheduler")
     if not train["replay_forward"]:

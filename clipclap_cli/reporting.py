@@ -60,6 +60,8 @@ class Cell:
     std: dict[str, float]
     seeds: list[int] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
+    head: str = ""
+    "The fusion head: the paper's row of a head goes below its runs, whatever their settings"
 
 
 def find_runs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -104,7 +106,8 @@ def aggregate(runs: list[RunResult]) -> list[Cell]:
     for members in groups.values():
         first = members[0]
         method = first.method
-        # two groups with the same method label (e.g. other epochs or lr): tell them apart
+        # two groups with the same method label (runs from before clipclap named their epochs or lr
+        # in it, or differing in a setting no option sets, such as weight decay): tell them apart
         label_key = (method, first.dataset)
         if label_key in labels:
             t = first.spec["train"]
@@ -117,6 +120,7 @@ def aggregate(runs: list[RunResult]) -> list[Cell]:
             {m: statistics.stdev(v) if len(v) > 1 else 0.0 for m, v in values.items()},
             sorted(r.results.get("seed", r.spec["train"]["seed"]) for r in members),
             [str(r.path) for r in members],
+            first.spec["head"],
         ))
     return cells
 
@@ -126,14 +130,14 @@ PAPER = " (paper)"
 
 def with_published(cells: list[Cell], published: dict[str, dict[str, dict[str, float]]]) -> list[Cell]:
     """`cells` and the published results of their datasets (`published[dataset][head]`, percent)
-    as rows 'HEAD (paper)', each right below the row of the same head when the table has one."""
+    as rows 'HEAD (paper)', each right below the rows of the same head when the table has some."""
     paper: dict[str, list[Cell]] = {}
     for dataset in dict.fromkeys(c.dataset for c in cells):
         for head, values in published.get(dataset, {}).items():
-            paper.setdefault(head, []).append(Cell(head + PAPER, dataset, 0, dict(values), {}))
+            paper.setdefault(head, []).append(Cell(head + PAPER, dataset, 0, dict(values), {}, head=head))
     out: list[Cell] = []
-    for method in dict.fromkeys(c.method for c in cells):
-        out += [c for c in cells if c.method == method] + paper.pop(method, [])
+    for head in dict.fromkeys(c.head for c in cells):
+        out += [c for c in cells if c.head == head] + paper.pop(head, [])
     return out + [c for rows in paper.values() for c in rows]
 
 

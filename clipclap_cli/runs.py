@@ -30,7 +30,7 @@ from .errors import RunError
 from .evaluation import evaluate_models
 from .locks import exclusive
 from .metrics import beta_star
-from .protocol import DEFAULT_BETA_GRID, protocol_variant, setting_problem
+from .protocol import DEFAULT_BETA_GRID, SCHEDULE_SETTINGS, protocol_variant, setting_problem
 from .registries import create_head
 from .splits import check_training_videos
 from .store import FeatureStore, now_iso
@@ -52,7 +52,7 @@ class RunSpec:
     legacy_label_order: bool = False
     "Give classes the reference's sorted-key label embeddings (BASELINES.md 1.3)"
     protocol_defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
-    "Where this head on this dataset departs from the protocol's defaults (TCaF on VGGSound: no LR scheduler)"
+    "Defaults the run departs from (`--epochs 3`), or the head's on this dataset where not the protocol's"
 
     @property
     def label_parts(self) -> tuple[str, ...]:
@@ -155,8 +155,12 @@ def checked_head(spec: RunSpec, pm=None):
 
 
 def _settings(spec: RunSpec) -> dict[str, Any]:
-    """A spec as its config.json holds it (tuples as lists)."""
-    return json.loads(json.dumps(spec.as_dict()))
+    """A spec as its config.json holds it (tuples as lists), less the schedule defaults it records
+    only to name its folder: they do not change its numbers, so a run started before they were
+    recorded, or before datasets.toml's defaults changed, is still the same run."""
+    out = json.loads(json.dumps(spec.as_dict()))
+    named = {k: v for k, v in out.pop("protocol_defaults", {}).items() if k not in SCHEDULE_SETTINGS}
+    return out | ({"protocol_defaults": named} if named else {})
 
 
 def _differing(a: Any, b: Any) -> list[str]:
@@ -416,8 +420,11 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
         d = (dataclasses.asdict(entry.train) | dict(getattr(head_cls, "train_defaults", {}))
              | entry.head_train.get(head, {}))
         lr_scheduler = d["lr_scheduler"] if r.lr_scheduler is None else r.lr_scheduler
-        defaults = {} if d["lr_scheduler"] else {"lr_scheduler": False}
         settings = {k: d[k] if v is None else v for k, v in cli_train.items()}  # None: the default
+        # recorded only where the run departs from them, so a faithful run's spec (and folder) is
+        # the same as before these were recorded
+        defaults = ({} if d["lr_scheduler"] else {"lr_scheduler": False}) | {
+            k: d[k] for k, v in settings.items() if v != d[k]}
         for seed in range(first_seed, first_seed + r.seeds):
             cfg = TrainConfig(**settings, seed=seed,
                               device=r.device, weight_decay=d.get("weight_decay", TrainConfig.weight_decay),

@@ -225,7 +225,8 @@ def test_commands_default_to_the_store_s_only_dataset(cli, populated, small_tree
     r = cli("train", "--stage", "1", "--store", populated, "--runs-dir", runs, "--epochs", "1",
             "--batches-per-epoch", "3")
     assert r.exit_code == 0, r
-    assert json.loads((runs / "demo" / "clipclap" / "seed42" / "stage1" / "result.json").read_text())["epochs"] == 1
+    run = runs / "demo" / "clipclap,epochs=1,batches-per-epoch=3" / "seed42"
+    assert json.loads((run / "stage1" / "result.json").read_text())["epochs"] == 1
     assert cli("split", "--store", populated, "--split", "drawn", "--seen", "30", "--unseen", "6").exit_code == 0
     assert "drawn" in FeatureStore(populated).split_names("demo")
     assert cli("import", "ucf", small_tree, "--store", populated).exit_code == 0

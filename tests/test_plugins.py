@@ -158,7 +158,8 @@ def test_a_plugin_s_text_encoder_embeds_labels_and_they_train(pm, cli, tmp_path)
     r = cli("train", "demo", "--store", store, "--runs-dir", tmp_path / "runs", "--stage", "1",
             "--epochs", "1", "--batches-per-epoch", "5")
     assert r.exit_code == 0, r
-    saved = json.loads((tmp_path / "runs" / "demo" / "clipclap" / "seed42" / "config.json").read_text())
+    run = tmp_path / "runs" / "demo" / "clipclap,epochs=1,batches-per-epoch=5" / "seed42"
+    saved = json.loads((run / "config.json").read_text())
     assert saved["spec"]["dims"]["text_parts"] == [["clip", 26], ["clap", 1024]]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -18,6 +20,8 @@ from clipclap_cli.training import ClassBalancedSampler, improves
 from conftest import tree_digest
 
 FAST = ("--epochs", "3", "--batches-per-epoch", "30")
+#: FAST departs from the demo's schedule (20 epochs of 300 batches), so its runs' folders say so
+FAST_RUN = "clipclap,epochs=3,batches-per-epoch=30"
 
 
 def _train(cli, store, runs, *extra, manager=None):
@@ -34,7 +38,7 @@ def reference_run(tmp_path_factory, demo_store):
     code = run(["train", "demo", "--store", str(demo_store), "--runs-dir", str(runs), *FAST],
                make_plugin_manager(entrypoints=False))
     assert code == 0
-    return runs / "demo" / "clipclap" / "seed42"
+    return runs / "demo" / FAST_RUN / "seed42"
 
 
 def test_sampler_is_class_balanced_with_replacement():
@@ -74,13 +78,13 @@ def test_run_is_complete_and_far_above_chance(reference_run):
 
 def test_same_seed_gives_byte_identical_results(cli, demo_store, reference_run, tmp_path):
     assert _train(cli, demo_store, tmp_path).exit_code == 0
-    again = tmp_path / "demo" / "clipclap" / "seed42" / "results.json"
+    again = tmp_path / "demo" / FAST_RUN / "seed42" / "results.json"
     assert again.read_bytes() == (reference_run / "results.json").read_bytes()
 
 
 def test_other_seed_gives_other_results(cli, demo_store, reference_run, tmp_path):
     assert _train(cli, demo_store, tmp_path, "--seed", "7").exit_code == 0
-    other = json.loads((tmp_path / "demo" / "clipclap" / "seed7" / "results.json").read_text())
+    other = json.loads((tmp_path / "demo" / FAST_RUN / "seed7" / "results.json").read_text())
     assert other["test"] != json.loads((reference_run / "results.json").read_text())["test"]
 
 
@@ -104,7 +108,7 @@ def test_interrupted_run_resumes_to_the_same_results(cli, demo_store, reference_
     monkeypatch.setattr(runs_mod, "save_trainer", save_then_interrupt)
     r = _train(cli, demo_store, tmp_path)
     assert r.exit_code == 130 and "Interrupted. Rerun the same command to resume." in r.stderr
-    run = tmp_path / "demo" / "clipclap" / "seed42"
+    run = tmp_path / "demo" / FAST_RUN / "seed42"
     assert not (run / "results.json").exists()
     monkeypatch.setattr(runs_mod, "save_trainer", original)
     r = _train(cli, demo_store, tmp_path)
@@ -118,7 +122,7 @@ def test_interrupted_run_resumes_to_the_same_results(cli, demo_store, reference_
 def test_killed_process_resumes_to_the_same_results(demo_store, reference_run, tmp_path):
     cmd = [sys.executable, "-m", "clipclap_cli", "train", "demo", "--store", str(demo_store),
            "--runs-dir", str(tmp_path), *FAST]
-    metrics = tmp_path / "demo" / "clipclap" / "seed42" / "stage1" / "metrics.jsonl"
+    metrics = tmp_path / "demo" / FAST_RUN / "seed42" / "stage1" / "metrics.jsonl"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
@@ -146,7 +150,7 @@ def test_a_run_keeps_the_cpu_threads_it_started_with(cli, demo_store, tmp_path, 
     monkeypatch.setattr(runs_mod.Trainer, "run_epoch",
                         lambda self, *a, **k: seen.append(torch.get_num_threads()) or run_epoch(self, *a, **k))
     assert _train(cli, demo_store, tmp_path / "whole", "--threads", str(other)).exit_code == 0
-    whole = tmp_path / "whole" / "demo" / "clipclap" / "seed42"
+    whole = tmp_path / "whole" / "demo" / FAST_RUN / "seed42"
     assert json.loads((whole / "config.json").read_text())["threads"] == other
 
     save_trainer, calls = runs_mod.save_trainer, {"n": 0}
@@ -164,7 +168,7 @@ def test_a_run_keeps_the_cpu_threads_it_started_with(cli, demo_store, tmp_path, 
     r = _train(cli, demo_store, tmp_path / "cut", "--threads", str(default))
     assert r.exit_code == 1 and f"trains with {other} CPU thread(s)" in r.stderr
     assert _train(cli, demo_store, tmp_path / "cut").exit_code == 0
-    cut = tmp_path / "cut" / "demo" / "clipclap" / "seed42"
+    cut = tmp_path / "cut" / "demo" / FAST_RUN / "seed42"
     assert (cut / "results.json").read_bytes() == (whole / "results.json").read_bytes()
     assert seen and set(seen) == {other} and torch.get_num_threads() == default
     md = cli("report", whole, cut).stdout  # the same seed twice: two runs, not two seeds
@@ -181,20 +185,22 @@ def test_runs_side_by_side_match_the_same_runs_alone(cli, demo_store, tmp_path):
     assert r.exit_code == 0, r
     assert "training 2 runs, 2 at a time" in r.stderr and "mean ± std over 2 seeds" in r.stdout
     for seed in (42, 43):
-        a, b = (tmp_path / d / "demo" / "clipclap" / f"seed{seed}" for d in ("alone", "jobs"))
+        a, b = (tmp_path / d / "demo" / FAST_RUN / f"seed{seed}" for d in ("alone", "jobs"))
         assert (b / "results.json").read_bytes() == (a / "results.json").read_bytes()
         assert json.loads((b / "config.json").read_text())["threads"] == 1
-    clash = tmp_path / "clash"
-    assert cli("train", "demo", "--store", demo_store, "--runs-dir", clash, "--seed", "43",
-               "--epochs", "2", "--batches-per-epoch", "30").exit_code == 0
+    clash = tmp_path / "clash"  # seed 43's folder holds a run with other settings (weight decay)
+    shutil.copytree(tmp_path / "alone" / "demo" / FAST_RUN / "seed43", clash / "demo" / FAST_RUN / "seed43")
+    config = json.loads((clash / "demo" / FAST_RUN / "seed43" / "config.json").read_text())
+    config["spec"]["train"]["weight_decay"] = 0.5
+    (clash / "demo" / FAST_RUN / "seed43" / "config.json").write_text(json.dumps(config))
     r = _train(cli, demo_store, clash, "--seeds", "2", "--jobs", "2", "--threads", "1")
     assert r.exit_code == 1
     assert "Error: clipclap seed 43: run" in r.stderr and "exists with different settings" in r.stderr
     assert "1 of 2 runs failed" in r.stderr
-    assert (clash / "demo" / "clipclap" / "seed42" / "results.json").read_bytes() == \
-        (tmp_path / "alone" / "demo" / "clipclap" / "seed42" / "results.json").read_bytes()
-    # every run failing: their error lines and the count, nothing else
-    r = _train(cli, demo_store, clash, "--seeds", "2", "--jobs", "2", "--threads", "1", "--lr", "0.5")
+    assert (clash / "demo" / FAST_RUN / "seed42" / "results.json").read_bytes() == \
+        (tmp_path / "alone" / "demo" / FAST_RUN / "seed42" / "results.json").read_bytes()
+    # every run failing (seed 42 now trained with one thread): their error lines and the count, nothing else
+    r = _train(cli, demo_store, clash, "--seeds", "2", "--jobs", "2", "--threads", "2")
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error: ")]
     assert r.exit_code == 1 and len(errors) == 3 and errors[2].startswith("Error: 2 of 2 runs failed"), r.stderr
 
@@ -211,7 +217,8 @@ def test_side_by_side_workers_load_the_callers_plugins(cli, demo_store, tmp_path
     assert r.exit_code == 0, r
     assert _train(cli, demo_store, tmp_path / "alone", *settings, manager=pm).exit_code == 0
     for seed in (42, 43):
-        a, b = (tmp_path / d / "demo" / "bilinear" / f"seed{seed}" / "results.json" for d in ("alone", "jobs"))
+        a, b = (tmp_path / d / "demo" / FAST_RUN.replace("clipclap", "bilinear") / f"seed{seed}" / "results.json"
+                for d in ("alone", "jobs"))
         assert a.read_bytes() == b.read_bytes()
 
     class LocalPlugin:  # a class defined in a function cannot be pickled
@@ -234,7 +241,8 @@ def test_ctrl_c_during_side_by_side_runs_resumes_them(cli, demo_store, tmp_path)
     alone = ["--seeds", "2", "--threads", "1", "--epochs", str(epochs), "--batches-per-epoch", "60"]
     settings = [*alone, "--jobs", "2"]
     cmd = [sys.executable, "-m", "clipclap_cli", "train", "demo", "--store", str(demo_store), "--runs-dir"]
-    metrics = tmp_path / "cut" / "demo" / "clipclap" / "seed42" / "stage1" / "metrics.jsonl"
+    method = f"clipclap,epochs={epochs},batches-per-epoch=60"
+    metrics = tmp_path / "cut" / "demo" / method / "seed42" / "stage1" / "metrics.jsonl"
     proc = subprocess.Popen([*cmd, str(tmp_path / "cut"), *settings], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     started = time.monotonic()
@@ -257,7 +265,7 @@ def test_ctrl_c_during_side_by_side_runs_resumes_them(cli, demo_store, tmp_path)
     whole = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "whole", *alone)  # one by one
     assert whole.exit_code == 0, whole
     for seed in (42, 43):
-        a, b = (tmp_path / d / "demo" / "clipclap" / f"seed{seed}" / "results.json" for d in ("cut", "whole"))
+        a, b = (tmp_path / d / "demo" / method / f"seed{seed}" / "results.json" for d in ("cut", "whole"))
         assert a.read_bytes() == b.read_bytes()
 
 
@@ -294,7 +302,8 @@ def test_a_head_reads_only_the_label_embeddings_it_needs(cli, demo_store, tmp_pa
     for where, runs in ((store.location, "clip-only"), (demo_store, "full")):
         r = _train(cli, where, tmp_path / runs, "-p", "labels=clip")
         assert r.exit_code == 0, r
-    a, b = (tmp_path / d / "demo" / "clipclap,labels=clip" / "seed42" for d in ("clip-only", "full"))
+    method = "clipclap,labels=clip,epochs=3,batches-per-epoch=30"
+    a, b = (tmp_path / d / "demo" / method / "seed42" for d in ("clip-only", "full"))
     assert (a / "results.json").read_bytes() == (b / "results.json").read_bytes()
     assert json.loads((a / "config.json").read_text())["spec"]["dims"]["text_parts"] == [["clip", 512]]
     # CLAP label embeddings added afterwards: the run still evaluates on what it was trained on
@@ -345,8 +354,8 @@ def test_a_head_named_twice_is_one_run(cli, demo_store, reference_run, tmp_path)
     folder (which failed on config.json's atomic write)."""
     r = _train(cli, demo_store, tmp_path / "dup", "--head", "clipclap,clipclap", "--jobs", "2")
     assert r.exit_code == 0, r
-    assert [p.name for p in (tmp_path / "dup" / "demo").iterdir()] == ["clipclap"]
-    results = tmp_path / "dup" / "demo" / "clipclap" / "seed42" / "results.json"
+    assert [p.name for p in (tmp_path / "dup" / "demo").iterdir()] == [FAST_RUN]
+    results = tmp_path / "dup" / "demo" / FAST_RUN / "seed42" / "results.json"
     assert results.read_bytes() == (reference_run / "results.json").read_bytes()
 
 
@@ -357,13 +366,15 @@ def test_changed_settings_do_not_silently_mix(cli, demo_store, reference_run, tm
 
 
 def test_run_written_before_a_setting_existed_still_resumes(cli, demo_store, reference_run, tmp_path):
-    """Settings added later (here lr_scheduler, beta_grid) default to the earlier behaviour, so a
-    run whose config.json predates them is the same run, not one 'with different settings'."""
+    """Settings added later (here lr_scheduler, beta_grid) default to the earlier behaviour, and
+    the schedule defaults recorded to name a run's folder do not count, so a run whose config.json
+    predates them is the same run, not one 'with different settings'."""
     run = tmp_path / "old"
     shutil.copytree(reference_run, run)
     config = json.loads((run / "config.json").read_text())
     for key in ("lr_scheduler", "beta_grid"):
         del config["spec"]["train"][key]
+    del config["spec"]["protocol_defaults"]  # the schedule's defaults, recorded since to name the folder
     (run / "config.json").write_text(json.dumps(config))
     r = cli("train", "demo", "--store", demo_store, "--run", run, *FAST)
     assert r.exit_code == 0, r
@@ -374,8 +385,8 @@ def test_run_written_before_a_setting_existed_still_resumes(cli, demo_store, ref
     twin_config = json.loads((twin / "config.json").read_text())
     twin_config["spec"]["train"]["seed"] = 43
     (twin / "config.json").write_text(json.dumps(twin_config))
-    header, row = cli("report", run, twin, "--format", "csv").stdout.strip().splitlines()
-    assert dict(zip(header.split(","), row.split(","), strict=True))["n"] == "2"
+    [row] = csv.DictReader(io.StringIO(cli("report", run, twin, "--format", "csv").stdout))
+    assert row["n"] == "2"
     config["spec"]["train"]["weight_decay"] = 0.5  # a real difference still stops it
     (run / "config.json").write_text(json.dumps(config))
     assert "(train.weight_decay)" in _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
@@ -496,7 +507,7 @@ def test_a_run_on_an_object_store_matches_the_folder_run(cli, reference_run, tmp
         assert cli("demo", "--no-train", "--store", url).exit_code == 0
         r = _train(cli, url, tmp_path / "runs")
         assert r.exit_code == 0, r
-        run = tmp_path / "runs" / "demo" / "clipclap" / "seed42"
+        run = tmp_path / "runs" / "demo" / FAST_RUN / "seed42"
         assert json.loads((run / "config.json").read_text())["store"] == url
         assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
         (run / "results.json").unlink()
@@ -716,12 +727,12 @@ def test_checkpoint_evaluation_shows_the_papers_figures(cli, demo_store, referen
 def test_report_groups_seeds_as_mean_and_std(cli, demo_store, tmp_path):
     r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--seeds", "2", "--seed", "1", *FAST)
     assert r.exit_code == 0, r
-    runs = [tmp_path / "demo" / "clipclap" / f"seed{s}" for s in (1, 2)]
+    runs = [tmp_path / "demo" / FAST_RUN / f"seed{s}" for s in (1, 2)]
     hm = [100 * json.loads((p / "results.json").read_text())["test"]["hm"] for p in runs]
     r = cli("report", tmp_path, "--format", "csv", "--plots", tmp_path / "plots")
     assert r.exit_code == 0, r
-    header, row = r.stdout.strip().splitlines()
-    cells = dict(zip(header.split(","), row.split(","), strict=True))
+    [cells] = csv.DictReader(io.StringIO(r.stdout))
+    assert cells["method"] == "clipclap (epochs=3, batches-per-epoch=30)"  # the schedule is not the paper's
     assert cells["n"] == "2" and cells["seeds"] == "1 2"
     assert float(cells["hm_mean"]) == pytest.approx(statistics.fmean(hm), abs=1e-4)
     assert float(cells["hm_std"]) == pytest.approx(statistics.stdev(hm), abs=1e-4)
@@ -751,7 +762,8 @@ def test_report_published_adds_the_papers_rows(cli, reference_run, tmp_path):
     assert r.exit_code == 0, r
     rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "Method" not in line]
     ours = " | ".join(f"{100 * test[m]:.2f}" for m in ("seen", "unseen", "hm", "zsl"))
-    assert rows == [f"| clipclap | {ours} |", "| clipclap (paper) | 60.00 | 43.20 | 50.25 | 40.50 |",
+    assert rows == [f"| clipclap (epochs=3, batches-per-epoch=30) | {ours} |",
+                    "| clipclap (paper) | 60.00 | 43.20 | 50.25 | 40.50 |",  # below the head's runs, any settings
                     "| model-x (paper) | – | – | 12.50 | 3.00 |"]
     assert r.stdout.rstrip().endswith("Percent; one seed per entry; '(paper)': the published results.")
     csv_rows = cli("report", reference_run, "--format", "csv", "--published", "--datasets", user).stdout.splitlines()
@@ -806,10 +818,12 @@ def test_every_head_trains_both_stages_above_chance(cli, demo_store, tmp_path):
     assert r.exit_code == 0, r
     heads = list_heads().names()
     for head in heads:
-        results = json.loads((tmp_path / "demo" / head / "seed42" / "results.json").read_text())
+        # the schedule departs from each head's defaults, which differ: each run's name says how
+        [run] = (tmp_path / "demo").glob(f"{head},*epochs=2*/seed42")
+        results = json.loads((run / "results.json").read_text())
         # 6 unseen test classes: chance ZSL is 1/6; 42 seen / 6 unseen: chance HM is about 0.04
         assert results["test"]["zsl"] > 1 / 6 + 0.05 and results["test"]["hm"] > 0.1, (head, results["test"])
-        assert f"| {head} |" in r.stdout
+        assert f"| {head} (epochs=2, " in r.stdout
 
 
 def test_head_training_defaults_sit_between_dataset_and_command_line(demo_store, tmp_path):
@@ -856,7 +870,8 @@ def test_dataset_head_training_settings_sit_between_head_and_command_line(demo_s
     path, train = plan("tcaf")
     assert (train.lr, train.lr_scheduler, train.epochs) == (6e-5, False, 50) and path == "demo/tcaf/seed42"
     path, train = plan("tcaf", lr=1e-3, lr_scheduler=True)
-    assert (train.lr, train.lr_scheduler) == (1e-3, True) and path == "demo/tcaf,lr-scheduler/seed42"
+    assert (train.lr, train.lr_scheduler) == (1e-3, True) and path == "demo/tcaf,lr=0.001,lr-scheduler/seed42"
+    assert plan("tcaf", lr=6e-5)[0] == "demo/tcaf/seed42"  # the default, given: still the faithful run
     path, train = plan("clipclap")
     assert (train.lr, train.lr_scheduler) == (7e-5, True) and path == "demo/clipclap/seed42"
     assert plan("clipclap", lr_scheduler=False)[0] == "demo/clipclap,no-lr-scheduler/seed42"
@@ -875,12 +890,12 @@ def test_bias_grid_and_scheduler_are_protocol_options(cli, demo_store, tmp_path)
     r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--epochs", "2",
             "--batches-per-epoch", "10", "--beta-grid", "0:3:16", "--no-lr-scheduler")
     assert r.exit_code == 0, r
-    run = tmp_path / "demo" / "clipclap,beta-grid=0:3:16,no-lr-scheduler" / "seed42"
+    run = tmp_path / "demo" / "clipclap,epochs=2,batches-per-epoch=10,beta-grid=0:3:16,no-lr-scheduler" / "seed42"
     results = json.loads((run / "results.json").read_text())
     assert results["grid"] == {"start": 0.0, "stop": 3.0, "steps": 16}
     assert len(results["test_curve"]["beta"]) == 16 and results["test_curve"]["beta"][-1] == pytest.approx(3.0)
     assert round(results["val"]["beta"] / 0.2, 4) == round(results["val"]["beta"] / 0.2)  # on AVCA's 0.2 steps
-    assert "| clipclap (beta-grid=0:3:16, no-lr-scheduler) |" in r.stdout
+    assert "| clipclap (epochs=2, batches-per-epoch=10, beta-grid=0:3:16, no-lr-scheduler) |" in r.stdout
     assert "--beta-grid '0:x'" in _one_error_line(cli("train", "demo", "--store", demo_store, "--beta-grid", "0:x"))
 
 
