@@ -90,30 +90,35 @@ def load_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], int | Non
     raise CheckpointError(f"{path}: expected a dict with 'model' (a state dict) and 'epoch'")
 
 
-def reference_stage_files(stage1: Path, stage2: Path) -> tuple[Path, Path]:
-    """The model files of `evaluate --stage1 --stage2`: each a file as given, or one of the
-    reference's experiment folders, read as its `get_evaluation.py --load_path_stage_A/B` does.
+def reference_stage1_file(path: Path) -> Path:
+    """The stage-1 model file of `evaluate --stage1`: the file as given, or in one of the
+    reference's experiment folders the one its `get_evaluation.py --load_path_stage_A` reads.
 
     The reference (src/utils.py, save_best_model) keeps in an experiment folder the best model by
     validation HM as `<Model>_score.pt` and, per epoch, `checkpoints/<Model>_score_ckpt_<e>.pt`
-    (e counts from 0; the file's 'epoch' is e + 1). Stage 1 is its folder's best model; stage 2 is
-    the stage-2 folder's checkpoint of epoch index (stage 1's 'epoch' - 1), the last of the
-    best_epoch + 1 epochs stage 2 trained (a clipclap stage-1 file records that index itself).
+    (e counts from 0; the file's 'epoch' is e + 1).
     """
-    stage1 = Path(stage1)
-    if stage1.is_dir():
-        stage1 = _one_match(stage1, "*_score.pt", "the best model by validation HM, `<Model>_score.pt`")
-    stage2 = Path(stage2)
-    if stage2.is_dir():
-        _, epoch = load_checkpoint_file(stage1)
-        own = stage1.suffix == ".safetensors"  # clipclap's model files record the epoch index itself
-        if not isinstance(epoch, int) or epoch < (0 if own else 1):
-            raise CheckpointError(f"{stage1}: records no epoch, which picks the stage-2 checkpoint in {stage2}; "
-                                  "pass --stage2 FILE")
-        index = epoch if own else epoch - 1
-        stage2 = _one_match(stage2, f"checkpoints/*_ckpt_{index}.pt",
-                            f"stage 2's checkpoint of the epoch stage 1 chose, index {index}")
-    return stage1, stage2
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    return _one_match(path, "*_score.pt", "the best model by validation HM, `<Model>_score.pt`")
+
+
+def reference_stage2_file(path: Path, stage1: Path, stage1_epoch: int | None) -> Path:
+    """The stage-2 model file of `evaluate --stage2`: the file as given, or in a reference
+    experiment folder the checkpoint of epoch index (stage 1's 'epoch' - 1), the last of the
+    best_epoch + 1 epochs stage 2 trained, as `--load_path_stage_B` picks it (a clipclap stage-1
+    file records that index itself)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    own = Path(stage1).suffix == ".safetensors"
+    if not isinstance(stage1_epoch, int) or stage1_epoch < (0 if own else 1):
+        raise CheckpointError(f"{stage1}: records no epoch, which picks the stage-2 checkpoint in {path}; "
+                              "pass --stage2 FILE")
+    index = stage1_epoch if own else stage1_epoch - 1
+    return _one_match(path, f"checkpoints/*_ckpt_{index}.pt",
+                      f"stage 2's checkpoint of the epoch stage 1 chose, index {index}")
 
 
 def _one_match(folder: Path, pattern: str, what: str) -> Path:

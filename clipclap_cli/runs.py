@@ -469,10 +469,11 @@ def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: st
     `weights_only=True` (no code from the file runs), or a clipclap model file (`.safetensors`:
     one run's stage-1 model with another's stage 2, say). A folder is one of the reference's
     experiment folders, and the file is chosen in it as its evaluation script does
-    (`reference_stage_files`); the results name the files read. `legacy_label_order` gives each class the
-    embedding the reference's models were trained with (BASELINES.md 1.3).
+    (`reference_stage1_file`, `reference_stage2_file`); the results name the files read.
+    `legacy_label_order` gives each class the embedding the reference's models were trained with
+    (BASELINES.md 1.3).
     """
-    from .checkpoints import load_checkpoint_file, reference_stage_files
+    from .checkpoints import load_checkpoint_file, reference_stage1_file, reference_stage2_file
     from .params import parse_params
     from .registries import get_head
 
@@ -484,10 +485,11 @@ def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: st
     spec = RunSpec(dataset, split, head, dataclasses.asdict(parsed), dims, TrainConfig(epochs=0, lr=0.0, device=device),
                    legacy_label_order=legacy_label_order)
     data = load_protocol_data(store, dataset, split, device, legacy_label_order, spec.label_parts)
-    stage1, stage2 = reference_stage_files(stage1, stage2)
+    stage1 = reference_stage1_file(stage1)
+    first = load_checkpoint_file(stage1)
+    stage2 = reference_stage2_file(stage2, stage1, first[1])  # in a folder, stage 1's epoch picks it
     heads, epochs = [], []
-    for ckpt in (stage1, stage2):
-        state, epoch = load_checkpoint_file(ckpt)
+    for ckpt, (state, epoch) in ((stage1, first), (stage2, load_checkpoint_file(stage2))):
         model = checked_head(spec, pm).to(device)
         load_into(model, {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()},
                   str(ckpt))
