@@ -16,6 +16,8 @@ from typing import Any
 
 from .api import DatasetAdapter, FeatureDims
 from .errors import ClipclapError, ConfigError, DuplicateNameError, UnknownNameError
+from .names import RULE as NAME_RULE
+from .names import is_valid_name
 from .params import build_params
 from .protocol import setting_problem
 from .reporting import METRICS
@@ -99,6 +101,9 @@ def _read_toml(path: Path) -> dict[str, dict]:
 def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
     def fail(key: str, problem: str) -> ConfigError:
         return ConfigError(f"{where} [datasets.{name}] {key}: {problem}")
+
+    if not is_valid_name(name):
+        raise ConfigError(f"{where} [datasets.{name!r}]: the dataset name is not allowed: use {NAME_RULE}")
 
     if "kind" not in table:
         raise fail("kind", "missing (the dataset format, see `clipclap datasets kinds`)")

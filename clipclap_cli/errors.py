@@ -42,6 +42,10 @@ class DeviceError(ClipclapError):
     """A device name is not one, or names hardware this machine lacks."""
 
 
+class NameRuleError(ClipclapError):
+    """A dataset, split, feature, head or other name breaks the naming rule (`names.py`)."""
+
+
 class DuplicateNameError(ClipclapError):
     """Two plugins registered the same name."""
 

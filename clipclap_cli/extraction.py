@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -38,7 +37,9 @@ import numpy as np
 
 from .api import FeatureBundle, Sample
 from .errors import ClipclapError, StoreError
+from .locations import staging_name
 from .locks import exclusive
+from .names import check_name
 from .store import FeatureStore
 
 PENDING, DONE, FAILED = 0, 1, 2
@@ -96,7 +97,7 @@ class Extraction:
                  chunk: int = 64, frames: int = 1, description: dict | None = None):
         self.store, self.dataset, self.samples, self.encoders = store, dataset, samples, encoders
         self.chunk, self.frames = chunk, frames
-        self.key = f".extract-{dataset}"
+        self.key = f".extract-{check_name('dataset', dataset)}"
         self.path = None if store.path is None else store.path / self.key  # a folder store's working folder
         self.description = description or {
             "classes": sorted({s.label for s in samples}), "partition": [-1] * len(samples), "class_splits": {}}
@@ -117,8 +118,9 @@ class Extraction:
         import zarr
 
         location = self.store.location
+        self.store.open_for_writing()  # a clipclap store, or a new one: never a folder of the user's
         if self.path is not None and not self.path.exists():
-            staging = self.path.parent / f".{self.path.name}.staging-{uuid.uuid4().hex[:8]}"
+            staging = self.path.parent / staging_name(self.path.name)
             self._create(staging)
             try:
                 os.rename(staging, self.path)

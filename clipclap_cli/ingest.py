@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from .api import FeatureBundle
 from .config import DatasetCatalog, DatasetEntry
-from .errors import ImportDataError, SplitError
+from .errors import ImportDataError, SplitError, StoreError
 from .splits import (
     ClassResolver,
     classes_by_stage,
@@ -28,6 +29,10 @@ class IngestResult:
     classes: int
     unchanged: bool
     split: str | None
+    kept: tuple[str, ...] = ()
+    "Splits and label embeddings of the replaced data carried over (`split:NAME`, `label_embeddings:NAME`)"
+    dropped: tuple[str, ...] = ()
+    "Those that no longer applied and were dropped (only with `replace`)"
 
 
 def _check_bundle(entry: DatasetEntry, bundle: FeatureBundle) -> None:
@@ -46,9 +51,49 @@ def _check_bundle(entry: DatasetEntry, bundle: FeatureBundle) -> None:
             raise ImportDataError(f"dataset {entry.name!r}: {name} label embeddings have shape {arr.shape}")
 
 
+def derived_data(store: FeatureStore, dataset: str, bundle: FeatureBundle,
+                 rewritten: set[str]) -> tuple[list[str], dict[str, str]]:
+    """What of the dataset's stored splits and label embeddings still applies to `bundle`, its
+    new data (`kept`), and what does not, with why (`dropped`). A split indexes videos, so it
+    applies while the videos (ids, classes, partitions) are the same and in the same order; label
+    embeddings are one row per class, so they apply while the classes and their prompt names
+    are. Those the new data brings itself (`rewritten`) are neither."""
+    info = store.info(dataset)
+    ids, labels, partition = store.read_videos(dataset)
+    same_classes = info["classes"] == list(bundle.classes)
+    same_videos = (same_classes and ids.tolist() == list(bundle.ids)
+                   and np.array_equal(labels, np.asarray(bundle.labels))
+                   and np.array_equal(partition, np.asarray(bundle.partition)))
+    kept, dropped = [], {}
+    for name in store.split_names(dataset):
+        if f"split:{name}" in rewritten:
+            continue
+        if same_videos:
+            kept.append(f"split:{name}")
+        else:
+            dropped[f"split:{name}"] = "the videos changed"
+    for name in store.label_embedding_names(dataset):
+        if f"label_embeddings:{name}" in rewritten:
+            continue
+        if same_classes and info.get("prompt_names") == list(bundle.prompt_names):
+            kept.append(f"label_embeddings:{name}")
+        else:
+            dropped[f"label_embeddings:{name}"] = "the classes or their prompt names changed"
+    return kept, dropped
+
+
+def _describe_derived(item: str) -> str:
+    part, _, name = item.partition(":")
+    return f"split {name!r}" if part == "split" else f"{name} label embeddings"
+
+
 def store_bundle(store: FeatureStore, entry: DatasetEntry, bundle: FeatureBundle,
-                 write_split: bool = True) -> IngestResult:
-    """Write a bundle (unless the store already holds the identical one) and its default split."""
+                 write_split: bool = True, replace: bool = False) -> IngestResult:
+    """Write a bundle (unless the store already holds the identical one) and its default split,
+    in one commit. The splits and label embeddings of the data it replaces are kept where they
+    still apply (`derived_data`); where some do not, the write is refused unless `replace`.
+    An identical bundle whose default split is missing (a store written by a clipclap that
+    committed the two apart, killed in between) gets the split."""
     from . import __version__
 
     _check_bundle(entry, bundle)
@@ -63,39 +108,67 @@ def store_bundle(store: FeatureStore, entry: DatasetEntry, bundle: FeatureBundle
         and stored.get("classes") == list(bundle.classes)
         and stored.get("prompt_names") == list(bundle.prompt_names)
     )
-    split = None
-    if not unchanged:
-        attrs = {"kind": entry.kind, "clipclap_version": __version__,
-                 "source": bundle.provenance.get("source", ""),
-                 "dims": {"video": entry.dims.video, "audio": entry.dims.audio, **dict(entry.dims.text_parts)}}
-        if write_split and entry.split in bundle.class_splits:
-            # validate the split before anything is written, so a bad split leaves the store as it was
-            resolver = ClassResolver(bundle.classes, f"the classes of dataset {entry.name!r}")
-            lists = bundle.class_splits[entry.split]
-            classes = classes_by_stage(lists, resolver)
-            indices = split_from_partitions(np.asarray(bundle.labels), np.asarray(bundle.partition), classes)
-        store.write_dataset(entry.name, bundle, attrs)
-        if write_split and entry.split in bundle.class_splits:
-            store.write_split(entry.name, entry.split, indices, classes,
-                              {"how": {"method": "class-split folder", "folder": entry.split,
-                                       "source": bundle.provenance.get("source", "")}})
-            split = entry.split
-    return IngestResult(entry.name, len(bundle.ids), len(bundle.classes), unchanged, split)
+    splits = {}
+    if write_split and entry.split in bundle.class_splits:
+        # validate the split before anything is written, so a bad split leaves the store as it was
+        resolver = ClassResolver(bundle.classes, f"the classes of dataset {entry.name!r}")
+        lists = bundle.class_splits[entry.split]
+        classes = classes_by_stage(lists, resolver)
+        indices = split_from_partitions(np.asarray(bundle.labels), np.asarray(bundle.partition), classes)
+        how = {"method": "class-split folder", "folder": entry.split, "source": bundle.provenance.get("source", "")}
+        splits[entry.split] = {"indices": indices, "classes": classes, "attrs": {"how": how}}
+    result = IngestResult(entry.name, len(bundle.ids), len(bundle.classes), unchanged, None)
+    if unchanged:
+        missing = [name for name in splits if name not in store.split_names(entry.name)]
+        for name in missing:
+            store.write_split(entry.name, name, **splits[name])
+        return dataclasses.replace(result, split=missing[0] if missing else None)
+    kept, dropped = [], {}
+    if stored is not None:
+        rewritten = {f"split:{n}" for n in splits} | {f"label_embeddings:{n}" for n in bundle.label_embeddings}
+        kept, dropped = derived_data(store, entry.name, bundle, rewritten)
+        if dropped and not replace:
+            lost = "; ".join(f"{_describe_derived(k)} ({why})" for k, why in dropped.items())
+            raise StoreError(f"dataset {entry.name!r} in {store} holds other data than this; replacing it would "
+                             f"drop {lost}. Pass --replace to replace it anyway, or import into another --store")
+    attrs = {"kind": entry.kind, "clipclap_version": __version__,
+             "source": bundle.provenance.get("source", ""),
+             "dims": {"video": entry.dims.video, "audio": entry.dims.audio, **dict(entry.dims.text_parts)}}
+    store.write_dataset(entry.name, bundle, attrs, splits=splits, keep=tuple(kept))
+    return dataclasses.replace(result, split=next(iter(splits), None), kept=tuple(kept), dropped=tuple(dropped))
 
 
-def import_dataset(store: FeatureStore, catalog: DatasetCatalog, name: str, root: Path) -> IngestResult:
-    """`clipclap import`: read a released-feature tree and write it (and its default split)."""
+def import_dataset(store: FeatureStore, catalog: DatasetCatalog, name: str, root: Path,
+                   replace: bool = False) -> IngestResult:
+    """`clipclap import`: read a released-feature tree and write it (and its default split).
+    The store is checked (and made) first, so a location that is no store fails before the
+    tree is read; a tree inside the store is refused."""
     entry = catalog.get(name)
-    bundle = catalog.adapter(name).load_features(Path(root).expanduser())
-    return store_bundle(store, entry, bundle)
+    root = Path(root).expanduser()
+    store.open_for_writing()
+    _refuse_tree_in_store(store, root)
+    bundle = catalog.adapter(name).load_features(root)
+    return store_bundle(store, entry, bundle, replace=replace)
 
 
-def generate_dataset(store: FeatureStore, catalog: DatasetCatalog, name: str, seed: int | None = None) -> IngestResult:
+def _refuse_tree_in_store(store: FeatureStore, root: Path) -> None:
+    """A tree to import that lies inside the store: refuse it (the store's folder is the store's)."""
+    if store.path is None or not root.exists():
+        return
+    a, b = root.resolve(), store.path.resolve()
+    if a == b or b in a.parents:
+        raise StoreError(f"the tree to import ({root}) lies inside the store ({store.path}); keep the store "
+                         "in a folder of its own (for example --store clipclap.zarr)")
+
+
+def generate_dataset(store: FeatureStore, catalog: DatasetCatalog, name: str, seed: int | None = None,
+                     replace: bool = False) -> IngestResult:
     """Generate a dataset through its adapter (the demo benchmark) and write it like an import."""
     options = {} if seed is None else {"seed": seed}
     entry = catalog.get(name)
+    store.open_for_writing()  # a location that is no store fails before the data is generated
     bundle = catalog.adapter(name).load_features(None, **options)
-    return store_bundle(store, entry, bundle)
+    return store_bundle(store, entry, bundle, replace=replace)
 
 
 def split_from_folder(store: FeatureStore, dataset: str, split: str, from_dir: Path | None = None) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
@@ -36,6 +37,8 @@ def _coerce(name: str, raw: Any, annotation: Any) -> Any:
             raise ParamError(f"parameter {name}={raw!r}: expected {annotation.__name__}") from None
         if annotation is int and isinstance(raw, float) and raw != value:
             raise ParamError(f"parameter {name}={raw!r}: expected int")
+        if annotation is float and not math.isfinite(value):
+            raise ParamError(f"parameter {name}={raw!r}: expected a finite number")
         return value
     return raw
 

@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .errors import DuplicateNameError, UnknownNameError
+from .errors import DuplicateNameError, NameRuleError, UnknownNameError
+from .names import check_name
 
 T = TypeVar("T")
 
@@ -68,6 +69,11 @@ def collect(
             if validate is not None:
                 validate(obj)
             entry = Registered(name_of(obj), obj, _plugin, tuple(aliases))
+            for key in (entry.name, *entry.aliases):  # names become folders (runs/<dataset>/<head>/)
+                try:
+                    check_name(kind, key)
+                except NameRuleError as e:
+                    raise NameRuleError(f"plugin {_plugin}: {e}") from None
             for key in (entry.name, *entry.aliases):
                 if key in entries:
                     raise DuplicateNameError(

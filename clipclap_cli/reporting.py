@@ -10,6 +10,7 @@ import csv
 import html
 import io
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,12 +90,69 @@ def find_runs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def load_run(path: Path) -> RunResult:
+    """A run's results and spec, checked (`results_problem`): a RunError names the file and
+    what is wrong with it, so that no hand-edited or damaged number reaches a table."""
     try:
         results = json.loads((path / "results.json").read_text())
         spec = json.loads((path / "config.json").read_text())["spec"]
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise RunError(f"{path}: unreadable run ({e})") from None
+    problem = results_problem(results) or spec_problem(spec)
+    if problem:
+        raise RunError(f"{path}: {problem}")
     return RunResult(path, results, spec)
+
+
+#: How far a stored HM may be from 2SU/(S+U): the evaluation adds 1e-12 to the denominator and
+#: rounds through float32; a hand-edited HM is off by far more.
+HM_TOLERANCE = 1e-6
+
+
+def results_problem(results: Any) -> str | None:
+    """What is wrong with a results.json's test figures, or None: each metric must be a number
+    (a fraction from 0 to 1, finite) and HM must follow from S and U."""
+    test = results.get("test") if isinstance(results, dict) else None
+    if not isinstance(test, dict):
+        return "results.json has no 'test' figures"
+    for metric in METRICS:
+        value = test.get(metric)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"results.json: test {metric} is {value!r}, not a number"
+        if not math.isfinite(value) or not 0 <= value <= 1:
+            return f"results.json: test {metric} is {value!r}, outside 0..1 (a fraction)"
+    s, u, hm = test["seen"], test["unseen"], test["hm"]
+    expected = 2 * s * u / (s + u) if s + u > 0 else 0.0
+    if abs(hm - expected) > HM_TOLERANCE:
+        return f"results.json: test hm {hm!r} does not follow from seen {s!r} and unseen {u!r} ({expected:.6f})"
+    seed = results.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        return f"results.json: seed is {seed!r}, not an integer"
+    return None
+
+
+def spec_problem(spec: Any) -> str | None:
+    """What config.json's spec lacks for a report row, or None."""
+    if not isinstance(spec, dict):
+        return "config.json has no run spec"
+    for key, kind in (("dataset", str), ("split", str), ("head", str), ("params", dict), ("train", dict)):
+        if not isinstance(spec.get(key), kind):
+            return f"config.json: spec {key} is {spec.get(key)!r}"
+    seed = spec["train"].get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return f"config.json: spec train.seed is {seed!r}, not an integer"
+    return None
+
+
+def load_runs(paths: list[Path]) -> tuple[list[RunResult], list[str]]:
+    """The runs at `paths` that load and pass the checks, and one line for each that does not
+    (the report leaves those out and says so, rather than failing whole or showing a bad number)."""
+    runs, skipped = [], []
+    for path in paths:
+        try:
+            runs.append(load_run(path))
+        except RunError as e:
+            skipped.append(str(e))
+    return runs, skipped
 
 
 def aggregate(runs: list[RunResult]) -> list[Cell]:

@@ -129,10 +129,17 @@ def check_label_parts(store: FeatureStore, dataset: str, dims: dict[str, Any], h
 
 
 def default_run_dir(runs_dir: Path, spec: RunSpec) -> Path:
-    """runs/<dataset>/<head>[,k=v...]/seed<seed>: runs differing only in seed are siblings."""
-    method = ",".join([spec.head] + [f"{k}={v}" for k, v in sorted(spec.variant.items())]
+    """runs/<dataset>/<head>[,k=v...]/seed<seed>: runs differing only in seed are siblings.
+    Every part of the path is checked (`names.py`): no name or value can lead it elsewhere."""
+    from .names import check_folder_value, check_name
+
+    method = ",".join([check_name("fusion head", spec.head)]
+                      + [f"{check_name('parameter', k)}={check_folder_value(k, v)}"
+                         for k, v in sorted(spec.variant.items())]
                       + protocol_variant(spec.as_dict()))
-    name = spec.dataset if spec.split == "cls_split" else f"{spec.dataset}-{spec.split}"
+    name = check_name("dataset", spec.dataset)
+    if spec.split != "cls_split":
+        name += f"-{check_name('split', spec.split)}"
     return runs_dir / name / method / f"seed{spec.train.seed}"
 
 

@@ -1,20 +1,22 @@
 """The zarr (v3) feature store shared by every subcommand.
 
-Layout (one group per dataset)::
+Layout (one group per dataset; every committed group under a versioned key `NAME~VERSION`,
+see `locations.py` and docs/store.md)::
 
-    <store>/<dataset>/                 attrs: classes, prompt_names, class_splits, dims, provenance, complete
+    <store>/                           attrs: clipclap_store (the marker: nothing else is written to)
+    <store>/<dataset>~<version>/       attrs: classes, prompt_names, class_splits, dims, provenance, complete
         videos/ids          (N,)  str
         videos/labels       (N,)  int32   class id (rank in the dataset's class order)
         videos/partition    (N,)  int8    index into api.PARTITIONS, -1 when unassigned
         features/<name>     (N, dim) float32   attrs: modality, dim, provenance
-        label_embeddings/<text encoder>  (C, dim) float32
-        splits/<split>/<partition>       int32 video indices; attrs: classes per stage, how drawn
+        label_embeddings/<text encoder>[~<version>]  (C, dim) float32 (a version when written apart)
+        splits/<split>[~<version>]/<partition>       int32 video indices; attrs: classes per stage, how drawn
 
 Writes are atomic per group: a dataset, a split or a label-embedding matrix is written apart and
-put in place only once everything (including the `complete` attribute) is written, so a write
-killed half-way never leaves a group that reads as complete, and a failed write leaves the store
-as it was. In a folder that is a staging folder renamed into place; behind an object-store URL,
-a versioned key that readers take once complete (`locations.py`).
+counts only once everything (its `complete` attribute last) is written, so a write killed at any
+point leaves the old version or the new one, and a failed write leaves the store as it was. Every
+name a key is built from is checked (`names.py`); a location is written only when it carries the
+store's marker, or is new or empty (`open_for_writing`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 from .api import PARTITIONS, FeatureBundle
 from .errors import SplitError, StoreError
 from .locations import committed, open_location
+from .names import check_name
 
 SCHEMA_VERSION = 1
 
@@ -50,6 +53,17 @@ def _zarr():
     import zarr  # local import: keeps `clipclap --help` light
 
     return zarr
+
+
+@contextlib.contextmanager
+def _quiet_zarr() -> Iterator[None]:
+    """Listing a store: a writer's staging folder, or a folder of the user's, is no zarr node,
+    and zarr warns of each on stderr; they are not the store's data, so say nothing of them."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component")
+        yield
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,7 @@ class FeatureStore:
         self.location = open_location(where)
         self.path: Path | None = self.location.path
         self._pinned: dict[str, Any] = {}  # dataset -> its group, within `consistent_read`
+        self._writable = False  # set by `open_for_writing`
 
     def __str__(self) -> str:
         return str(self.location)
@@ -85,13 +100,15 @@ class FeatureStore:
     def _committed_datasets(self) -> dict:
         if not self.location.exists():
             return {}
-        return committed(_zarr().open_group(self.location.zarr(), mode="r").groups())
+        with _quiet_zarr():
+            return committed(_zarr().open_group(self.location.zarr(), mode="r").groups())
 
     def datasets(self) -> list[str]:
         """Names of the complete datasets in the store."""
         return sorted(self._committed_datasets())
 
     def _group(self, dataset: str, pinned: bool = True):
+        check_name("dataset", dataset)
         if pinned and dataset in self._pinned:
             return self._pinned[dataset]
         held = self._committed_datasets()
@@ -167,7 +184,8 @@ class FeatureStore:
     def _label_embeddings(self, g) -> dict:
         if "label_embeddings" not in g:
             return {}
-        return committed(g["label_embeddings"].arrays(), plain_needs_complete=False)
+        with _quiet_zarr():
+            return committed(g["label_embeddings"].arrays(), plain_needs_complete=False)
 
     def read_features(self, dataset: str, name: str) -> np.ndarray:
         g = self._group(dataset)
@@ -188,7 +206,10 @@ class FeatureStore:
         return np.asarray(arr[:], dtype=np.float32)
 
     def _splits(self, g) -> dict:
-        return committed(g["splits"].groups()) if "splits" in g else {}
+        if "splits" not in g:
+            return {}
+        with _quiet_zarr():
+            return committed(g["splits"].groups())
 
     def split_names(self, dataset: str) -> list[str]:
         return sorted(self._splits(self._group(dataset)))
@@ -211,11 +232,23 @@ class FeatureStore:
         return SplitData(split, indices, {k: list(v) for k, v in attrs["classes"].items()}, attrs)
 
     # ---------------------------------------------------------------- writing
-    def _ensure_root(self) -> None:
-        if not self.location.exists():
-            if self.path is not None:
-                self.path.mkdir(parents=True, exist_ok=True)
-            _zarr().open_group(self.location.zarr(), mode="a").attrs.update({"clipclap_store": SCHEMA_VERSION})
+    def open_for_writing(self) -> None:
+        """Before the first write: check that the location is a clipclap store (or make a new or
+        empty one into one; anything else is refused), then finish what killed writes left and
+        remove their debris (`Location.tidy`): in the root, and in each dataset's splits and
+        label embeddings."""
+        if self._writable:
+            return
+        loc = self.location
+        if not loc.claim(SCHEMA_VERSION):
+            loc.tidy("")
+            for key in self._committed_datasets_keys():
+                for part in ("splits", "label_embeddings"):
+                    loc.tidy(f"{key}/{part}")
+        self._writable = True
+
+    def _committed_datasets_keys(self) -> list[str]:
+        return [g.path for g in self._committed_datasets().values()]
 
     def _subgroup(self, dataset: str, name: str) -> str:
         """The key of the dataset's `name` group (`splits`, `label_embeddings`), created if missing."""
@@ -224,10 +257,18 @@ class FeatureStore:
             _zarr().open_group(self.location.zarr(g.path), mode="a").require_group(name)
         return f"{g.path}/{name}"
 
-    def write_dataset(self, dataset: str, bundle: FeatureBundle, attrs: dict[str, Any]) -> None:
-        """Write (or replace) a whole dataset group atomically."""
+    def write_dataset(self, dataset: str, bundle: FeatureBundle, attrs: dict[str, Any],
+                      splits: dict[str, dict[str, Any]] | None = None, keep: tuple[str, ...] = ()) -> None:
+        """Write (or replace) a whole dataset group atomically, with `splits` (name -> the
+        arguments of `write_split` but the dataset and name) in the same commit, and the splits
+        and label embeddings of the group it replaces that `keep` names (`split:NAME`,
+        `label_embeddings:NAME`: derived data that still applies to the new data)."""
         zarr = _zarr()
-        self._ensure_root()
+        check_name("dataset", dataset)
+        for name in [*bundle.features, *bundle.label_embeddings, *(splits or {})]:
+            check_name("feature, label embedding or split", name)
+        self.open_for_writing()
+        carried = self._read_derived(dataset, keep)
         n = len(bundle.ids)
         with self.location.staged("", dataset) as staging:
             g = zarr.open_group(staging, mode="w")
@@ -244,9 +285,16 @@ class FeatureStore:
                                    chunks=(chunk_rows, arr.shape[1]), compressors=None)
                 a.attrs.update({"modality": name, "dim": int(arr.shape[1]), "source": attrs.get("source", "")})
             e = g.require_group("label_embeddings")
+            for name, (arr, arr_attrs) in carried["label_embeddings"].items():
+                e.create_array(name, data=arr, compressors=None).attrs.update(arr_attrs)
             for name, arr in bundle.label_embeddings.items():
                 e.create_array(name, data=np.ascontiguousarray(arr, dtype=np.float32), compressors=None)
-            g.require_group("splits")
+            sg = g.require_group("splits")
+            for name, kept in carried["splits"].items():
+                _fill_split(sg.require_group(name), kept.indices, kept.classes, kept.attrs)
+            for name, split in (splits or {}).items():
+                _fill_split(sg.require_group(name), split["indices"], split["classes"],
+                            split["attrs"] | commit_stamp())
             g.attrs.update(
                 {
                     "classes": list(bundle.classes),
@@ -258,9 +306,23 @@ class FeatureStore:
                 }
             )
 
+    def _read_derived(self, dataset: str, keep: tuple[str, ...]) -> dict[str, dict]:
+        """The splits and label embeddings `keep` names, read from the dataset's current group."""
+        out: dict[str, dict] = {"splits": {}, "label_embeddings": {}}
+        for item in keep:
+            part, _, name = item.partition(":")
+            if part == "split":
+                out["splits"][name] = self.read_split(dataset, name)
+            else:
+                arr = self._label_embeddings(self._group(dataset, pinned=False))[name]
+                out["label_embeddings"][name] = (np.asarray(arr[:], dtype=np.float32), dict(arr.attrs))
+        return out
+
     def write_label_embeddings(self, dataset: str, name: str, matrix: np.ndarray, attrs: dict[str, Any]) -> None:
         """Write (or replace) one text encoder's label embeddings (C, dim) atomically."""
         zarr = _zarr()
+        check_name("label embedding", name)
+        self.open_for_writing()
         info = self.info(dataset)
         if matrix.shape[0] != len(info["classes"]):
             raise StoreError(f"{name} label embeddings have {matrix.shape[0]} rows, dataset {dataset!r} has "
@@ -279,17 +341,10 @@ class FeatureStore:
     ) -> None:
         """Write (or replace) one protocol split atomically."""
         zarr = _zarr()
+        check_name("split", split)
+        self.open_for_writing()
         with self.location.staged(self._subgroup(dataset, "splits"), split) as staging:
-            g = zarr.open_group(staging, mode="w")
-            for p in PARTITIONS:
-                g.create_array(p, data=np.asarray(indices[p], dtype=np.int32))
-            g.attrs.update(
-                {
-                    "classes": {k: [int(c) for c in v] for k, v in classes.items()},
-                    **attrs,
-                    **commit_stamp(),
-                }
-            )
+            _fill_split(zarr.open_group(staging, mode="w"), indices, classes, attrs | commit_stamp())
 
     def describe(self, dataset: str) -> dict[str, Any]:
         """What the store holds for a dataset (for `clipclap datasets show`)."""
@@ -319,3 +374,11 @@ class FeatureStore:
             "created": info.get("created", ""),
             "clipclap_version": info.get("clipclap_version", ""),
         }
+
+
+def _fill_split(g, indices: dict[str, np.ndarray], classes: dict[str, list[int]], attrs: dict[str, Any]) -> None:
+    """Write a split's arrays into the group `g`, then its attributes (`attrs` holds the commit
+    stamp when `g` is committed by itself)."""
+    for p in PARTITIONS:
+        g.create_array(p, data=np.asarray(indices[p], dtype=np.int32))
+    g.attrs.update({**attrs, "classes": {k: [int(c) for c in v] for k, v in classes.items()}})

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from clipclap_cli.store import FeatureStore
+
 COMMANDS = ["extract", "import", "split", "embed", "train", "evaluate", "report", "demo",
             "datasets", "encoders", "heads", "plugins"]
 SUBCOMMANDS = [["datasets", "list"], ["datasets", "show"], ["datasets", "kinds"], ["encoders", "list"],
@@ -94,7 +96,7 @@ def test_usage_error_exit_2(cli):
 def test_store_from_env_and_default(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPCLAP_STORE", str(tmp_path / "env.zarr"))
     assert cli("demo", "--no-train").exit_code == 0
-    assert (tmp_path / "env.zarr" / "demo" / "zarr.json").exists()
+    assert FeatureStore(tmp_path / "env.zarr").datasets() == ["demo"]
     monkeypatch.delenv("CLIPCLAP_STORE")
     monkeypatch.chdir(tmp_path)
     rows = json.loads(cli("datasets", "list", "--json").stdout)
@@ -117,7 +119,7 @@ def test_object_store_without_its_fsspec_package_is_one_clear_error(cli, tmp_pat
 
 def test_file_url_is_a_folder(cli, tmp_path):
     assert cli("demo", "--no-train", "--store", f"file://{tmp_path}/f.zarr").exit_code == 0
-    assert (tmp_path / "f.zarr" / "demo" / "zarr.json").exists()  # a folder store: plain group names
+    assert FeatureStore(tmp_path / "f.zarr").datasets() == ["demo"]  # the folder, not a URL's store
 
 
 def test_list_commands_take_json(cli):

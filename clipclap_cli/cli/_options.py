@@ -7,6 +7,19 @@ from typing import Annotated
 
 import typer
 
+
+def checked_name(kind: str):
+    """A Typer callback that lets through a name following the naming rule (`names.py`), or None;
+    a bad name ends the command in one line naming it and the rule."""
+
+    def callback(value: str | None) -> str | None:
+        from ..names import check_name
+
+        return value if value is None else check_name(kind, value)
+
+    return callback
+
+
 StoreOpt = Annotated[
     str,
     typer.Option("--store", "-s", metavar="PATH|URL", envvar="CLIPCLAP_STORE",
@@ -21,17 +34,51 @@ def datasets_option(help: str = "A datasets.toml whose entries add to or overrid
 
 
 DatasetsOpt = datasets_option()
-DatasetArg = Annotated[str, typer.Argument(metavar="DATASET", help="Dataset name (see `clipclap datasets list`)")]
+DatasetArg = Annotated[str, typer.Argument(metavar="DATASET", callback=checked_name("dataset"),
+                                           help="Dataset name (see `clipclap datasets list`)")]
 StoredDatasetArg = Annotated[
     str | None,
-    typer.Argument(metavar="DATASET", help="Dataset name (see `clipclap datasets list`); default: the store's only dataset"),
+    typer.Argument(metavar="DATASET", callback=checked_name("dataset"),
+                   help="Dataset name (see `clipclap datasets list`); default: the store's only dataset"),
 ]
 ParamOpt = Annotated[list[str], typer.Option("--param", "-p", metavar="KEY=VALUE", help="Head parameter KEY=VALUE; repeatable")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout")]
+
+
+def split_option(help: str):
+    """The `--split NAME` option, its name checked; `help` says what the command does with it."""
+    return Annotated[str | None, typer.Option("--split", metavar="NAME", callback=checked_name("split"), help=help)]
+
+
 SeedOpt = Annotated[int | None, typer.Option("--seed", metavar="N", help="Random seed (default: the dataset's, 42)")]
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="cpu, cuda or cuda:N")]
 
+ReplaceOpt = Annotated[bool, typer.Option(
+    "--replace", help="Replace a stored dataset with other data even when splits or label embeddings written for "
+                      "it no longer apply (they are dropped)")]
+
 DEFAULT_STORE = "clipclap.zarr"
+
+
+def report_ingest(result, store_path: str) -> None:
+    """One line on stderr for a dataset written (or found unchanged), with what of its splits and
+    label embeddings was kept or dropped."""
+    from ..console import err
+
+    dataset = result.dataset
+    if result.unchanged:
+        err.print(f"{dataset}: already in the store from the same data (unchanged)"
+                  + (f" (its missing split {result.split} written)" if result.split else ""))
+        return
+
+    def names(items: tuple[str, ...]) -> str:
+        return ", ".join(("split " if i.startswith("split:") else "label embeddings ") + i.partition(":")[2]
+                         for i in items)
+
+    err.print(f"{dataset}: {result.videos} videos, {result.classes} classes -> {store_path}"
+              + (f" (split {result.split} written)" if result.split else "")
+              + (f"; kept {names(result.kept)}" if result.kept else "")
+              + (f"; dropped {names(result.dropped)}" if result.dropped else ""))
 
 
 def catalog(pm, datasets_file: Path | None):

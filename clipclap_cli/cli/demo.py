@@ -8,14 +8,24 @@ from typing import Annotated
 import typer
 
 from ..console import err
-from ._options import DEFAULT_STORE, DatasetsOpt, DeviceOpt, StoreOpt, catalog, store
+from ._options import (
+    DEFAULT_STORE,
+    DatasetsOpt,
+    DeviceOpt,
+    ReplaceOpt,
+    StoreOpt,
+    catalog,
+    checked_name,
+    report_ingest,
+    store,
+)
 
 
 def install(app, pm) -> None:
     @app.command("demo")
     def demo(
         seed: Annotated[int, typer.Option("--seed", metavar="N", min=0, help="Seed of the generated benchmark")] = 0,
-        dataset: Annotated[str, typer.Option("--dataset", metavar="NAME", help="Which generated dataset entry to use")] = "demo",
+        dataset: Annotated[str, typer.Option("--dataset", metavar="NAME", callback=checked_name("dataset"), help="Which generated dataset entry to use")] = "demo",
         train: Annotated[bool, typer.Option("--train/--no-train", help="Train, evaluate and report after generating")] = True,
         epochs: Annotated[int | None, typer.Option("--epochs", metavar="N", help="Stage-1 epochs (default: the dataset's, 20)")] = None,
         batches: Annotated[int | None, typer.Option("--batches-per-epoch", metavar="N", help="Batches per epoch (default 300)")] = None,
@@ -23,6 +33,7 @@ def install(app, pm) -> None:
         runs_dir: Annotated[Path | None, typer.Option("--runs-dir", metavar="DIR", help="Run folders (default: runs/ next to the store, or here for a URL)")] = None,
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
+        replace: ReplaceOpt = False,
     ):
         """Run the whole pipeline on the demo benchmark. Generates it (UCF-shaped, synthetic), trains
         ClipClap, evaluates, prints the table."""
@@ -35,9 +46,8 @@ def install(app, pm) -> None:
         cat = catalog(pm, datasets_file)
         fs = store(store_path)
         with err.status(f"generating {dataset} (seed {seed})"):
-            result = generate_dataset(fs, cat, dataset, seed)
-        err.print(f"{dataset}: {result.videos} videos, {result.classes} classes"
-                  + (" (unchanged)" if result.unchanged else f" -> {store_path}"))
+            result = generate_dataset(fs, cat, dataset, seed, replace)
+        report_ingest(result, store_path)
         _show(dataset, fs.describe(dataset))
         if not train:
             return

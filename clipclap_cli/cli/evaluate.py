@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..console import err, figures_line, print_json, test_figures
-from ._options import DEFAULT_STORE, DatasetsOpt, DeviceOpt, ParamOpt, catalog, store
+from ._options import DEFAULT_STORE, DatasetsOpt, DeviceOpt, ParamOpt, catalog, split_option, store
 
 
 def install(app, pm) -> None:
@@ -20,7 +20,7 @@ def install(app, pm) -> None:
         stage2: Annotated[Path | None, typer.Option("--stage2", metavar="FILE|DIR", help="Stage-2 model: a reference checkpoint (.pt), a clipclap model file (.safetensors), or the reference's stage-2 experiment folder")] = None,
         head: Annotated[str, typer.Option("--head", metavar="NAME", help="Fusion head of the checkpoints")] = "clipclap",
         params: ParamOpt = [],  # noqa: B006 - Typer reads the default
-        split: Annotated[str | None, typer.Option("--split", metavar="NAME", help="Protocol split (default: the dataset's)")] = None,
+        split: split_option("Protocol split (default: the dataset's)") = None,
         beta_grid: Annotated[str, typer.Option("--beta-grid", metavar="START:STOP:POINTS", help="Checkpoints: bias grid START:STOP:POINTS")] = "0:5:76",
         legacy: Annotated[bool, typer.Option(
             "--legacy-label-order",

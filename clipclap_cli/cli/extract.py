@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from ..console import err, out, table
-from ._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, DeviceOpt, StoreOpt, catalog, store
+from ._options import (
+    DEFAULT_STORE,
+    DatasetArg,
+    DatasetsOpt,
+    DeviceOpt,
+    ReplaceOpt,
+    StoreOpt,
+    catalog,
+    report_ingest,
+    store,
+)
 
 EncoderParamOpt = Annotated[list[str], typer.Option(
     "--encoder-param", "-e", metavar="ENCODER:KEY=VALUE", help="ENCODER:KEY=VALUE, e.g. clip:checkpoint=PATH or clap:size=tiny; repeatable")]
@@ -33,6 +43,7 @@ def install(app, pm) -> None:
         device: DeviceOpt = "cpu",
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
+        replace: ReplaceOpt = False,
     ):
         """Extract video (CLIP) and audio (CLAP) features. Rerun the same command to resume."""
         from rich.progress import TextColumn
@@ -86,12 +97,11 @@ def install(app, pm) -> None:
                 return
             bundle, failures = job.bundle(group, f"extract({videos})")
             try:
-                result = store_bundle(fs, entry, bundle)
+                result = store_bundle(fs, entry, bundle, replace=replace)
             except SplitError as e:  # the features are still worth keeping; the split can come later
-                result = store_bundle(fs, entry, bundle, write_split=False)
+                result = store_bundle(fs, entry, bundle, write_split=False, replace=replace)
                 err.print(f"[yellow]no split written:[/yellow] {e} (see `clipclap split {dataset}`)")
-        err.print(f"{dataset}: {result.videos} videos, {result.classes} classes"
-                  + (" (unchanged)" if result.unchanged else f" -> {store_path}"))
+        report_ingest(result, store_path)
         if failures:
             out.print(table(f"{len(failures)} videos could not be read (rerun with --retry-failed)",
                             ["video", "reason"], sorted(failures.items())))

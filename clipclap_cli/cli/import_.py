@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..console import err
-from ._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, StoreOpt, catalog, store
+from ._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, ReplaceOpt, StoreOpt, catalog, report_ingest, store
 
 
 def install(app, pm) -> None:
@@ -18,14 +18,11 @@ def install(app, pm) -> None:
         root: Annotated[Path, typer.Argument(metavar="ROOT", help="Dataset root of the released features (holds class-split/ and features/)")],
         store_path: StoreOpt = DEFAULT_STORE,
         datasets_file: DatasetsOpt = None,
+        replace: ReplaceOpt = False,
     ):
         """Import released features (data.zip layout). Writes the dataset's default split too."""
         from ..ingest import import_dataset
 
         with err.status(f"importing {dataset} from {root}"):
-            result = import_dataset(store(store_path), catalog(pm, datasets_file), dataset, root)
-        if result.unchanged:
-            err.print(f"{dataset}: already imported from this tree, store unchanged")
-        else:
-            err.print(f"{dataset}: {result.videos} videos, {result.classes} classes -> {store_path}"
-                      + (f" (split {result.split} written)" if result.split else ""))
+            result = import_dataset(store(store_path), catalog(pm, datasets_file), dataset, root, replace)
+        report_ingest(result, store_path)

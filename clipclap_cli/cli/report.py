@@ -43,10 +43,16 @@ def print_report(paths: list[Path], fmt: str = "markdown", su: bool = False, plo
     from rich.markup import escape
 
     from .. import reporting
+    from ..errors import RunError
 
     reporting.check_format(fmt)  # before anything is read
     found, pending = reporting.find_runs(paths)
-    runs = [reporting.load_run(p) for p in found]
+    runs, skipped = reporting.load_runs(found)
+    for line in skipped:
+        err.print(f"[yellow]left out:[/yellow] {escape(line)}")
+    if not runs:
+        raise RunError(f"no run under {', '.join(map(str, paths))} has results that can be reported "
+                       f"({len(skipped)} left out, see above)")
     if pending:
         listed = ", ".join(map(str, pending[:3])) + (f" and {len(pending) - 3} more" if len(pending) > 3 else "")
         err.print(escape(f"not in the table: {len(pending)} run(s) without results yet ({listed})"))

@@ -8,14 +8,23 @@ from typing import Annotated
 import typer
 
 from ..console import out, table
-from ._options import DEFAULT_STORE, DatasetsOpt, StoredDatasetArg, StoreOpt, catalog, store, stored_dataset
+from ._options import (
+    DEFAULT_STORE,
+    DatasetsOpt,
+    StoredDatasetArg,
+    StoreOpt,
+    catalog,
+    split_option,
+    store,
+    stored_dataset,
+)
 
 
 def install(app, pm) -> None:
     @app.command("split")
     def split(
         dataset: StoredDatasetArg = None,
-        split_name: Annotated[str | None, typer.Option("--split", metavar="NAME", help="Split name: cls_split, main_split, or a new name for a drawn split")] = None,
+        split_name: split_option("Split name: cls_split, main_split, or a new name for a drawn split") = None,
         from_dir: Annotated[Path | None, typer.Option("--from", metavar="DIR", help="A class-split folder (default: the one imported with the features)")] = None,
         seen: Annotated[int | None, typer.Option("--seen", metavar="N", help="Draw a split: number of stage-2 seen classes")] = None,
         unseen: Annotated[int | None, typer.Option("--unseen", metavar="N", help="Draw a split: number of stage-2 unseen (test) classes")] = None,

@@ -17,6 +17,7 @@ from ._options import (
     StoredDatasetArg,
     StoreOpt,
     catalog,
+    split_option,
     store,
     stored_dataset,
 )
@@ -38,7 +39,7 @@ def install(app, pm) -> None:
         lr: Annotated[float | None, typer.Option("--lr", metavar="LR", help="Learning rate (default: the dataset's)")] = None,
         batches: Annotated[int | None, typer.Option("--batches-per-epoch", metavar="N", help="Batches per epoch (default: the head's or dataset's)")] = None,
         batch_size: Annotated[int | None, typer.Option("--batch-size", metavar="N", help="Samples per batch (default: the head's or dataset's)")] = None,
-        split: Annotated[str | None, typer.Option("--split", metavar="NAME", help="Protocol split (default: the dataset's)")] = None,
+        split: split_option("Protocol split (default: the dataset's)") = None,
         replay: Annotated[bool, typer.Option("--replay-forward/--no-replay-forward",
                                              help="The reference's extra train-mode forward after each step")] = True,
         lr_scheduler: Annotated[bool | None, typer.Option(
