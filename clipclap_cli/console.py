@@ -49,7 +49,9 @@ def figures_line(percent: dict[str, float]) -> str:
 def test_figures(results: dict) -> str:
     """A run's test figures on one line, in percent: S, U, HM, ZSL and the bias used."""
     t = results["test"]
-    return figures_line({m: 100 * v for m, v in t.items() if m != "beta"}) + f"  (beta* {t['beta']:.4f})"
+    over = results.get("classes")
+    classes = f"; S over {over['seen']} seen classes, U and ZSL over {over['unseen']} unseen" if over else ""
+    return figures_line({m: 100 * v for m, v in t.items() if m != "beta"}) + f"  (beta* {t['beta']:.4f}{classes})"
 
 
 def print_json(data: Any) -> None:

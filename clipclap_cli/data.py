@@ -10,7 +10,7 @@ import torch
 
 from .api import LABEL_PARTS
 from .errors import StoreError
-from .splits import TRAINING_VIDEOS
+from .splits import TRAINING_VIDEOS, check_scorable
 from .store import FeatureStore
 
 
@@ -110,6 +110,9 @@ def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: st
         return torch.as_tensor(x, dtype=dtype).to(dev)
 
     classes = {k: sorted(v) for k, v in split_data.classes.items()}
+    # a split written before `split` refused unscorable ones, or by hand: checked before any work
+    check_scorable(split_data.indices, classes, labels, list(info["classes"]),
+                   f"split {split!r} of dataset {dataset!r}")
     digest = content_digest(audio, video, class_text, labels,
                             *(split_data.indices[k] for k in sorted(split_data.indices)),
                             *(np.asarray(classes[k], dtype=np.int64) for k in sorted(classes)))

@@ -32,6 +32,8 @@ def evaluate_models(data: ProtocolData, stage1_head, stage2_head,
                                        if not k.startswith("per_class")},
                 "curve": val_results["both"].as_dict()["curve"]},
         "test": {"seen": fixed.seen, "unseen": fixed.unseen, "hm": fixed.hm, "zsl": fixed.zsl, "beta": beta},
+        # what each mean runs over: S over the seen test classes, U and ZSL over the unseen ones
+        "classes": {"seen": len(seen), "unseen": len(unseen)},
         "per_class_accuracy": {
             "seen": {names[c]: fixed.per_class_accuracy[c] for c in seen},
             "unseen": {names[c]: fixed.per_class_accuracy[c] for c in unseen},

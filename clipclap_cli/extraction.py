@@ -214,15 +214,22 @@ class Extraction:
         decoded = list(pool.map(decode, jobs)) if pool is not None else [decode(j) for j in jobs]
         ok = [i for i, (inputs, _) in enumerate(decoded) if inputs is not None]
         reasons = np.asarray([reason or "" for _, reason in decoded], dtype=str)
+        reasons = reasons.astype(object)
+        non_finite = np.zeros(hi - lo, dtype=bool)
         for modality, enc in self.encoders.items():
             feats = np.zeros((hi - lo, enc.dim), dtype=np.float32)
             for start in range(0, len(ok), batch_size):
                 rows = ok[start:start + batch_size]
                 feats[rows] = enc.encode_batch([decoded[i][0][modality] for i in rows])
-            group[f"features/{modality}"][lo:hi] = feats
-        group["reasons"][lo:hi] = reasons
+            bad = np.zeros(hi - lo, dtype=bool)
+            bad[ok] = ~np.isfinite(feats[ok]).all(axis=1)  # such a video fails, like one that cannot be decoded
+            reasons[bad & ~non_finite] = f"encoder {enc.encoder_id!r} gave non-finite {modality} features"
+            non_finite |= bad
+            group[f"features/{modality}"][lo:hi] = np.where(bad[:, None], 0.0, feats)
+        group["reasons"][lo:hi] = reasons.astype(str)
         status = np.full(hi - lo, FAILED, dtype=np.int8)
         status[ok] = DONE
+        status[non_finite] = FAILED
         for modality in self.encoders:  # written last: a chunk counts as done only once its rows are in
             group[f"status/{modality}"][lo:hi] = status
         return int((status == FAILED).sum())

@@ -11,8 +11,10 @@ import numpy as np
 from .api import FeatureBundle
 from .config import DatasetCatalog, DatasetEntry
 from .errors import ImportDataError, SplitError, StoreError
+from .integrity import value_problem
 from .splits import (
     ClassResolver,
+    check_scorable,
     classes_by_stage,
     draw_split,
     find_split_folder,
@@ -49,6 +51,14 @@ def _check_bundle(entry: DatasetEntry, bundle: FeatureBundle) -> None:
         arr = bundle.label_embeddings.get(name)
         if arr is not None and arr.shape != (c, dim):
             raise ImportDataError(f"dataset {entry.name!r}: {name} label embeddings have shape {arr.shape}")
+    # non-finite numbers would train to a NaN loss, or to a plausible wrong result: refused by name
+    ids = np.asarray(bundle.ids, dtype=str)
+    for kind, arrays in (("features", bundle.features), ("label_embeddings", bundle.label_embeddings)):
+        for name, arr in arrays.items():
+            problem = value_problem(kind, np.asarray(arr), n, c, ids, list(bundle.classes))
+            if problem:
+                what = f"{name} features" if kind == "features" else f"{name} label embeddings"
+                raise ImportDataError(f"dataset {entry.name!r}: {what}: {problem}; nothing was written")
 
 
 def derived_data(store: FeatureStore, dataset: str, bundle: FeatureBundle,
@@ -107,6 +117,9 @@ def store_bundle(store: FeatureStore, entry: DatasetEntry, bundle: FeatureBundle
         and stored.get("provenance", {}).get("fingerprint") == fingerprint
         and stored.get("classes") == list(bundle.classes)
         and stored.get("prompt_names") == list(bundle.prompt_names)
+        # a damaged copy of the same data is written again: that is how `verify`'s repair works
+        and not any(row["status"] == "damaged" and not row["array"].startswith("splits/")
+                    for row in store.verify(entry.name))
     )
     splits = {}
     if write_split and entry.split in bundle.class_splits:
@@ -115,6 +128,8 @@ def store_bundle(store: FeatureStore, entry: DatasetEntry, bundle: FeatureBundle
         lists = bundle.class_splits[entry.split]
         classes = classes_by_stage(lists, resolver)
         indices = split_from_partitions(np.asarray(bundle.labels), np.asarray(bundle.partition), classes)
+        check_scorable(indices, classes, np.asarray(bundle.labels), list(bundle.classes),
+                       f"split {entry.split!r} of dataset {entry.name!r}")
         how = {"method": "class-split folder", "folder": entry.split, "source": bundle.provenance.get("source", "")}
         splits[entry.split] = {"indices": indices, "classes": classes, "attrs": {"how": how}}
     result = IngestResult(entry.name, len(bundle.ids), len(bundle.classes), unchanged, None)
@@ -190,6 +205,7 @@ def split_from_folder(store: FeatureStore, dataset: str, split: str, from_dir: P
     classes = classes_by_stage(lists, resolver)
     _, labels, partition = store.read_videos(dataset)
     indices = split_from_partitions(labels, partition, classes)
+    check_scorable(indices, classes, labels, info["classes"], f"split {split!r} of dataset {dataset!r}")
     how = {"method": "class-split folder", "folder": split, "source": source}
     store.write_split(dataset, split, indices, classes, {"how": how})
     return {p: len(v) for p, v in indices.items()}
@@ -201,5 +217,6 @@ def split_drawn(store: FeatureStore, dataset: str, split: str, seen: int, unseen
     info = store.info(dataset)
     _, labels, _ = store.read_videos(dataset)
     indices, classes, how = draw_split(labels, len(info["classes"]), seen, unseen, seed, val_unseen)
+    check_scorable(indices, classes, labels, info["classes"], f"the drawn split {split!r} of dataset {dataset!r}")
     store.write_split(dataset, split, indices, classes, {"how": how})
     return {p: len(v) for p, v in indices.items()}

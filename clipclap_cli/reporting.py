@@ -63,6 +63,8 @@ class Cell:
     runs: list[str] = field(default_factory=list)
     head: str = ""
     "The fusion head: the paper's row of a head goes below its runs, whatever their settings"
+    replaced: list[str] = field(default_factory=list)
+    "Runs left out: an older run of a seed (and settings) that a newer run of the cell repeats"
 
 
 def find_runs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -161,7 +163,8 @@ def aggregate(runs: list[RunResult]) -> list[Cell]:
     for r in runs:
         groups.setdefault(r.group_key(), []).append(r)
     cells, labels = [], {}
-    for members in groups.values():
+    for group in groups.values():
+        members, replaced = _one_run_per_seed(group)
         first = members[0]
         method = first.method
         # two groups with the same method label (runs from before clipclap named their epochs or lr
@@ -176,11 +179,27 @@ def aggregate(runs: list[RunResult]) -> list[Cell]:
             method, first.dataset, len(members),
             {m: statistics.fmean(v) for m, v in values.items()},
             {m: statistics.stdev(v) if len(v) > 1 else 0.0 for m, v in values.items()},
-            sorted(r.results.get("seed", r.spec["train"]["seed"]) for r in members),
+            sorted(_seed(r) for r in members),
             [str(r.path) for r in members],
             first.spec["head"],
+            [str(r.path) for r in replaced],
         ))
     return cells
+
+
+def _seed(run: RunResult) -> int:
+    return run.results.get("seed", run.spec["train"]["seed"])
+
+
+def _one_run_per_seed(group: list[RunResult]) -> tuple[list[RunResult], list[RunResult]]:
+    """The runs of a group (same dataset, split, head and settings) that count, one per seed: a
+    seed trained twice counts once, by its newest results (the older run is a repeat, not a new
+    sample); and the runs left out."""
+    newest: dict[int, RunResult] = {}
+    for run in sorted(group, key=lambda r: (r.path / "results.json").stat().st_mtime_ns):
+        newest[_seed(run)] = run
+    kept = [newest[seed] for seed in sorted(newest)]
+    return kept, [r for r in group if all(r is not k for k in kept)]
 
 
 PAPER = " (paper)"
@@ -234,9 +253,9 @@ def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = ("hm", "zsl")
         return buf.getvalue()
     methods, datasets, by = _layout(cells)
     counts = sorted({c.n for c in cells if c.n})
-    # the same seed twice in a group (trained on another device or thread count) makes them runs, not seeds
-    repeats = "runs" if any(len(set(c.seeds)) < c.n for c in cells) else "seeds"
-    note = (f"mean ± std over {'/'.join(map(str, counts))} {repeats}" if counts != [1] else "one seed per entry")
+    note = (f"mean ± std over {'/'.join(map(str, counts))} seeds" if counts != [1] else "one seed per entry")
+    if any(c.replaced for c in cells):
+        note += "; a seed trained twice counts once, by its newest run"
     if any(c.n == 0 for c in cells):
         note += f"; '{PAPER.strip()}': the published results"
     if fmt == "markdown":

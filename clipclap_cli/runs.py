@@ -281,7 +281,10 @@ def train_stage(path: Path, spec: RunSpec, data: ProtocolData, stage: int, cb: C
     meta = {"head": spec.head, "params": spec.params, "dims": spec.dims, "dataset": spec.dataset, "stage": stage}
     cb.stage_start(stage, trainer.state.epoch + 1, cfg.epochs)
     while trainer.state.epoch + 1 < cfg.epochs:
-        record = trainer.run_epoch(cb.step)
+        try:
+            record = trainer.run_epoch(cb.step)
+        except RunError as e:  # a loss that turned non-finite: say which run and stage
+            raise RunError(f"run {path}, stage {stage}: {e}") from None
         if record.best_epoch == record.epoch:
             save_model(sdir / "best.safetensors", head, meta | {"epoch": record.epoch, "val_hm": record.best_hm})
         with (sdir / "metrics.jsonl").open("a") as fh:

@@ -127,6 +127,42 @@ def check_training_videos(indices: dict[str, np.ndarray], classes: dict[str, lis
                          "class-balanced sampling cannot draw: extract their videos, or write another split")
 
 
+def check_scorable(indices: dict[str, np.ndarray], classes: dict[str, list[int]], labels: np.ndarray,
+                   class_names: list[str], where: str) -> None:
+    """Refuse a split that cannot be scored honestly: a class a partition lists without any of
+    its videos there (it would count 0 % in every average over that partition's classes), or
+    class sets that break the protocol (seen and unseen classes shared, validation or test-seen
+    classes that their stage does not train on). The message names the classes."""
+    def named(ids) -> str:
+        ids = sorted(int(c) for c in ids)
+        shown = ", ".join(class_names[c] for c in ids[:5])
+        return shown + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+    problems = []
+    for p in PARTITIONS:
+        present = np.unique(labels[indices[p]]) if len(indices[p]) else np.array([], dtype=np.int64)
+        listed = np.asarray(classes.get(p, []), dtype=np.int64)
+        empty = np.setdiff1d(listed, present)
+        if len(empty):
+            problems.append(f"{p} lists {len(empty)} class(es) without videos there ({named(empty)})")
+        stray = np.setdiff1d(present, listed)
+        if len(stray):
+            problems.append(f"{p} holds videos of classes it does not list ({named(stray)})")
+    train1, train2 = set(classes.get("stage_1_train", [])), set(classes.get("stage_2_train", []))
+    rules = (("stage_1_val_unseen", train1, "are stage-1 training classes"),
+             ("stage_2_test_unseen", train2, "are stage-2 training classes"))
+    for p, trained, says in rules:
+        shared = set(classes.get(p, [])) & trained
+        if shared:
+            problems.append(f"{p} classes {named(shared)} {says}")
+    for p, trained, stage in (("stage_1_val_seen", train1, 1), ("stage_2_test_seen", train2, 2)):
+        untrained = set(classes.get(p, [])) - trained
+        if untrained:
+            problems.append(f"{p} classes {named(untrained)} are not stage-{stage} training classes")
+    if problems:
+        raise SplitError(f"{where} cannot be scored honestly: {'; '.join(problems)}")
+
+
 def draw_split(
     labels: np.ndarray,
     num_classes: int,

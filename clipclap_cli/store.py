@@ -33,6 +33,7 @@ import numpy as np
 
 from .api import PARTITIONS, FeatureBundle
 from .errors import SplitError, StoreError
+from .integrity import array_options, is_checksummed, missing_chunks, value_problem
 from .locations import committed, open_location
 from .names import check_name
 
@@ -167,13 +168,85 @@ class FeatureStore:
         return dict(self._group(dataset).attrs)
 
     def read_videos(self, dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ids, labels, partition) of every video."""
+        """(ids, labels, partition) of every video, checked (`_checked`)."""
         g = self._group(dataset)
         return (
-            np.array(g["videos/ids"][:].tolist(), dtype=str),
-            np.asarray(g["videos/labels"][:], dtype=np.int64),
-            np.asarray(g["videos/partition"][:], dtype=np.int8),
+            np.array(self._checked(dataset, g["videos/ids"], "ids", "videos/ids").tolist(), dtype=str),
+            np.asarray(self._checked(dataset, g["videos/labels"], "labels", "videos/labels"), dtype=np.int64),
+            np.asarray(self._checked(dataset, g["videos/partition"], "partition", "videos/partition"), dtype=np.int8),
         )
+
+    def _counts(self, g) -> tuple[int, int]:
+        """(videos, classes) of a dataset group: the rows its arrays must have."""
+        return int(g["videos/ids"].shape[0]), len(g.attrs.get("classes", []))
+
+    def _values(self, dataset: str, node, kind: str) -> tuple[np.ndarray | None, str | None]:
+        """An array's values and what is wrong with them (unreadable: a missing or altered chunk
+        fails its checksum; values a missing chunk reads as; non-finite features), or None."""
+        try:
+            values = node[:]
+        except Exception as e:  # zarr raises what its codecs raise: ValueError, OSError, ...
+            return None, f"cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        g = self._group(dataset)
+        videos, classes = self._counts(g)
+        problem = value_problem(kind, values, videos, classes)
+        if problem and kind in ("features", "label_embeddings"):  # name the videos or classes
+            ids = np.asarray(g["videos/ids"][:].tolist(), dtype=str) if kind == "features" else None
+            problem = value_problem(kind, values, videos, classes, ids, list(g.attrs.get("classes", [])))
+        return values, problem
+
+    def _checked(self, dataset: str, node, kind: str, what: str) -> np.ndarray:
+        """The values of one of the dataset's arrays, or a StoreError in one line naming the
+        dataset, the array, what is wrong and the command that writes it again."""
+        values, problem = self._values(dataset, node, kind)
+        if problem:
+            raise StoreError(f"dataset {dataset!r} in {self.location}: {what} is damaged: {problem}; "
+                             f"{self.repair_hint(dataset, what)}")
+        return values
+
+    def verify(self, dataset: str) -> list[dict[str, str]]:
+        """Check every array of the dataset (reads only): one row per array with its `status`
+        ('ok'; 'damaged', with the `problem` and the `repair` command; 'unchecked' for arrays
+        written before clipclap checksummed them, whose values can only be range-checked)."""
+        g = self._group(dataset, pinned=False)
+        arrays = [(f"videos/{n}", g[f"videos/{n}"], n) for n in ("ids", "labels", "partition")]
+        if "features" in g:
+            with _quiet_zarr():
+                arrays += [(f"features/{n}", a, "features") for n, a in sorted(g["features"].arrays())]
+        arrays += [(f"label_embeddings/{n}", a, "label_embeddings")
+                   for n, a in sorted(self._label_embeddings(g).items())]
+        for name, sg in sorted(self._splits(g).items()):
+            arrays += [(f"splits/{name}/{p}", sg[p], "split") for p in PARTITIONS]
+        rows = []
+        for what, node, kind in arrays:
+            checksummed = is_checksummed(node)
+            missing = missing_chunks(node) if checksummed else 0
+            problem = f"{missing} of {node.nchunks} chunks missing" if missing else self._values(dataset, node, kind)[1]
+            status = "damaged" if problem else ("ok" if checksummed else "unchecked")
+            note = problem or ("" if checksummed else "no checksums (written by an earlier clipclap): values are "
+                               "range-checked only; import or extract it again to checksum it")
+            rows.append({"dataset": dataset, "array": what, "status": status, "problem": note,
+                         "repair": self.repair_hint(dataset, what) if problem else ""})
+        return rows
+
+    def repair_hint(self, dataset: str, what: str) -> str:
+        """The command that writes `what` (an array's name) of the dataset again."""
+        info = dict(self._group(dataset).attrs)
+        source, at = str(info.get("source", "")), f"--store {self.location}"
+        if what.startswith("splits/"):
+            split = what.split("/")[1]
+            return f"write the split again (`clipclap split {dataset} --split {split} {at}`, as it was made)"
+        if what.startswith("label_embeddings/"):
+            name = what.split("/")[1]
+            arr = self._label_embeddings(self._group(dataset)).get(name)
+            if arr is not None and "encoder" in arr.attrs:  # written by `clipclap embed`
+                encoder = arr.attrs["encoder"]
+                return f"compute them again (`clipclap embed {dataset} --encoder {encoder} --as {name} {at}`)"
+        if source.startswith("extract("):
+            return f"extract it again (`clipclap extract {dataset} {at}`, with the options it was extracted with)"
+        if source.startswith("synthetic"):
+            return f"generate it again (`clipclap demo --no-train --dataset {dataset} {at}`)"
+        return f"import it again (`clipclap import {dataset} {source or 'ROOT'} {at}`)"
 
     def feature_names(self, dataset: str) -> dict[str, dict[str, Any]]:
         g = self._group(dataset)
@@ -194,7 +267,8 @@ class FeatureStore:
                 f"dataset {dataset!r} has no {name!r} features in {self.location}; "
                 f"it has: {', '.join(self.feature_names(dataset)) or '(none)'}"
             )
-        return np.asarray(g["features"][name][:], dtype=np.float32)
+        return np.asarray(self._checked(dataset, g["features"][name], "features", f"features/{name}"),
+                          dtype=np.float32)
 
     def label_embedding_names(self, dataset: str) -> dict[str, list[int]]:
         return {name: list(arr.shape) for name, arr in self._label_embeddings(self._group(dataset)).items()}
@@ -203,7 +277,8 @@ class FeatureStore:
         arr = self._label_embeddings(self._group(dataset)).get(name)
         if arr is None:
             raise StoreError(f"dataset {dataset!r} has no {name!r} label embeddings in {self.location}")
-        return np.asarray(arr[:], dtype=np.float32)
+        return np.asarray(self._checked(dataset, arr, "label_embeddings", f"label_embeddings/{name}"),
+                          dtype=np.float32)
 
     def _splits(self, g) -> dict:
         if "splits" not in g:
@@ -228,7 +303,8 @@ class FeatureStore:
                 + ("`)" if stored else " --from DIR`, or draw one with `--seen N --unseen M`)")
             )
         attrs = dict(g.attrs)
-        indices = {p: np.asarray(g[p][:], dtype=np.int64) for p in PARTITIONS}
+        indices = {p: np.asarray(self._checked(dataset, g[p], "split", f"splits/{split}/{p}"), dtype=np.int64)
+                   for p in PARTITIONS}
         return SplitData(split, indices, {k: list(v) for k, v in attrs["classes"].items()}, attrs)
 
     # ---------------------------------------------------------------- writing
@@ -273,22 +349,24 @@ class FeatureStore:
         with self.location.staged("", dataset) as staging:
             g = zarr.open_group(staging, mode="w")
             v = g.require_group("videos")
-            ids = v.create_array("ids", shape=(n,), dtype=str)
+            ids = v.create_array("ids", shape=(n,), dtype=str, chunks=(max(1, n),), **array_options("ids"))
             if n:
                 ids[:] = np.asarray(bundle.ids, dtype=str)
-            v.create_array("labels", data=np.asarray(bundle.labels, dtype=np.int32))
-            v.create_array("partition", data=np.asarray(bundle.partition, dtype=np.int8))
+            v.create_array("labels", data=np.asarray(bundle.labels, dtype=np.int32), **array_options("labels"))
+            v.create_array("partition", data=np.asarray(bundle.partition, dtype=np.int8),
+                           **array_options("partition"))
             f = g.require_group("features")
             for name, arr in bundle.features.items():
                 chunk_rows = max(1, min(n, 4096))
                 a = f.create_array(name, data=np.ascontiguousarray(arr, dtype=np.float32),
-                                   chunks=(chunk_rows, arr.shape[1]), compressors=None)
+                                   chunks=(chunk_rows, arr.shape[1]), **array_options("features"))
                 a.attrs.update({"modality": name, "dim": int(arr.shape[1]), "source": attrs.get("source", "")})
             e = g.require_group("label_embeddings")
             for name, (arr, arr_attrs) in carried["label_embeddings"].items():
-                e.create_array(name, data=arr, compressors=None).attrs.update(arr_attrs)
+                e.create_array(name, data=arr, **array_options("label_embeddings")).attrs.update(arr_attrs)
             for name, arr in bundle.label_embeddings.items():
-                e.create_array(name, data=np.ascontiguousarray(arr, dtype=np.float32), compressors=None)
+                e.create_array(name, data=np.ascontiguousarray(arr, dtype=np.float32),
+                               **array_options("label_embeddings"))
             sg = g.require_group("splits")
             for name, kept in carried["splits"].items():
                 _fill_split(sg.require_group(name), kept.indices, kept.classes, kept.attrs)
@@ -328,7 +406,8 @@ class FeatureStore:
             raise StoreError(f"{name} label embeddings have {matrix.shape[0]} rows, dataset {dataset!r} has "
                              f"{len(info['classes'])} classes")
         with self.location.staged(self._subgroup(dataset, "label_embeddings"), name) as staging:
-            arr = zarr.create_array(staging, data=np.ascontiguousarray(matrix, dtype=np.float32), compressors=None)
+            arr = zarr.create_array(staging, data=np.ascontiguousarray(matrix, dtype=np.float32),
+                                    **array_options("label_embeddings"))
             arr.attrs.update({**attrs, **commit_stamp()})  # last: commits it on object stores
 
     def write_split(
@@ -380,5 +459,5 @@ def _fill_split(g, indices: dict[str, np.ndarray], classes: dict[str, list[int]]
     """Write a split's arrays into the group `g`, then its attributes (`attrs` holds the commit
     stamp when `g` is committed by itself)."""
     for p in PARTITIONS:
-        g.create_array(p, data=np.asarray(indices[p], dtype=np.int32))
+        g.create_array(p, data=np.asarray(indices[p], dtype=np.int32), **array_options("split"))
     g.attrs.update({**attrs, "classes": {k: [int(c) for c in v] for k, v in classes.items()}})

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .data import EvalSet, ProtocolData, TrainSet
+from .errors import RunError
 from .heads_base import MODES, Batch, FusionHead
 from .metrics import GridResult, bias_grid, evaluate_distances
 from .protocol import TrainConfig
@@ -130,10 +131,13 @@ class Trainer:
         neg = self.sampler.draw(n, exclude=targets) if head.needs_negatives else None
         head.train()
         sums: dict[str, torch.Tensor] = {}
+        # which steps' loss was not finite: kept on the device and read once, after the epoch
+        non_finite = torch.zeros(cfg.batches_per_epoch, dtype=torch.bool, device=self.data.audio.device)
         for step in range(cfg.batches_per_epoch):
             sl = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
             batch = self._batch(rows[sl], targets[sl], None if neg is None else (neg[0][sl], neg[1][sl]))
             loss, parts = head.loss(batch, self.train_text)
+            non_finite[step] = ~torch.isfinite(loss.detach())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -143,6 +147,11 @@ class Trainer:
                 sums[k] = sums.get(k, 0) + v.detach()
             if on_step is not None:
                 on_step(step + 1)
+        if bool(non_finite.any()):  # nothing of this epoch is recorded or saved: the last good checkpoint stays
+            step = int(non_finite.nonzero()[0])
+            raise RunError(f"the training loss turned non-finite at epoch {epoch + 1}, batch {step + 1} of "
+                           f"{cfg.batches_per_epoch}; the run stopped and keeps its last good checkpoint, and no "
+                           "results were written (check the data with `clipclap verify`, or lower --lr)")
         lr = self.optimizer.param_groups[0]["lr"]
         results = evaluate_head(head, self.data, self.val, betas=bias_grid(*cfg.beta_grid))
         both = results["both"].best

@@ -69,3 +69,13 @@ def demo_store(tmp_path_factory):
     store = tmp_path_factory.mktemp("demo") / "store.zarr"
     assert run(["demo", "--no-train", "--store", str(store)], make_plugin_manager(entrypoints=False)) == 0
     return store
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, demo_store):
+    """One short real run on the demo benchmark (read-only: tests copy it to edit its results)."""
+    root = tmp_path_factory.mktemp("report")
+    assert run(["train", "demo", "--store", str(demo_store), "--runs-dir", str(root / "runs"), "--epochs", "1",
+                "--batches-per-epoch", "2"], make_plugin_manager(entrypoints=False)) == 0
+    [path] = [p.parent for p in (root / "runs").rglob("results.json")]
+    return path

@@ -161,7 +161,13 @@ def test_consistent_read_finds_the_dataset_once(where, monkeypatch):
     b.features["audio"] = b.features["video"] * 2
     b.label_embeddings["clap"] = b.label_embeddings["clip"] + 1
     fs.write_dataset("d", b, {})
-    fs.write_split("d", "s", {p: np.arange(2) for p in PARTITIONS}, {"stage_1_train": [0]}, {})
+    labels = np.asarray(b.labels)
+    by_class = [np.flatnonzero(labels == c) for c in range(3)]  # a split that can be scored
+    fs.write_split("d", "s", {"stage_1_train": by_class[0], "stage_1_val_seen": by_class[0],
+                              "stage_1_val_unseen": by_class[1], "stage_2_test_seen": np.concatenate(by_class[:2]),
+                              "stage_2_test_unseen": by_class[2]},
+                   {"stage_1_train": [0], "stage_1_val_seen": [0], "stage_1_val_unseen": [1], "stage_2_train": [0, 1],
+                    "stage_2_test_seen": [0, 1], "stage_2_test_unseen": [2]}, {})
     listings = []
     original = FeatureStore._committed_datasets
     monkeypatch.setattr(FeatureStore, "_committed_datasets", lambda self: listings.append(1) or original(self))

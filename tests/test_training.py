@@ -171,8 +171,9 @@ def test_a_run_keeps_the_cpu_threads_it_started_with(cli, demo_store, tmp_path, 
     cut = tmp_path / "cut" / "demo" / FAST_RUN / "seed42"
     assert (cut / "results.json").read_bytes() == (whole / "results.json").read_bytes()
     assert seen and set(seen) == {other} and torch.get_num_threads() == default
-    md = cli("report", whole, cut).stdout  # the same seed twice: two runs, not two seeds
-    assert "mean ± std over 2 runs" in md
+    r = cli("report", whole, cut)  # the same seed twice: one sample, by its newest run
+    assert "one seed per entry" in r.stdout and "a seed trained twice counts once" in r.stdout, r
+    assert f"left out: {whole}" in r.stderr, r
 
 
 def test_runs_side_by_side_match_the_same_runs_alone(cli, demo_store, tmp_path):
@@ -385,6 +386,9 @@ def test_run_written_before_a_setting_existed_still_resumes(cli, demo_store, ref
     twin_config = json.loads((twin / "config.json").read_text())
     twin_config["spec"]["train"]["seed"] = 43
     (twin / "config.json").write_text(json.dumps(twin_config))
+    twin_results = json.loads((twin / "results.json").read_text())
+    twin_results["seed"] = 43  # another seed: a second sample (the same seed would count once)
+    (twin / "results.json").write_text(json.dumps(twin_results))
     [row] = csv.DictReader(io.StringIO(cli("report", run, twin, "--format", "csv").stdout))
     assert row["n"] == "2"
     config["spec"]["train"]["weight_decay"] = 0.5  # a real difference still stops it

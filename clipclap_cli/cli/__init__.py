@@ -13,7 +13,7 @@ from ..errors import ClipclapError
 
 def make_app(pm) -> typer.Typer:
     """Build the clipclap CLI with the core commands plus plugin-contributed ones."""
-    from . import demo, embed, evaluate, extract, import_, inspect, report, split, train
+    from . import demo, embed, evaluate, extract, import_, inspect, report, split, train, verify
 
     app = typer.Typer(
         name="clipclap",
@@ -24,7 +24,7 @@ def make_app(pm) -> typer.Typer:
         help="Audio-visual generalized zero-shot learning with CLIP/CLAP features (ClipClap-GZSL).",
     )
     app.callback()(_version_option)
-    for module in (extract, import_, split, embed, train, evaluate, report, demo, inspect):
+    for module in (extract, import_, split, embed, train, evaluate, report, verify, demo, inspect):
         module.install(app, pm)
     pm.hook.register_commands(app=app)
     return app

@@ -57,6 +57,10 @@ def print_report(paths: list[Path], fmt: str = "markdown", su: bool = False, plo
         listed = ", ".join(map(str, pending[:3])) + (f" and {len(pending) - 3} more" if len(pending) > 3 else "")
         err.print(escape(f"not in the table: {len(pending)} run(s) without results yet ({listed})"))
     cells = reporting.aggregate(runs)
+    for cell in cells:
+        for path in cell.replaced:
+            err.print(escape(f"left out: {path} (its seed of {cell.method} on {cell.dataset} has a newer run: "
+                             "a repeat counts once)"))
     if published is not None:
         shown = list(dict.fromkeys(c.dataset for c in cells))
         if not any(published.get(d) for d in shown):

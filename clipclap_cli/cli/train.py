@@ -56,7 +56,7 @@ def install(app, pm) -> None:
             "--jobs", min=1, metavar="N", help="Runs trained at once in worker processes, each with a share of the CPU cores")] = 1,
         run_dir: Annotated[Path | None, typer.Option("--run", metavar="DIR", help="Run folder (default RUNS_DIR/DATASET/HEAD/seedN)")] = None,
         runs_dir: RunsDirOpt = Path("runs"),
-        store_path: StoreOpt = DEFAULT_STORE,
+        store_path: StoreOpt = None,
         datasets_file: DatasetsOpt = None,
     ):
         """Train fusion heads with the two-stage protocol. Rerun the same command to resume."""
@@ -72,7 +72,13 @@ def install(app, pm) -> None:
             heads.get(name)  # unknown names fail before anything runs
         if run_dir is not None and (len(names) > 1 or seeds > 1):
             raise ClipclapError("--run names one run; use --runs-dir with several heads or seeds")
-        fs = store(store_path)
+        settings_given = (head != "clipclap" or params or seed is not None or split is not None or legacy
+                          or any(v is not None for v in (epochs, lr, batches, batch_size, lr_scheduler))
+                          or beta_grid != "0:5:76" or not replay)
+        if run_dir is not None and (run_dir / "config.json").exists() and not settings_given:
+            _continue_run(run_dir, dataset, store_path, STAGES[stage], pm, threads)
+            return
+        fs = store(store_path or DEFAULT_STORE)
         entry = catalog(pm, datasets_file).get(stored_dataset(fs, dataset))
         request = RunRequest(tuple(names), tuple(params), seed, seeds, split, epochs, lr, batch_size, batches, device,
                              replay, lr_scheduler, parse_grid(beta_grid), legacy)
@@ -89,6 +95,27 @@ def install(app, pm) -> None:
             print_report(finished)
         if failed:
             raise ClipclapError(f"{failed} of {len(plan)} runs failed (above); rerun the same command to retry them")
+
+
+def _continue_run(path: Path, dataset: str | None, store_path: str | None, stages, pm, threads) -> None:
+    """`train --run RUN` with no settings: resume or continue the run as it was started, with its
+    recorded dataset, split, head, parameters and settings, on its recorded store (unless
+    --store names where the store is now). This is what the hints the tool prints run."""
+    from ..errors import RunError
+    from ..runs import load_spec
+
+    spec, raw = load_spec(path)
+    if dataset is not None and dataset != spec.dataset:
+        raise RunError(f"run {path} trains dataset {spec.dataset!r}, not {dataset!r}")
+    fs = store(store_path or raw["store"])
+    if not fs.location.exists():
+        raise RunError(f"run {path} was trained on the store {raw['store']}, which is not there any more; "
+                       "pass --store with the store's new place")
+    finished = train_one(path, spec, fs, stages, pm, threads)
+    if 2 in stages and finished is not None:
+        from .report import print_report
+
+        print_report([finished])
 
 
 def train_one(path, spec, fs, stages, pm, threads=None):
