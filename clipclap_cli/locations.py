@@ -133,6 +133,8 @@ class _Location:
         if root is not None or self.exists():
             raise StoreError(f"{self} is a zarr hierarchy that clipclap did not write (its root has no "
                              f"{STORE_MARKER!r} marker); give --store a new folder for a clipclap store")
+        if self.path is not None and self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"{self} is a file, not a store folder; give --store a new or empty folder")
         if not self.is_empty_or_missing():
             raise StoreError(f"{self} holds other files and is not a clipclap store; give --store a new or "
                              f"empty folder (for example {_join(str(self), 'clipclap.zarr')})")
@@ -154,8 +156,10 @@ class _Location:
             if other != name or other_version >= version:
                 continue
             key = _join(parent, child)
-            attrs = self.attrs(key)  # a plain node only when it is one of ours: stamped, or in a dataset
-            if sep or _is_stamped(attrs) or (parent and attrs is not None):
+            attrs = self.attrs(key)
+            # ours: anything under a dataset's splits/ or label_embeddings/ (the dataset is ours); in
+            # the root, a zarr node with a version key, or a plain one carrying the commit stamp
+            if (parent and (sep or attrs is not None)) or (sep and attrs is not None) or _is_stamped(attrs):
                 self.remove(key)
 
     def tidy(self, parent: str) -> None:

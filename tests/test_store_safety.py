@@ -207,6 +207,14 @@ def test_a_folder_of_other_things_is_not_a_store(cli, tmp_path, command):
     assert tree_digest(tmp_path) == before
 
 
+def test_a_file_is_not_a_store(cli, tmp_path):
+    (tmp_path / "features.zip").write_bytes(b"PK\x03\x04 not a folder")
+    before = tree_digest(tmp_path)
+    r = cli("demo", "--no-train", "--store", tmp_path / "features.zip")
+    assert r.exit_code == 1 and "is a file, not a store folder" in r.stderr, r
+    assert tree_digest(tmp_path) == before
+
+
 def test_another_zarr_hierarchy_is_not_written(cli, tmp_path):
     import zarr
 
