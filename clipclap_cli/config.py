@@ -140,6 +140,8 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
                 raise fail(f"{key}.{k}", problem)
         return {k: getattr(typed, k) for k in train}
 
+    if not is_valid_name(table.get("split", "cls_split")):
+        raise fail("split", f"{table['split']!r} is not allowed as a split name: use {NAME_RULE}")
     for key in ("prompts", "videos"):
         if not isinstance(table.get(key, ""), str):
             raise fail(key, f"expected a path (a string), got {table[key]!r}")

@@ -130,7 +130,10 @@ class _Location:
         root = self.attrs("")  # zarr.json is written whole (marker included) or not at all
         if root is not None and STORE_MARKER in root:
             return False
-        if root is not None or self.exists():
+        if root is None and self.exists():
+            raise StoreError(f"{self}: its root metadata (zarr.json) cannot be read; if it is a clipclap store, "
+                             "`clipclap verify` says how to write it again")
+        if root is not None:
             raise StoreError(f"{self} is a zarr hierarchy that clipclap did not write (its root has no "
                              f"{STORE_MARKER!r} marker); give --store a new folder for a clipclap store")
         if self.path is not None and self.path.exists() and not self.path.is_dir():
@@ -157,9 +160,10 @@ class _Location:
                 continue
             key = _join(parent, child)
             attrs = self.attrs(key)
+            is_node = self.read_text(_join(key, "zarr.json")) is not None  # readable or not
             # ours: anything under a dataset's splits/ or label_embeddings/ (the dataset is ours); in
             # the root, a zarr node with a version key, or a plain one carrying the commit stamp
-            if (parent and (sep or attrs is not None)) or (sep and attrs is not None) or _is_stamped(attrs):
+            if (parent and (sep or is_node)) or (sep and is_node) or _is_stamped(attrs):
                 self.remove(key)
 
     def tidy(self, parent: str) -> None:
@@ -360,7 +364,7 @@ class ObjectStore(_Location):
     def read_text(self, key: str) -> str | None:
         try:
             return self.fs.cat_file(self._full(key)).decode()
-        except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, UnicodeDecodeError):
             return None
 
     def is_empty_or_missing(self) -> bool:

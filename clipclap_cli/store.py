@@ -34,8 +34,8 @@ import numpy as np
 from .api import PARTITIONS, FeatureBundle
 from .errors import SplitError, StoreError
 from .integrity import array_options, is_checksummed, missing_chunks, value_problem
-from .locations import committed, open_location
-from .names import check_name
+from .locations import STORE_MARKER, VERSION_SEP, committed, open_location
+from .names import check_name, is_valid_name
 
 SCHEMA_VERSION = 1
 
@@ -99,10 +99,38 @@ class FeatureStore:
 
     # ---------------------------------------------------------------- reading
     def _committed_datasets(self) -> dict:
-        if not self.location.exists():
+        """The complete dataset groups by name. Each group is opened by itself, so one whose
+        metadata is damaged is left out (and named by `damaged_groups`) rather than failing all."""
+        loc = self.location
+        if not loc.exists():
             return {}
+        if loc.attrs("") is None:
+            raise StoreError(f"the store {loc} is damaged: its root metadata (zarr.json) cannot be read; write it "
+                             "again as {\"zarr_format\": 3, \"node_type\": \"group\", \"attributes\": "
+                             f"{{\"{STORE_MARKER}\": {SCHEMA_VERSION}}}}} to open its datasets")
+        nodes = []
         with _quiet_zarr():
-            return committed(_zarr().open_group(self.location.zarr(), mode="r").groups())
+            root = _zarr().open_group(loc.zarr(), mode="r")
+            for key in self.damaged_groups(only_damaged=False):
+                try:
+                    node = root[key]  # its path is its key in the store (`version`, `_subgroup` build on it)
+                except Exception:  # damaged metadata: see damaged_groups
+                    continue
+                if hasattr(node, "groups"):
+                    nodes.append((key, node))
+        return committed(nodes)
+
+    def damaged_groups(self, only_damaged: bool = True) -> list[str]:
+        """Keys in the store's root that look like datasets (a valid name, maybe versioned, with a
+        zarr.json) whose metadata cannot be read; with `only_damaged=False`, every such key."""
+        loc, out = self.location, []
+        for key in loc.children(""):
+            name = key.partition(VERSION_SEP)[0]
+            if key == "zarr.json" or not is_valid_name(name) or loc.read_text(f"{key}/zarr.json") is None:
+                continue
+            if not only_damaged or loc.attrs(key) is None:
+                out.append(key)
+        return out
 
     def datasets(self) -> list[str]:
         """Names of the complete datasets in the store."""
@@ -114,6 +142,11 @@ class FeatureStore:
             return self._pinned[dataset]
         held = self._committed_datasets()
         if dataset not in held:
+            damaged = [k for k in self.damaged_groups() if k.partition(VERSION_SEP)[0] == dataset]
+            if damaged:
+                raise StoreError(f"dataset {dataset!r} in {self.location} is damaged: its metadata "
+                                 f"({damaged[0]}/zarr.json) cannot be read; import, extract or generate it again "
+                                 "(the new copy replaces the damaged one)")
             holds = ", ".join(sorted(held)) or "no dataset yet"
             raise StoreError(
                 f"dataset {dataset!r} is not in the store {self.location}, which holds {holds} "
@@ -209,7 +242,7 @@ class FeatureStore:
         ('ok'; 'damaged', with the `problem` and the `repair` command; 'unchecked' for arrays
         written before clipclap checksummed them, whose values can only be range-checked)."""
         g = self._group(dataset, pinned=False)
-        arrays = [(f"videos/{n}", g[f"videos/{n}"], n) for n in ("ids", "labels", "partition")]
+        arrays = [(f"videos/{n}", g[f"videos/{n}"], n) for n in ("ids", "labels", "partition") if f"videos/{n}" in g]
         if "features" in g:
             with _quiet_zarr():
                 arrays += [(f"features/{n}", a, "features") for n, a in sorted(g["features"].arrays())]
@@ -218,6 +251,14 @@ class FeatureStore:
         for name, sg in sorted(self._splits(g).items()):
             arrays += [(f"splits/{name}/{p}", sg[p], "split") for p in PARTITIONS]
         rows = []
+        loc = self.location
+        for sub in ("videos", "features", "label_embeddings"):  # an array folder whose metadata is gone
+            for child in loc.children(f"{g.path}/{sub}"):
+                metadata = loc.read_text(f"{g.path}/{sub}/{child}/zarr.json")
+                if child != "zarr.json" and is_valid_name(child.partition(VERSION_SEP)[0]) and metadata is None:
+                    rows.append({"dataset": dataset, "array": f"{sub}/{child}", "status": "damaged",
+                                 "problem": "its metadata (zarr.json) is missing",
+                                 "repair": self.repair_hint(dataset, f"{sub}/{child}")})
         for what, node, kind in arrays:
             checksummed = is_checksummed(node)
             missing = missing_chunks(node) if checksummed else 0
@@ -252,7 +293,8 @@ class FeatureStore:
         g = self._group(dataset)
         if "features" not in g:
             return {}
-        return {name: dict(arr.attrs) | {"shape": list(arr.shape)} for name, arr in g["features"].arrays()}
+        with _quiet_zarr():
+            return {name: dict(arr.attrs) | {"shape": list(arr.shape)} for name, arr in g["features"].arrays()}
 
     def _label_embeddings(self, g) -> dict:
         if "label_embeddings" not in g:

@@ -121,6 +121,16 @@ def test_datasets_file_entry_with_a_path_for_a_name_is_refused(cli, playground):
     assert _outside(work, store) == before
 
 
+def test_datasets_file_split_with_a_path_is_refused(cli, playground):
+    work, store = playground
+    user = work / "mine.toml"
+    user.write_text('[datasets.demo]\nsplit = "../../victim"\n')
+    before = _outside(work, store)
+    r = cli("train", "demo", "--store", store, "--runs-dir", work / "runs", "--datasets", user)
+    assert r.exit_code == 1 and "split: '../../victim' is not allowed as a split name" in r.stderr, r
+    assert _outside(work, store) == before
+
+
 def test_plugin_registering_a_path_as_a_head_name_is_refused(cli, pm):
     from clipclap_cli import hookimpl
     from clipclap_plugins.clipclap_head import ClipClapHead

@@ -292,3 +292,30 @@ def test_evaluate_states_how_many_classes_each_metric_averages(cli, demo_store, 
     assert json.loads(r.stdout)["classes"] == expected == {"seen": 42, "unseen": 6}
     r = cli("evaluate", run, "--store", demo_store)
     assert "S over 42 seen classes, U and ZSL over 6 unseen" in r.stdout + r.stderr, r
+
+
+@pytest.mark.parametrize("how", ["array metadata deleted", "dataset metadata truncated", "root metadata truncated"])
+def test_damaged_metadata_is_named_and_repairable(cli, store, tmp_path, how):
+    """Damage to the metadata rather than to the chunks: one line, no traceback; `verify` names
+    it; generating the dataset again (what the line says) repairs it (the root's metadata is
+    written by hand, as the line says)."""
+    group = _array(store, "")
+    if how == "array metadata deleted":
+        (group / "features" / "audio" / "zarr.json").unlink()
+    elif how == "dataset metadata truncated":
+        (group / "zarr.json").write_text((group / "zarr.json").read_text()[:30])
+    else:
+        (store / "zarr.json").write_text('{"zarr_format": 3,')
+    r = cli("train", "demo", "--store", store, "--runs-dir", tmp_path / "runs", *TRAIN)
+    line = _one_line(r)
+    assert "damaged" in line or "lacks audio features" in line, line
+    r = cli("verify", "--store", store)
+    assert r.exit_code == 1 and "Traceback" not in r.stderr, r
+    if how == "root metadata truncated":
+        assert "root metadata (zarr.json) cannot be read" in r.stderr
+        (store / "zarr.json").write_text(re.search(r"write it again as (\{.*\}) to open", r.stderr).group(1))
+    else:
+        assert "damaged" in r.stdout, r
+        assert cli("demo", "--no-train", "--store", store).exit_code == 0
+    r = cli("verify", "--store", store, "--json")
+    assert r.exit_code == 0 and {row["status"] for row in json.loads(r.stdout)} == {"ok"}, r

@@ -25,8 +25,15 @@ def install(app, pm) -> None:
         fs = store(store_path)
         if not fs.location.exists():
             raise StoreError(f"no store at {fs.location}")
-        names = [dataset] if dataset is not None else fs.datasets()
-        rows = [row for name in names for row in fs.verify(name)]
+        damaged_groups = {key.partition("~")[0] for key in fs.damaged_groups()}
+        names = [dataset] if dataset is not None else sorted(set(fs.datasets()) | damaged_groups)
+        rows = []
+        for name in names:
+            try:
+                rows += fs.verify(name)
+            except StoreError as e:  # the dataset's group itself cannot be opened
+                rows.append({"dataset": name, "array": "(the dataset's group)", "status": "damaged",
+                             "problem": str(e), "repair": "import, extract or generate it again"})
         damaged = [r for r in rows if r["status"] == "damaged"]
         unchecked = [r for r in rows if r["status"] == "unchecked"]
         if as_json:
