@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StoreError
+from .locks import may_live
 from .names import is_valid_name
 
 #: Separates a group's name from its version (`demo~00017641860000000000-3fa2c1d0`).
@@ -241,15 +242,7 @@ def _dead_staging(child: str) -> bool:
     if not _is_debris(child):
         return False
     _, pid, host, _ = child.split(VERSION_SEP, 3)
-    if host != _writer()[1]:  # another host's writer may live: leave its work alone
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OverflowError):
-        pass
-    return False
+    return not may_live(host, pid, _writer()[1])  # another host's writer may live: its work stays
 
 
 class Folder(_Location):

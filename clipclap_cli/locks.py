@@ -41,12 +41,18 @@ def _live_holder(lock: Path) -> str | None:
         host, pid = lock.read_text().split()
     except (FileNotFoundError, ValueError):
         return None
-    if host != socket.gethostname():
-        return f"{host} {pid}"
+    return f"{host} {pid}" if may_live(host, pid) else None
+
+
+def may_live(host: str, pid: str | int, this_host: str | None = None) -> bool:
+    """Whether process `pid` on `host` may still run: False only when it is known gone (a pid
+    no process has, on this host); another host's process is taken to live."""
+    if host != (this_host or socket.gethostname()):
+        return True
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
-        return None
-    except (PermissionError, ValueError):
+        return False
+    except (PermissionError, ValueError, OverflowError):
         pass
-    return f"{host} {pid}"
+    return True
