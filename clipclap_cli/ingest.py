@@ -141,7 +141,12 @@ def store_bundle(store: FeatureStore, entry: DatasetEntry, bundle: FeatureBundle
     kept, dropped = [], {}
     if stored is not None:
         rewritten = {f"split:{n}" for n in splits} | {f"label_embeddings:{n}" for n in bundle.label_embeddings}
-        kept, dropped = derived_data(store, entry.name, bundle, rewritten)
+        try:
+            kept, dropped = derived_data(store, entry.name, bundle, rewritten)
+        except StoreError:  # the stored videos are damaged: what applies to them cannot be told
+            derived = ([f"split:{n}" for n in store.split_names(entry.name)]
+                       + [f"label_embeddings:{n}" for n in store.label_embedding_names(entry.name)])
+            dropped = {k: "the stored copy is damaged" for k in derived if k not in rewritten}
         if dropped and not replace:
             lost = "; ".join(f"{_describe_derived(k)} ({why})" for k, why in dropped.items())
             raise StoreError(f"dataset {entry.name!r} in {store} holds other data than this; replacing it would "

@@ -319,3 +319,26 @@ def test_damaged_metadata_is_named_and_repairable(cli, store, tmp_path, how):
         assert cli("demo", "--no-train", "--store", store).exit_code == 0
     r = cli("verify", "--store", store, "--json")
     assert r.exit_code == 0 and {row["status"] for row in json.loads(r.stdout)} == {"ok"}, r
+
+
+def test_a_dataset_whose_videos_are_damaged_is_repaired_by_importing_it_again(tmp_path):
+    """The repair the damage message prints (import the same data again) works even when the
+    damaged array is the one that says which splits still apply: those are listed and need
+    --replace, the rest is rewritten."""
+    from clipclap_cli.errors import StoreError
+    from clipclap_cli.ingest import store_bundle
+    from test_store_safety import _bundle as scorable
+    from test_store_safety import _entry
+
+    fs = FeatureStore(tmp_path / "s.zarr")
+    store_bundle(fs, _entry(), scorable(seed=1))
+    fs.write_split("d", "mine", fs.read_split("d", "cls_split").indices, fs.read_split("d", "cls_split").classes, {})
+    [group] = [p for p in (tmp_path / "s.zarr").iterdir() if p.name.startswith("d~")]
+    (group / "videos" / "labels" / "c" / "0").unlink()
+    with pytest.raises(StoreError, match=r"videos/labels is damaged"):
+        fs.read_videos("d")
+    with pytest.raises(StoreError, match=r"would drop split 'mine' \(the stored copy is damaged\).*--replace"):
+        store_bundle(fs, _entry(), scorable(seed=1))
+    result = store_bundle(fs, _entry(), scorable(seed=1), replace=True)
+    assert not result.unchanged and result.dropped == ("split:mine",)
+    assert [row for row in fs.verify("d") if row["status"] != "ok"] == []
