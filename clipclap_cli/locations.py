@@ -121,9 +121,6 @@ class _Location:
             return None
         return attrs if isinstance(attrs, dict) else None
 
-    def is_store(self) -> bool:
-        return STORE_MARKER in (self.attrs("") or {})
-
     def claim(self, schema_version: int) -> bool:
         """Check that this location is a clipclap store, or make it one when it is new or empty;
         True when it was made now. Anything else (a folder of the user's, another zarr hierarchy)

@@ -360,13 +360,10 @@ class FeatureStore:
         loc = self.location
         if not loc.claim(SCHEMA_VERSION):
             loc.tidy("")
-            for key in self._committed_datasets_keys():
+            for key in [g.path for g in self._committed_datasets().values()]:
                 for part in ("splits", "label_embeddings"):
                     loc.tidy(f"{key}/{part}")
         self._writable = True
-
-    def _committed_datasets_keys(self) -> list[str]:
-        return [g.path for g in self._committed_datasets().values()]
 
     def _subgroup(self, dataset: str, name: str) -> str:
         """The key of the dataset's `name` group (`splits`, `label_embeddings`), created if missing."""
