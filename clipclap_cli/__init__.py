@@ -11,7 +11,7 @@ from .hookspecs import hookimpl
 from .params import check_ranges
 from .registries import create_head, get_encoder, get_head, list_encoders, list_heads
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "LABEL_PARTS", "PARTITIONS", "ClipclapError", "DatasetAdapter", "Encoder", "FeatureBundle", "FeatureDims",

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 
 from .errors import CheckpointError
+from .training import RUN_FORMAT, numbered_from_one
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> None:
@@ -70,7 +71,8 @@ def load_into(head, state: dict[str, torch.Tensor], source: str) -> None:
 
 
 def load_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], int | None]:
-    """A model file named on the command line, and the epoch it records: a checkpoint of the
+    """A model file named on the command line, and the epoch it records (counted from 1, as the
+    reference's files and clipclap's since run format 2 count it): a checkpoint of the
     reference code (a torch file with {'model': state_dict, 'epoch': int}, or a bare state dict),
     or a clipclap model file (`.safetensors`, as a run's stage folders hold).
 
@@ -78,7 +80,10 @@ def load_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], int | Non
     read as what they are, with their metadata's epoch."""
     if Path(path).suffix == ".safetensors":
         state, meta = _read(path, remedy="not a clipclap model file, or an incomplete copy of one")
-        return state, meta.get("epoch")
+        epoch = meta.get("epoch")
+        if isinstance(epoch, int) and meta.get("run_format", 1) < 2:  # clipclap 0.1 counted from 0
+            epoch += 1
+        return state, epoch
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # no file, unpickling refused, or a corrupt file
@@ -107,16 +112,15 @@ def reference_stage1_file(path: Path) -> Path:
 def reference_stage2_file(path: Path, stage1: Path, stage1_epoch: int | None) -> Path:
     """The stage-2 model file of `evaluate --stage2`: the file as given, or in a reference
     experiment folder the checkpoint of epoch index (stage 1's 'epoch' - 1), the last of the
-    best_epoch + 1 epochs stage 2 trained, as `--load_path_stage_B` picks it (a clipclap stage-1
-    file records that index itself)."""
+    epochs stage 2 trained, as `--load_path_stage_B` picks it. `stage1_epoch` counts from 1
+    (`load_checkpoint_file`), for the reference's files and clipclap's alike."""
     path = Path(path)
     if not path.is_dir():
         return path
-    own = Path(stage1).suffix == ".safetensors"
-    if not isinstance(stage1_epoch, int) or stage1_epoch < (0 if own else 1):
+    if not isinstance(stage1_epoch, int) or stage1_epoch < 1:
         raise CheckpointError(f"{stage1}: records no epoch, which picks the stage-2 checkpoint in {path}; "
                               "pass --stage2 FILE")
-    index = stage1_epoch if own else stage1_epoch - 1
+    index = stage1_epoch - 1
     return _one_match(path, f"checkpoints/*_ckpt_{index}.pt",
                       f"stage 2's checkpoint of the epoch stage 1 chose, index {index}")
 
@@ -173,7 +177,8 @@ def save_trainer(path: Path, trainer) -> None:
     if trainer.data.audio.is_cuda:
         tensors["rng.cuda"] = torch.cuda.get_rng_state(trainer.data.audio.device)
     s = trainer.state
-    meta = {"epoch": s.epoch, "best_epoch": s.best_epoch, "best_hm": s.best_hm, "best_betas": s.best_betas,
+    meta = {"run_format": RUN_FORMAT, "epochs_done": s.epochs_done, "best_epoch": s.best_epoch,
+            "best_hm": s.best_hm, "best_betas": s.best_betas,
             "history": s.history, "scheduler": trainer.scheduler.state_dict(), "param_groups": opt["param_groups"]}
     _atomic_save(tensors, meta, path)
 
@@ -193,5 +198,8 @@ def load_trainer(path: Path, trainer) -> None:
     if "rng.cuda" in tensors and trainer.data.audio.is_cuda:
         torch.cuda.set_rng_state(tensors["rng.cuda"], trainer.data.audio.device)
     s = trainer.state
-    s.epoch, s.best_epoch, s.best_hm = meta["epoch"], meta["best_epoch"], meta["best_hm"]
+    if meta.get("run_format", 1) < 2:  # written by clipclap 0.1: epochs counted from 0
+        meta = numbered_from_one(meta) | {"epochs_done": meta["epoch"] + 1,
+                                          "history": [numbered_from_one(r) for r in meta["history"]]}
+    s.epochs_done, s.best_epoch, s.best_hm = meta["epochs_done"], meta["best_epoch"], meta["best_hm"]
     s.best_betas, s.history = meta["best_betas"], meta["history"]

@@ -8,6 +8,7 @@ from typing import Any
 from .data import ProtocolData
 from .metrics import beta_star, bias_grid
 from .protocol import DEFAULT_BETA_GRID
+from .reporting import FILE_UNITS
 from .training import evaluate_head
 
 
@@ -41,4 +42,5 @@ def evaluate_models(data: ProtocolData, stage1_head, stage2_head,
         "zsl_per_class_recall": {names[c]: fixed.per_class_recall[c] for c in unseen},
         "test_curve": curve.as_dict()["curve"],
         "grid": {"start": float(grid[0]), "stop": float(grid[1]), "steps": int(grid[2])},
+        "units": FILE_UNITS,
     }

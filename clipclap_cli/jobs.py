@@ -33,6 +33,7 @@ class RunEvent:
     kind: str
     stage: int
     epoch: int = 0
+    "start: the epochs done before this start (0 unless resuming); epoch: the epoch's number (from 1)"
     epochs: int = 0
     record: dict[str, Any] | None = None
 
@@ -78,7 +79,7 @@ def _train_in_worker(run: int, path: Path, spec: RunSpec, store: str, stages: tu
     def put(kind: str, stage: int, **fields) -> None:
         _events.put(RunEvent(run, kind, stage, **fields))
 
-    cb = Callbacks(stage_start=lambda stage, first, epochs: put("start", stage, epoch=first, epochs=epochs),
+    cb = Callbacks(stage_start=lambda stage, done, epochs: put("start", stage, epoch=done, epochs=epochs),
                    epoch_end=lambda stage, record: put("epoch", stage, epoch=record.epoch, record=record.as_dict()),
                    stage_reused=lambda stage, result: put("reused", stage, record=result))
     try:

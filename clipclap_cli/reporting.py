@@ -23,6 +23,35 @@ METRICS = ("seen", "unseen", "hm", "zsl")
 LABELS = {"seen": "S", "unseen": "U", "hm": "HM", "zsl": "ZSL"}
 FORMATS = ("markdown", "latex", "html", "csv", "json")
 
+FILE_UNITS = {"accuracy": "fraction", "epoch": "counted from 1"}
+"What the numbers of a results file are: accuracies as fractions (0-1, the exact values computed)"
+PERCENT_UNITS = {"accuracy": "percent", "epoch": "counted from 1"}
+"What people read (the console, tables, `evaluate --json`): accuracies in percent"
+
+
+def as_percent(results: dict[str, Any]) -> dict[str, Any]:
+    """A results dict (results.json, `evaluate_models`) with every accuracy in percent: the
+    test and validation figures, the bias curves and the per-class accuracies. Betas, class
+    counts and epochs stay as they are; `units` says which convention the dict follows."""
+    out = json.loads(json.dumps(results))
+
+    def scale(block: dict | None, keys=METRICS) -> None:
+        for key in keys:
+            if block is None or key not in block:
+                continue
+            value = block[key]
+            block[key] = [100 * v for v in value] if isinstance(value, list) else 100 * value
+
+    scale(out.get("test"))
+    scale(out.get("val"))
+    scale(out.get("test_curve"))
+    scale((out.get("val") or {}).get("curve"))
+    for block in (out.get("per_class_accuracy") or {}).values():
+        scale(block, list(block))
+    scale(out.get("zsl_per_class_recall"), list(out.get("zsl_per_class_recall") or {}))
+    out["units"] = PERCENT_UNITS
+    return out
+
 
 @dataclass
 class RunResult:
@@ -116,6 +145,9 @@ def results_problem(results: Any) -> str | None:
     test = results.get("test") if isinstance(results, dict) else None
     if not isinstance(test, dict):
         return "results.json has no 'test' figures"
+    units = results.get("units", FILE_UNITS)  # files from before `units` hold fractions
+    if units != FILE_UNITS:
+        return f"results.json: units are {units!r}, not {FILE_UNITS!r} (a file of `evaluate --json`, in percent?)"
     for metric in METRICS:
         value = test.get(metric)
         if isinstance(value, bool) or not isinstance(value, int | float):

@@ -6,6 +6,9 @@
     <run>/stage{1,2}/checkpoint-last.safetensors   resume state (removed when the stage ends)
     <run>/stage{1,2}/best.safetensors, final.safetensors   models with JSON metadata
     <run>/stage{1,2}/result.json       best epoch, validation HM and betas
+
+Epochs count from 1 in every file, as on the console (`training.RUN_FORMAT`); accuracies in
+files are fractions (0-1), each JSON file says so in `units`, and what people read is percent.
     <run>/results.json                 the test evaluation (deterministic: same seed and threads, same bytes)
     <run>/train.lock                   while a process trains the run: its host and pid (one at a time)
 """
@@ -32,9 +35,10 @@ from .locks import exclusive
 from .metrics import beta_star
 from .protocol import DEFAULT_BETA_GRID, SCHEDULE_SETTINGS, protocol_variant, setting_problem
 from .registries import create_head
+from .reporting import FILE_UNITS
 from .splits import check_training_videos
 from .store import FeatureStore, now_iso
-from .training import EpochRecord, TrainConfig, Trainer
+from .training import RUN_FORMAT, EpochRecord, TrainConfig, Trainer, numbered_from_one
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,8 @@ def read_json(path: Path) -> Any:
 class Callbacks:
     """Progress hooks for the CLI; core code never prints."""
 
-    stage_start: Callable[[int, int, int], None] = lambda stage, first_epoch, epochs: None
+    stage_start: Callable[[int, int, int], None] = lambda stage, epochs_done, epochs: None
+    "A stage starts, or resumes after `epochs_done` epochs (0 for a fresh start), of `epochs`"
     step: Callable[[int], None] = lambda step: None
     epoch_end: Callable[[int, EpochRecord], None] = lambda stage, record: None
     stage_reused: Callable[[int, dict], None] = lambda stage, result: None
@@ -198,7 +203,7 @@ def open_run(path: Path, spec: RunSpec, store: FeatureStore, data: ProtocolData,
     threads = run_threads(path, None, threads)
     write_json(config, {"spec": spec.as_dict(), "store": store.location.recorded(), "data_digest": data.digest,
                         "threads": threads, "created": now_iso(), "clipclap_version": __version__,
-                        "torch_version": torch.__version__})
+                        "torch_version": torch.__version__, "run_format": RUN_FORMAT})
     return threads
 
 
@@ -251,8 +256,12 @@ def load_spec(path: Path) -> tuple[RunSpec, dict]:
 
 
 def stage_result(path: Path, stage: int) -> dict | None:
+    """A finished stage's result.json (epochs counted from 1, whichever run format wrote it)."""
     f = path / f"stage{stage}" / "result.json"
-    return read_json(f) if f.exists() else None
+    if not f.exists():
+        return None
+    result = read_json(f)
+    return result if result.get("run_format", 1) >= 2 else numbered_from_one(result) | {"run_format": RUN_FORMAT}
 
 
 def train_stage(path: Path, spec: RunSpec, data: ProtocolData, stage: int, cb: Callbacks, pm=None) -> dict:
@@ -268,7 +277,7 @@ def train_stage(path: Path, spec: RunSpec, data: ProtocolData, stage: int, cb: C
         if first is None:
             raise RunError(f"run {path} has no completed stage 1; "
                            f"run `clipclap train {spec.dataset} --stage 1 --run {path}` first")
-        cfg = dataclasses.replace(cfg, epochs=first["best_epoch"] + 1)
+        cfg = dataclasses.replace(cfg, epochs=first["best_epoch"])  # stage 2 trains as many epochs as stage 1 chose
     torch.manual_seed(cfg.seed)
     head = build_head(spec, pm).to(cfg.device)
     train_set, val = data.stage(stage)
@@ -278,9 +287,10 @@ def train_stage(path: Path, spec: RunSpec, data: ProtocolData, stage: int, cb: C
         load_trainer(ckpt, trainer)
     sdir.mkdir(parents=True, exist_ok=True)
     (sdir / "metrics.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in trainer.state.history))
-    meta = {"head": spec.head, "params": spec.params, "dims": spec.dims, "dataset": spec.dataset, "stage": stage}
-    cb.stage_start(stage, trainer.state.epoch + 1, cfg.epochs)
-    while trainer.state.epoch + 1 < cfg.epochs:
+    meta = {"head": spec.head, "params": spec.params, "dims": spec.dims, "dataset": spec.dataset, "stage": stage,
+            "run_format": RUN_FORMAT}
+    cb.stage_start(stage, trainer.state.epochs_done, cfg.epochs)
+    while trainer.state.epochs_done < cfg.epochs:
         try:
             record = trainer.run_epoch(cb.step)
         except RunError as e:  # a loss that turned non-finite: say which run and stage
@@ -291,10 +301,11 @@ def train_stage(path: Path, spec: RunSpec, data: ProtocolData, stage: int, cb: C
             fh.write(json.dumps(record.as_dict(), sort_keys=True) + "\n")
         save_trainer(ckpt, trainer)
         cb.epoch_end(stage, record)
-    save_model(sdir / "final.safetensors", head, meta | {"epoch": trainer.state.epoch})
+    save_model(sdir / "final.safetensors", head, meta | {"epoch": trainer.state.epochs_done})
     s = trainer.state
     result = {"stage": stage, "epochs": cfg.epochs, "best_epoch": s.best_epoch, "best_val_hm": s.best_hm,
-              "val_betas": s.best_betas, "beta_star": beta_star(s.best_betas)}
+              "val_betas": s.best_betas, "beta_star": beta_star(s.best_betas), "run_format": RUN_FORMAT,
+              "units": FILE_UNITS}
     write_json(sdir / "result.json", result)
     ckpt.unlink(missing_ok=True)
     return result
@@ -334,7 +345,7 @@ def _evaluate_run(path: Path, spec: RunSpec, raw: dict, store: FeatureStore | No
     head2 = _load_stage_model(path, spec, "stage2/final.safetensors", pm)
     results = evaluate_models(data, head1, head2, tuple(spec.train.beta_grid))
     results |= {"head": spec.head, "params": spec.params, "seed": spec.train.seed,
-                "best_epoch": stage_result(path, 1)["best_epoch"]}
+                "best_epoch": stage_result(path, 1)["best_epoch"], "run_format": RUN_FORMAT}
     write_json(path / "results.json", results)
     return results
 

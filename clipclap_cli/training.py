@@ -20,10 +20,27 @@ from .heads_base import MODES, Batch, FusionHead
 from .metrics import GridResult, bias_grid, evaluate_distances
 from .protocol import TrainConfig
 
+RUN_FORMAT = 2
+"""What a run folder's files hold. 2: epochs count from 1 in every file (metrics.jsonl, the
+stages' result.json, results.json, model and resume metadata), as on the console; the files
+carry `run_format`. 1 (files without the field, clipclap 0.1): epochs counted from 0. Readers
+take both (`numbered_from_one`), so runs of 0.1 resume and evaluate."""
+
+
+def numbered_from_one(record: dict) -> dict:
+    """A record that counts epochs from 0 (a run-format-1 metrics.jsonl line, stage result or
+    resume state) with its epoch fields counted from 1. The caller knows the record's format
+    (its file's `run_format`)."""
+    out = dict(record)
+    for key in ("epoch", "best_epoch"):
+        if isinstance(out.get(key), int):
+            out[key] += 1
+    return out
+
 
 @dataclass
 class EpochRecord:
-    """What one epoch produced (one line of metrics.jsonl)."""
+    """What one epoch produced (one line of metrics.jsonl). Epochs count from 1, as on the console."""
 
     epoch: int
     lr: float
@@ -39,10 +56,12 @@ class EpochRecord:
 
 @dataclass
 class TrainerState:
-    """Everything needed to resume after an epoch: model, optimiser, scheduler, RNG, best."""
+    """Everything needed to resume after an epoch: model, optimiser, scheduler, RNG, best.
+    Epochs count from 1: `epochs_done` is the number of the last completed epoch, and
+    `best_epoch` 0 means none yet."""
 
-    epoch: int = -1
-    best_epoch: int = -1
+    epochs_done: int = 0
+    best_epoch: int = 0
     best_hm: float | None = None
     best_betas: dict[str, float] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
@@ -125,7 +144,7 @@ class Trainer:
 
     def run_epoch(self, on_step: Callable[[int], None] | None = None) -> EpochRecord:
         cfg, head = self.config, self.head
-        epoch = self.state.epoch + 1
+        epoch = self.state.epochs_done + 1
         n = cfg.batch_size * cfg.batches_per_epoch
         rows, targets = self.sampler.draw(n)
         neg = self.sampler.draw(n, exclude=targets) if head.needs_negatives else None
@@ -149,7 +168,7 @@ class Trainer:
                 on_step(step + 1)
         if bool(non_finite.any()):  # nothing of this epoch is recorded or saved: the last good checkpoint stays
             step = int(non_finite.nonzero()[0])
-            raise RunError(f"the training loss turned non-finite at epoch {epoch + 1}, batch {step + 1} of "
+            raise RunError(f"the training loss turned non-finite at epoch {epoch}, batch {step + 1} of "
                            f"{cfg.batches_per_epoch}; the run stopped and keeps its last good checkpoint, and no "
                            "results were written (check the data with `clipclap verify`, or lower --lr)")
         lr = self.optimizer.param_groups[0]["lr"]
@@ -166,6 +185,6 @@ class Trainer:
             val={k: v for k, v in both.as_dict().items() if not k.startswith("per_class")},
             val_betas=betas, best_epoch=self.state.best_epoch, best_hm=float(self.state.best_hm),
         )
-        self.state.epoch = epoch
+        self.state.epochs_done = epoch
         self.state.history.append(record.as_dict())
         return record

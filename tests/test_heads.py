@@ -144,10 +144,12 @@ def test_clipclap_model_files_load_as_checkpoints(tmp_path, pm):
     epoch their metadata records; a damaged one is one CheckpointError that says what it is not."""
     head = create_head("clipclap", DIMS, {}, pm=pm)
     path = tmp_path / "best.safetensors"
-    save_model(path, head, {"epoch": 3})
+    save_model(path, head, {"epoch": 3, "run_format": 2})
     state, epoch = load_checkpoint_file(path)
     assert epoch == 3 and state.keys() == head.state_dict().keys()
     assert all(torch.equal(state[k], v) for k, v in head.state_dict().items())
+    save_model(path, head, {"epoch": 3})  # as clipclap 0.1 wrote it: epochs counted from 0
+    assert load_checkpoint_file(path)[1] == 4
     path.write_bytes(path.read_bytes()[:1000])  # a partial copy
     with pytest.raises(CheckpointError, match=r"best.safetensors is damaged \(.*\); not a clipclap model file"):
         load_checkpoint_file(path)

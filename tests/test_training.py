@@ -66,7 +66,7 @@ def test_run_is_complete_and_far_above_chance(reference_run):
     results = json.loads((reference_run / "results.json").read_text())
     stage1 = json.loads((reference_run / "stage1" / "result.json").read_text())
     stage2_epochs = len((reference_run / "stage2" / "metrics.jsonl").read_text().splitlines())
-    assert stage2_epochs == stage1["best_epoch"] + 1  # stage 2 retrains for best_epoch + 1 epochs
+    assert stage2_epochs == stage1["best_epoch"]  # stage 2 retrains for as many epochs as stage 1 chose (from 1)
     assert len((reference_run / "stage1" / "metrics.jsonl").read_text().splitlines()) == 3
     assert results["beta_star"] == pytest.approx(stage1["val_betas"]["both"] + 1e-10 / 3)
     test = results["test"]
@@ -114,6 +114,82 @@ def test_interrupted_run_resumes_to_the_same_results(cli, demo_store, reference_
     r = _train(cli, demo_store, tmp_path)
     assert r.exit_code == 0, r
     assert resumes in r.stderr
+    assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
+    for stage in ("stage1", "stage2"):
+        assert (run / stage / "metrics.jsonl").read_bytes() == (reference_run / stage / "metrics.jsonl").read_bytes()
+
+
+def _meta(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return json.loads(fh.metadata()["clipclap"])
+
+
+def test_epochs_count_from_one_everywhere(cli, reference_run, tmp_path):
+    """metrics.jsonl, the stages' result.json, the model files, results.json and the console all
+    number the epochs 1, 2, 3: the best epoch each names is the one whose validation HM is best."""
+    lines = [json.loads(x) for x in (reference_run / "stage1" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2, 3]
+    hms = [x["val"]["hm"] for x in lines]
+    best = 1 + max(range(3), key=lambda i: (hms[i], -i))  # the earliest of the highest, counted from 1
+    stage1 = json.loads((reference_run / "stage1" / "result.json").read_text())
+    assert stage1["best_epoch"] == lines[-1]["best_epoch"] == best
+    assert stage1["best_val_hm"] == hms[best - 1]
+    assert _meta(reference_run / "stage1" / "best.safetensors")["epoch"] == best
+    assert _meta(reference_run / "stage1" / "final.safetensors")["epoch"] == 3
+    stage2 = [json.loads(x) for x in (reference_run / "stage2" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in stage2] == list(range(1, best + 1))
+    assert _meta(reference_run / "stage2" / "final.safetensors")["epoch"] == best
+    assert json.loads((reference_run / "results.json").read_text())["best_epoch"] == best
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    r = cli("train", "--run", run)  # both stages reused: the console names the same epoch
+    assert r.exit_code == 0 and f"stage 1: already trained (3 epochs, best epoch {best})" in r.stderr, r
+
+
+def _as_format_1(record: dict) -> dict:
+    """A record as clipclap 0.1 wrote it: epochs counted from 0, no run_format or units."""
+    out = {k: v for k, v in record.items() if k not in ("run_format", "units", "epochs_done")}
+    for key in ("epoch", "best_epoch"):
+        if key in record:
+            out[key] = record[key] - 1
+    return out
+
+
+@pytest.mark.parametrize("left", ["a resume state", "a finished stage 1"])
+def test_a_run_written_by_clipclap_0_1_resumes_to_the_same_results(cli, demo_store, reference_run, tmp_path,
+                                                                   monkeypatch, left):
+    """Runs of run format 1 (epochs counted from 0) still resume: their resume state and stage
+    results are read as what they are, and the run ends with the bytes of an uninterrupted one."""
+    from safetensors.torch import load_file, save_file
+
+    import clipclap_cli.runs as runs_mod
+
+    run = tmp_path / "demo" / FAST_RUN / "seed42"
+    if left == "a resume state":  # interrupted after stage 1's first epoch
+        original = runs_mod.save_trainer
+
+        def save_then_interrupt(path, trainer):
+            original(path, trainer)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(runs_mod, "save_trainer", save_then_interrupt)
+        assert _train(cli, demo_store, tmp_path).exit_code == 130
+        monkeypatch.setattr(runs_mod, "save_trainer", original)
+        ckpt = run / "stage1" / "checkpoint-last.safetensors"
+        meta = _meta(ckpt)  # its metadata as 0.1 wrote it
+        old = _as_format_1(meta) | {"epoch": meta["epochs_done"] - 1,
+                                    "history": [_as_format_1(h) for h in meta["history"]]}
+        save_file(load_file(str(ckpt)), str(ckpt), metadata={"clipclap": json.dumps(old)})
+    else:  # stage 1 as 0.1 finished it: its result.json counts from 0
+        assert _train(cli, demo_store, tmp_path, "--stage", "1").exit_code == 0
+        result = run / "stage1" / "result.json"
+        result.write_text(json.dumps(_as_format_1(json.loads(result.read_text()))))
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "run_format"}))
+    r = _train(cli, demo_store, tmp_path)
+    assert r.exit_code == 0, r
     assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
     for stage in ("stage1", "stage2"):
         assert (run / stage / "metrics.jsonl").read_bytes() == (reference_run / stage / "metrics.jsonl").read_bytes()
@@ -639,6 +715,22 @@ def _safetensors(path):
     return load_file(str(path))
 
 
+def _same_in_percent(printed: dict, file: dict) -> bool:
+    """`evaluate --json` prints percent where results.json holds fractions: the same figures."""
+    assert printed["units"] == {"accuracy": "percent", "epoch": "counted from 1"}
+    assert file["units"] == {"accuracy": "fraction", "epoch": "counted from 1"}
+    want_test = {k: v if k == "beta" else 100 * v for k, v in file["test"].items()}
+    want_classes = {part: {c: 100 * v for c, v in acc.items()} for part, acc in file["per_class_accuracy"].items()}
+    assert printed["test"] == pytest.approx(want_test, rel=1e-12)
+    assert printed["test"]["beta"] == file["test"]["beta"]
+    for part, acc in want_classes.items():
+        assert printed["per_class_accuracy"][part] == pytest.approx(acc, rel=1e-12)
+    assert printed["test_curve"]["hm"] == pytest.approx([100 * v for v in file["test_curve"]["hm"]], rel=1e-12)
+    assert printed["test_curve"]["beta"] == file["test_curve"]["beta"]
+    assert printed["classes"] == file["classes"]  # counts, not accuracies
+    return True
+
+
 def _reference_layout(state: dict, epoch: int) -> dict:
     """What the reference's save_best_model writes: the epoch, the state dict, the optimizer's
     state (Adam after a step: per-parameter moments) and the metric's name."""
@@ -658,16 +750,16 @@ def test_reference_checkpoints_evaluate_like_the_run(cli, demo_store, reference_
     assert r.exit_code == 0, r
     got = json.loads(r.stdout)
     want = json.loads((reference_run / "results.json").read_text())
-    assert got["test"] == want["test"] and got["per_class_accuracy"] == want["per_class_accuracy"]
+    assert _same_in_percent(got, want)
     assert got["checkpoint_epochs"] == [1, 1]
     # clipclap's own model files evaluate alike, with the epochs their metadata records
     own = reference_run / "stage1" / "best.safetensors", reference_run / "stage2" / "final.safetensors"
     r = cli("evaluate", "demo", "--stage1", own[0], "--stage2", own[1], "--json")
     assert r.exit_code == 0, r
     got = json.loads(r.stdout)
-    assert got["test"] == want["test"] and got["per_class_accuracy"] == want["per_class_accuracy"]
+    assert _same_in_percent(got, want)
     best = json.loads((reference_run / "stage1" / "result.json").read_text())["best_epoch"]
-    assert got["checkpoint_epochs"] == [best, best]  # stage 2 trains best + 1 epochs: its last is `best`
+    assert got["checkpoint_epochs"] == [best, best]  # stage 2 trains `best` epochs (counted from 1)
 
 
 def test_reference_experiment_folders_evaluate_like_get_evaluation(cli, demo_store, reference_run, tmp_path):
@@ -675,7 +767,7 @@ def test_reference_experiment_folders_evaluate_like_get_evaluation(cli, demo_sto
     --load_path_stage_A/B: stage 1 is `<Model>_score.pt`, stage 2 `checkpoints/*_ckpt_<epoch - 1>.pt`
     with stage 1's recorded epoch. Every other file in the folders holds a wrong model, so picking
     any of them would change the figures."""
-    best = json.loads((reference_run / "stage1" / "result.json").read_text())["best_epoch"]  # 0-based
+    best = json.loads((reference_run / "stage1" / "result.json").read_text())["best_epoch"] - 1  # as an index
     right = {stage: _safetensors(reference_run / f"stage{stage}" / f"{name}.safetensors")
              for stage, name in ((1, "best"), (2, "final"))}
     wrong = {k: torch.zeros_like(v) if v.is_floating_point() else v for k, v in right[1].items()}
@@ -692,7 +784,7 @@ def test_reference_experiment_folders_evaluate_like_get_evaluation(cli, demo_sto
     r = cli("evaluate", "demo", "--stage1", a, "--stage2", b, "--store", demo_store, "--json")
     assert r.exit_code == 0, r
     got, want = json.loads(r.stdout), json.loads((reference_run / "results.json").read_text())
-    assert got["test"] == want["test"] and got["per_class_accuracy"] == want["per_class_accuracy"]
+    assert _same_in_percent(got, want)
     stage2_file = b / "checkpoints" / f"ClipClap_model_score_ckpt_{best}.pt"
     assert got["checkpoints"] == {"stage1": str(a / "ClipClap_model_score.pt"), "stage2": str(stage2_file)}
     assert r.stderr.splitlines()[0] == (f"stage 1: {a / 'ClipClap_model_score.pt'} (epoch {best + 1}); "
@@ -810,7 +902,7 @@ def test_training_leaves_the_store_untouched(cli, demo_store, tmp_path):
     assert cli("train", "demo", "--store", demo_store, "--run", tmp_path / "r", "--stage", "1",
                "--epochs", "1", "--batches-per-epoch", "5").exit_code == 0
     assert tree_digest(demo_store) == before
-    assert json.loads((tmp_path / "r" / "stage1" / "result.json").read_text())["best_epoch"] == 0
+    assert json.loads((tmp_path / "r" / "stage1" / "result.json").read_text())["best_epoch"] == 1  # the only one
 
 
 def test_every_head_trains_both_stages_above_chance(cli, demo_store, tmp_path):

@@ -42,6 +42,7 @@ def install(app, pm) -> None:
         default must not silently swap the features of a run that names its own (--store does).
         """
         from ..errors import RunError
+        from ..reporting import as_percent
         from ..runs import evaluate_checkpoints, evaluate_run, parse_grid, write_json
 
         if (stage1 is None) != (stage2 is None):
@@ -68,8 +69,8 @@ def install(app, pm) -> None:
                 raise RunError(not_a_run(run))
             results = evaluate_run(run, None if store_path is None else store(store_path), pm)
             where = run / "results.json"
-        if as_json:
-            print_json(results)
+        if as_json:  # for people and scripts alike: percent, as every table shows (`units` says so)
+            print_json(as_percent(results))
         err.print(f"{results['dataset']}: {test_figures(results)}" + (f" -> {where}" if where else ""))
         if paper:  # the paper's figures for the head on this dataset (datasets.toml), to compare with
             err.print(f"the paper: {figures_line(paper)}")

@@ -130,19 +130,19 @@ def train_one(path, spec, fs, stages, pm, threads=None):
         task = bar.add_task("", total=spec.train.batches_per_epoch, info="")
         state = {"stage": 1, "epochs": 0}
 
-        def stage_start(stage, first_epoch, epochs):
+        def stage_start(stage, epochs_done, epochs):
             if stage == stages[0]:
                 err.print(f"[bold]{spec.head}[/bold] on {spec.dataset} (seed {spec.train.seed}) -> {path}")
             state.update(stage=stage, epochs=epochs)
-            if first_epoch:
-                err.print(f"stage {stage}: resuming at epoch {first_epoch + 1}/{epochs}")
-            bar.reset(task, description=f"stage {stage} epoch {first_epoch + 1}/{epochs}")
+            if epochs_done:
+                err.print(f"stage {stage}: resuming at epoch {epochs_done + 1}/{epochs}")
+            bar.reset(task, description=f"stage {stage} epoch {epochs_done + 1}/{epochs}")
 
         def epoch_end(stage, record):
             info = (f"loss {record.losses['total']:.4f}  val HM {100 * record.val['hm']:.2f}  "
-                    f"best epoch {record.best_epoch + 1}")
-            bar.console.print(f"stage {stage} epoch {record.epoch + 1}/{state['epochs']}: {info}")
-            bar.reset(task, description=f"stage {stage} epoch {record.epoch + 2}/{state['epochs']}", info=info)
+                    f"best epoch {record.best_epoch}")
+            bar.console.print(f"stage {stage} epoch {record.epoch}/{state['epochs']}: {info}")
+            bar.reset(task, description=f"stage {stage} epoch {record.epoch + 1}/{state['epochs']}", info=info)
 
         def step(n):
             bar.update(task, completed=n)
@@ -154,7 +154,7 @@ def train_one(path, spec, fs, stages, pm, threads=None):
                 if made_by != __version__:
                     err.print(f"[yellow]this run was trained by clipclap {made_by} (this is {__version__})[/yellow]")
                 err.print(f"finished stages are reused as they are; remove {path} to train them again")
-            best = f", best epoch {result['best_epoch'] + 1}" if stage == 1 else ""
+            best = f", best epoch {result['best_epoch']}" if stage == 1 else ""
             err.print(f"stage {stage}: already trained ({result['epochs']} epochs{best})")
 
         results = train_run(path, spec, fs, stages, Callbacks(stage_start, step, epoch_end, stage_reused), pm, threads)
@@ -187,15 +187,15 @@ def train_side_by_side(plan, fs, stages, jobs, threads, pm):
                 epochs[event.run] = event.epochs
                 if event.stage == stages[0]:
                     err.print(f"[bold]{label}[/bold] -> {plan[event.run][0]}")
-                if event.epoch:
+                if event.epoch:  # the epochs done
                     err.print(f"{label}: stage {event.stage}: resuming at epoch {event.epoch + 1}/{event.epochs}")
                 bar.update(task, total=event.epochs, completed=event.epoch, info=f"stage {event.stage}")
             elif event.kind == "epoch":
                 r = event.record
-                info = f"stage {event.stage}  val HM {100 * r['val']['hm']:.2f}  best epoch {r['best_epoch'] + 1}"
-                bar.console.print(f"{label}: stage {event.stage} epoch {event.epoch + 1}/{epochs[event.run]}: "
+                info = f"stage {event.stage}  val HM {100 * r['val']['hm']:.2f}  best epoch {r['best_epoch']}"
+                bar.console.print(f"{label}: stage {event.stage} epoch {event.epoch}/{epochs[event.run]}: "
                                   f"loss {r['losses']['total']:.4f}  val HM {100 * r['val']['hm']:.2f}")
-                bar.update(task, completed=event.epoch + 1, info=info)
+                bar.update(task, completed=event.epoch, info=info)
             elif event.kind == "reused":
                 err.print(f"{label}: stage {event.stage}: already trained")
                 bar.update(task, info=f"stage {event.stage} already trained")
