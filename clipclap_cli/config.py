@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.resources
 import os
 import tomllib
 from dataclasses import dataclass
@@ -22,13 +23,28 @@ from .params import build_params
 from .protocol import setting_problem
 from .reporting import METRICS
 
-PROJECT_DATASETS_TOML = Path(__file__).resolve().parent.parent / "datasets.toml"
+
+def _resources() -> Path:
+    """The data that ships inside the package (datasets.toml, the benchmarks' class splits and
+    prompts), as a folder: installed packages are folders (a zipped install is refused, since
+    the readers of these files take paths)."""
+    folder = importlib.resources.files("clipclap_cli") / "resources"
+    if not isinstance(folder, Path):
+        raise ConfigError(f"clipclap's data files are inside an archive ({folder}); install clipclap "
+                          "unzipped, or set CLIPCLAP_BENCHMARKS and pass --datasets")
+    return folder
+
+
+def project_datasets_toml() -> Path:
+    """The built-in dataset entries (the repository's top-level datasets.toml links to this file)."""
+    return _resources() / "datasets.toml"
 
 
 def benchmarks_dir() -> Path:
-    """Where the public class splits and prompt templates live (CLIPCLAP_BENCHMARKS)."""
+    """Where the public class splits and prompt templates live: CLIPCLAP_BENCHMARKS, else the
+    copy that ships in the package (stage_*.csv video lists gzipped: the readers take both)."""
     env = os.environ.get("CLIPCLAP_BENCHMARKS")
-    return Path(env) if env else PROJECT_DATASETS_TOML.parent.parent / "shared" / "benchmarks"
+    return Path(env) if env else _resources() / "benchmarks"
 
 
 @dataclass(frozen=True)
@@ -211,7 +227,7 @@ def load_catalog(pm, user_file: Path | None = None, project_file: Path | None = 
     from .registries import list_dataset_kinds
 
     adapters = list_dataset_kinds(pm)
-    project_file = project_file or PROJECT_DATASETS_TOML
+    project_file = project_file or project_datasets_toml()
     raw: dict[str, tuple[dict, str]] = {}
     if project_file.exists():
         for name, table in _read_toml(project_file).items():

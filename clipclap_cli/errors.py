@@ -10,6 +10,10 @@ class ClipclapError(Exception):
     """Base of every error clipclap reports as one line on stderr (exit 1)."""
 
 
+class MissingExtraError(ClipclapError):
+    """A command needs an optional dependency that is not installed (the message names the extra)."""
+
+
 class ConfigError(ClipclapError):
     """datasets.toml (or a user override) is malformed or names something unknown."""
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ClipclapError
+from .extras import need
 
 SAMPLE_RATE = 32_000
 CLIP_SECONDS = 10
@@ -26,7 +27,7 @@ class MediaError(ClipclapError):
 
 
 def _open(path: Path):
-    import av
+    av = need("av", "extract", "decoding videos")
 
     try:
         return av.open(str(path))
@@ -36,7 +37,7 @@ def _open(path: Path):
 
 def middle_frame(path: Path, frames: int = 1) -> np.ndarray:
     """RGB uint8 frames (frames, H, W, 3) at evenly spaced times; frames=1 is the middle frame."""
-    import av
+    av = need("av", "extract", "decoding videos")
 
     with _open(path) as container:
         if not container.streams.video:
@@ -74,7 +75,7 @@ def _frame_at(container, stream, t: float, tb) -> np.ndarray:
 
 def audio_clip(path: Path, sample_rate: int = SAMPLE_RATE, seconds: float = CLIP_SECONDS) -> np.ndarray:
     """Mono float32 waveform of exactly `seconds` at `sample_rate` (centre crop or zero pad)."""
-    import av
+    av = need("av", "extract", "decoding videos")
 
     with _open(path) as container:
         if not container.streams.audio:

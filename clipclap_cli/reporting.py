@@ -323,9 +323,9 @@ def _tex(s: str) -> str:
 
 def write_plots(run: RunResult, out_dir: Path) -> list[Path]:
     """calibration.png (S, U, HM against beta, beta* marked) and per-class accuracy, per run."""
-    import matplotlib
+    from .extras import need
 
-    matplotlib.use("Agg")
+    need("matplotlib", "plots", "report --plots").use("Agg")
     import matplotlib.pyplot as plt
 
     res = run.results

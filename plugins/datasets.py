@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import pickle
 from dataclasses import dataclass
@@ -16,6 +17,23 @@ from clipclap_cli.api import PARTITIONS, DatasetAdapter, FeatureBundle
 from clipclap_cli.errors import ImportDataError
 from clipclap_cli.pickles import UnsafePickleError, load_npy_restricted, loads_restricted
 from clipclap_cli.splits import ClassResolver, read_class_split
+
+
+def _split_videos(folder: Path, part: str) -> list[dict[str, str]]:
+    """The rows of a split's video list, `PART.csv`, or `PART.csv.gz` as the benchmarks that ship
+    with clipclap hold it."""
+    path = folder / f"{part}.csv"
+    packed = path.with_name(path.name + ".gz")
+    try:
+        if path.exists() or not packed.exists():
+            text = path.read_text()
+        else:
+            text = gzip.decompress(packed.read_bytes()).decode()
+    except FileNotFoundError:
+        raise ImportDataError(f"{path}: missing file (the videos of {part})") from None
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise ImportDataError(f"{packed}: damaged ({e})") from None
+    return list(csv.DictReader(text.splitlines()))
 
 
 class _Hasher:
@@ -118,11 +136,8 @@ class ReleasedFeatures(DatasetAdapter):
         folder = split_dir / self.entry.split
         out, seen = [], set()
         for part in PARTITIONS:
-            csv_path = folder / f"{part}.csv"
-            if not csv_path.exists():
-                raise ImportDataError(f"{csv_path}: missing file (the videos of {part})")
             allowed = set(read_class_split(folder, resolver, ImportDataError)[part])
-            for row in csv.DictReader(csv_path.read_text().splitlines()):
+            for row in _split_videos(folder, part):
                 name, label = row.get("filename", "").strip(), resolver.canonical(row.get("label", ""))
                 if not name or label is None or label not in allowed or name in seen:
                     continue  # the txt decides which classes a split has
@@ -144,7 +159,7 @@ class ReleasedFeatures(DatasetAdapter):
         lists = read_class_split(folder, resolver, ImportDataError)
         part_of = {}
         for code, part in enumerate(PARTITIONS):
-            for row in csv.DictReader((folder / f"{part}.csv").read_text().splitlines()):
+            for row in _split_videos(folder, part):
                 part_of.setdefault(row.get("filename", "").strip(), code)
         return {"classes": list(resolver.classes), "prompt_names": prompt_names,
                 "partition": [part_of.get(s.id, -1) for s in samples], "class_splits": {self.entry.split: lists}}

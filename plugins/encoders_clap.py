@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 
 from clipclap_cli import Encoder
+from clipclap_cli.extras import need
 
 from .encoders_clip import EncoderError, _autocast
 
@@ -122,10 +123,8 @@ class ClapEncoder(Encoder):
         import torch
         from torch import nn
 
-        try:
-            from transformers import BertConfig, BertModel, BertTokenizer
-        except ImportError:
-            raise EncoderError("the CLAP text encoder needs transformers: pip install 'clipclap[clap]'") from None
+        bert = need("transformers", "extract", "the CLAP text encoder")
+        BertConfig, BertModel, BertTokenizer = bert.BertConfig, bert.BertModel, bert.BertTokenizer
         vocab = self.params.vocab or os.environ.get("CLIPCLAP_BERT_VOCAB", "")
         if not vocab or not Path(vocab).is_file():
             raise EncoderError(f"CLAP text: BERT vocab.txt {vocab!r} not found (vocab.txt of bert-base-uncased "

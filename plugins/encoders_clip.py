@@ -23,6 +23,7 @@ import numpy as np
 
 from clipclap_cli import Encoder
 from clipclap_cli.errors import ClipclapError
+from clipclap_cli.extras import need
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
@@ -32,7 +33,7 @@ class EncoderError(ClipclapError):
 
 
 def _open_clip():
-    import open_clip
+    open_clip = need("open_clip", "extract", "the CLIP encoder")
 
     if str(CONFIG_DIR) not in map(str, getattr(open_clip.factory, "_MODEL_CONFIG_PATHS", [])):
         open_clip.add_model_config(CONFIG_DIR)
@@ -64,6 +65,8 @@ def _embed_dim(model: str) -> int:
     import json
 
     spec = importlib.util.find_spec("open_clip")
+    if spec is None and not (CONFIG_DIR / f"{model}.json").is_file():
+        need("open_clip", "extract", "the CLIP encoder")  # says which extra brings it
     folders = [CONFIG_DIR] + ([Path(p) / "model_configs" for p in spec.submodule_search_locations] if spec else [])
     for folder in folders:
         if (folder / f"{model}.json").is_file():
@@ -124,6 +127,7 @@ class ClipEncoder(Encoder):
         return None
 
     def check_weights(self) -> None:
+        _open_clip()  # a missing extra fails now too, before any video is decoded
         self._weights()
 
     def _load(self):
@@ -160,7 +164,7 @@ class ClipEncoder(Encoder):
 
     def encode_batch(self, items: list[np.ndarray]) -> np.ndarray:
         """items: uint8 RGB frames per video, (frames, H, W, 3) or (H, W, 3)."""
-        from PIL import Image
+        Image = need("PIL.Image", "extract", "the CLIP encoder")
 
         self._load()
         torch = self._torch

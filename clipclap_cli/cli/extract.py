@@ -52,9 +52,11 @@ def install(app, pm) -> None:
         from ..devices import check_device
         from ..errors import ClipclapError, SplitError
         from ..extraction import Extraction, Shard
+        from ..extras import need
         from ..ingest import store_bundle
 
         check_device(device)  # before the working group is created
+        need("av", "extract", "clipclap extract (decoding videos)")  # else every video would fail alike
         cat = catalog(pm, datasets_file)
         entry = cat.get(dataset)
         adapter = cat.adapter(dataset)

@@ -1,0 +1,247 @@
+"""The built wheel works outside this repository (issue "A package that works outside this
+repository"): it is installed into a fresh virtual environment in a temporary folder and run
+from there, with the benchmarks' data it ships and nothing of this clone.
+
+Installing torch and the other dependencies into each test's environment would download
+gigabytes, so the fresh environment sees them through a folder of links to this project's
+virtual environment, from which clipclap itself (its editable install) is left out. Leaving
+out more gives an environment without an extra: the commands that need it must say which to
+install, in one line, and the others must work.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import site
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from released_tree import write_released_tree
+from shared_material import BENCHMARKS
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+EXTRACT = ("av", "open_clip", "open_clip_torch", "transformers")
+PLOTS = ("matplotlib",)
+INSTALLS = {"core": EXTRACT + PLOTS + ("PIL", "pillow"),  # pillow comes with either extra
+            "core+plots": EXTRACT, "core+extract": PLOTS}
+"What each install lacks, as names in site-packages (modules and their .dist-info prefixes)"
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                    "-w", str(out), str(REPO)], check=True, capture_output=True)
+    [built] = out.glob("clipclap-*.whl")
+    return built
+
+
+def _dependencies_view(folder: Path, without: tuple[str, ...]) -> Path:
+    """Links to this environment's site-packages, less clipclap itself and the `without` names."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    [packages] = [Path(p) for p in site.getsitepackages() if Path(p).name == "site-packages"]
+    for entry in packages.iterdir():
+        name = entry.name
+        top = name.split("-")[0].split(".")[0]
+        if name.startswith(("__editable__", "clipclap", "_clipclap")) or name.endswith(".pth"):
+            continue  # clipclap comes from the wheel only; .pth files belong to this environment
+        if top in without or top.lower() in {w.lower() for w in without}:
+            continue
+        (folder / name).symlink_to(entry)
+    return folder
+
+
+def _environment(root: Path, wheel: Path) -> dict[str, str]:
+    """A fresh virtual environment under `root` with the wheel installed; returns the process
+    environment to run its `clipclap` in (no variable of this repository's tests)."""
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    python = venv / "bin" / "python"
+    subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", str(wheel)],
+                   check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIPCLAP_", "PYTHON", "VIRTUAL_ENV"))}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["HOME"] = str(root)
+    _use_dependencies(env, root / "deps", ())
+    return env
+
+
+def _use_dependencies(env: dict[str, str], folder: Path, without: tuple[str, ...]) -> None:
+    """Give the environment `env` this one's dependencies, less `without`."""
+    python = Path(env["PATH"].split(os.pathsep)[0]) / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    deps = _dependencies_view(folder, without)
+    Path(purelib, "zz_dependencies.pth").write_text(f"{deps}\n")  # after the wheel's own files
+
+
+def _clipclap(env: dict, cwd: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(["clipclap", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory, wheel):
+    root = tmp_path_factory.mktemp("fresh")
+    return root, _environment(root, wheel)
+
+
+@pytest.fixture
+def installed(fresh):
+    """The fresh environment with every dependency (a test may take some away for itself)."""
+    root, env = fresh
+    yield root, env
+    _use_dependencies(env, root / "deps", ())
+
+
+def test_the_wheel_holds_the_benchmarks_data_unchanged(wheel):
+    """datasets.toml, and per benchmark the prompts, class lists, class-name mappings and both
+    protocol splits (class lists and video lists), equal to the public benchmark files."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        assert "clipclap_cli/resources/datasets.toml" in names
+        shipped = {n.removeprefix("clipclap_cli/resources/benchmarks/"): n for n in names
+                   if n.startswith("clipclap_cli/resources/benchmarks/") and n.count("/") > 3}
+        public = [p.relative_to(BENCHMARKS).as_posix() for p in BENCHMARKS.rglob("*")
+                  if p.is_file() and p.parent != BENCHMARKS]
+        assert public
+        for rel in public:
+            packed = rel + ".gz" if rel.endswith(".csv") and "_split/" in rel else rel
+            assert packed in shipped, f"{rel} does not ship"
+            data = zf.read(shipped[packed])
+            assert (gzip.decompress(data) if packed.endswith(".gz") else data) == (BENCHMARKS / rel).read_bytes(), rel
+
+
+def test_the_installed_wheel_works_outside_the_repository(installed, tmp_path):
+    root, env = installed
+    where = _clipclap(env, tmp_path, "--version")
+    assert where.returncode == 0, where.stderr
+    python = Path(env["PATH"].split(os.pathsep)[0]) / "python"
+    origin = subprocess.run([python, "-c", "import clipclap_cli; print(clipclap_cli.__file__)"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(origin).is_relative_to(root / "venv"), origin  # the wheel's copy, not this clone's
+    listed = _clipclap(env, tmp_path, "datasets", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {d["name"] for d in json.loads(listed.stdout)} >= {"ucf", "activitynet", "vggsound", "demo"}
+    # the released layout of UCF imports, and its split comes out as the benchmark's
+    tree = tmp_path / "ucf-data"
+    written = write_released_tree(tree, "UCF", "ucf", "ucf_clip_class_names.csv", "clip_class_name",
+                                  max_per_class=2)
+    store = tmp_path / "s.zarr"
+    r = _clipclap(env, tmp_path, "import", "ucf", tree, "--store", store)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(_clipclap(env, tmp_path, "datasets", "show", "ucf", "--json", "--store", store).stdout)
+    videos = sum(len(names) for part, by_class in written.items() if part != "text"
+                 for names, _, _ in by_class.values())
+    assert info["videos"] == videos, info
+    # and the demo runs end to end (a short schedule) with a results table
+    r = _clipclap(env, tmp_path, "demo", "--store", tmp_path / "demo.zarr", "--epochs", "1",
+                  "--batches-per-epoch", "5")
+    assert r.returncode == 0, r.stderr
+    assert list((tmp_path / "runs").rglob("results.json")), r.stderr
+
+
+def test_embed_reads_the_prompts_the_wheel_ships(installed, tmp_path):
+    """`embed` fills the shipped prompt templates (`{benchmarks}` is the package's copy): all of
+    UCF's CLIP templates, as the public prompts file lists them."""
+    _, env = installed
+    store = tmp_path / "s.zarr"
+    assert _clipclap(env, tmp_path, "demo", "--store", store, "--no-train").returncode == 0
+    r = _clipclap(env, tmp_path, "embed", "demo", "--store", store, "--encoder", "clip",
+                  "-e", "model=clipclap-tiny-clip")  # random weights: the templates are what is checked
+    templates = tomllib.loads((BENCHMARKS / "UCF" / "prompts.toml").read_text())["clip_text"]["templates"]
+    assert r.returncode == 0 and f"({len(templates)} templates)" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("install", sorted(INSTALLS))
+def test_a_missing_extra_is_named_and_the_core_works(installed, tmp_path, install):
+    _, env = installed
+    _use_dependencies(env, tmp_path / "deps", INSTALLS[install])
+    store = tmp_path / "s.zarr"
+    r = _clipclap(env, tmp_path, "demo", "--store", store, "--epochs", "1", "--batches-per-epoch", "5")
+    assert r.returncode == 0, r.stderr  # the core install generates, trains, evaluates and reports
+    [run] = [p.parent for p in (tmp_path / "runs").rglob("results.json")]
+    assert _clipclap(env, tmp_path, "evaluate", run).returncode == 0
+    assert _clipclap(env, tmp_path, "report", tmp_path / "runs").returncode == 0
+    failing = []
+    if "extract" not in install:
+        videos = tmp_path / "videos" / "a"
+        videos.mkdir(parents=True)
+        (videos / "x.mp4").write_bytes(b"not decoded: the command stops before")
+        user = tmp_path / "mine.toml"
+        user.write_text(f'[datasets.mine]\nkind = "video-folder"\nvideos = "{videos.parent}"\n'
+                        'dims = { video = 512, audio = 1024, clip = 512, clap = 1024 }\n')
+        failing += [(("extract", "mine", "--datasets", user, "--store", tmp_path / "x.zarr"), "extract"),
+                    (("embed", "demo", "--store", store, "--encoder", "clip", "-e", "model=clipclap-tiny-clip"),
+                     "extract")]
+    if "plots" not in install:
+        failing += [(("report", tmp_path / "runs", "--plots", tmp_path / "plots"), "plots")]
+    else:
+        assert _clipclap(env, tmp_path, "report", tmp_path / "runs", "--plots", tmp_path / "plots").returncode == 0
+    for command, extra in failing:
+        r = _clipclap(env, tmp_path, *command)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and len(lines) == 1, (command, r.stderr)
+        assert lines[0].endswith(f"pip install 'clipclap[{extra}]'"), (command, r.stderr)
+
+
+def _declared() -> dict[str, set[str]]:
+    """The distributions pyproject.toml declares: the core's, and each extra's."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    def names(requirements):
+        return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+    return {"core": names(project["dependencies"])} | {
+        extra: names(reqs) for extra, reqs in project["optional-dependencies"].items()}
+
+
+def test_every_import_is_declared_and_the_core_imports_only_the_core():
+    """Every third-party module the package imports comes from a declared distribution; a module
+    imported when a file loads (not inside a function) must be a core dependency, since `clipclap
+    --help` loads those files on any install."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    provides = {m: {d.lower().replace("_", "-") for d in ds} for m, ds in packages_distributions().items()}
+    declared = _declared()
+    anywhere = set().union(*declared.values())
+    problems = []
+    for path in sorted([*REPO.joinpath("clipclap_cli").rglob("*.py"), *REPO.joinpath("plugins").rglob("*.py")]):
+        tree = ast.parse(path.read_text())
+        at_load = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            elif (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "need"
+                  and node.args and isinstance(node.args[0], ast.Constant)):
+                modules = [node.args[0].value]  # extras.need("module", ...): an optional import
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("clipclap_cli", "clipclap_plugins"):
+                    continue
+                dists = provides.get(top)
+                where = f"{path.relative_to(REPO)}:{node.lineno} imports {module}"
+                if not dists:
+                    problems.append(f"{where}: no installed distribution provides it")
+                elif not dists & anywhere:
+                    problems.append(f"{where}: {sorted(dists)} is not declared in pyproject.toml")
+                elif id(node) in at_load and not dists & declared["core"]:
+                    problems.append(f"{where}: at load time, but {sorted(dists)} is not a core dependency")
+    assert not problems, "\n".join(problems)
