@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from clipclap_cli.cli import run
-from clipclap_cli.plugins import make_plugin_manager
+from clipclap_cli.plugins.manager import make_plugin_manager
 from media_files import write_video
 
 DATASETS = """

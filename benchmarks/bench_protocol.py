@@ -36,15 +36,18 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from clipclap_cli.api import FeatureDims
-from clipclap_cli.config import load_catalog
-from clipclap_cli.data import load_protocol_data
-from clipclap_cli.ingest import generate_dataset
-from clipclap_cli.metrics import evaluate_distances
-from clipclap_cli.plugins import make_plugin_manager
-from clipclap_cli.registries import create_head
-from clipclap_cli.runs import Callbacks, RunSpec, store_dims, train_run
-from clipclap_cli.store import FeatureStore
-from clipclap_cli.training import TrainConfig, Trainer, evaluate_head
+from clipclap_cli.data.datasets_toml import load_catalog
+from clipclap_cli.data.ingest import generate_dataset
+from clipclap_cli.data.protocol_data import load_protocol_data
+from clipclap_cli.evaluate.evaluation import evaluate_head
+from clipclap_cli.evaluate.metrics import evaluate_distances
+from clipclap_cli.plugins.manager import make_plugin_manager
+from clipclap_cli.plugins.registry import create_head
+from clipclap_cli.protocol import TrainSettings
+from clipclap_cli.store.feature_store import FeatureStore
+from clipclap_cli.train.runs.spec import RunSpec, store_dims
+from clipclap_cli.train.runs.stages import Callbacks, train_run
+from clipclap_cli.train.trainer import Trainer
 
 
 def matmul_throughput(device: str) -> float:
@@ -128,7 +131,7 @@ def matmul_only_seconds(trainer: Trainer, device: str) -> float:
     return total * cfg.batches_per_epoch
 
 
-def overhead_epoch_seconds(data, dims, cfg: TrainConfig, pm, epochs: int) -> float:
+def overhead_epoch_seconds(data, dims, cfg: TrainSettings, pm, epochs: int) -> float:
     """A stage-1 epoch of the same head and protocol at width 16, where the arithmetic is
     negligible: what the step's ~400 operators cost through Python, the dispatcher and autograd."""
     torch.manual_seed(0)
@@ -242,10 +245,10 @@ def main() -> int:
     throughput = matmul_throughput(args.device)
     figures["matmul_gflops"] = throughput / 1e9
 
-    torch.manual_seed(entry.train.seed)
+    torch.manual_seed(entry.train_settings.seed)
     head = create_head("clipclap", dims, {}, pm=pm).to(args.device)
     train_set, val = data.stage(1)
-    cfg = TrainConfig(epochs=entry.train.epochs, lr=entry.train.lr, device=args.device)
+    cfg = TrainSettings(epochs=entry.train_settings.epochs, lr=entry.train_settings.lr, device=args.device)
     trainer = Trainer(head, data, train_set, val, cfg)
     flops = epoch_flops(trainer)
     matmul_alone = matmul_only_seconds(trainer, args.device)

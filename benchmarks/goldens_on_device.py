@@ -21,11 +21,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from clipclap_cli.api import FeatureDims
-from clipclap_cli.checkpoints import load_into
-from clipclap_cli.heads_base import Batch
-from clipclap_cli.metrics import evaluate_distances
-from clipclap_cli.plugins import make_plugin_manager
-from clipclap_cli.registries import create_head
+from clipclap_cli.evaluate.metrics import evaluate_distances
+from clipclap_cli.plugins.fusion_head import Batch
+from clipclap_cli.plugins.manager import make_plugin_manager
+from clipclap_cli.plugins.registry import create_head
+from clipclap_cli.train.checkpoints import load_into
 from shared_material import GOLDENS
 
 

@@ -5,11 +5,11 @@ Public API for plugin authors: `hookimpl`, the contracts `DatasetAdapter`, `Enco
 label embeddings a head can read) and `check_ranges` (for a Params' `__post_init__`).
 """
 
-from .api import LABEL_PARTS, PARTITIONS, DatasetAdapter, Encoder, FeatureBundle, FeatureDims, Sample
-from .errors import ClipclapError
-from .hookspecs import hookimpl
-from .params import check_ranges
-from .registries import create_head, get_encoder, get_head, list_encoders, list_heads
+from clipclap_cli.api import LABEL_PARTS, PARTITIONS, DatasetAdapter, Encoder, FeatureBundle, FeatureDims, Sample
+from clipclap_cli.errors import ClipclapError
+from clipclap_cli.params import check_ranges
+from clipclap_cli.plugins.hookspecs import hookimpl
+from clipclap_cli.plugins.registry import create_head, get_encoder, get_head, list_encoders, list_heads
 
 __version__ = "0.2.0"
 
@@ -22,7 +22,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "FusionHead":
-        from .heads_base import FusionHead
+        from clipclap_cli.plugins.fusion_head import FusionHead
 
         return FusionHead
     raise AttributeError(name)

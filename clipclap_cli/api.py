@@ -1,7 +1,9 @@
 """The three plugin contracts: DatasetAdapter, Encoder and FusionHead (plus small dataclasses).
 
 This module must not import torch at module level: `clipclap --help` loads every plugin.
-`FusionHead` is therefore defined in `clipclap_cli.heads_base` and re-exported lazily.
+`FusionHead` and its building blocks (`HEAD_API`) are therefore defined in
+`clipclap_cli.plugins.fusion_head` and re-exported lazily. Plugins import from here or from
+`clipclap_cli`; every other module is internal and may move.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import DatasetEntry
+    from clipclap_cli.data.datasets_toml import DatasetEntry
 
 Modality = Literal["audio", "video", "text"]
 
@@ -119,7 +121,7 @@ class DatasetAdapter(ABC):
 
     def load_features(self, root: Path | None, **options: Any) -> FeatureBundle:
         """Read (or generate) a FeatureBundle; raise ImportDataError naming any bad file."""
-        from .errors import ImportDataError
+        from clipclap_cli.errors import ImportDataError
 
         raise ImportDataError(f"dataset kind {self.kind!r} has no feature import (it is a video format)")
 
@@ -127,7 +129,7 @@ class DatasetAdapter(ABC):
         """The videos to extract features from (`clipclap extract --videos DIR`); options such as
         `split_dir` come from the command line (a format may default them from its Params). Raise
         on an option the format cannot honour rather than ignore it."""
-        from .errors import ClipclapError
+        from clipclap_cli.errors import ClipclapError
 
         raise ClipclapError(f"dataset kind {self.kind!r} holds no videos to extract features from")
 
@@ -168,9 +170,13 @@ def offers_label_embeddings(encoder: Any) -> bool:
     return callable(getattr(encoder, "label_embedding", None))
 
 
-def __getattr__(name: str):
-    if name == "FusionHead":  # lazy: importing torch here would slow down `clipclap --help`
-        from .heads_base import FusionHead
+HEAD_API = ("FusionHead", "Batch", "Block", "Dropout", "MODES", "fbrd")
+"The fusion-head contract and its building blocks (clipclap_cli.plugins.fusion_head), imported lazily"
 
-        return FusionHead
+
+def __getattr__(name: str):
+    if name in HEAD_API:  # lazy: importing torch here would slow down `clipclap --help`
+        from clipclap_cli.plugins import fusion_head
+
+        return getattr(fusion_head, name)
     raise AttributeError(name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import DeviceError
+from clipclap_cli.errors import DeviceError
 
 
 def check_device(device: str, given: str | None = None) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .errors import MissingExtraError
+from clipclap_cli.errors import MissingExtraError
 
 DISTRIBUTIONS = {"av": "av (PyAV)", "open_clip": "open_clip_torch", "PIL": "pillow", "transformers": "transformers",
                  "matplotlib": "matplotlib"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import NameRuleError
+from clipclap_cli.errors import NameRuleError
 
 MAX_LENGTH = 100
 RULE = f"letters, digits, '_', '-' and '.', not starting with '.' or '-', at most {MAX_LENGTH} characters"

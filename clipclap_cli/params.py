@@ -8,7 +8,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-from .errors import ParamError
+from clipclap_cli.errors import ParamError
 
 P = TypeVar("P")
 
@@ -120,7 +120,3 @@ def _field_docs(params_cls: type) -> dict[str, str]:
         else:
             last = None
     return docs
-
-
-def params_to_dict(params: Any) -> dict[str, Any]:
-    return dataclasses.asdict(params)

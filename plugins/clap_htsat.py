@@ -1,6 +1,6 @@
 """The audio branch of WavCaps CLAP (HTSAT-BERT), written for clipclap with torch only.
 
-waveform (B, 320000) at 32 kHz -> log-mel (clipclap_cli.logmel) -> BatchNorm over mel bins ->
+waveform (B, 320000) at 32 kHz -> log-mel (clipclap_plugins.logmel) -> BatchNorm over mel bins ->
 the spectrogram folded into a square "image" (time stretched to spec_size·freq_ratio by bicubic
 interpolation, then cut into freq_ratio strips stacked along frequency) -> an HTS-AT Swin
 transformer (patch embedding, windowed attention with relative position bias, shifted windows,
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipclap_cli.logmel import LogMel
+from clipclap_plugins.logmel import LogMel
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from clipclap_cli.api import LABEL_PARTS
-from clipclap_cli.heads_base import Batch, Block, FusionHead
-from clipclap_cli.params import check_ranges
+from clipclap_cli import check_ranges
+from clipclap_cli.api import LABEL_PARTS, Batch, Block, FusionHead
 
 
 class ClipClapHead(FusionHead):

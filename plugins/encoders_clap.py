@@ -77,7 +77,7 @@ class ClapEncoder(Encoder):
         checkpoint = self._checkpoint()
         if checkpoint is None:
             return None
-        from clipclap_cli.checkpoints import torch_load_failure
+        from clipclap_cli.train.checkpoints import torch_load_failure
 
         try:
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)

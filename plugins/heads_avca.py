@@ -11,14 +11,13 @@ hidden-layer networks (quirk 7); the extra train-mode forward after each step (q
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipclap_cli.heads_base import Batch, Dropout, FusionHead, fbrd
-from clipclap_cli.params import check_ranges
+from clipclap_cli import check_ranges
+from clipclap_cli.api import Batch, Dropout, FusionHead, fbrd
 
 AVCA_TRAINING = {"lr": 1e-3, "batch_size": 256, "batches_per_epoch": 500, "epochs": 50, "weight_decay": 1e-5}
 
@@ -98,7 +97,7 @@ class AvcaHead(FusionHead):
 
     head_id = "avca"
     needs_negatives = True
-    train_defaults: ClassVar[dict] = AVCA_TRAINING
+    train_defaults = AVCA_TRAINING
 
     @dataclass(frozen=True)
     class Params:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipclap_cli.heads_base import Batch, Dropout, FusionHead
-from clipclap_cli.params import check_ranges
+from clipclap_cli import check_ranges
+from clipclap_cli.api import Batch, Dropout, FusionHead
 
 BASELINE_TRAINING = {"lr": 1e-3, "batch_size": 256, "batches_per_epoch": 500, "epochs": 50, "weight_decay": 0.0}
 
@@ -24,7 +24,7 @@ BASELINE_TRAINING = {"lr": 1e-3, "batch_size": 256, "batches_per_epoch": 500, "e
 class _EarlyFusion(FusionHead):
     """x = [v ; a], L2-normalised jointly when `norm_inputs` (the cls-feature setting)."""
 
-    train_defaults: ClassVar[dict] = BASELINE_TRAINING
+    train_defaults = BASELINE_TRAINING
 
     def _x(self, audio: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
         x = torch.cat((video, audio), dim=1)

@@ -14,14 +14,13 @@ the UCF cls config (BASELINES.md 6.3).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipclap_cli.heads_base import Batch, Block, Dropout, FusionHead
-from clipclap_cli.params import check_ranges
+from clipclap_cli import check_ranges
+from clipclap_cli.api import Batch, Block, Dropout, FusionHead
 
 TCAF_TRAINING = {"lr": 7e-5, "batch_size": 64, "batches_per_epoch": 300, "epochs": 50, "weight_decay": 1e-5}
 
@@ -58,7 +57,7 @@ class TcafHead(FusionHead):
     """
 
     head_id = "tcaf"
-    train_defaults: ClassVar[dict] = TCAF_TRAINING
+    train_defaults = TCAF_TRAINING
 
     @dataclass(frozen=True)
     class Params:

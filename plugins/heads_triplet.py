@@ -11,14 +11,13 @@ class, a random video of it) come from the trainer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipclap_cli.heads_base import Batch, Dropout, FusionHead
-from clipclap_cli.params import check_ranges
+from clipclap_cli import check_ranges
+from clipclap_cli.api import Batch, Dropout, FusionHead
 
 from .heads_compat import BASELINE_TRAINING
 
@@ -59,7 +58,7 @@ class CjmeHead(FusionHead):
 
     head_id = "cjme"
     needs_negatives = True
-    train_defaults: ClassVar[dict] = BASELINE_TRAINING
+    train_defaults = BASELINE_TRAINING
 
     @dataclass(frozen=True)
     class Params:
@@ -131,7 +130,7 @@ class AvgzslnetHead(FusionHead):
 
     head_id = "avgzslnet"
     needs_negatives = True
-    train_defaults: ClassVar[dict] = BASELINE_TRAINING
+    train_defaults = BASELINE_TRAINING
 
     @dataclass(frozen=True)
     class Params:

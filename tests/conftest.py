@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from clipclap_cli.cli import run
-from clipclap_cli.plugins import make_plugin_manager
+from clipclap_cli.plugins.manager import make_plugin_manager
 from released_tree import BENCHMARKS, write_released_tree  # noqa: F401  (re-exported for tests)
 from shared_material import missing
 

@@ -6,7 +6,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from clipclap_cli.plugins import make_plugin_manager
+from clipclap_cli.plugins.manager import make_plugin_manager
 
 FOLDER = Path(__file__).resolve().parents[1] / "examples" / "clipclap-example-plugin"
 

@@ -30,13 +30,14 @@ def test_the_compute_floor_counts_the_clipclap_epoch_by_hand(demo_store, replay)
     import torch
 
     from clipclap_cli.api import FeatureDims
-    from clipclap_cli.config import load_catalog
-    from clipclap_cli.data import load_protocol_data
-    from clipclap_cli.plugins import make_plugin_manager
-    from clipclap_cli.registries import create_head
-    from clipclap_cli.runs import store_dims
-    from clipclap_cli.store import FeatureStore
-    from clipclap_cli.training import TrainConfig, Trainer
+    from clipclap_cli.data.datasets_toml import load_catalog
+    from clipclap_cli.data.protocol_data import load_protocol_data
+    from clipclap_cli.plugins.manager import make_plugin_manager
+    from clipclap_cli.plugins.registry import create_head
+    from clipclap_cli.protocol import TrainSettings
+    from clipclap_cli.store.feature_store import FeatureStore
+    from clipclap_cli.train.runs.spec import store_dims
+    from clipclap_cli.train.trainer import Trainer
 
     bench = _bench_protocol()
     pm = make_plugin_manager(entrypoints=False)
@@ -48,7 +49,7 @@ def test_the_compute_floor_counts_the_clipclap_epoch_by_hand(demo_store, replay)
     torch.manual_seed(0)
     head = create_head("clipclap", dims, {}, pm=pm)
     train_set, val = data.stage(1)
-    cfg = TrainConfig(epochs=1, lr=entry.train.lr, device="cpu", replay_forward=replay)
+    cfg = TrainSettings(epochs=1, lr=entry.train_settings.lr, device="cpu", replay_forward=replay)
     trainer = Trainer(head, data, train_set, val, cfg)
     before = trainer.generator.get_state()
     counted = bench.epoch_flops(trainer)

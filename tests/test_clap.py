@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipclap_cli.logmel import LogMel, hz_to_mel, mel_filters, mel_to_hz
+from clipclap_plugins.logmel import LogMel, hz_to_mel, mel_filters, mel_to_hz
 from shared_material import GOLDENS
 
 
@@ -49,7 +49,7 @@ def test_htsat_reproduces_reference_features_and_embedding(tmp_path):
 
 
 def test_clap_encoder_loads_a_wavcaps_checkpoint_by_its_key_names(tmp_path, pm):
-    from clipclap_cli.registries import get_encoder
+    from clipclap_cli.plugins.registry import get_encoder
 
     z = np.load(GOLDENS / "clap_a.npz")
     state = {k[len("state."):]: torch.from_numpy(z[k]) for k in z.files if k.startswith("state.")}
@@ -74,7 +74,7 @@ def test_clap_encoder_loads_a_wavcaps_checkpoint_by_its_key_names(tmp_path, pm):
 def test_clap_checkpoint_that_cannot_load_says_why(tmp_path, pm):
     """A refused or foreign file is one EncoderError naming the file and torch's reason."""
     from clipclap_cli.errors import ClipclapError
-    from clipclap_cli.registries import get_encoder
+    from clipclap_cli.plugins.registry import get_encoder
 
     cls = type(get_encoder("clap", pm))
     notes = tmp_path / "HTSAT_BERT_zero_shot.pt"
@@ -93,10 +93,10 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "person", "ca
 def test_clap_text_branch_embed_and_checkpoint_keys(tmp_path, pm, cli, demo_store):
     import shutil
 
-    from clipclap_cli.config import benchmarks_dir
-    from clipclap_cli.embedding import read_templates
-    from clipclap_cli.registries import get_encoder
-    from clipclap_cli.store import FeatureStore
+    from clipclap_cli.data.datasets_toml import benchmarks_dir
+    from clipclap_cli.data.label_embeddings import read_templates
+    from clipclap_cli.plugins.registry import get_encoder
+    from clipclap_cli.store.feature_store import FeatureStore
 
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(VOCAB) + "\n")

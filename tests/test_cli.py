@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from clipclap_cli.store import FeatureStore
+from clipclap_cli.store.feature_store import FeatureStore
 
 COMMANDS = ["extract", "import", "split", "embed", "train", "evaluate", "report", "verify", "demo",
             "datasets", "encoders", "heads", "plugins"]
@@ -62,7 +62,8 @@ def test_importing_the_cli_does_not_import_torch():
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; from clipclap_cli.cli import run; from clipclap_cli.plugins import make_plugin_manager;"
+    code = ("import sys; from clipclap_cli.cli import run; "
+            "from clipclap_cli.plugins.manager import make_plugin_manager; "
             "run(['--help'], make_plugin_manager(entrypoints=False)); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clipclap_cli.config import load_catalog
+from clipclap_cli.data.datasets_toml import load_catalog
 from clipclap_cli.errors import ConfigError, ParamError
 from clipclap_cli.params import parse_params
 from shared_material import BENCHMARKS, SHARED
@@ -16,9 +16,10 @@ def test_project_entries_follow_spec(pm):
     cat = load_catalog(pm)
     assert {"ucf", "activitynet", "vggsound", "demo"} <= set(cat.names())
     ucf, anet, vgg = cat.get("ucf"), cat.get("activitynet"), cat.get("vggsound")
-    assert (ucf.train.lr, ucf.train.epochs) == (7e-5, 20)
-    assert (anet.train.lr, anet.train.epochs) == (1e-4, 15) == (vgg.train.lr, vgg.train.epochs)
-    assert ucf.train.batch_size == 64 and ucf.train.batches_per_epoch == 300 and ucf.train.seed == 42
+    u, a, v = ucf.train_settings, anet.train_settings, vgg.train_settings
+    assert (u.lr, u.epochs) == (7e-5, 20)
+    assert (a.lr, a.epochs) == (1e-4, 15) == (v.lr, v.epochs)
+    assert u.batch_size == 64 and u.batches_per_epoch == 300 and u.seed == 42
     assert ucf.split == "cls_split" and ucf.params.prompt_column == "clip_class_name"
     assert anet.params.prompt_column == "manual"
     assert ucf.params.class_order == anet.params.class_order == vgg.params.class_order == "exact"
@@ -57,7 +58,7 @@ def test_user_file_overrides_and_adds(pm, tmp_path):
     user = tmp_path / "mine.toml"
     user.write_text('[datasets.ucf]\ntrain = { epochs = 3 }\n\n[datasets.extra]\nkind = "synthetic"\nseed = 5\n')
     cat = load_catalog(pm, user)
-    assert cat.get("ucf").train.epochs == 3 and cat.get("ucf").train.lr == 7e-5
+    assert cat.get("ucf").train_settings.epochs == 3 and cat.get("ucf").train_settings.lr == 7e-5
     assert cat.get("extra").params.seed == 5 and cat.get("extra").origin == str(user)
     assert cat.get("ucf").videos is None and cat.get("extra").videos is None
     user.write_text('[datasets.ucf]\nvideos = "~/UCF-101"\nsplit_dir = "{benchmarks}/UCF/class-split"\n')
@@ -128,7 +129,7 @@ def test_parse_params():
     ("avgzslnet", "decoder_dropout=1.5", "parameter decoder_dropout=1.5: expected 0 <= decoder_dropout < 1"),
 ])
 def test_head_parameters_out_of_range_are_one_clear_error(pm, head, pair, message):
-    from clipclap_cli.registries import get_head
+    from clipclap_cli.plugins.registry import get_head
 
     params_cls = get_head(head, pm).Params
     with pytest.raises(ParamError) as e:

@@ -25,7 +25,7 @@ import typer
 
 from clipclap_cli.cli import make_app
 from clipclap_cli.errors import ClipclapError
-from clipclap_cli.plugins import make_plugin_manager
+from clipclap_cli.plugins.manager import make_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from clipclap_cli.media import MediaError, audio_clip, middle_frame
-from clipclap_cli.store import FeatureStore
+from clipclap_cli.extract.media import MediaError, audio_clip, middle_frame
+from clipclap_cli.store.feature_store import FeatureStore
 from media_files import write_video
 
 TINY = ("-e", "model=clipclap-tiny-clip")
@@ -61,7 +61,7 @@ def test_unreadable_videos_say_why(tmp_path, kind, reason):
 
 @pytest.fixture
 def clip_cls(pm):
-    from clipclap_cli.registries import get_encoder
+    from clipclap_cli.plugins.registry import get_encoder
 
     return type(get_encoder("clip", pm))
 
@@ -99,8 +99,8 @@ def test_weights_load_from_a_local_file(clip_cls, tmp_path, cli, demo_store):
     assert r.exit_code == 1 and r.stderr.strip() == (
         "Error: -e 'clap:size=tiny' sets the clap encoder; this command embeds with clip (--encoder clap to use it)")
     names = FeatureStore(store).info("demo")["prompt_names"]
-    from clipclap_cli.config import benchmarks_dir
-    from clipclap_cli.embedding import read_templates
+    from clipclap_cli.data.datasets_toml import benchmarks_dir
+    from clipclap_cli.data.label_embeddings import read_templates
 
     templates = read_templates(benchmarks_dir() / "UCF" / "prompts.toml", "clip_text")
     for c in (0, 17):  # two classes computed directly: normalise, average, normalise
@@ -121,7 +121,7 @@ def test_full_size_encoders_refuse_to_run_without_weights(cli, demo_store, pm, m
     """A forgotten checkpoint must not fill a store with untrained features: the published-size
     CLIP and CLAP refuse before any work unless random weights are asked for by name."""
     from clipclap_cli.errors import ClipclapError
-    from clipclap_cli.registries import get_encoder
+    from clipclap_cli.plugins.registry import get_encoder
 
     monkeypatch.delenv("CLIPCLAP_CLIP_CHECKPOINT", raising=False)
     monkeypatch.delenv("CLIPCLAP_CLAP_CHECKPOINT", raising=False)

@@ -18,7 +18,7 @@ import torch
 
 from clipclap_cli.api import PARTITIONS
 from clipclap_cli.errors import StoreError
-from clipclap_cli.store import FeatureStore
+from clipclap_cli.store.feature_store import FeatureStore
 from conftest import tree_digest
 from media_files import write_video
 
@@ -380,7 +380,7 @@ def test_two_shards_into_an_object_store_give_the_same_dataset(videos, reference
     """On an object store shard 0 creates the working group and the other shards wait for it;
     the shard that finds every video done writes the dataset (run in this process, in turn,
     as the in-memory file system is this process's)."""
-    from clipclap_cli.extraction import Extraction, Shard
+    from clipclap_cli.extract.extraction import Extraction, Shard
 
     early = Extraction(FeatureStore(memory_url), "mine", [], {})
     with pytest.raises(StoreError, match="shard 0 has not created the working group"):
@@ -398,7 +398,7 @@ def test_two_shards_into_an_object_store_give_the_same_dataset(videos, reference
 def test_writer_lock(tmp_path):
     import socket
 
-    from clipclap_cli.extraction import Extraction
+    from clipclap_cli.extract.extraction import Extraction
 
     job = Extraction(FeatureStore(tmp_path / "s.zarr"), "mine", [], {})
     job.path.mkdir(parents=True)

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from clipclap_cli.api import FeatureDims
-from clipclap_cli.checkpoints import load_checkpoint_file, load_into, load_model, save_model
 from clipclap_cli.errors import CheckpointError
-from clipclap_cli.heads_base import Batch
-from clipclap_cli.registries import create_head
+from clipclap_cli.plugins.fusion_head import Batch
+from clipclap_cli.plugins.registry import create_head
+from clipclap_cli.train.checkpoints import load_checkpoint_file, load_into, load_model, save_model
 from shared_material import GOLDENS
 
 DIMS = FeatureDims(audio=1024, video=512, text_parts=(("clip", 512), ("clap", 1024)))
@@ -212,7 +212,7 @@ def test_train_mode_step_matches_the_reference_formulation(pm, model_a):
 
 
 def test_dropout_keeps_with_probability_one_minus_p_and_rescales():
-    from clipclap_cli.heads_base import Dropout
+    from clipclap_cli.plugins.fusion_head import Dropout
 
     p, n = 0.1, 1_000_000
     drop = Dropout(p).train()

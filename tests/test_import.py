@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from clipclap_cli.store import FeatureStore
+from clipclap_cli.store.feature_store import FeatureStore
 from conftest import tree_digest
 from released_tree import write_released_tree
 
@@ -95,7 +95,7 @@ def test_import_activitynet_uses_manual_names(tmp_path, cli):
     split = store.read_split("activitynet", "cls_split")
     assert len(split.classes["stage_2_test_unseen"]) == 48 and len(split.classes["stage_1_train"]) == 99
     # --legacy-label-order gives those classes each other's vectors, and touches no other class
-    from clipclap_cli.data import load_protocol_data
+    from clipclap_cli.data.protocol_data import load_protocol_data
 
     normal = load_protocol_data(store, "activitynet", "cls_split")
     legacy = load_protocol_data(store, "activitynet", "cls_split", legacy_label_order=True)
@@ -117,8 +117,8 @@ def test_published_checkpoints_evaluate_with_the_label_order_they_were_trained_w
     import torch
 
     from clipclap_cli.api import FeatureDims
-    from clipclap_cli.plugins import make_plugin_manager
-    from clipclap_cli.registries import create_head
+    from clipclap_cli.plugins.manager import make_plugin_manager
+    from clipclap_cli.plugins.registry import create_head
 
     root = tmp_path / "ActivityNet"
     write_released_tree(root, "ActivityNet", "activitynet", "activitynet_w2v_class_names.csv", "manual",

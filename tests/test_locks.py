@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from clipclap_cli import locks
-from clipclap_cli.locks import exclusive
+from clipclap_cli.store import locks
+from clipclap_cli.store.locks import exclusive
 
 ME = f"{socket.gethostname()} {os.getpid()}"
 
@@ -24,7 +24,7 @@ ME = f"{socket.gethostname()} {os.getpid()}"
 RACER = """
 import os, socket, sys, time
 from pathlib import Path
-from clipclap_cli.locks import exclusive
+from clipclap_cli.store.locks import exclusive
 lock, log, ready, go, seconds = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), float(sys.argv[5])
 me = f"{socket.gethostname()} {os.getpid()}"
 out = os.open(log, os.O_WRONLY | os.O_APPEND)
@@ -48,7 +48,7 @@ while time.monotonic() < end:
 HOLDER = """
 import sys, time
 from pathlib import Path
-from clipclap_cli.locks import exclusive
+from clipclap_cli.store.locks import exclusive
 with exclusive(Path(sys.argv[1])) as holder:
     assert holder is None, holder
     print("held", flush=True)

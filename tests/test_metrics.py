@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import recall_score
 
-from clipclap_cli.metrics import beta_star, bias_grid, evaluate_distances
+from clipclap_cli.evaluate.metrics import beta_star, bias_grid, evaluate_distances
 from shared_material import GOLDENS
 
 
@@ -68,7 +68,7 @@ def _sklearn_gzsl(dist, targets, seen, unseen, beta):
 @pytest.mark.parametrize("betas_at_once", [None, 7])
 def test_agrees_with_sklearn_on_random_data(seed, betas_at_once, monkeypatch):
     if betas_at_once is not None:  # the grid in chunks of 7 biases (the last one shorter)
-        monkeypatch.setattr("clipclap_cli.metrics.GRID_CHUNK_ELEMENTS", 400 * betas_at_once)
+        monkeypatch.setattr("clipclap_cli.evaluate.metrics.GRID_CHUNK_ELEMENTS", 400 * betas_at_once)
     rng = np.random.default_rng(seed)
     n_cls = 20
     ids = rng.permutation(30)[:n_cls]
@@ -93,7 +93,7 @@ def test_grid_in_chunks_gives_the_same_numbers(eval_a, betas_at_once, monkeypatc
     curve and the best point's per-class figures, is the one a single pass gives."""
     data, _ = eval_a
     whole = _run(data).as_dict()
-    monkeypatch.setattr("clipclap_cli.metrics.GRID_CHUNK_ELEMENTS", len(data["targets"]) * betas_at_once)
+    monkeypatch.setattr("clipclap_cli.evaluate.metrics.GRID_CHUNK_ELEMENTS", len(data["targets"]) * betas_at_once)
     assert _run(data).as_dict() == whole
 
 

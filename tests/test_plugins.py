@@ -12,11 +12,12 @@ from pathlib import Path
 import pluggy
 import pytest
 
-from clipclap_cli import DatasetAdapter, hookimpl, hookspecs
-from clipclap_cli.config import load_catalog
+from clipclap_cli import DatasetAdapter, hookimpl
+from clipclap_cli.data.datasets_toml import load_catalog
 from clipclap_cli.errors import DuplicateNameError, UnknownNameError
-from clipclap_cli.plugins import DEFAULT_PLUGINS, make_plugin_manager
-from clipclap_cli.registries import list_dataset_kinds, list_encoders, list_heads
+from clipclap_cli.plugins import hookspecs
+from clipclap_cli.plugins.manager import DEFAULT_PLUGINS, make_plugin_manager
+from clipclap_cli.plugins.registry import list_dataset_kinds, list_encoders, list_heads
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -37,7 +38,7 @@ def test_unknown_name_suggests_closest(pm):
 
 
 def test_duplicate_name_names_both_plugins(pm):
-    from clipclap_plugins.datasets import ReleasedFeatures
+    from clipclap_plugins.datasets_released import ReleasedFeatures
 
     class Copycat:
         @hookimpl
@@ -107,7 +108,7 @@ def test_a_plugin_s_text_encoder_embeds_labels_and_they_train(pm, cli, tmp_path)
     import numpy as np
 
     from clipclap_cli import Encoder
-    from clipclap_cli.store import FeatureStore
+    from clipclap_cli.store.feature_store import FeatureStore
     from conftest import tree_digest
 
     class Letters(Encoder):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipclap_cli.splits import draw_split
-from clipclap_cli.store import FeatureStore
+from clipclap_cli.data.splits import draw_split
+from clipclap_cli.store.feature_store import FeatureStore
 from conftest import tree_digest
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from clipclap_cli.api import PARTITIONS, FeatureBundle
 from clipclap_cli.errors import StoreError
-from clipclap_cli.store import FeatureStore
+from clipclap_cli.store.feature_store import FeatureStore
 
 
 def _bundle(n=10, c=3, seed=0):
@@ -154,7 +154,7 @@ def test_a_read_overtaken_by_another_write_fails_instead_of_mixing(where, writes
 def test_consistent_read_finds_the_dataset_once(where, monkeypatch):
     """Inside the block every read reuses the group found at its start: the store's root is
     listed three times (the version before, the group, the version after), not once per read."""
-    from clipclap_cli.data import load_protocol_data
+    from clipclap_cli.data.protocol_data import load_protocol_data
 
     fs = FeatureStore(where)
     b = _bundle()

@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clipclap_cli.api import PARTITIONS, FeatureBundle
-from clipclap_cli.config import DatasetEntry, TrainDefaults
+from clipclap_cli.data.datasets_toml import DatasetEntry
+from clipclap_cli.data.ingest import store_bundle
 from clipclap_cli.errors import NameRuleError, StoreError
-from clipclap_cli.ingest import store_bundle
-from clipclap_cli.locations import VERSION_SEP
 from clipclap_cli.names import check_name, is_valid_name
-from clipclap_cli.store import FeatureStore
+from clipclap_cli.store.feature_store import FeatureStore
+from clipclap_cli.store.locations import VERSION_SEP
 from conftest import tree_digest
 
 # ---------------------------------------------------------------- names
@@ -297,7 +297,7 @@ def _entry() -> DatasetEntry:
     from clipclap_cli.api import FeatureDims
 
     return DatasetEntry("d", "d", "synthetic", "cls_split", FeatureDims(audio=3, video=4, text_parts=(("clip", 2),)),
-                        TrainDefaults(), None, None, "test")
+                        {}, None, None, "test")
 
 
 #: A pid no process has (above Linux's pid_max of 2**22).
@@ -342,7 +342,7 @@ def _mutations(monkeypatch, kill_at: int) -> dict:
                     turn.notify_all()
         return wrapped
 
-    from clipclap_cli import locations
+    from clipclap_cli.store import locations
 
     host = locations._writer()[1]
     monkeypatch.setattr(locations, "_writer", lambda: (DEAD_PID, host))  # the writer that dies
@@ -434,7 +434,7 @@ def test_debris_of_the_two_rename_replace_is_recovered(tmp_path):
 
 
 def test_staging_of_a_live_writer_is_left_alone(tmp_path):
-    from clipclap_cli.locations import staging_name
+    from clipclap_cli.store.locations import staging_name
 
     store = tmp_path / "s.zarr"
     FeatureStore(store).write_dataset("d", _bundle(), {})

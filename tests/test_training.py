@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from clipclap_cli.training import ClassBalancedSampler, improves
+from clipclap_cli.train.trainer import ClassBalancedSampler, improves
 from conftest import tree_digest
 
 FAST = ("--epochs", "3", "--batches-per-epoch", "30")
@@ -32,7 +32,7 @@ def _train(cli, store, runs, *extra, manager=None):
 def reference_run(tmp_path_factory, demo_store):
     """One uninterrupted run (seed 42) that the other tests compare with."""
     from clipclap_cli.cli import run
-    from clipclap_cli.plugins import make_plugin_manager
+    from clipclap_cli.plugins.manager import make_plugin_manager
 
     runs = tmp_path_factory.mktemp("runs")
     code = run(["train", "demo", "--store", str(demo_store), "--runs-dir", str(runs), *FAST],
@@ -94,7 +94,7 @@ def test_other_seed_gives_other_results(cli, demo_store, reference_run, tmp_path
 ], ids=["stage1", "stage2"])
 def test_interrupted_run_resumes_to_the_same_results(cli, demo_store, reference_run, tmp_path, monkeypatch,
                                                      saves, resumes):
-    import clipclap_cli.runs as runs_mod
+    import clipclap_cli.train.runs.stages as runs_mod
 
     original = runs_mod.save_trainer
     calls = {"n": 0}
@@ -164,7 +164,7 @@ def test_a_run_written_by_clipclap_0_1_resumes_to_the_same_results(cli, demo_sto
     results are read as what they are, and the run ends with the bytes of an uninterrupted one."""
     from safetensors.torch import load_file, save_file
 
-    import clipclap_cli.runs as runs_mod
+    import clipclap_cli.train.runs.stages as runs_mod
 
     run = tmp_path / "demo" / FAST_RUN / "seed42"
     if left == "a resume state":  # interrupted after stage 1's first epoch
@@ -217,7 +217,7 @@ def test_a_run_keeps_the_cpu_threads_it_started_with(cli, demo_store, tmp_path, 
     interrupted under --threads N and resumed without the option, it trains every epoch with N
     threads and ends with the bytes of an uninterrupted --threads N run; another count is
     refused; the process's own setting is restored afterwards."""
-    import clipclap_cli.runs as runs_mod
+    import clipclap_cli.train.runs.stages as runs_mod
 
     default = torch.get_num_threads()
     other = 1 if default > 1 else 2
@@ -350,7 +350,7 @@ def _store_with_clip_labels_only(demo_store, path):
     """The demo dataset and split in a new store, with CLIP label embeddings and no CLAP ones
     (what `clipclap embed --encoder clip` alone leaves after `extract`)."""
     from clipclap_cli.api import FeatureBundle
-    from clipclap_cli.store import FeatureStore
+    from clipclap_cli.store.feature_store import FeatureStore
 
     src, out = FeatureStore(demo_store), FeatureStore(path)
     info, (ids, labels, partition) = src.info("demo"), src.read_videos("demo")
@@ -384,7 +384,7 @@ def test_a_head_reads_only_the_label_embeddings_it_needs(cli, demo_store, tmp_pa
     assert (a / "results.json").read_bytes() == (b / "results.json").read_bytes()
     assert json.loads((a / "config.json").read_text())["spec"]["dims"]["text_parts"] == [["clip", 512]]
     # CLAP label embeddings added afterwards: the run still evaluates on what it was trained on
-    from clipclap_cli.store import FeatureStore
+    from clipclap_cli.store.feature_store import FeatureStore
 
     store.write_label_embeddings("demo", "clap", FeatureStore(demo_store).read_label_embeddings("demo", "clap"), {})
     shutil.copy(a / "results.json", tmp_path / "first.json")
@@ -394,8 +394,8 @@ def test_a_head_reads_only_the_label_embeddings_it_needs(cli, demo_store, tmp_pa
 
 def test_a_head_must_name_known_label_embeddings_in_order(demo_store):
     from clipclap_cli.errors import RunError
-    from clipclap_cli.runs import check_label_parts, store_dims
-    from clipclap_cli.store import FeatureStore
+    from clipclap_cli.store.feature_store import FeatureStore
+    from clipclap_cli.train.runs.spec import check_label_parts, store_dims
 
     store = FeatureStore(demo_store)
     dims = store_dims(store, "demo")
@@ -541,7 +541,7 @@ def test_run_whose_store_moved_evaluates_with_store_option(cli, demo_store, refe
 
 def test_run_on_changed_data_is_refused_not_mixed(cli, demo_store, reference_run, tmp_path):
     """Resuming, reusing or evaluating a run on data that changed since it was trained is refused."""
-    from clipclap_cli.store import FeatureStore
+    from clipclap_cli.store.feature_store import FeatureStore
 
     store = tmp_path / "s.zarr"
     shutil.copytree(demo_store, store)
@@ -648,8 +648,8 @@ def test_heads_that_cannot_be_built_are_one_clear_line(cli, demo_store, tmp_path
     from dataclasses import dataclass
 
     from clipclap_cli import hookimpl
-    from clipclap_cli.heads_base import FusionHead
-    from clipclap_cli.plugins import make_plugin_manager
+    from clipclap_cli.plugins.fusion_head import FusionHead
+    from clipclap_cli.plugins.manager import make_plugin_manager
 
     assert _one_error_line(_train(cli, demo_store, tmp_path / "runs", "-p", "dropout=1.5")) == (
         "Error: parameter dropout=1.5: expected 0 <= dropout < 1")
@@ -680,7 +680,7 @@ def test_heads_that_cannot_be_built_are_one_clear_line(cli, demo_store, tmp_path
 def test_split_whose_training_class_lost_its_videos_is_one_clear_line(cli, demo_store, tmp_path):
     """A class of stage_1_train whose training videos are all missing (extraction failed on
     them) cannot be sampled: one line naming the class, before any run folder is written."""
-    from clipclap_cli.store import FeatureStore
+    from clipclap_cli.store.feature_store import FeatureStore
 
     store = tmp_path / "s.zarr"
     shutil.copytree(demo_store, store)
@@ -907,7 +907,7 @@ def test_training_leaves_the_store_untouched(cli, demo_store, tmp_path):
 
 def test_every_head_trains_both_stages_above_chance(cli, demo_store, tmp_path):
     """`--head all`: each registered head through stage 1, stage 2 and the test evaluation."""
-    from clipclap_cli.registries import list_heads
+    from clipclap_cli.plugins.registry import list_heads
 
     r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--head", "all",
             "--epochs", "2", "--batches-per-epoch", "20", "--batch-size", "64", "--lr", "1e-3")
@@ -923,10 +923,10 @@ def test_every_head_trains_both_stages_above_chance(cli, demo_store, tmp_path):
 
 
 def test_head_training_defaults_sit_between_dataset_and_command_line(demo_store, tmp_path):
-    from clipclap_cli.config import load_catalog
-    from clipclap_cli.plugins import make_plugin_manager
-    from clipclap_cli.runs import RunRequest, plan_runs
-    from clipclap_cli.store import FeatureStore
+    from clipclap_cli.data.datasets_toml import load_catalog
+    from clipclap_cli.plugins.manager import make_plugin_manager
+    from clipclap_cli.store.feature_store import FeatureStore
+    from clipclap_cli.train.runs.plan import RunRequest, plan_runs
 
     pm = make_plugin_manager(entrypoints=False)
     entry = load_catalog(pm).get("demo")
@@ -947,10 +947,10 @@ def test_head_training_defaults_sit_between_dataset_and_command_line(demo_store,
 def test_dataset_head_training_settings_sit_between_head_and_command_line(demo_store, tmp_path):
     """datasets.toml `head_train.<head>` (TCaF's VGGSound lr 6e-5 without the scheduler) beats the
     head's defaults and loses to the command line; only a departure from it names the run."""
-    from clipclap_cli.config import load_catalog
-    from clipclap_cli.plugins import make_plugin_manager
-    from clipclap_cli.runs import RunRequest, plan_runs
-    from clipclap_cli.store import FeatureStore
+    from clipclap_cli.data.datasets_toml import load_catalog
+    from clipclap_cli.plugins.manager import make_plugin_manager
+    from clipclap_cli.store.feature_store import FeatureStore
+    from clipclap_cli.train.runs.plan import RunRequest, plan_runs
 
     pm = make_plugin_manager(entrypoints=False)
     assert load_catalog(pm).get("vggsound").head_train["tcaf"] == {"lr": 6e-5, "lr_scheduler": False}
@@ -971,6 +971,52 @@ def test_dataset_head_training_settings_sit_between_head_and_command_line(demo_s
     path, train = plan("clipclap")
     assert (train.lr, train.lr_scheduler) == (7e-5, True) and path == "demo/clipclap/seed42"
     assert plan("clipclap", lr_scheduler=False)[0] == "demo/clipclap,no-lr-scheduler/seed42"
+
+
+def test_a_run_records_where_each_training_setting_came_from(cli, demo_store, tmp_path):
+    """Settings are merged once; config.json says, per setting, which layer gave its value: here
+    the command line (--epochs), the head (avca's lr and batch size, datasets.toml's demo does
+    not set weight decay: avca does), the dataset (seed) and the protocol (the bias grid)."""
+    r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--head", "avca", "--epochs", "1",
+            "--batches-per-epoch", "2", "--stage", "1")
+    assert r.exit_code == 0, r
+    [config] = tmp_path.rglob("config.json")
+    sources = json.loads(config.read_text())["settings_sources"]
+    from clipclap_cli.data.datasets_toml import project_datasets_toml
+
+    dataset = f"{project_datasets_toml()} [datasets.demo] train"
+    assert sources == {"epochs": "command line", "batches_per_epoch": "command line", "device": "command line",
+                       "lr": "head avca (train_defaults)", "batch_size": "head avca (train_defaults)",
+                       "weight_decay": "head avca (train_defaults)", "seed": dataset,
+                       "lr_scheduler": "protocol", "replay_forward": "protocol", "beta_grid": "protocol"}
+
+
+def test_a_head_with_bad_training_defaults_is_named(pm):
+    """A head's `train_defaults` are checked like the datasets file's: an unknown setting or a
+    bad value names the head and the setting."""
+    import dataclasses
+    import re
+
+    from clipclap_cli import hookimpl
+    from clipclap_cli.errors import ClipclapError
+    from clipclap_cli.plugins.fusion_head import FusionHead
+    from clipclap_cli.plugins.registry import list_heads
+
+    for defaults, problem in (({"learning_rate": 1e-3}, "train_defaults.learning_rate: unknown"),
+                              ({"lr": -1.0}, "train_defaults.lr: must be positive"),
+                              ({"epochs": "many"}, "train_defaults: ")):
+        bad = type("Bad", (FusionHead,), {"head_id": "bad-defaults", "train_defaults": defaults,
+                                          "Params": dataclasses.make_dataclass("Params", [], frozen=True)})
+
+        class Plugin:
+            @hookimpl
+            def register_heads(self, register, _head=bad):
+                register(_head)
+
+        pm.register(Plugin(), "bad")
+        with pytest.raises(ClipclapError, match=re.escape(f"fusion head 'bad-defaults': {problem}")):
+            list_heads(pm)
+        pm.unregister(name="bad")
 
 
 def test_misspelt_head_in_datasets_toml_is_one_clear_error(cli, demo_store, tmp_path):
@@ -997,16 +1043,17 @@ def test_bias_grid_and_scheduler_are_protocol_options(cli, demo_store, tmp_path)
 
 def test_no_lr_scheduler_never_steps_it(demo_store):
     from clipclap_cli.api import FeatureDims
-    from clipclap_cli.data import load_protocol_data
-    from clipclap_cli.registries import create_head
-    from clipclap_cli.store import FeatureStore
-    from clipclap_cli.training import TrainConfig, Trainer
+    from clipclap_cli.data.protocol_data import load_protocol_data
+    from clipclap_cli.plugins.registry import create_head
+    from clipclap_cli.protocol import TrainSettings
+    from clipclap_cli.store.feature_store import FeatureStore
+    from clipclap_cli.train.trainer import Trainer
 
     data = load_protocol_data(FeatureStore(demo_store), "demo", "cls_split")
     train, val = data.stage(1)
     for enabled, steps in ((True, 2), (False, 0)):
         trainer = Trainer(create_head("clipclap", FeatureDims(), {}), data, train, val,
-                          TrainConfig(epochs=2, lr=1e-4, batches_per_epoch=2, lr_scheduler=enabled))
+                          TrainSettings(epochs=2, lr=1e-4, batches_per_epoch=2, lr_scheduler=enabled))
         trainer.run_epoch()
         trainer.run_epoch()
         assert trainer.scheduler.last_epoch == steps

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from clipclap_cli.api import PARTITIONS, FeatureBundle
+from clipclap_cli.data.splits import check_scorable
 from clipclap_cli.errors import ImportDataError, SplitError
-from clipclap_cli.splits import check_scorable
-from clipclap_cli.store import FeatureStore
+from clipclap_cli.store.feature_store import FeatureStore
 from conftest import tree_digest
 
 TRAIN = ["--epochs", "1", "--batches-per-epoch", "2"]
@@ -58,7 +58,7 @@ def _bundle(n=12):
     ("label_embeddings", 1, -np.inf, "clip label embeddings: 1 of 3 rows hold non-finite values (classes: b)"),
 ])
 def test_import_refuses_non_finite_data_by_name(tmp_path, where, row, value, says):
-    from clipclap_cli.ingest import store_bundle
+    from clipclap_cli.data.ingest import store_bundle
     from test_store_safety import _entry
 
     b = _bundle()
@@ -170,7 +170,7 @@ def test_verify_of_an_intact_store_and_of_one_written_without_checksums(cli, sto
     r = cli("verify", "--store", store)
     assert r.exit_code == 0 and "0 damaged" in r.stderr, r
     # a store as clipclap wrote it before checksums: arrays with no CRC codec
-    from clipclap_cli import store as store_module
+    from clipclap_cli.store import feature_store as store_module
 
     monkeypatch.setattr(store_module, "array_options", lambda kind: {})
     old = tmp_path / "old.zarr"
@@ -325,8 +325,8 @@ def test_a_dataset_whose_videos_are_damaged_is_repaired_by_importing_it_again(tm
     """The repair the damage message prints (import the same data again) works even when the
     damaged array is the one that says which splits still apply: those are listed and need
     --replace, the rest is rewritten."""
+    from clipclap_cli.data.ingest import store_bundle
     from clipclap_cli.errors import StoreError
-    from clipclap_cli.ingest import store_bundle
     from test_store_safety import _bundle as scorable
     from test_store_safety import _entry
 

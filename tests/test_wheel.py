@@ -41,8 +41,14 @@ INSTALLS = {"core": EXTRACT + PLOTS + ("PIL", "pillow"),  # pillow comes with ei
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # from a copy of the sources: a build/ folder left in the clone would add its stale files to the wheel
+    source = tmp_path_factory.mktemp("source") / "clipclap"
+    top = {".git", ".venv", "build", "dist", "demo-output", "runs", ".hypothesis", ".pytest_cache", "examples"}
+    anywhere = shutil.ignore_patterns("*.egg-info", "__pycache__", "*.zarr")
+    shutil.copytree(REPO, source, ignore=lambda folder, names: set(anywhere(folder, names)) | (
+        top & set(names) if Path(folder) == REPO else set()))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    "-w", str(out), str(REPO)], check=True, capture_output=True)
+                    "-w", str(out), str(source)], check=True, capture_output=True)
     [built] = out.glob("clipclap-*.whl")
     return built
 

@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from ..errors import ClipclapError
+from clipclap_cli.errors import ClipclapError
 
 
 def make_app(pm) -> typer.Typer:
     """Build the clipclap CLI with the core commands plus plugin-contributed ones."""
-    from . import demo, embed, evaluate, extract, import_, inspect, report, split, train, verify
+    from clipclap_cli.cli import demo, embed, evaluate, extract, import_, inspect, report, split, train, verify
 
     app = typer.Typer(
         name="clipclap",
@@ -32,7 +32,7 @@ def make_app(pm) -> typer.Typer:
 
 def _print_version(asked: bool) -> None:
     if asked:
-        from .. import __version__
+        from clipclap_cli import __version__
 
         print(f"clipclap {__version__}")
         raise typer.Exit()
@@ -48,7 +48,7 @@ def run(argv: list[str] | None, pm) -> int:
     """Run the CLI and return its exit status; ClipclapError becomes one red line on stderr."""
     from rich.markup import escape
 
-    from ..console import err
+    from clipclap_cli.cli.console import err
 
     try:
         make_app(pm)(args=argv, prog_name="clipclap")
@@ -93,7 +93,7 @@ def _interrupted(exc: BaseException) -> bool:
 
 def main() -> None:
     """Console-script entry point."""
-    from ..plugins import get_plugin_manager
+    from clipclap_cli.plugins.manager import get_plugin_manager
 
     try:
         pm = get_plugin_manager()

@@ -13,7 +13,7 @@ def checked_name(kind: str):
     a bad name ends the command in one line naming it and the rule."""
 
     def callback(value: str | None) -> str | None:
-        from ..names import check_name
+        from clipclap_cli.names import check_name
 
         return value if value is None else check_name(kind, value)
 
@@ -63,7 +63,7 @@ DEFAULT_STORE = "clipclap.zarr"
 def report_ingest(result, store_path: str) -> None:
     """One line on stderr for a dataset written (or found unchanged), with what of its splits and
     label embeddings was kept or dropped."""
-    from ..console import err
+    from clipclap_cli.cli.console import err
 
     dataset = result.dataset
     if result.unchanged:
@@ -82,20 +82,20 @@ def report_ingest(result, store_path: str) -> None:
 
 
 def catalog(pm, datasets_file: Path | None):
-    from ..config import load_catalog
+    from clipclap_cli.data.datasets_toml import load_catalog
 
     return load_catalog(pm, datasets_file)
 
 
 def store(where: str):
-    from ..store import FeatureStore
+    from clipclap_cli.store.feature_store import FeatureStore
 
     return FeatureStore(where)
 
 
 def stored_dataset(fs, dataset: str | None) -> str:
     """`dataset`, or the one dataset the store holds when none is named (`clipclap train --stage 1`)."""
-    from ..errors import ClipclapError
+    from clipclap_cli.errors import ClipclapError
 
     if dataset is not None:
         return dataset

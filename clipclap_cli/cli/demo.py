@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..console import err
-from ._options import (
+from clipclap_cli.cli._options import (
     DEFAULT_STORE,
     DatasetsOpt,
     DeviceOpt,
@@ -20,6 +19,7 @@ from ._options import (
     report_ingest,
     store,
 )
+from clipclap_cli.cli.console import err
 
 
 def install(app, pm) -> None:
@@ -38,11 +38,11 @@ def install(app, pm) -> None:
     ):
         """Run the whole pipeline on the demo benchmark. Generates it (UCF-shaped, synthetic), trains
         ClipClap, evaluates, prints the table."""
-        from ..ingest import generate_dataset
-        from ..runs import RunRequest, plan_runs
-        from .inspect import _show
-        from .report import print_report
-        from .train import train_one
+        from clipclap_cli.cli.inspect import _show
+        from clipclap_cli.cli.report import print_report
+        from clipclap_cli.cli.train import train_one
+        from clipclap_cli.data.ingest import generate_dataset
+        from clipclap_cli.train.runs.plan import RunRequest, plan_runs
 
         cat = catalog(pm, datasets_file)
         fs = store(store_path)

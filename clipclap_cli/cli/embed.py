@@ -7,8 +7,16 @@ from typing import Annotated
 
 import typer
 
-from ..console import err
-from ._options import DEFAULT_STORE, DatasetsOpt, StoredDatasetArg, StoreOpt, catalog, store, stored_dataset
+from clipclap_cli.cli._options import (
+    DEFAULT_STORE,
+    DatasetsOpt,
+    StoredDatasetArg,
+    StoreOpt,
+    catalog,
+    store,
+    stored_dataset,
+)
+from clipclap_cli.cli.console import err
 
 EncoderParamOpt = Annotated[list[str], typer.Option(
     "--encoder-param", "-e", metavar="KEY=VALUE", help="Encoder parameter KEY=VALUE (or ENCODER:KEY=VALUE, as extract takes it); repeatable")]
@@ -29,13 +37,13 @@ def install(app, pm) -> None:
     ):
         """Compute label embeddings from prompts. Every template filled with each class's prompt name,
         encoded, averaged."""
-        from ..api import LABEL_PARTS, offers_label_embeddings
-        from ..console import progress
-        from ..devices import check_device
-        from ..embedding import embed_labels, read_templates
-        from ..errors import ClipclapError, ConfigError
-        from ..params import parse_params
-        from ..registries import get_encoder
+        from clipclap_cli.api import LABEL_PARTS, offers_label_embeddings
+        from clipclap_cli.cli.console import progress
+        from clipclap_cli.data.label_embeddings import embed_labels, read_templates
+        from clipclap_cli.devices import check_device
+        from clipclap_cli.errors import ClipclapError, ConfigError
+        from clipclap_cli.params import parse_params
+        from clipclap_cli.plugins.registry import get_encoder
 
         base = get_encoder(encoder, pm)
         if not offers_label_embeddings(base):
@@ -69,7 +77,7 @@ def install(app, pm) -> None:
 def _own_param(pair: str, encoder: str) -> str:
     """-e KEY=VALUE as it is, or ENCODER:KEY=VALUE (extract's form) for this command's encoder
     without its prefix; another encoder's prefix is refused, not ignored."""
-    from ..errors import ClipclapError
+    from clipclap_cli.errors import ClipclapError
 
     name, sep, rest = pair.partition(":")
     if not sep or "=" in name:  # no prefix (a colon after '=' belongs to the value)

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ..console import err, figures_line, print_json, test_figures
-from ._options import DEFAULT_STORE, DatasetsOpt, DeviceOpt, ParamOpt, catalog, split_option, store
+from clipclap_cli.cli._options import DEFAULT_STORE, DatasetsOpt, DeviceOpt, ParamOpt, catalog, split_option, store
+from clipclap_cli.cli.console import err, figures_line, print_json, test_figures
 
 
 def install(app, pm) -> None:
@@ -41,9 +41,12 @@ def install(app, pm) -> None:
         A run is evaluated on the store it recorded when trained, not on $CLIPCLAP_STORE: a global
         default must not silently swap the features of a run that names its own (--store does).
         """
-        from ..errors import RunError
-        from ..reporting import as_percent
-        from ..runs import evaluate_checkpoints, evaluate_run, parse_grid, write_json
+        from clipclap_cli.errors import RunError
+        from clipclap_cli.evaluate.reporting import as_percent
+        from clipclap_cli.train.reference_checkpoints import evaluate_checkpoints
+        from clipclap_cli.train.runs.folder import write_json
+        from clipclap_cli.train.runs.plan import parse_grid
+        from clipclap_cli.train.runs.results import evaluate_run
 
         if (stage1 is None) != (stage2 is None):
             raise RunError("evaluating checkpoints needs both --stage1 and --stage2")

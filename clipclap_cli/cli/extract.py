@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..console import err, out, table
-from ._options import (
+from clipclap_cli.cli._options import (
     DEFAULT_STORE,
     DatasetArg,
     DatasetsOpt,
@@ -19,6 +18,7 @@ from ._options import (
     report_ingest,
     store,
 )
+from clipclap_cli.cli.console import err, out, table
 
 EncoderParamOpt = Annotated[list[str], typer.Option(
     "--encoder-param", "-e", metavar="ENCODER:KEY=VALUE", help="ENCODER:KEY=VALUE, e.g. clip:checkpoint=PATH or clap:size=tiny; repeatable")]
@@ -48,12 +48,12 @@ def install(app, pm) -> None:
         """Extract video (CLIP) and audio (CLAP) features. Rerun the same command to resume."""
         from rich.progress import TextColumn
 
-        from ..console import progress
-        from ..devices import check_device
-        from ..errors import ClipclapError, SplitError
-        from ..extraction import Extraction, Shard
-        from ..extras import need
-        from ..ingest import store_bundle
+        from clipclap_cli.cli.console import progress
+        from clipclap_cli.data.ingest import store_bundle
+        from clipclap_cli.devices import check_device
+        from clipclap_cli.errors import ClipclapError, SplitError
+        from clipclap_cli.extract.extraction import Extraction, Shard
+        from clipclap_cli.extras import need
 
         check_device(device)  # before the working group is created
         need("av", "extract", "clipclap extract (decoding videos)")  # else every video would fail alike
@@ -112,8 +112,8 @@ def install(app, pm) -> None:
 def _videos_folder(entry, adapter) -> Path | None:
     """The dataset's `videos` setting, when --videos is not given (None for a format without
     videos: its `samples` says so)."""
-    from ..api import DatasetAdapter
-    from ..errors import ConfigError
+    from clipclap_cli.api import DatasetAdapter
+    from clipclap_cli.errors import ConfigError
 
     if entry.videos is not None:
         return entry.resolve(entry.videos)
@@ -125,8 +125,8 @@ def _videos_folder(entry, adapter) -> Path | None:
 
 def _encoder_params(pm, pairs: list[str]) -> dict[str, list[str]]:
     """-e ENCODER:KEY=VALUE, grouped by encoder: {encoder: ["KEY=VALUE", ...]}."""
-    from ..errors import ClipclapError
-    from ..registries import list_encoders
+    from clipclap_cli.errors import ClipclapError
+    from clipclap_cli.plugins.registry import list_encoders
 
     known = set(list_encoders(pm).names())
     grouped: dict[str, list[str]] = {}
@@ -140,9 +140,9 @@ def _encoder_params(pm, pairs: list[str]) -> dict[str, list[str]]:
 
 def _encoder(pm, name: str, modality: str, pairs: list[str], device: str, dtype: str):
     """Encoder `name` for `modality` with its -e parameters; device and dtype unless given."""
-    from ..errors import ClipclapError
-    from ..params import build_params, pairs_to_dict
-    from ..registries import get_encoder
+    from clipclap_cli.errors import ClipclapError
+    from clipclap_cli.params import build_params, pairs_to_dict
+    from clipclap_cli.plugins.registry import get_encoder
 
     base = get_encoder(name, pm)
     if base.modality != modality:

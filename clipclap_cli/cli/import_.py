@@ -7,8 +7,17 @@ from typing import Annotated
 
 import typer
 
-from ..console import err
-from ._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, ReplaceOpt, StoreOpt, catalog, report_ingest, store
+from clipclap_cli.cli._options import (
+    DEFAULT_STORE,
+    DatasetArg,
+    DatasetsOpt,
+    ReplaceOpt,
+    StoreOpt,
+    catalog,
+    report_ingest,
+    store,
+)
+from clipclap_cli.cli.console import err
 
 
 def install(app, pm) -> None:
@@ -21,7 +30,7 @@ def install(app, pm) -> None:
         replace: ReplaceOpt = False,
     ):
         """Import released features (data.zip layout). Writes the dataset's default split too."""
-        from ..ingest import import_dataset
+        from clipclap_cli.data.ingest import import_dataset
 
         with err.status(f"importing {dataset} from {root}"):
             result = import_dataset(store(store_path), catalog(pm, datasets_file), dataset, root, replace)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..console import out, print_json, table
-from ._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, JsonOpt, StoreOpt, catalog, store
+from clipclap_cli.cli._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, JsonOpt, StoreOpt, catalog, store
+from clipclap_cli.cli.console import out, print_json, table
 
 
 def install(app, pm) -> None:
@@ -37,7 +37,7 @@ def install(app, pm) -> None:
     @datasets.command("kinds")
     def datasets_kinds(as_json: JsonOpt = False):
         """List dataset formats (adapter kinds) and their plugins."""
-        from ..registries import list_dataset_kinds
+        from clipclap_cli.plugins.registry import list_dataset_kinds
 
         rows = [{"kind": r.name, "plugin": r.plugin, "description": r.obj.description} for r in list_dataset_kinds(pm)]
         if as_json:
@@ -49,7 +49,7 @@ def install(app, pm) -> None:
                       as_json: JsonOpt = False):
         """Show what the store holds for a dataset. Videos and classes per split, features, label
         embeddings."""
-        from ..errors import StoreError
+        from clipclap_cli.errors import StoreError
 
         fs = store(store_path)
         try:
@@ -66,8 +66,8 @@ def install(app, pm) -> None:
     def encoders_list(as_json: JsonOpt = False):
         """List encoders: id, modality, dim, plugin, aliases. The "label embeddings" column says
         which can serve `clipclap embed`."""
-        from ..api import offers_label_embeddings
-        from ..registries import list_encoders
+        from clipclap_cli.api import offers_label_embeddings
+        from clipclap_cli.plugins.registry import list_encoders
 
         rows = [{"id": r.name, "modality": r.obj.modality, "dim": r.obj.dim,
                  "label_embeddings": offers_label_embeddings(r.obj), "plugin": r.plugin,
@@ -81,8 +81,8 @@ def install(app, pm) -> None:
     @heads.command("list")
     def heads_list(params: bool = typer.Option(False, "--params", help="Show each head's parameters"), as_json: JsonOpt = False):
         """List fusion heads: id, plugin, aliases. With --params, their parameters too."""
-        from ..params import describe_params
-        from ..registries import list_heads
+        from clipclap_cli.params import describe_params
+        from clipclap_cli.plugins.registry import list_heads
 
         rows = [{"id": r.name, "plugin": r.plugin, "aliases": list(r.aliases),
                  "description": (r.obj.__doc__ or "").strip().splitlines()[0] if r.obj.__doc__ else "",
@@ -99,7 +99,7 @@ def install(app, pm) -> None:
     @app.command("plugins")
     def plugins(all_: bool = typer.Option(False, "--all", help="Include the built-in plugins"), as_json: JsonOpt = False):
         """List installed plugins and the hooks they implement."""
-        from ..plugins import DEFAULT_PLUGINS
+        from clipclap_cli.plugins.manager import DEFAULT_PLUGINS
 
         versions = {pm.get_name(p): d.version for p, d in pm.list_plugin_distinfo()}
         rows = []

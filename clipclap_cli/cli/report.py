@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ..console import err, out
-from ._options import catalog, datasets_option
+from clipclap_cli.cli._options import catalog, datasets_option
+from clipclap_cli.cli.console import err, out
 
 
 def install(app, pm) -> None:
@@ -25,7 +25,7 @@ def install(app, pm) -> None:
                                        "override the project's") = None,
     ):
         """Table of S/U/HM/ZSL per method and dataset. Seeds grouped as mean ± std (n)."""
-        from ..errors import RunError
+        from clipclap_cli.errors import RunError
 
         if not runs and not runs_dir.exists():  # the default, searched: say so rather than "no such run"
             raise RunError(f"no runs folder {runs_dir} (searched when no RUN is given; `clipclap train` writes "
@@ -42,8 +42,8 @@ def print_report(paths: list[Path], fmt: str = "markdown", su: bool = False, plo
     `published` ({dataset: {head: {metric: percent}}}), the paper's rows join the table."""
     from rich.markup import escape
 
-    from .. import reporting
-    from ..errors import RunError
+    from clipclap_cli.errors import RunError
+    from clipclap_cli.evaluate import reporting
 
     reporting.check_format(fmt)  # before anything is read
     found, pending = reporting.find_runs(paths)

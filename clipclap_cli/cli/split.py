@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..console import out, table
-from ._options import (
+from clipclap_cli.cli._options import (
     DEFAULT_STORE,
     DatasetsOpt,
     StoredDatasetArg,
@@ -18,6 +17,7 @@ from ._options import (
     store,
     stored_dataset,
 )
+from clipclap_cli.cli.console import out, table
 
 
 def install(app, pm) -> None:
@@ -34,8 +34,8 @@ def install(app, pm) -> None:
         datasets_file: DatasetsOpt = None,
     ):
         """Write a protocol split. From class-split files, or drawn anew with --seen/--unseen."""
-        from ..errors import SplitError
-        from ..ingest import split_drawn, split_from_folder
+        from clipclap_cli.data.ingest import split_drawn, split_from_folder
+        from clipclap_cli.errors import SplitError
 
         fs = store(store_path)
         dataset = stored_dataset(fs, dataset)

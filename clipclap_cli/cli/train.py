@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..console import err, test_figures
-from ._options import (
+from clipclap_cli.cli._options import (
     DEFAULT_STORE,
     DatasetsOpt,
     DeviceOpt,
@@ -21,6 +20,7 @@ from ._options import (
     store,
     stored_dataset,
 )
+from clipclap_cli.cli.console import err, test_figures
 
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Where run folders are created")]
 STAGES = {"1": (1,), "2": (2,), "all": (1, 2)}
@@ -60,9 +60,10 @@ def install(app, pm) -> None:
         datasets_file: DatasetsOpt = None,
     ):
         """Train fusion heads with the two-stage protocol. Rerun the same command to resume."""
-        from ..errors import ClipclapError
-        from ..registries import list_heads
-        from ..runs import RunRequest, parse_grid, plan_runs
+        from clipclap_cli.errors import ClipclapError
+        from clipclap_cli.plugins.registry import list_heads
+        from clipclap_cli.protocol import DEFAULT_BETA_GRID
+        from clipclap_cli.train.runs.plan import RunRequest, parse_grid, plan_runs
 
         if stage not in STAGES:
             raise ClipclapError(f"--stage must be 1, 2 or all, not {stage!r}")
@@ -80,8 +81,9 @@ def install(app, pm) -> None:
             return
         fs = store(store_path or DEFAULT_STORE)
         entry = catalog(pm, datasets_file).get(stored_dataset(fs, dataset))
+        grid = parse_grid(beta_grid)
         request = RunRequest(tuple(names), tuple(params), seed, seeds, split, epochs, lr, batch_size, batches, device,
-                             replay, lr_scheduler, parse_grid(beta_grid), legacy)
+                             None if replay else False, lr_scheduler, None if grid == DEFAULT_BETA_GRID else grid, legacy)
         plan = plan_runs(fs, entry, request, runs_dir, run_dir, pm)
         failed = 0
         if jobs > 1 and len(plan) > 1:
@@ -90,7 +92,7 @@ def install(app, pm) -> None:
             finished = [train_one(path, spec, fs, STAGES[stage], pm, threads) for path, spec in plan]
         finished = [p for p in finished if p is not None]
         if 2 in STAGES[stage] and finished:  # with every run failed, the error below says so
-            from .report import print_report
+            from clipclap_cli.cli.report import print_report
 
             print_report(finished)
         if failed:
@@ -101,8 +103,8 @@ def _continue_run(path: Path, dataset: str | None, store_path: str | None, stage
     """`train --run RUN` with no settings: resume or continue the run as it was started, with its
     recorded dataset, split, head, parameters and settings, on its recorded store (unless
     --store names where the store is now). This is what the hints the tool prints run."""
-    from ..errors import RunError
-    from ..runs import load_spec
+    from clipclap_cli.errors import RunError
+    from clipclap_cli.train.runs.folder import load_spec
 
     spec, raw = load_spec(path)
     if dataset is not None and dataset != spec.dataset:
@@ -113,7 +115,7 @@ def _continue_run(path: Path, dataset: str | None, store_path: str | None, stage
                        "pass --store with the store's new place")
     finished = train_one(path, spec, fs, stages, pm, threads)
     if 2 in stages and finished is not None:
-        from .report import print_report
+        from clipclap_cli.cli.report import print_report
 
         print_report([finished])
 
@@ -122,9 +124,10 @@ def train_one(path, spec, fs, stages, pm, threads=None):
     """Train one run with a progress bar; returns the run folder once it has results."""
     from rich.progress import TextColumn
 
-    from .. import __version__
-    from ..console import progress
-    from ..runs import Callbacks, load_spec, train_run
+    from clipclap_cli import __version__
+    from clipclap_cli.cli.console import progress
+    from clipclap_cli.train.runs.folder import load_spec
+    from clipclap_cli.train.runs.stages import Callbacks, train_run
 
     with progress(TextColumn("{task.fields[info]}")) as bar:
         task = bar.add_task("", total=spec.train.batches_per_epoch, info="")
@@ -170,9 +173,9 @@ def train_side_by_side(plan, fs, stages, jobs, threads, pm):
     from rich.markup import escape
     from rich.progress import TextColumn
 
-    from ..console import progress
-    from ..jobs import train_in_workers
-    from ..plugins import portable_plugins
+    from clipclap_cli.cli.console import progress
+    from clipclap_cli.plugins.manager import portable_plugins
+    from clipclap_cli.train.jobs import train_in_workers
 
     plugins = portable_plugins(pm)  # a plugin the workers cannot get fails here, before any output
     err.print(f"training {len(plan)} runs, {jobs} at a time in worker processes")

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from ..console import err, out, print_json, table
-from ._options import DEFAULT_STORE, JsonOpt, StoreOpt, checked_name, store
+from clipclap_cli.cli._options import DEFAULT_STORE, JsonOpt, StoreOpt, checked_name, store
+from clipclap_cli.cli.console import err, out, print_json, table
 
 
 def install(app, pm) -> None:
@@ -20,7 +20,7 @@ def install(app, pm) -> None:
     ):
         """Check the store's arrays for damage. Checksums, missing chunks, non-finite or
         out-of-range values; exits 1 when any array is damaged, and says how to write it again."""
-        from ..errors import StoreError
+        from clipclap_cli.errors import StoreError
 
         fs = store(store_path)
         if not fs.location.exists():

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipclap_cli import check_ranges
-from clipclap_cli.heads_base import FusionHead
+from clipclap_cli.api import FusionHead
 
 
 class BilinearHead(FusionHead):

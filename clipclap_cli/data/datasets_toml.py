@@ -1,0 +1,210 @@
+"""datasets.toml: dataset *instances* as data. Formats (adapters) are code, found by `kind`.
+
+Sources, later ones winning key by key: the project's datasets.toml, entries registered by
+plugins (`register_dataset_entries`), then a user file (`--datasets PATH` or CLIPCLAP_DATASETS).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.resources
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clipclap_cli.api import FeatureDims
+from clipclap_cli.errors import ClipclapError, ConfigError, DuplicateNameError, UnknownNameError
+from clipclap_cli.names import RULE as NAME_RULE
+from clipclap_cli.names import is_valid_name
+from clipclap_cli.params import build_params
+from clipclap_cli.plugins.registry import DatasetCatalog
+from clipclap_cli.protocol import METRICS, SettingError, TrainSettings, checked_settings, merge_settings
+
+
+def _resources() -> Path:
+    """The data that ships inside the package (datasets.toml, the benchmarks' class splits and
+    prompts), as a folder: installed packages are folders (a zipped install is refused, since
+    the readers of these files take paths)."""
+    folder = importlib.resources.files("clipclap_cli") / "resources"
+    if not isinstance(folder, Path):
+        raise ConfigError(f"clipclap's data files are inside an archive ({folder}); install clipclap "
+                          "unzipped, or set CLIPCLAP_BENCHMARKS and pass --datasets")
+    return folder
+
+
+def project_datasets_toml() -> Path:
+    """The built-in dataset entries (the repository's top-level datasets.toml links to this file)."""
+    return _resources() / "datasets.toml"
+
+
+def benchmarks_dir() -> Path:
+    """Where the public class splits and prompt templates live: CLIPCLAP_BENCHMARKS, else the
+    copy that ships in the package (stage_*.csv video lists gzipped: the readers take both)."""
+    env = os.environ.get("CLIPCLAP_BENCHMARKS")
+    return Path(env) if env else _resources() / "benchmarks"
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One [datasets.NAME] table, validated."""
+
+    name: str
+    display_name: str
+    kind: str
+    split: str
+    dims: FeatureDims
+    train: dict[str, Any]
+    "The training settings the dataset sets (datasets.toml `train`), over the protocol's"
+    prompts: str | None
+    params: Any
+    origin: str
+    head_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    head_train: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    "Training settings of a head on this dataset (over the head's own defaults)"
+    videos: str | None = None
+    "Folder of the dataset's videos: `extract`'s default for --videos"
+    published: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    "Published test results per head (percent: hm, zsl, and seen/unseen where known), for `report --published`"
+
+    @property
+    def train_settings(self) -> TrainSettings:
+        """The protocol's training settings with the dataset's over them."""
+        return merge_settings([(f"dataset {self.name}", self.train)])[0]
+
+    def resolve(self, value: str) -> Path:
+        """Expand `{benchmarks}` and `~` in a path-valued setting."""
+        return Path(value.replace("{benchmarks}", str(benchmarks_dir()))).expanduser()
+
+
+_CORE_KEYS = {"display_name", "kind", "split", "dims", "train", "prompts", "head_params", "head_train", "videos",
+              "published"}
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, dict]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such datasets file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    tables = data.get("datasets", {})
+    if not isinstance(tables, dict) or set(data) - {"datasets"}:
+        raise ConfigError(f"{path}: expected only [datasets.NAME] tables")
+    return tables
+
+
+def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
+    def fail(key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{where} [datasets.{name}] {key}: {problem}")
+
+    if not is_valid_name(name):
+        raise ConfigError(f"{where} [datasets.{name!r}]: the dataset name is not allowed: use {NAME_RULE}")
+
+    if "kind" not in table:
+        raise fail("kind", "missing (the dataset format, see `clipclap datasets kinds`)")
+    try:
+        adapter_cls = adapters.get(table["kind"])
+    except UnknownNameError as e:
+        raise ConfigError(f"{where} [datasets.{name}] kind={table['kind']!r}: {e}") from None
+    extra = {k: v for k, v in table.items() if k not in _CORE_KEYS}
+    try:
+        params = build_params(adapter_cls.Params, extra)
+    except ClipclapError as e:
+        raise ConfigError(f"{where} [datasets.{name}]: {e}") from None
+    dims = table.get("dims", {})
+    unknown = set(dims) - {"audio", "video", "clip", "clap"}
+    if unknown:
+        raise fail(f"dims.{sorted(unknown)[0]}", "unknown; valid: audio, video, clip, clap")
+    for key, value in dims.items():
+        if not isinstance(value, int) or value <= 0:
+            raise fail(f"dims.{key}", f"expected a positive integer, got {value!r}")
+    def train_settings(key: str, train: Any) -> dict[str, Any]:
+        """The given training settings, validated and typed."""
+        try:
+            return checked_settings(train)
+        except SettingError as e:
+            raise fail(f"{key}.{e.key}" if e.key else key, str(e)) from None
+
+    if not is_valid_name(table.get("split", "cls_split")):
+        raise fail("split", f"{table['split']!r} is not allowed as a split name: use {NAME_RULE}")
+    for key in ("prompts", "videos"):
+        if not isinstance(table.get(key, ""), str):
+            raise fail(key, f"expected a path (a string), got {table[key]!r}")
+    train_defaults = train_settings("train", table.get("train", {}))
+    head_params, head_train = table.get("head_params", {}), table.get("head_train", {})
+    for key, tables in (("head_params", head_params), ("head_train", head_train)):
+        if not isinstance(tables, dict) or not all(isinstance(v, dict) for v in tables.values()):
+            raise fail(key, f"expected one table per head, e.g. {key}.tcaf = {{ ... }}")
+    return DatasetEntry(
+        published=_published(table.get("published", {}), fail),
+        head_params=head_params,
+        head_train={head: train_settings(f"head_train.{head}", t) for head, t in head_train.items()},
+        name=name,
+        display_name=str(table.get("display_name", name)),
+        kind=table["kind"],
+        split=str(table.get("split", "cls_split")),
+        dims=FeatureDims(
+            audio=dims.get("audio", 1024),
+            video=dims.get("video", 512),
+            text_parts=(("clip", dims.get("clip", 512)), ("clap", dims.get("clap", 1024))),
+        ),
+        train=train_defaults,
+        prompts=table.get("prompts"),
+        videos=table.get("videos"),
+        params=params,
+        origin=where,
+    )
+
+
+def _published(tables: Any, fail) -> dict[str, dict[str, float]]:
+    """`published.<head> = { hm = .., zsl = .., seen = .., unseen = .. }`, percentages, checked."""
+    if not isinstance(tables, dict) or not all(isinstance(v, dict) for v in tables.values()):
+        raise fail("published", "expected one table per head, e.g. published.clipclap = { hm = 55.97, zsl = 46.96 }")
+    for head, values in tables.items():
+        for metric, value in values.items():
+            if metric not in METRICS:
+                raise fail(f"published.{head}.{metric}", f"unknown; valid: {', '.join(METRICS)}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+                raise fail(f"published.{head}.{metric}", f"expected a percentage from 0 to 100, got {value!r}")
+    return {head: {m: float(v) for m, v in values.items()} for head, values in tables.items()}
+
+
+def load_catalog(pm, user_file: Path | None = None, project_file: Path | None = None) -> DatasetCatalog:
+    """Read datasets.toml, plugin entries and the user's override file into a DatasetCatalog."""
+    from clipclap_cli.plugins.registry import list_dataset_kinds
+
+    adapters = list_dataset_kinds(pm)
+    project_file = project_file or project_datasets_toml()
+    raw: dict[str, tuple[dict, str]] = {}
+    if project_file.exists():
+        for name, table in _read_toml(project_file).items():
+            raw[name] = (table, str(project_file))
+    for impl in reversed(pm.hook.register_dataset_entries.get_hookimpls()):
+
+        def register(name: str, table: dict, _plugin: str = impl.plugin_name) -> None:
+            if name in raw:
+                raise DuplicateNameError(f"dataset {name!r} registered by both {raw[name][1]} and {_plugin}")
+            raw[name] = (dict(table), f"plugin {_plugin}")
+
+        impl.function(register=register)
+    user_file = user_file or (Path(os.environ["CLIPCLAP_DATASETS"]) if os.environ.get("CLIPCLAP_DATASETS") else None)
+    if user_file is not None:
+        for name, table in _read_toml(Path(user_file)).items():
+            base = raw.get(name, ({}, ""))[0]
+            raw[name] = (_merge(base, table), str(user_file))
+    entries = {name: _build(name, table, where, adapters) for name, (table, where) in raw.items()}
+    return DatasetCatalog(entries, adapters)

@@ -1,0 +1,354 @@
+"""Results tables like the paper's (methods x datasets, HM and ZSL) and calibration plots.
+
+Runs that differ only in their seed form one group, reported as mean ± sample standard
+deviation with the number of runs. No torch here: `clipclap report` stays quick.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipclap_cli.errors import RunError
+from clipclap_cli.protocol import LABELS, METRICS, completed_train_settings, run_name_parts
+
+FORMATS = ("markdown", "latex", "html", "csv", "json")
+
+FILE_UNITS = {"accuracy": "fraction", "epoch": "counted from 1"}
+"What the numbers of a results file are: accuracies as fractions (0-1, the exact values computed)"
+PERCENT_UNITS = {"accuracy": "percent", "epoch": "counted from 1"}
+"What people read (the console, tables, `evaluate --json`): accuracies in percent"
+
+
+def as_percent(results: dict[str, Any]) -> dict[str, Any]:
+    """A results dict (results.json, `evaluate_models`) with every accuracy in percent: the
+    test and validation figures, the bias curves and the per-class accuracies. Betas, class
+    counts and epochs stay as they are; `units` says which convention the dict follows."""
+    out = json.loads(json.dumps(results))
+
+    def scale(block: dict | None, keys=METRICS) -> None:
+        for key in keys:
+            if block is None or key not in block:
+                continue
+            value = block[key]
+            block[key] = [100 * v for v in value] if isinstance(value, list) else 100 * value
+
+    scale(out.get("test"))
+    scale(out.get("val"))
+    scale(out.get("test_curve"))
+    scale((out.get("val") or {}).get("curve"))
+    for block in (out.get("per_class_accuracy") or {}).values():
+        scale(block, list(block))
+    scale(out.get("zsl_per_class_recall"), list(out.get("zsl_per_class_recall") or {}))
+    out["units"] = PERCENT_UNITS
+    return out
+
+
+@dataclass
+class RunResult:
+    path: Path
+    results: dict[str, Any]
+    spec: dict[str, Any]
+
+    @property
+    def method(self) -> str:
+        parts = run_name_parts(self.spec)
+        return self.spec["head"] + (f" ({', '.join(parts)})" if parts else "")
+
+    @property
+    def dataset(self) -> str:
+        split = self.spec["split"]
+        return self.spec["dataset"] if split == "cls_split" else f"{self.spec['dataset']} ({split})"
+
+    def group_key(self) -> str:
+        """Everything but the seed (and device): runs with the same key are repeats."""
+        train = {k: v for k, v in completed_train_settings(self.spec["train"]).items() if k not in ("seed", "device")}
+        return json.dumps([self.spec["dataset"], self.spec["split"], self.spec["head"], self.spec["params"], train,
+                           self.spec.get("legacy_label_order", False)],
+                          sort_keys=True)
+
+
+@dataclass
+class Cell:
+    """One method x dataset entry: per metric mean and std (percent) over `n` seeds. A published
+    result (`n` = 0) has the metrics the paper gives, and no std."""
+
+    method: str
+    dataset: str
+    n: int
+    mean: dict[str, float]
+    std: dict[str, float]
+    seeds: list[int] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    head: str = ""
+    "The fusion head: the paper's row of a head goes below its runs, whatever their settings"
+    replaced: list[str] = field(default_factory=list)
+    "Runs left out: an older run of a seed (and settings) that a newer run of the cell repeats"
+
+
+def find_runs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Run folders with results, and those found without results yet (training, interrupted, or
+    trained one stage at a time: a table without them says so). Each path is a run or a folder
+    searched recursively; a named run must have results."""
+    found: list[Path] = []
+    pending: list[Path] = []
+    for p in paths:
+        if not p.exists():
+            raise RunError(f"{p}: no such run or folder")
+        if (p / "results.json").exists():
+            found.append(p)
+            continue
+        if (p / "config.json").exists():
+            raise RunError(f"{p}: the run has no results yet "
+                           f"(finish it with `clipclap train`, then `clipclap evaluate {p}`)")
+        for run in sorted(c.parent for c in p.rglob("config.json")):
+            (found if (run / "results.json").exists() else pending).append(run)
+    if not found:
+        hint = (f"{len(pending)} run(s) there have no results yet: finish them with `clipclap train`"
+                if pending else "train with `clipclap train DATASET`")
+        raise RunError(f"no evaluated runs under {', '.join(map(str, paths))} ({hint})")
+    return list(dict.fromkeys(found)), list(dict.fromkeys(pending))
+
+
+def load_run(path: Path) -> RunResult:
+    """A run's results and spec, checked (`results_problem`): a RunError names the file and
+    what is wrong with it, so that no hand-edited or damaged number reaches a table."""
+    try:
+        results = json.loads((path / "results.json").read_text())
+        spec = json.loads((path / "config.json").read_text())["spec"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(f"{path}: unreadable run ({e})") from None
+    problem = results_problem(results) or spec_problem(spec)
+    if problem:
+        raise RunError(f"{path}: {problem}")
+    return RunResult(path, results, spec)
+
+
+#: How far a stored HM may be from 2SU/(S+U): the evaluation adds 1e-12 to the denominator and
+#: rounds through float32; a hand-edited HM is off by far more.
+HM_TOLERANCE = 1e-6
+
+
+def results_problem(results: Any) -> str | None:
+    """What is wrong with a results.json's test figures, or None: each metric must be a number
+    (a fraction from 0 to 1, finite) and HM must follow from S and U."""
+    test = results.get("test") if isinstance(results, dict) else None
+    if not isinstance(test, dict):
+        return "results.json has no 'test' figures"
+    units = results.get("units", FILE_UNITS)  # files from before `units` hold fractions
+    if units != FILE_UNITS:
+        return f"results.json: units are {units!r}, not {FILE_UNITS!r} (a file of `evaluate --json`, in percent?)"
+    for metric in METRICS:
+        value = test.get(metric)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"results.json: test {metric} is {value!r}, not a number"
+        if not math.isfinite(value) or not 0 <= value <= 1:
+            return f"results.json: test {metric} is {value!r}, outside 0..1 (a fraction)"
+    s, u, hm = test["seen"], test["unseen"], test["hm"]
+    expected = 2 * s * u / (s + u) if s + u > 0 else 0.0
+    if abs(hm - expected) > HM_TOLERANCE:
+        return f"results.json: test hm {hm!r} does not follow from seen {s!r} and unseen {u!r} ({expected:.6f})"
+    seed = results.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        return f"results.json: seed is {seed!r}, not an integer"
+    return None
+
+
+def spec_problem(spec: Any) -> str | None:
+    """What config.json's spec lacks for a report row, or None."""
+    if not isinstance(spec, dict):
+        return "config.json has no run spec"
+    for key, kind in (("dataset", str), ("split", str), ("head", str), ("params", dict), ("train", dict)):
+        if not isinstance(spec.get(key), kind):
+            return f"config.json: spec {key} is {spec.get(key)!r}"
+    seed = spec["train"].get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return f"config.json: spec train.seed is {seed!r}, not an integer"
+    return None
+
+
+def load_runs(paths: list[Path]) -> tuple[list[RunResult], list[str]]:
+    """The runs at `paths` that load and pass the checks, and one line for each that does not
+    (the report leaves those out and says so, rather than failing whole or showing a bad number)."""
+    runs, skipped = [], []
+    for path in paths:
+        try:
+            runs.append(load_run(path))
+        except RunError as e:
+            skipped.append(str(e))
+    return runs, skipped
+
+
+def aggregate(runs: list[RunResult]) -> list[Cell]:
+    """Group runs differing only in seed; cells in first-seen order of method and dataset."""
+    groups: dict[str, list[RunResult]] = {}
+    for r in runs:
+        groups.setdefault(r.group_key(), []).append(r)
+    cells, labels = [], {}
+    for group in groups.values():
+        members, replaced = _one_run_per_seed(group)
+        first = members[0]
+        method = first.method
+        # two groups with the same method label (runs from before clipclap named their epochs or lr
+        # in it, or differing in a setting no option sets, such as weight decay): tell them apart
+        label_key = (method, first.dataset)
+        if label_key in labels:
+            t = first.spec["train"]
+            method += f" [lr={t['lr']}, epochs={t['epochs']}, batches={t['batches_per_epoch']}]"
+        labels[label_key] = True
+        values = {m: [100 * r.results["test"][m] for r in members] for m in METRICS}
+        cells.append(Cell(
+            method, first.dataset, len(members),
+            {m: statistics.fmean(v) for m, v in values.items()},
+            {m: statistics.stdev(v) if len(v) > 1 else 0.0 for m, v in values.items()},
+            sorted(_seed(r) for r in members),
+            [str(r.path) for r in members],
+            first.spec["head"],
+            [str(r.path) for r in replaced],
+        ))
+    return cells
+
+
+def _seed(run: RunResult) -> int:
+    return run.results.get("seed", run.spec["train"]["seed"])
+
+
+def _one_run_per_seed(group: list[RunResult]) -> tuple[list[RunResult], list[RunResult]]:
+    """The runs of a group (same dataset, split, head and settings) that count, one per seed: a
+    seed trained twice counts once, by its newest results (the older run is a repeat, not a new
+    sample); and the runs left out."""
+    newest: dict[int, RunResult] = {}
+    for run in sorted(group, key=lambda r: (r.path / "results.json").stat().st_mtime_ns):
+        newest[_seed(run)] = run
+    kept = [newest[seed] for seed in sorted(newest)]
+    return kept, [r for r in group if all(r is not k for k in kept)]
+
+
+PAPER = " (paper)"
+
+
+def with_published(cells: list[Cell], published: dict[str, dict[str, dict[str, float]]]) -> list[Cell]:
+    """`cells` and the published results of their datasets (`published[dataset][head]`, percent)
+    as rows 'HEAD (paper)', each right below the rows of the same head when the table has some."""
+    paper: dict[str, list[Cell]] = {}
+    for dataset in dict.fromkeys(c.dataset for c in cells):
+        for head, values in published.get(dataset, {}).items():
+            paper.setdefault(head, []).append(Cell(head + PAPER, dataset, 0, dict(values), {}, head=head))
+    out: list[Cell] = []
+    for head in dict.fromkeys(c.head for c in cells):
+        out += [c for c in cells if c.head == head] + paper.pop(head, [])
+    return out + [c for rows in paper.values() for c in rows]
+
+
+def _layout(cells: list[Cell]):
+    methods = list(dict.fromkeys(c.method for c in cells))
+    datasets = list(dict.fromkeys(c.dataset for c in cells))
+    by = {(c.method, c.dataset): c for c in cells}
+    return methods, datasets, by
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise RunError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _fmt(cell: Cell | None, metric: str, pm: str = " ± ") -> str:
+    if cell is None or metric not in cell.mean:
+        return "–"
+    if cell.n <= 1:
+        return f"{cell.mean[metric]:.2f}"
+    return f"{cell.mean[metric]:.2f}{pm}{cell.std[metric]:.2f}"
+
+
+def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = ("hm", "zsl")) -> str:
+    """The table in one of FORMATS (markdown, latex and html wide; csv and json one row per cell)."""
+    check_format(fmt)
+    if fmt == "json":
+        return json.dumps([c.__dict__ for c in cells], indent=2, sort_keys=True) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["method", "dataset", "n", "seeds"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")])
+        for c in cells:
+            w.writerow([c.method, c.dataset, c.n, " ".join(map(str, c.seeds))]
+                       + [f"{v[m]:.4f}" if m in v else "" for m in METRICS for v in (c.mean, c.std)])
+        return buf.getvalue()
+    methods, datasets, by = _layout(cells)
+    counts = sorted({c.n for c in cells if c.n})
+    note = (f"mean ± std over {'/'.join(map(str, counts))} seeds" if counts != [1] else "one seed per entry")
+    if any(c.replaced for c in cells):
+        note += "; a seed trained twice counts once, by its newest run"
+    if any(c.n == 0 for c in cells):
+        note += f"; '{PAPER.strip()}': the published results"
+    if fmt == "markdown":
+        head = "| Method | " + " | ".join(f"{d} {LABELS[m]}" for d in datasets for m in metrics) + " |"
+        sep = "|---|" + "---:|" * (len(datasets) * len(metrics))
+        rows = ["| " + m + " | " + " | ".join(_fmt(by.get((m, d)), x) for d in datasets for x in metrics) + " |"
+                for m in methods]
+        return "\n".join([head, sep, *rows, "", f"Percent; {note}."]) + "\n"
+    if fmt == "latex":
+        k = len(metrics)
+        lines = [r"\begin{tabular}{l" + ("c" * k) * len(datasets) + "}", r"\toprule",
+                 "Method & " + " & ".join(rf"\multicolumn{{{k}}}{{c}}{{{_tex(d)}}}" for d in datasets) + r" \\",
+                 " & " + " & ".join(LABELS[m] for _ in datasets for m in metrics) + r" \\", r"\midrule"]
+        for m in methods:
+            lines.append(_tex(m) + " & " + " & ".join(_fmt(by.get((m, d)), x, r" $\pm$ ")
+                                                       for d in datasets for x in metrics) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}", f"% percent; {note}"]
+        return "\n".join(lines) + "\n"
+    k = len(metrics)
+    e = html.escape
+    top = "".join(f'<th colspan="{k}">{e(d)}</th>' for d in datasets)
+    sub = "".join(f"<th>{LABELS[m]}</th>" for _ in datasets for m in metrics)
+    body = "".join("<tr><td>" + e(m) + "</td>" + "".join(f"<td>{e(_fmt(by.get((m, d)), x))}</td>"
+                                                        for d in datasets for x in metrics) + "</tr>\n"
+                   for m in methods)
+    return (f'<table>\n<thead><tr><th rowspan="2">Method</th>{top}</tr><tr>{sub}</tr></thead>\n'
+            f"<tbody>\n{body}</tbody>\n<caption>Percent; {e(note)}.</caption>\n</table>\n")
+
+
+def _tex(s: str) -> str:
+    return s.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
+
+
+def write_plots(run: RunResult, out_dir: Path) -> list[Path]:
+    """calibration.png (S, U, HM against beta, beta* marked) and per-class accuracy, per run."""
+    from clipclap_cli.extras import need
+
+    need("matplotlib", "plots", "report --plots").use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = run.results
+    stem = "_".join(run.path.parts[-3:]).replace(",", "_").replace("=", "-")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curve, beta = res["test_curve"], res["test"]["beta"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("seen", "S"), ("unseen", "U"), ("hm", "HM")):
+        ax.plot(curve["beta"], [100 * v for v in curve[key]], label=label)
+    ax.axvline(beta, color="k", linestyle="--", linewidth=1, label=f"β* = {beta:.3f}")
+    ax.set(xlabel="calibration bias β", ylabel="accuracy (%)", title=f"{run.method} on {run.dataset}: test")
+    ax.legend()
+    fig.tight_layout()
+    calibration = out_dir / f"{stem}-calibration.png"
+    fig.savefig(calibration, dpi=120)
+    plt.close(fig)
+    acc = res["per_class_accuracy"]
+    names = list(acc["seen"]) + list(acc["unseen"])
+    values = [100 * v for v in acc["seen"].values()] + [100 * v for v in acc["unseen"].values()]
+    colors = ["tab:blue"] * len(acc["seen"]) + ["tab:orange"] * len(acc["unseen"])
+    fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(names)), 4))
+    ax.bar(range(len(names)), values, color=colors)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+    ax.set(ylabel="accuracy at β* (%)", title=f"per-class accuracy (blue seen, orange unseen): {run.method}")
+    fig.tight_layout()
+    per_class = out_dir / f"{stem}-per-class.png"
+    fig.savefig(per_class, dpi=120)
+    plt.close(fig)
+    return [calibration, per_class]

@@ -1,0 +1,1 @@
+"""Feature extraction from videos: decoding (PyAV) and the resumable, shardable extraction job."""

@@ -1,0 +1,380 @@
+"""Where a feature store lives, and how a finished group is put in place there.
+
+Two kinds of location, chosen from what the user passes as `--store`:
+
+* `Folder`: a path on a local or shared (POSIX) file system, or a `file://` URL.
+* `ObjectStore`: any other fsspec URL (`s3://`, `gs://`, `az://`, `memory://`, ...).
+
+Both put a group (a dataset, a split, a label-embedding matrix) in place the same way: it is
+written under its own versioned key `name~<time>-<random>` and counts from the moment it is
+complete (its `complete` attribute, written last). Readers take the newest complete version
+(`committed`); the writer then removes the older ones. Nothing is ever replaced in place, so a
+write killed at any point leaves the store reading the old version or the new one. In a folder
+the new version is written in a hidden staging folder that names its writer
+(`.staging~PID~HOST~name~version`) and renamed to its key once complete; behind a URL, which
+cannot rename, it is written at its key directly.
+
+What a killed write leaves behind (a staging folder, a version not yet superseded, an incomplete
+version) is debris that `tidy` removes the next time the store is opened for writing. Only what
+the store itself wrote is ever removed: a versioned key or staging folder of a valid name, or a
+plain node carrying the store's commit attributes, always inside the store's root. A folder that
+holds other things and no store marker is refused as a store (`claim`).
+
+Both hand zarr something it opens (a `Path` or a zarr `FsspecStore`), so the store's reading
+and writing code is the same for both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from clipclap_cli.errors import StoreError
+from clipclap_cli.names import is_valid_name
+from clipclap_cli.store.locks import may_live
+
+#: Separates a group's name from its version (`demo~00017641860000000000-3fa2c1d0`).
+VERSION_SEP = "~"
+
+#: The root attribute that marks a folder or URL as a clipclap store (its value: the schema version).
+STORE_MARKER = "clipclap_store"
+
+#: A URL scheme (`s3://`, `gs://`, `file://`), also as `Path` leaves it (`s3:/bucket`); two letters at
+#: least, so that a Windows drive (`C:/`) is not one.
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
+
+#: Debris of clipclap versions that replaced a group by two renames (`.demo.staging-3fa2c1d0`).
+_LEGACY_DEBRIS = re.compile(r"^\.(?P<name>.+)\.(?P<what>staging|old)-[0-9a-f]{8}$")
+
+
+#: What the root of a store being made by another process holds before its marker is readable.
+_ROOT_BEING_MADE = re.compile(r"zarr\.json|zarr\.[0-9a-f]+\.partial")
+
+
+def open_location(where: Path | str) -> Folder | ObjectStore:
+    """The location `where` names: a folder for paths and `file://` URLs, else an object store."""
+    text = str(where)
+    url = _URL.match(text)
+    if url is None:
+        return Folder(Path(where).expanduser())
+    if url.group(1).lower() == "file":
+        return Folder(Path(re.sub(r"^file:/*", "/", text, flags=re.IGNORECASE)))
+    if "://" not in text:  # "s3:/bucket": a Path folded the URL's "//"
+        raise StoreError(f"{text!r} looks like a URL with one slash; write {url.group(1)}://…")
+    return ObjectStore(text.rstrip("/"))
+
+
+def new_version() -> str:
+    """A version that sorts after every earlier one written from this clock."""
+    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+
+
+def committed(children: Iterable[tuple[str, Any]], plain_needs_complete: bool = True) -> dict[str, Any]:
+    """The zarr nodes that count, by name: of the versions of a name (`name~v`), the newest
+    complete one; a plain name (written by clipclap before versions) when complete, or always
+    with `plain_needs_complete=False` (arrays, which those versions only ever renamed into place)."""
+    best: dict[str, tuple[str, Any]] = {}
+    for key, node in children:
+        name, sep, version = key.partition(VERSION_SEP)
+        if not is_valid_name(name) or ((sep or plain_needs_complete) and not node.attrs.get("complete")):
+            continue
+        if name not in best or version > best[name][0]:
+            best[name] = (version, node)
+    return {name: node for name, (_, node) in best.items()}
+
+
+def _is_stamped(attrs: dict | None) -> bool:
+    """Whether a node's attributes carry what the store writes last on everything it commits."""
+    return isinstance(attrs, dict) and ("complete" in attrs or "write_id" in attrs)
+
+
+class _Location:
+    """What both kinds share: the store marker, versioned commits and tidying up after kills."""
+
+    path: Path | None
+
+    # each kind implements these five
+    def zarr(self, key: str = ""): ...
+    def children(self, key: str) -> list[str]: ...
+    def read_text(self, key: str) -> str | None: ...
+    def remove(self, key: str) -> None: ...
+    def is_empty_or_missing(self) -> bool: ...
+
+    def exists(self, key: str = "") -> bool:
+        return self.read_text(_join(key, "zarr.json")) is not None
+
+    def attrs(self, key: str) -> dict | None:
+        """The attributes in the zarr.json at `key`; None when there is none or it is unreadable."""
+        text = self.read_text(_join(key, "zarr.json"))
+        try:
+            attrs = json.loads(text).get("attributes", {}) if text is not None else None
+        except (ValueError, AttributeError):
+            return None
+        return attrs if isinstance(attrs, dict) else None
+
+    def claim(self, schema_version: int) -> bool:
+        """Check that this location is a clipclap store, or make it one when it is new or empty;
+        True when it was made now. Anything else (a folder of the user's, another zarr hierarchy)
+        is refused: the store never writes into what it does not own."""
+        root = self.attrs("")  # zarr.json is written whole (marker included) or not at all
+        if root is not None and STORE_MARKER in root:
+            return False
+        if root is None and self.exists():
+            raise StoreError(f"{self}: its root metadata (zarr.json) cannot be read; if it is a clipclap store, "
+                             "`clipclap verify` says how to write it again")
+        if root is not None:
+            raise StoreError(f"{self} is a zarr hierarchy that clipclap did not write (its root has no "
+                             f"{STORE_MARKER!r} marker); give --store a new folder for a clipclap store")
+        if self.path is not None and self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"{self} is a file, not a store folder; give --store a new or empty folder")
+        if not self.is_empty_or_missing():
+            raise StoreError(f"{self} holds other files and is not a clipclap store; give --store a new or "
+                             f"empty folder (for example {_join(str(self), 'clipclap.zarr')})")
+        import zarr
+        from zarr.errors import ContainsGroupError
+
+        if self.path is not None:
+            self.path.mkdir(parents=True, exist_ok=True)
+        try:  # the marker in the root's first metadata write: no moment shows a root without it
+            zarr.create_group(self.zarr(), attributes={STORE_MARKER: schema_version})
+        except ContainsGroupError:  # another process (a shard) made it meanwhile
+            return self.claim(schema_version)
+        return True
+
+    def supersede(self, parent: str, name: str, version: str) -> None:
+        """Remove what the store holds of `parent/name` older than `version` (just committed)."""
+        for child in self.children(parent):
+            other, sep, other_version = child.partition(VERSION_SEP)
+            if other != name or other_version >= version:
+                continue
+            key = _join(parent, child)
+            attrs = self.attrs(key)
+            is_node = self.read_text(_join(key, "zarr.json")) is not None  # readable or not
+            # ours: anything under a dataset's splits/ or label_embeddings/ (the dataset is ours); in
+            # the root, a zarr node with a version key, or a plain one carrying the commit stamp
+            if (parent and (sep or is_node)) or (sep and is_node) or _is_stamped(attrs):
+                self.remove(key)
+
+    def tidy(self, parent: str) -> None:
+        """Finish or roll back what killed writes left under `parent`, and remove their debris:
+        staging folders of dead writers, versions older than the newest complete one, incomplete
+        versions older than it, and the two-rename debris of earlier clipclap versions."""
+        children = self.children(parent)
+        self._recover_legacy(parent, children)
+        children = self.children(parent)
+        newest: dict[str, str] = {}
+        for child in children:
+            name, sep, version = child.partition(VERSION_SEP)
+            if sep and is_valid_name(name) and (self.attrs(_join(parent, child)) or {}).get("complete"):
+                newest[name] = max(newest.get(name, ""), version)
+        for name, version in newest.items():
+            self.supersede(parent, name, version)
+        for child in children:
+            if _dead_staging(child):
+                self.remove(_join(parent, child))
+
+    def _recover_legacy(self, parent: str, children: list[str]) -> None:
+        """Earlier clipclap versions replaced `name` by renaming it to `.name.old-X`, then
+        `.name.staging-X` to `name`. Killed between the two, the store read no `name` at all:
+        bring back the new copy when it is complete, else the old one; drop the rest."""
+        debris: dict[str, dict[str, list[str]]] = {}
+        for child in children:
+            m = _LEGACY_DEBRIS.match(child)
+            if m and is_valid_name(m["name"]):
+                debris.setdefault(m["name"], {"staging": [], "old": []})[m["what"]].append(child)
+        if not debris or self.path is None:
+            return
+        held = {c.partition(VERSION_SEP)[0] for c in children
+                if is_valid_name(c.partition(VERSION_SEP)[0]) and _is_stamped(self.attrs(_join(parent, c)))}
+        for name, found in debris.items():
+            if name in held:
+                continue
+            for child in found["staging"] + found["old"]:  # the new copy first
+                if (self.attrs(_join(parent, child)) or {}).get("complete"):
+                    os.rename(self.zarr(_join(parent, child)),
+                              self.zarr(_join(parent, f"{name}{VERSION_SEP}{new_version()}")))
+                    break
+        for child in self.children(parent):
+            if _LEGACY_DEBRIS.match(child) and is_valid_name(_LEGACY_DEBRIS.match(child)["name"]):
+                self.remove(_join(parent, child))
+
+
+def _join(parent: str, child: str) -> str:
+    return f"{parent}/{child}" if parent else child
+
+
+def _writer() -> tuple[int, str]:
+    """This process as a staging folder names it: its pid and host."""
+    return os.getpid(), socket.gethostname()
+
+
+def debris_name(what: str, final: str) -> str:
+    """A hidden folder that names its writer: `.staging~PID~HOST~final` (a version being
+    written) or `.trash~PID~HOST~final` (a node being removed), so `tidy` can tell the debris of
+    a dead writer from the work of a live one (`~` is in no name or host name)."""
+    pid, host = _writer()
+    return f".{what}{VERSION_SEP}{pid}{VERSION_SEP}{host}{VERSION_SEP}{final}"
+
+
+def staging_name(final: str) -> str:
+    return debris_name("staging", final)
+
+
+def _is_debris(child: str) -> bool:
+    parts = child.split(VERSION_SEP, 3)
+    return len(parts) == 4 and parts[0] in (".staging", ".trash") and parts[1].isdigit()
+
+
+def _dead_staging(child: str) -> bool:
+    """Whether `child` is a staging or trash folder whose writer, on this host, is gone."""
+    if not _is_debris(child):
+        return False
+    _, pid, host, _ = child.split(VERSION_SEP, 3)
+    return not may_live(host, pid, _writer()[1])  # another host's writer may live: its work stays
+
+
+class Folder(_Location):
+    """A store in a folder: each version staged, then renamed to its own key."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def recorded(self) -> str:
+        """How a run records where its store is (absolute, so it still resolves from elsewhere)."""
+        return str(self.path.resolve())
+
+    def zarr(self, key: str = "") -> Path:
+        return self.path / key if key else self.path
+
+    def children(self, key: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.zarr(key)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def read_text(self, key: str) -> str | None:
+        try:
+            return self.zarr(key).read_text()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, UnicodeDecodeError):
+            return None
+
+    def is_empty_or_missing(self) -> bool:
+        """Whether the folder is missing or holds nothing but the root metadata another process is
+        writing this moment (zarr writes `zarr.json` through a temporary `zarr.*.partial`)."""
+        if not self.path.exists():
+            return True
+        if not self.path.is_dir():
+            return False
+        return all(_ROOT_BEING_MADE.fullmatch(p.name) for p in self.path.iterdir())
+
+    def remove(self, key: str) -> None:
+        """Remove `key`, which must lie inside the store's root (checked on the resolved path)
+        and not be a link: nothing outside the store is ever removed through it. It is first
+        renamed to a hidden name that marks it as the store's debris (`.trash~PID~HOST~name`),
+        so a kill half-way through the removal leaves something `tidy` knows to remove."""
+        target = self.zarr(key)
+        root = self.path.resolve()
+        where = target.parent.resolve() / target.name
+        if not key or target.is_symlink() or root not in where.parents:
+            raise StoreError(f"refusing to remove {target}: it is not inside the store {self.path}")
+        if not target.is_dir():
+            target.unlink(missing_ok=True)
+            return
+        if not _is_debris(target.name):
+            trash = target.parent / debris_name("trash", target.name)
+            os.rename(target, trash)
+            target = trash
+        shutil.rmtree(target)
+
+    @contextlib.contextmanager
+    def staged(self, parent: str, name: str) -> Iterator[Path]:
+        """A fresh staging folder to write `parent/name` into (its `complete` attribute last);
+        on success it becomes the version `parent/name~v` and older versions are removed."""
+        version = new_version()
+        final = f"{name}{VERSION_SEP}{version}"
+        base = self.zarr(parent)
+        base.mkdir(parents=True, exist_ok=True)
+        staging = base / staging_name(final)
+        try:
+            yield staging
+            os.rename(staging, base / final)  # a new name: nothing is replaced
+        finally:
+            if staging.exists():  # the write failed: its partial copy goes
+                shutil.rmtree(staging, ignore_errors=True)
+        self.supersede(parent, name, version)
+
+
+class ObjectStore(_Location):
+    """A store behind an fsspec URL: versioned keys, committed by their `complete` attribute."""
+
+    path = None
+
+    def __init__(self, url: str):
+        import fsspec
+
+        self.url = url
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as e:  # an unknown scheme, or its fsspec package is missing
+            raise StoreError(f"cannot open the store {url}: {e}") from None
+
+    def __str__(self) -> str:
+        return self.url
+
+    def recorded(self) -> str:
+        return self.url
+
+    def _full(self, key: str) -> str:
+        return f"{self.root}/{key}" if key else self.root
+
+    def zarr(self, key: str = ""):
+        from zarr.storage import FsspecStore
+
+        return FsspecStore.from_url(f"{self.url}/{key}" if key else self.url, read_only=False)
+
+    def children(self, key: str) -> list[str]:
+        try:
+            listed = self.fs.ls(self._full(key), detail=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted({p.rstrip("/").rsplit("/", 1)[-1] for p in listed} - {""})
+
+    def read_text(self, key: str) -> str | None:
+        try:
+            return self.fs.cat_file(self._full(key)).decode()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, UnicodeDecodeError):
+            return None
+
+    def is_empty_or_missing(self) -> bool:
+        return not self.children("")
+
+    def remove(self, key: str) -> None:
+        if not key or ".." in key.split("/"):
+            raise StoreError(f"refusing to remove {self.url}/{key}: it is not inside the store")
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self._full(key), recursive=True)
+
+    @contextlib.contextmanager
+    def staged(self, parent: str, name: str):
+        """A new version `parent/name~v` to write into (its `complete` attribute last); on
+        success the older versions of `name` are removed, on failure this one is."""
+        version = new_version()
+        key = _join(parent, f"{name}{VERSION_SEP}{version}")
+        try:
+            yield self.zarr(key)
+        except BaseException:
+            self.remove(key)
+            raise
+        self.supersede(parent, name, version)

@@ -1,0 +1,137 @@
+"""Several runs side by side in worker processes (`clipclap train --jobs N`); no rich here.
+
+A batch of 64 keeps few cores busy, so on the CPU runs trained side by side with a share of the
+threads each finish sooner than the same runs one after the other. Each worker trains whole runs
+through `train_run` (so a run trained here has the bytes of the same run trained alone with the
+same `--threads`) with the caller's plugins (`portable_plugins`: the same modules, under the same
+names, whether they came from entry points or were registered by hand), and reports progress as
+events on a queue, which the caller turns into its display.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue as queue_module
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clipclap_cli.errors import ClipclapError
+from clipclap_cli.plugins.manager import PortablePlugin, rebuild_plugin_manager
+from clipclap_cli.store.feature_store import FeatureStore
+from clipclap_cli.train.runs.spec import RunSpec
+from clipclap_cli.train.runs.stages import Callbacks, train_run
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """What a worker reports: `kind` is start, epoch or reused; `run` indexes the task list."""
+
+    run: int
+    kind: str
+    stage: int
+    epoch: int = 0
+    "start: the epochs done before this start (0 unless resuming); epoch: the epoch's number (from 1)"
+    epochs: int = 0
+    record: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended: its test results (None when only stage 1 was asked), or an error line."""
+
+    run: int
+    results: dict | None = None
+    error: str | None = None
+
+
+_events = None  # the worker's end of the event queue (set by _init_worker)
+_plugins: list[PortablePlugin] = []  # the caller's plugins (set by _init_worker)
+_manager = None  # the plugin manager built from them, on first use
+
+
+def _init_worker(events, threads: int, plugins: list[PortablePlugin]) -> None:
+    """A worker's setup: its event queue, the caller's plugins, and its share of the cores as
+    torch's default threads (what a new run records when no --threads was given)."""
+    global _events, _plugins
+    import torch
+
+    _events, _plugins = events, plugins
+    torch.set_num_threads(threads)
+
+
+def _plugin_manager():
+    """The worker's plugin manager, built on first use: a plugin that fails to load then fails
+    the run with its reason, instead of breaking the pool (which reads as a dead worker)."""
+    global _manager
+    if _manager is None:
+        try:
+            _manager = rebuild_plugin_manager(_plugins)
+        except Exception as e:  # an import or unpickling error, of whatever kind
+            raise ClipclapError(f"a worker process cannot load the plugins: {e}") from None
+    return _manager
+
+
+def _train_in_worker(run: int, path: Path, spec: RunSpec, store: str, stages: tuple[int, ...],
+                     threads: int | None) -> RunOutcome:
+    def put(kind: str, stage: int, **fields) -> None:
+        _events.put(RunEvent(run, kind, stage, **fields))
+
+    cb = Callbacks(stage_start=lambda stage, done, epochs: put("start", stage, epoch=done, epochs=epochs),
+                   epoch_end=lambda stage, record: put("epoch", stage, epoch=record.epoch, record=record.as_dict()),
+                   stage_reused=lambda stage, result: put("reused", stage, record=result))
+    try:
+        return RunOutcome(run, results=train_run(path, spec, FeatureStore(store), stages, cb,
+                                                 _plugin_manager(), threads))
+    except ClipclapError as e:
+        return RunOutcome(run, error=str(e))
+
+
+def train_in_workers(plan: list[tuple[Path, RunSpec]], store: str, stages: tuple[int, ...], jobs: int,
+                     threads: int | None, on_event: Callable[[RunEvent], None],
+                     plugins: list[PortablePlugin]) -> list[RunOutcome]:
+    """Train every (folder, spec) of `plan`, `jobs` at a time in worker processes that load
+    `plugins` (`portable_plugins` of the caller's manager); `on_event` sees every worker's
+    events in this process. Threads per run: `threads`, else what a run
+    recorded, else an equal share of this machine's cores. Returns the outcomes in `plan`'s order."""
+    import torch
+
+    share = max(1, torch.get_num_threads() // jobs)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+    events = context.Queue()
+    outcomes: dict[int, RunOutcome] = {}
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
+                             initargs=(events, share, plugins)) as pool:
+        pending: set[Future] = {pool.submit(_train_in_worker, i, path, spec, store, stages, threads)
+                                for i, (path, spec) in enumerate(plan)}
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(events, on_event)
+                for future in done:
+                    try:
+                        outcome = future.result()
+                    except BrokenProcessPool:  # killed (out of memory, a signal): the runs resume
+                        raise ClipclapError("a worker process died; rerun the same command to resume "
+                                            "the runs from their last completed epochs") from None
+                    outcomes[outcome.run] = outcome
+            _drain(events, on_event, timeout=0.2)  # a finished worker's last events may still be in transit
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            for process in list(getattr(pool, "_processes", {}).values()):  # no public way to stop them
+                process.terminate()
+            raise
+    return [outcomes[i] for i in range(len(plan))]
+
+
+def _drain(events, on_event: Callable[[RunEvent], None], timeout: float = 0.0) -> None:
+    """Hand every queued event to `on_event`; with `timeout`, also those still on their way."""
+    while True:
+        try:
+            on_event(events.get(timeout=timeout) if timeout else events.get_nowait())
+        except queue_module.Empty:
+            return

@@ -1,0 +1,18 @@
+"""Training runs on disk: one folder per run, resumable stage by stage.
+
+    <run>/config.json                  what was asked (dataset, split, head, params, settings), the
+                                       store, a digest of the data read and the CPU threads used
+    <run>/stage{1,2}/metrics.jsonl     one line per completed epoch
+    <run>/stage{1,2}/checkpoint-last.safetensors   resume state (removed when the stage ends)
+    <run>/stage{1,2}/best.safetensors, final.safetensors   models with JSON metadata
+    <run>/stage{1,2}/result.json       best epoch, validation HM and betas
+    <run>/results.json                 the test evaluation (deterministic: same seed and threads, same bytes)
+    <run>/train.lock                   while a process trains the run: its host and pid (one at a time)
+
+Epochs count from 1 in every file, as on the console (`trainer.RUN_FORMAT`); accuracies in
+files are fractions (0-1), each JSON file says so in `units`, and what people read is percent.
+
+spec: what a run is (RunSpec) and the head it builds; folder: the run folder, its files and
+names; plan: from a `train` command to the runs it asks for; stages: training them.
+Evaluation of a run is clipclap_cli.evaluate.evaluation.
+"""

@@ -1,0 +1,131 @@
+"""From what `clipclap train` was asked to the runs it trains: settings merged and checked
+before any folder is written."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clipclap_cli.data.splits import check_training_videos
+from clipclap_cli.devices import check_device
+from clipclap_cli.errors import RunError
+from clipclap_cli.protocol import SCHEDULE_SETTINGS, merge_settings, setting_problem
+from clipclap_cli.store.feature_store import FeatureStore
+from clipclap_cli.train.runs.folder import default_run_dir
+from clipclap_cli.train.runs.spec import RunSpec, check_label_parts, checked_head, store_dims
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What `clipclap train` was asked for. A training setting left None is not on the command
+    line: the head's, the dataset's or the protocol's value applies (`merge_settings`)."""
+
+    heads: tuple[str, ...] = ("clipclap",)
+    params: tuple[str, ...] = ()
+    "Head parameters as KEY=VALUE (`-p`), applied to every head"
+    seed: int | None = None
+    seeds: int = 1
+    split: str | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    batches_per_epoch: int | None = None
+    device: str = "cpu"
+    replay_forward: bool | None = None
+    lr_scheduler: bool | None = None
+    beta_grid: tuple[float, float, int] | None = None
+    legacy_label_order: bool = False
+
+    def command_line(self) -> dict[str, Any]:
+        """The training settings given on the command line: the last layer of `merge_settings`."""
+        given = {"seed": self.seed, "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size,
+                 "batches_per_epoch": self.batches_per_epoch, "device": self.device,
+                 "replay_forward": self.replay_forward, "lr_scheduler": self.lr_scheduler,
+                 "beta_grid": None if self.beta_grid is None else tuple(self.beta_grid)}
+        return {k: v for k, v in given.items() if v is not None}
+
+
+def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, run_dir: Path | None = None,
+              pm=None) -> list[tuple[Path, RunSpec]]:
+    """The (folder, spec) of every run in `request`.
+
+    Training settings are merged once (`merge_settings`), later winning: the protocol's, the
+    dataset's (datasets.toml `train`), the head's own (`train_defaults`, e.g. the baselines' lr
+    1e-3 and 50 epochs), the dataset's `head_train.<head>` (e.g. TCaF's VGGSound lr), the command
+    line; the run records where each value came from. Head parameters: the head's
+    defaults, the dataset's `head_params.<head>`, then `-p key=value`.
+    Everything is validated here so that bad input fails before any run folder is written.
+    """
+    from clipclap_cli.errors import ConfigError, UnknownNameError
+    from clipclap_cli.params import build_params, pairs_to_dict
+    from clipclap_cli.plugins.registry import list_heads
+
+    r = request
+    cli = r.command_line()
+    for option, value in (cli | {"seeds": r.seeds}).items():
+        problem = setting_problem(option, value)
+        if problem:
+            raise RunError(f"--{option.replace('_', '-')} {problem}")
+    heads = list_heads(pm)
+    for key, tables in (("head_params", entry.head_params), ("head_train", entry.head_train)):
+        for name in tables:  # a misspelt head would otherwise leave its settings silently unused
+            try:
+                heads.get(name)
+            except UnknownNameError as e:
+                raise ConfigError(f"{entry.origin} [datasets.{entry.name}] {key}.{name}: {e}") from None
+    dims = store_dims(store, entry.name)
+    split = r.split or entry.split
+    split_data = store.read_split(entry.name, split)  # a clear error when the split is missing
+    _, labels, _ = store.read_videos(entry.name)
+    check_training_videos(split_data.indices, split_data.classes, labels, store.info(entry.name)["classes"],
+                          f"split {split!r} of dataset {entry.name!r}")
+    check_device(r.device)
+    cli_params = pairs_to_dict(r.params)
+    plan = []
+    for head in r.heads:
+        head_cls = heads.get(head)
+        given = entry.head_params.get(head, {}) | cli_params
+        parsed = build_params(head_cls.Params, given)
+        check_label_parts(store, entry.name, dims, head_cls, parsed)
+        params = {k: getattr(parsed, k) for k in given}
+        variant = {k: getattr(parsed, k) for k in cli_params}
+        where = f"{entry.origin} [datasets.{entry.name}]"
+        layers = [(f"{where} train", entry.train), (f"head {head} (train_defaults)", head_cls.train_defaults),
+                  (f"{where} head_train.{head}", entry.head_train.get(head, {})), ("command line", cli)]
+        defaults, _ = merge_settings(layers[:-1])
+        settings, sources = merge_settings(layers)
+        # recorded only where the run departs from them, so a faithful run's spec (and folder) is
+        # the same as before these were recorded
+        departs = ({} if defaults.lr_scheduler else {"lr_scheduler": False}) | {
+            k: getattr(defaults, k) for k in SCHEDULE_SETTINGS if getattr(settings, k) != getattr(defaults, k)}
+        for seed in range(settings.seed, settings.seed + r.seeds):
+            cfg = dataclasses.replace(settings, seed=seed, beta_grid=tuple(settings.beta_grid))
+            spec = RunSpec(entry.name, split, head, params, dims, cfg, variant, r.legacy_label_order, departs, sources)
+            checked_head(spec, pm)  # the head must accept these dims and parameters
+            plan.append((run_dir or default_run_dir(runs_dir, spec), spec))
+    return _one_run_per_folder(plan)
+
+
+def _one_run_per_folder(plan: list[tuple[Path, RunSpec]]) -> list[tuple[Path, RunSpec]]:
+    """The plan without repeats: a head named twice asks for one run, not for two processes
+    writing one folder. Two different runs for one folder are refused."""
+    by_folder: dict[Path, RunSpec] = {}
+    for path, spec in plan:
+        if path in by_folder and by_folder[path] != spec:
+            raise RunError(f"two different runs would share the folder {path}; ask for them one at a time")
+        by_folder.setdefault(path, spec)
+    return list(by_folder.items())
+
+
+def parse_grid(text: str) -> tuple[float, float, int]:
+    """'START:STOP:POINTS' -> (start, stop, points), e.g. '0:5:76' (ClipClap) or '0:3:16' (AVCA)."""
+    try:
+        start, stop, points = text.split(":")
+        grid = (float(start), float(stop), int(points))
+    except ValueError:
+        raise RunError(f"--beta-grid {text!r}: expected START:STOP:POINTS, e.g. 0:5:76") from None
+    if grid[2] < 1 or grid[1] < grid[0] or grid[0] < 0:
+        raise RunError(f"--beta-grid {text!r}: need 0 <= START <= STOP and POINTS >= 1")
+    return grid
