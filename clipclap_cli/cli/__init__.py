@@ -14,6 +14,7 @@ from clipclap_cli.errors import ClipclapError
 def make_app(pm) -> typer.Typer:
     """Build the clipclap CLI with the core commands plus plugin-contributed ones."""
     from clipclap_cli.cli import demo, embed, evaluate, extract, import_, inspect, report, split, train, verify
+    from clipclap_cli.plugins.manager import in_precedence, record_failure
 
     app = typer.Typer(
         name="clipclap",
@@ -26,7 +27,11 @@ def make_app(pm) -> typer.Typer:
     app.callback()(_version_option)
     for module in (extract, import_, split, embed, train, evaluate, report, verify, demo, inspect):
         module.install(app, pm)
-    pm.hook.register_commands(app=app)
+    for impl in in_precedence(pm.hook.register_commands.get_hookimpls()):
+        try:
+            impl.function(app=app)
+        except Exception as e:  # a plugin's command may fail to install: it is left out, the rest works
+            record_failure(pm, impl.plugin_name, f"its register_commands hook failed ({type(e).__name__}: {e})", e)
     return app
 
 
@@ -49,7 +54,14 @@ def run(argv: list[str] | None, pm) -> int:
     from rich.markup import escape
 
     from clipclap_cli.cli.console import err
+    from clipclap_cli.plugins.manager import on_failure
 
+    def warn(failure) -> None:  # once per plugin left out, when it is found out, on stderr
+        err.print(f"[yellow]Warning:[/yellow] {escape(failure.line())}", highlight=False)
+        if os.environ.get("CLIPCLAP_DEBUG") and failure.traceback:
+            err.print(escape(failure.traceback), highlight=False)
+
+    on_failure(pm, warn)
     try:
         make_app(pm)(args=argv, prog_name="clipclap")
     except SystemExit as e:

@@ -98,17 +98,26 @@ def install(app, pm) -> None:
 
     @app.command("plugins")
     def plugins(all_: bool = typer.Option(False, "--all", help="Include the built-in plugins"), as_json: JsonOpt = False):
-        """List installed plugins and the hooks they implement."""
-        from clipclap_cli.plugins.manager import DEFAULT_PLUGINS
+        """List installed plugins, their hooks, and those left out.
 
-        versions = {pm.get_name(p): d.version for p, d in pm.list_plugin_distinfo()}
+        A plugin that failed to load or register shows as failed, with the reason."""
+        from clipclap_cli.data.datasets_toml import load_catalog
+        from clipclap_cli.plugins.manager import DEFAULT_PLUGINS, distribution, failures
+        from clipclap_cli.plugins.registry import list_dataset_kinds, list_encoders, list_heads
+
+        # run every registering hook, so that a plugin whose hook fails shows as failed here
+        for collect in (list_dataset_kinds, list_encoders, list_heads, load_catalog):
+            collect(pm)
         rows = []
         for plugin in pm.get_plugins():
             name = pm.get_name(plugin)
             if name in DEFAULT_PLUGINS and not all_:
                 continue
             hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-            rows.append({"name": name, "version": versions.get(name), "hooks": hooks})
+            rows.append({"name": name, "distribution": distribution(pm, name), "hooks": hooks, "status": "ok"})
+        for failure in failures(pm):
+            rows.append({"name": failure.plugin, "distribution": failure.distribution, "hooks": [],
+                         "status": f"failed: {failure.reason}"})
         rows.sort(key=lambda r: r["name"])
         if as_json:
             return print_json(rows)
@@ -116,8 +125,9 @@ def install(app, pm) -> None:
             out.print("no third-party plugin is installed (`clipclap plugins --all` lists the built-in ones; "
                       "docs/plugins.md says how to write one)")
             return
-        out.print(table(None, ["name", "version", "hooks"],
-                        [[r["name"], r["version"] or "(built-in)", ", ".join(r["hooks"])] for r in rows]))
+        out.print(table(None, ["name", "distribution", "hooks", "status"],
+                        [[r["name"], r["distribution"] or "(built-in)", ", ".join(r["hooks"]), r["status"]]
+                         for r in rows]))
 
 
 def _show(name: str, info: dict) -> None:

@@ -185,6 +185,7 @@ def _published(tables: Any, fail) -> dict[str, dict[str, float]]:
 
 def load_catalog(pm, user_file: Path | None = None, project_file: Path | None = None) -> DatasetCatalog:
     """Read datasets.toml, plugin entries and the user's override file into a DatasetCatalog."""
+    from clipclap_cli.plugins.manager import in_precedence, record_failure
     from clipclap_cli.plugins.registry import list_dataset_kinds
 
     adapters = list_dataset_kinds(pm)
@@ -193,14 +194,25 @@ def load_catalog(pm, user_file: Path | None = None, project_file: Path | None = 
     if project_file.exists():
         for name, table in _read_toml(project_file).items():
             raw[name] = (table, str(project_file))
-    for impl in reversed(pm.hook.register_dataset_entries.get_hookimpls()):
+    for impl in in_precedence(pm.hook.register_dataset_entries.get_hookimpls()):
+        mine: dict[str, tuple[dict, str]] = {}
 
-        def register(name: str, table: dict, _plugin: str = impl.plugin_name) -> None:
-            if name in raw:
-                raise DuplicateNameError(f"dataset {name!r} registered by both {raw[name][1]} and {_plugin}")
-            raw[name] = (dict(table), f"plugin {_plugin}")
+        def register(name: str, table: dict, _plugin: str = impl.plugin_name, _mine: dict = mine) -> None:
+            if name in raw or name in _mine:
+                where = (raw.get(name) or _mine[name])[1]
+                raise DuplicateNameError(f"dataset {name!r} is registered by {where} already")
+            if not isinstance(table, dict):
+                raise ConfigError(f"dataset {name!r}: the table must be a dict, not {type(table).__name__}")
+            _mine[name] = (dict(table), f"plugin {_plugin}")
 
-        impl.function(register=register)
+        try:
+            impl.function(register=register)
+        except Exception as e:  # a plugin's hook may raise anything: it is left out, the rest works
+            reason = str(e) if isinstance(e, ClipclapError) else f"{type(e).__name__}: {str(e)[:200]}"
+            record_failure(pm, impl.plugin_name, f"its register_dataset_entries hook failed ({reason})", e)
+            pm.unregister(name=impl.plugin_name)
+            continue
+        raw.update(mine)
     user_file = user_file or (Path(os.environ["CLIPCLAP_DATASETS"]) if os.environ.get("CLIPCLAP_DATASETS") else None)
     if user_file is not None:
         for name, table in _read_toml(Path(user_file)).items():

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.metadata
 import os
 import pickle
 import sys
+import traceback
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,23 +24,120 @@ DEFAULT_PLUGINS = (
 )
 
 
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin left out: it failed to load or to register. The command goes on without it."""
+
+    plugin: str
+    "Its name: the entry point's, or the name it was registered under"
+    distribution: str | None
+    "The installed distribution that provides it ('name version'), if known"
+    reason: str
+    traceback: str = ""
+    "Shown with CLIPCLAP_DEBUG=1"
+
+    def line(self) -> str:
+        source = f" of {self.distribution}" if self.distribution else ""
+        return f"plugin {self.plugin!r}{source} is left out: {self.reason}"
+
+
+def failures(pm: pluggy.PluginManager) -> list[PluginFailure]:
+    """The plugins of `pm` left out so far, in order."""
+    return pm.__dict__.setdefault("clipclap_failures", [])
+
+
+def record_failure(pm: pluggy.PluginManager, plugin: str, reason: str, error: BaseException | None = None) -> None:
+    """Leave out `plugin` for `reason` (once per plugin and reason): listed by `clipclap plugins`,
+    shown as a warning by the command line (`on_failure`), its traceback with CLIPCLAP_DEBUG=1."""
+    failure = PluginFailure(plugin, distribution(pm, plugin), reason,
+                            "".join(traceback.format_exception(error)) if error is not None else "")
+    if any((f.plugin, f.reason) == (plugin, reason) for f in failures(pm)):
+        return
+    failures(pm).append(failure)
+    callback = pm.__dict__.get("clipclap_on_failure")
+    if callback is not None:
+        callback(failure)
+
+
+def on_failure(pm: pluggy.PluginManager, callback) -> None:
+    """Call `callback(failure)` for every plugin left out, those so far and those to come."""
+    pm.__dict__["clipclap_on_failure"] = callback
+    for failure in failures(pm):
+        callback(failure)
+
+
+def distribution(pm: pluggy.PluginManager, plugin: str) -> str | None:
+    """'name version' of the distribution that installed `plugin` (None for built-ins and
+    plugins registered by hand)."""
+    return pm.__dict__.setdefault("clipclap_distributions", {}).get(plugin)
+
+
+def in_precedence(impls: list) -> list:
+    """Hook implementations in the order their registrations count: the built-ins first, then
+    the other plugins as they were registered; a name a plugin registers after another has it is
+    a duplicate, and that plugin is left out."""
+    return sorted(impls, key=lambda impl: impl.plugin_name not in DEFAULT_PLUGINS)
+
+
 def make_plugin_manager(*, entrypoints: bool = True) -> pluggy.PluginManager:
     """Build a plugin manager with the built-ins and (optionally) installed third-party plugins.
 
+    A third-party plugin that cannot be imported or registered (any exception, a hook name or
+    signature pluggy does not know) is left out with a `PluginFailure`; every other plugin works.
     `CLIPCLAP_LOAD_PLUGINS` limits entry points: unset loads all, "" loads none, "a,b" loads those.
     `CLIPCLAP_TRACE_PLUGINS=1` prints every hook call to stderr.
     """
     pm = _empty_manager()
     if entrypoints:
         only = os.environ.get("CLIPCLAP_LOAD_PLUGINS")
-        if only is None:
-            pm.load_setuptools_entrypoints("clipclap")
-        else:
-            for name in filter(None, (n.strip() for n in only.split(","))):
-                pm.load_setuptools_entrypoints("clipclap", name=name)
+        wanted = None if only is None else {n.strip() for n in only.split(",") if n.strip()}
+        for entry_point in importlib.metadata.entry_points(group="clipclap"):
+            if wanted is None or entry_point.name in wanted:
+                _load_entry_point(pm, entry_point)
     for module_name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(module_name), module_name)
     return _finish(pm)
+
+
+def _load_entry_point(pm: pluggy.PluginManager, entry_point) -> None:
+    """Import and register one installed plugin; a failure leaves it out, named."""
+    name = entry_point.name
+    if pm.has_plugin(name) or pm.is_blocked(name):
+        return
+    dist = getattr(entry_point, "dist", None)
+    if dist is not None:
+        pm.__dict__.setdefault("clipclap_distributions", {})[name] = f"{dist.name} {dist.version}"
+    try:
+        plugin = entry_point.load()
+    except Exception as e:  # whatever its import raises
+        record_failure(pm, name, f"it cannot be imported ({type(e).__name__}: {_first_line(e)}; "
+                                 f"entry point {entry_point.value})", e)
+        return
+    try:
+        pm.register(plugin, name=name)
+    except Exception as e:  # pluggy's PluginValidationError (a hook's arguments), or a duplicate name
+        record_failure(pm, name, " ".join(str(e).split())[:300], e)  # pluggy's message spans lines
+
+
+def _leave_out_unknown_hooks(pm: pluggy.PluginManager) -> None:
+    """Every plugin implementing a hook clipclap does not specify (a misspelt name) is left
+    out, with the closest hook name; pluggy's check_pending would fail every command instead."""
+    import difflib
+
+    known = [name for name in dir(pm.hook) if not name.startswith("_")]
+    for name, plugin in list(pm.list_name_plugin()):
+        if plugin is None:
+            continue
+        unknown = [caller.name for caller in pm.get_hookcallers(plugin) or [] if not caller.has_spec()]
+        if unknown:
+            guess = difflib.get_close_matches(unknown[0], [k for k in known if getattr(pm.hook, k).has_spec()], n=1)
+            pm.unregister(plugin)
+            record_failure(pm, name, f"it implements {unknown[0]!r}, which is not a clipclap hook"
+                                     + (f" (did you mean {guess[0]!r}?)" if guess else ""))
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def _empty_manager() -> pluggy.PluginManager:
@@ -48,7 +147,7 @@ def _empty_manager() -> pluggy.PluginManager:
 
 
 def _finish(pm: pluggy.PluginManager) -> pluggy.PluginManager:
-    pm.check_pending()
+    _leave_out_unknown_hooks(pm)
     if os.environ.get("CLIPCLAP_TRACE_PLUGINS"):
         pm.trace.root.setwriter(sys.stderr.write)  # pluggy's own tracing: every hook call and its result
         pm.enable_tracing()

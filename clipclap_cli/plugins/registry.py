@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from clipclap_cli.errors import ClipclapError, DuplicateNameError, NameRuleError, UnknownNameError
+from clipclap_cli.errors import ClipclapError, DuplicateNameError, UnknownNameError
 from clipclap_cli.names import check_name
 from clipclap_cli.protocol import SettingError, checked_settings
 
@@ -81,26 +81,35 @@ def collect(
     key = tuple(id(impl) for impl in impls)
     if hook_name in cache and cache[hook_name][0] == key:
         return cache[hook_name][1]
-    entries: dict[str, Registered[T]] = {}
-    for impl in reversed(impls):
+    from clipclap_cli.plugins.manager import in_precedence, record_failure
 
-        def register(obj: T, aliases: Sequence[str] = (), _plugin: str = impl.plugin_name) -> None:
+    entries: dict[str, Registered[T]] = {}
+    for impl in in_precedence(impls):
+        mine: dict[str, Registered[T]] = {}
+
+        def register(obj: T, aliases: Sequence[str] = (), _plugin: str = impl.plugin_name,
+                     _mine: dict = mine) -> None:
             if validate is not None:
                 validate(obj)
+            if isinstance(aliases, str) or not all(isinstance(a, str) for a in aliases):
+                raise ClipclapError(f"aliases must be a list of names, not {aliases!r}")
             entry = Registered(name_of(obj), obj, _plugin, tuple(aliases))
             for key in (entry.name, *entry.aliases):  # names become folders (runs/<dataset>/<head>/)
-                try:
-                    check_name(kind, key)
-                except NameRuleError as e:
-                    raise NameRuleError(f"plugin {_plugin}: {e}") from None
-            for key in (entry.name, *entry.aliases):
-                if key in entries:
-                    raise DuplicateNameError(
-                        f"{kind} {key!r} registered by both {entries[key].plugin} and {_plugin}"
-                    )
-                entries[key] = entry
+                check_name(kind, key)
+                if key in entries or key in _mine:
+                    other = (entries.get(key) or _mine[key]).plugin
+                    raise DuplicateNameError(f"{kind} {key!r} is registered by {other} already")
+                _mine[key] = entry
 
-        impl.function(register=register)
+        try:
+            impl.function(register=register)
+        except Exception as e:  # a plugin's hook may raise anything: it is left out, the rest works
+            reason = str(e) if isinstance(e, ClipclapError) else f"{type(e).__name__}: {str(e)[:200]}"
+            record_failure(pm, impl.plugin_name, f"its {hook_name} hook failed ({reason})", e)
+            pm.unregister(name=impl.plugin_name)  # all of it: none of its hooks runs in this command
+            continue
+        entries.update(mine)
+    key = tuple(id(impl) for impl in getattr(pm.hook, hook_name).get_hookimpls())
     registry = Registry(kind, entries, hint)
     cache[hook_name] = (key, registry)
     return registry

@@ -18,6 +18,7 @@ from clipclap_cli.data.protocol_data import EvalSet, ProtocolData, TrainSet
 from clipclap_cli.errors import RunError
 from clipclap_cli.evaluate.evaluation import evaluate_head
 from clipclap_cli.evaluate.metrics import bias_grid
+from clipclap_cli.plugins.contracts import check_loss
 from clipclap_cli.plugins.fusion_head import Batch, FusionHead
 from clipclap_cli.protocol import TrainSettings
 
@@ -124,7 +125,7 @@ class Trainer:
         for step in range(cfg.batches_per_epoch):
             sl = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
             batch = self._batch(rows[sl], targets[sl], None if neg is None else (neg[0][sl], neg[1][sl]))
-            loss, parts = head.loss(batch, self.train_text)
+            loss, parts = check_loss(head, head.loss(batch, self.train_text))
             non_finite[step] = ~torch.isfinite(loss.detach())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,245 @@
+"""Plugins that cannot break the tool (issue "Plugins that cannot break the tool"): a plugin that
+fails to load or to register costs one warning line naming it and the reason, and is left out;
+every other plugin and every built-in works.
+
+The broken plugins are real installed distributions (a .dist-info folder with an entry point,
+on PYTHONPATH), made here, each broken the way real plugins break."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from clipclap_cli import hookimpl
+from clipclap_cli.plugins.manager import failures
+from clipclap_cli.plugins.registry import list_heads
+
+VENV_BIN = Path(sys.executable).parent
+BROKEN = {
+    "importfails": ("cannot be imported (ModuleNotFoundError: No module named 'missing_dependency'",
+                    "import missing_dependency\n"),
+    "misspelt": ("'register_head', which is not a clipclap hook (did you mean 'register_heads'?)", """
+        from clipclap_cli import hookimpl
+
+        @hookimpl
+        def register_head(register):
+            pass
+        """),
+    "badargs": ("register_heads(registr) Argument(s) {'registr'} are declared in the hookimpl but can not be found "
+                "in the hookspec", """
+        from clipclap_cli import hookimpl
+
+        @hookimpl
+        def register_heads(registr):
+            pass
+        """),
+    "lazyimport": ("its register_heads hook failed (ModuleNotFoundError: No module named 'missing_dependency')", """
+        from clipclap_cli import hookimpl
+
+        @hookimpl
+        def register_heads(register):
+            import missing_dependency  # the lazy import the docs recommend, of a package not installed
+        """),
+    "noid": ("has no `head_id`", """
+        from clipclap_cli import hookimpl
+
+        class Nameless:
+            pass
+
+        @hookimpl
+        def register_heads(register):
+            register(Nameless)
+        """),
+    "wrongcall": ("its register_heads hook failed (TypeError", """
+        from clipclap_cli import hookimpl
+
+        @hookimpl
+        def register_heads(register):
+            register()
+        """),
+    "copycat": ("fusion head 'clipclap' is registered by clipclap_plugins.heads already", """
+        from clipclap_cli import hookimpl
+
+        @hookimpl
+        def register_heads(register):
+            from clipclap_plugins.clipclap_head import ClipClapHead
+
+            class Impostor(ClipClapHead):
+                head_id = "clipclap"
+
+            register(Impostor)
+        """),
+}
+GOOD = """
+    from clipclap_cli import hookimpl
+
+    @hookimpl
+    def register_heads(register):
+        from clipclap_plugins.clipclap_head import ClipClapHead
+
+        class Good(ClipClapHead):
+            head_id = "good-head"
+
+        register(Good)
+    """
+
+
+def _install(root: Path, name: str, source: str) -> None:
+    """A distribution `clipclap-NAME` 1.0 whose entry point NAME is the module `NAME_plugin`."""
+    (root / f"{name}_plugin.py").write_text(textwrap.dedent(source))
+    info = root / f"clipclap_{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: clipclap-{name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[clipclap]\n{name} = {name}_plugin\n")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("plugins")
+    for name, (_, source) in BROKEN.items():
+        _install(root, name, source)
+    _install(root, "good", GOOD)
+    env = {k: v for k, v in os.environ.items() if k not in ("CLIPCLAP_LOAD_PLUGINS", "CLIPCLAP_DEBUG")}
+    return env | {"PYTHONPATH": str(root)}
+
+
+def _clipclap(env, *args):
+    return subprocess.run([str(VENV_BIN / "clipclap"), *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _warnings(stderr: str) -> dict[str, str]:
+    lines = stderr.strip().splitlines()
+    assert all(line.startswith("Warning: plugin ") for line in lines), stderr
+    return {line.split("'")[1]: line for line in lines}
+
+
+def test_broken_plugins_cost_one_named_warning_each_and_nothing_else(installed):
+    r = _clipclap(installed, "heads", "list", "--json")
+    assert r.returncode == 0, r.stderr
+    heads = {h["id"]: h["plugin"] for h in json.loads(r.stdout)}
+    assert heads["clipclap"] == "clipclap_plugins.heads"  # the built-in, not the impostor
+    assert heads["good-head"] == "good" and "avca" in heads
+    warned = _warnings(r.stderr)
+    assert sorted(warned) == sorted(BROKEN), r.stderr
+    for name, (reason, _) in BROKEN.items():
+        line = warned[name]
+        assert f"plugin '{name}' of clipclap-{name} 1.0 is left out: " in line, line
+        assert reason in line, (name, line)
+        assert "Traceback" not in r.stderr
+
+
+def test_help_works_with_broken_plugins_and_warns_about_those_it_loads(installed):
+    r = _clipclap(installed, "--help")
+    assert r.returncode == 0 and "train" in r.stdout, r.stderr
+    # --help loads the plugins (their commands) but calls no registering hook: the plugins that
+    # fail to load are named; those whose hooks fail are found out by the commands that call them
+    assert set(_warnings(r.stderr)) == {"importfails", "misspelt", "badargs"}, r.stderr
+
+
+def test_the_plugins_command_lists_the_failed_ones_with_their_reason(installed):
+    r = _clipclap(installed, "plugins", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {p["name"]: p for p in json.loads(r.stdout)}
+    assert rows["good"]["status"] == "ok" and rows["good"]["distribution"] == "clipclap-good 1.0"
+    for name, (reason, _) in BROKEN.items():
+        assert rows[name]["status"].startswith("failed: ") and reason in rows[name]["status"], rows[name]
+
+
+def test_training_works_beside_broken_plugins(installed, demo_store, tmp_path):
+    r = _clipclap(installed, "train", "demo", "--store", demo_store, "--runs-dir", tmp_path,
+                  "--head", "clipclap,good-head", "--epochs", "1", "--batches-per-epoch", "2")
+    assert r.returncode == 0, r.stderr
+    assert {p.parent.parent.name for p in tmp_path.rglob("results.json")} == {
+        "clipclap,epochs=1,batches-per-epoch=2", "good-head,epochs=1,batches-per-epoch=2"}
+    assert len([line for line in r.stderr.splitlines() if line.startswith("Warning:")]) == len(BROKEN)
+
+
+def test_debug_shows_the_traceback(installed):
+    r = _clipclap(installed | {"CLIPCLAP_DEBUG": "1"}, "heads", "list")
+    assert r.returncode == 0 and "Traceback (most recent call last)" in r.stderr
+    assert "import missing_dependency" in r.stderr
+
+
+def test_a_plugin_registered_by_hand_is_isolated_too(pm):
+    """In process (a script that builds its own manager): the broken plugin's hook is left out
+    and recorded; the built-in heads are all there."""
+    class Broken:
+        @hookimpl
+        def register_heads(self, register):
+            raise RuntimeError("boom")
+
+    pm.register(Broken(), name="broken")
+    heads = list_heads(pm)
+    assert "clipclap" in heads and "avca" in heads
+    [failure] = failures(pm)
+    assert failure.plugin == "broken" and failure.reason == "its register_heads hook failed (RuntimeError: boom)"
+    assert not pm.has_plugin("broken")  # left out whole: none of its hooks runs in this command
+
+
+def test_load_plugins_env_still_selects_among_the_installed(installed, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", installed["PYTHONPATH"])
+    code = ("from clipclap_cli.plugins.manager import make_plugin_manager, failures; "
+            "pm = make_plugin_manager(); print(sorted(pm.get_name(p) for p in pm.get_plugins()), "
+            "[f.plugin for f in failures(pm)])")
+    env = installed | {"CLIPCLAP_LOAD_PLUGINS": "good,importfails"}
+    out = subprocess.run([str(VENV_BIN / "python"), "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert "'good'" in out.stdout and "['importfails']" in out.stdout and "misspelt" not in out.stdout, out.stdout
+
+
+def _broken_head(**overrides):
+    """The clipclap head with one method replaced by a broken one."""
+    from clipclap_plugins.clipclap_head import ClipClapHead
+
+    return type("BrokenHead", (ClipClapHead,), {"head_id": "broken-head", **overrides})
+
+
+def _distances_of_shape(shape_of):
+    def distances(self, audio, video, class_text):
+        import torch
+
+        return {"both": torch.zeros(shape_of(len(audio), len(class_text)))}
+    return distances
+
+
+BROKEN_HEADS = {
+    "distances (N, 1)": ({"distances": _distances_of_shape(lambda n, c: (n, 1))}, "distances['both'] is a "
+                         "torch.float32 tensor of shape"),
+    "distances transposed": ({"distances": _distances_of_shape(lambda n, c: (c, n))}, "distances['both'] is a"),
+    "distances NaN": ({"distances": lambda self, a, v, t: {"both": __import__("torch").full((len(a), len(t)),
+                                                                                          float("nan"))}},
+                      "distances['both'] holds NaN or infinite values"),
+    "no both": ({"distances": lambda self, a, v, t: {"audio": __import__("torch").zeros(len(a), len(t))}},
+                "a dict with keys ['audio']"),
+    "per-sample loss": ({"loss": lambda self, batch, text: (batch.audio.sum(dim=1), {})},
+                        "total is a torch.float32 tensor of shape (64,)"),
+    "detached loss": ({"loss": lambda self, batch, text: (batch.audio.sum() * 0, {})}, "total has no gradient"),
+    "not a tuple": ({"loss": lambda self, batch, text: batch.audio.sum()}, "came: a torch.float32 tensor of shape ()"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_HEADS))
+def test_a_head_breaking_its_contract_stops_the_run_with_a_short_named_error(cli, pm, demo_store, tmp_path, case):
+    methods, came = BROKEN_HEADS[case]
+    head = _broken_head(**methods)
+
+    class Plugin:
+        @hookimpl
+        def register_heads(self, register):
+            register(head)
+
+    pm.register(Plugin(), name="brokenheads")
+    r = cli("train", "demo", "--head", "broken-head", "--store", demo_store, "--runs-dir", tmp_path,
+            "--epochs", "1", "--batches-per-epoch", "2", manager=pm)
+    lines = r.stderr.strip().splitlines()
+    error = lines[lines.index(next(x for x in lines if x.startswith("Error:"))):]
+    assert r.exit_code == 1 and len(error) == 3, r.stderr
+    assert error[0].startswith("Error: fusion head 'broken-head' (module ") and "broke its contract" in error[0]
+    assert error[1].strip().startswith("expected: ") and came in error[2], (case, error)
+    assert not list(tmp_path.rglob("results.json"))
