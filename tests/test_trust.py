@@ -342,3 +342,14 @@ def test_a_dataset_whose_videos_are_damaged_is_repaired_by_importing_it_again(tm
     result = store_bundle(fs, _entry(), scorable(seed=1), replace=True)
     assert not result.unchanged and result.dropped == ("split:mine",)
     assert [row for row in fs.verify("d") if row["status"] != "ok"] == []
+
+
+def test_generating_the_same_data_again_restores_lost_label_embeddings(cli, store):
+    """A store that lost the label embeddings its data holds (a deleted folder) is not taken as
+    unchanged: generating the same dataset again writes them back, as it does a damaged array."""
+    shutil.rmtree(_array(store, "label_embeddings"))
+    assert FeatureStore(store).label_embedding_names("demo") == {}
+    r = cli("demo", "--no-train", "--store", store)
+    assert r.exit_code == 0, r
+    assert set(FeatureStore(store).label_embedding_names("demo")) == {"clip", "clap"}
+    assert cli("verify", "--store", store).exit_code == 0

@@ -14,7 +14,7 @@ from clipclap_cli.errors import ClipclapError
 def make_app(pm) -> typer.Typer:
     """Build the clipclap CLI with the core commands plus plugin-contributed ones."""
     from clipclap_cli.cli import demo, embed, evaluate, extract, import_, inspect, report, split, train, verify
-    from clipclap_cli.plugins.manager import in_precedence, record_failure
+    from clipclap_cli.plugins.manager import in_precedence, leave_out
 
     app = typer.Typer(
         name="clipclap",
@@ -31,7 +31,7 @@ def make_app(pm) -> typer.Typer:
         try:
             impl.function(app=app)
         except Exception as e:  # a plugin's command may fail to install: it is left out, the rest works
-            record_failure(pm, impl.plugin_name, f"its register_commands hook failed ({type(e).__name__}: {e})", e)
+            leave_out(pm, impl.plugin_name, "register_commands", e)
     return app
 
 

@@ -185,7 +185,7 @@ def _published(tables: Any, fail) -> dict[str, dict[str, float]]:
 
 def load_catalog(pm, user_file: Path | None = None, project_file: Path | None = None) -> DatasetCatalog:
     """Read datasets.toml, plugin entries and the user's override file into a DatasetCatalog."""
-    from clipclap_cli.plugins.manager import in_precedence, record_failure
+    from clipclap_cli.plugins.manager import in_precedence, leave_out
     from clipclap_cli.plugins.registry import list_dataset_kinds
 
     adapters = list_dataset_kinds(pm)
@@ -208,9 +208,7 @@ def load_catalog(pm, user_file: Path | None = None, project_file: Path | None = 
         try:
             impl.function(register=register)
         except Exception as e:  # a plugin's hook may raise anything: it is left out, the rest works
-            reason = str(e) if isinstance(e, ClipclapError) else f"{type(e).__name__}: {str(e)[:200]}"
-            record_failure(pm, impl.plugin_name, f"its register_dataset_entries hook failed ({reason})", e)
-            pm.unregister(name=impl.plugin_name)
+            leave_out(pm, impl.plugin_name, "register_dataset_entries", e)
             continue
         raw.update(mine)
     user_file = user_file or (Path(os.environ["CLIPCLAP_DATASETS"]) if os.environ.get("CLIPCLAP_DATASETS") else None)

@@ -118,6 +118,8 @@ def store_bundle(store: FeatureStore, entry: DatasetEntry, bundle: FeatureBundle
         and stored.get("provenance", {}).get("fingerprint") == fingerprint
         and stored.get("classes") == list(bundle.classes)
         and stored.get("prompt_names") == list(bundle.prompt_names)
+        # a copy that lost label embeddings the data holds is written again, as a damaged one is
+        and set(bundle.label_embeddings) <= set(store.label_embedding_names(entry.name))
         # a damaged copy of the same data is written again: that is how `verify`'s repair works
         and not any(row["status"] == "damaged" and not row["array"].startswith("splits/")
                     for row in store.verify(entry.name))

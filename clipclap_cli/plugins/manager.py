@@ -59,6 +59,17 @@ def record_failure(pm: pluggy.PluginManager, plugin: str, reason: str, error: Ba
         callback(failure)
 
 
+def leave_out(pm: pluggy.PluginManager, plugin: str, hook_name: str, error: Exception) -> None:
+    """A plugin whose `hook_name` hook raised `error`: recorded (`record_failure`) and
+    unregistered whole, so that none of its hooks runs in this command."""
+    from clipclap_cli.errors import ClipclapError
+
+    reason = str(error) if isinstance(error, ClipclapError) else f"{type(error).__name__}: {str(error)[:200]}"
+    record_failure(pm, plugin, f"its {hook_name} hook failed ({reason})", error)
+    if pm.has_plugin(plugin):
+        pm.unregister(name=plugin)
+
+
 def on_failure(pm: pluggy.PluginManager, callback) -> None:
     """Call `callback(failure)` for every plugin left out, those so far and those to come."""
     pm.__dict__["clipclap_on_failure"] = callback

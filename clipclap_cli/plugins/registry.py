@@ -81,7 +81,7 @@ def collect(
     key = tuple(id(impl) for impl in impls)
     if hook_name in cache and cache[hook_name][0] == key:
         return cache[hook_name][1]
-    from clipclap_cli.plugins.manager import in_precedence, record_failure
+    from clipclap_cli.plugins.manager import in_precedence, leave_out
 
     entries: dict[str, Registered[T]] = {}
     for impl in in_precedence(impls):
@@ -104,9 +104,7 @@ def collect(
         try:
             impl.function(register=register)
         except Exception as e:  # a plugin's hook may raise anything: it is left out, the rest works
-            reason = str(e) if isinstance(e, ClipclapError) else f"{type(e).__name__}: {str(e)[:200]}"
-            record_failure(pm, impl.plugin_name, f"its {hook_name} hook failed ({reason})", e)
-            pm.unregister(name=impl.plugin_name)  # all of it: none of its hooks runs in this command
+            leave_out(pm, impl.plugin_name, hook_name, e)
             continue
         entries.update(mine)
     key = tuple(id(impl) for impl in getattr(pm.hook, hook_name).get_hookimpls())
