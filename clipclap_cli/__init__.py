@@ -5,7 +5,16 @@ Public API for plugin authors: `hookimpl`, the contracts `DatasetAdapter`, `Enco
 label embeddings a head can read) and `check_ranges` (for a Params' `__post_init__`).
 """
 
-from clipclap_cli.api import LABEL_PARTS, PARTITIONS, DatasetAdapter, Encoder, FeatureBundle, FeatureDims, Sample
+from clipclap_cli.api import (
+    LABEL_PARTS,
+    PARTITIONS,
+    DatasetAdapter,
+    Encoder,
+    FeatureBundle,
+    FeatureDims,
+    KindExample,
+    Sample,
+)
 from clipclap_cli.errors import ClipclapError
 from clipclap_cli.params import check_ranges
 from clipclap_cli.plugins.hookspecs import hookimpl
@@ -15,8 +24,8 @@ __version__ = "0.2.0"
 
 __all__ = [
     "LABEL_PARTS", "PARTITIONS", "ClipclapError", "DatasetAdapter", "Encoder", "FeatureBundle", "FeatureDims",
-    "FusionHead", "Sample", "__version__", "check_ranges", "create_head", "get_encoder", "get_head", "hookimpl",
-    "list_encoders", "list_heads",
+    "FusionHead", "KindExample", "Sample", "__version__", "check_ranges", "create_head", "get_encoder", "get_head",
+    "hookimpl", "list_encoders", "list_heads",
 ]
 
 

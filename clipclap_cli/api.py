@@ -102,6 +102,19 @@ class FeatureBundle:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class KindExample:
+    """A tiny dataset of one format, written by `DatasetAdapter.example` for the contract kit
+    (`clipclap plugins check`, `clipclap_cli.testing`)."""
+
+    table: dict[str, Any]
+    "The [datasets.NAME] table a user would write for it (`kind` may be left out)"
+    root: Path | None = None
+    "What `clipclap import NAME ROOT` is given (formats that implement `load_features`)"
+    videos: Path | None = None
+    "What `clipclap extract NAME --videos DIR` is given (formats that implement `samples`)"
+
+
 class DatasetAdapter(ABC):
     """A dataset *format*. `datasets.toml` entries name it by `kind`.
 
@@ -118,6 +131,13 @@ class DatasetAdapter(ABC):
 
     def __init__(self, entry: DatasetEntry, params: Any):
         self.entry, self.params = entry, params
+
+    @classmethod
+    def example(cls, folder: Path) -> KindExample | None:
+        """Write a tiny dataset of this format into `folder` (empty, a temporary folder) and say
+        how to read it, so that the contract kit can exercise `load_features` / `samples` in
+        seconds. Default: None, and the kit checks the registration alone."""
+        return None
 
     def load_features(self, root: Path | None, **options: Any) -> FeatureBundle:
         """Read (or generate) a FeatureBundle; raise ImportDataError naming any bad file."""
@@ -150,6 +170,9 @@ class Encoder(ABC):
     dim: ClassVar[int]
     batch_size: ClassVar[int] = 32
     description: ClassVar[str] = ""
+    contract_params: ClassVar[dict[str, Any]] = {}
+    """Params the contract kit (`clipclap plugins check`) builds the encoder with: settings that
+    need no weights (a tiny random-weight model), since no weights are downloaded to check it"""
 
     @dataclass(frozen=True)
     class Params:

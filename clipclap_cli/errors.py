@@ -51,7 +51,11 @@ class NameRuleError(ClipclapError):
 
 
 class DuplicateNameError(ClipclapError):
-    """Two plugins registered the same name."""
+    """One plugin registered the same name twice (two plugins sharing a name: AmbiguousNameError on use)."""
+
+
+class AmbiguousNameError(ClipclapError):
+    """A name that several plugins registered was used without saying whose (`SOURCE:NAME`)."""
 
 
 class UnknownNameError(ClipclapError):

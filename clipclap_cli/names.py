@@ -42,3 +42,12 @@ def check_folder_value(key: str, value: object) -> str:
         raise NameRuleError(f"parameter {key}={text!r} cannot name a run folder (allowed: letters, digits, "
                             "'_', '.', '+', '-'); pass --run DIR to name the folder yourself")
     return text
+
+
+def folder_of(kind: str, name: str) -> str:
+    """The folder of a registered name: the name itself, checked; a qualified one (`SOURCE:NAME`,
+    picking one of several plugins' registrations) as `SOURCE.NAME`, both parts checked."""
+    source, sep, base = name.rpartition(":")
+    if not sep:
+        return check_name(kind, name)
+    return f"{check_name(kind + ' source', source)}.{check_name(kind, base)}"

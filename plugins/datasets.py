@@ -11,7 +11,7 @@ from clipclap_plugins.datasets_videos import VideoFolder
 
 
 @hookimpl
-def register_datasets(register):
+def register_dataset_kinds(register):
     register(ReleasedFeatures)
     register(SyntheticBenchmark)
     register(VideoFolder)

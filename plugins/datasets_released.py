@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from clipclap_cli import Sample
-from clipclap_cli.api import PARTITIONS, DatasetAdapter, FeatureBundle
+from clipclap_cli.api import PARTITIONS, DatasetAdapter, FeatureBundle, KindExample
 from clipclap_cli.data.splits import ClassResolver, read_class_split
 from clipclap_cli.errors import ImportDataError
 from clipclap_plugins.datasets_videos import VIDEO_SUFFIXES, VideoFolder
@@ -79,6 +79,13 @@ class ReleasedFeatures(DatasetAdapter):
         "Suffix of the text npy files: word_embeddings_<tag>_normed.npy"
         split_dir: str = ""
         "`extract`'s default for --split-dir ({benchmarks} and ~ expand); empty: one folder per class"
+
+    @classmethod
+    def example(cls, folder: Path) -> KindExample:
+        """A tiny released tree in `folder` (8 generated classes, 2 videos per class and partition,
+        small random widths) for the contract kit: `root` for `import`, and `videos` (empty
+        placeholder files that `samples` finds by name through the split csvs) for `extract`."""
+        return _write_example(Path(folder))
 
     def load_features(self, root: Path | None, **options) -> FeatureBundle:
         if root is None or not Path(root).is_dir():
@@ -281,3 +288,38 @@ class ReleasedFeatures(DatasetAdapter):
                 raise ImportDataError(f"{path}: embedding of {name!r} is {vec.shape[0]}-d, expected {dim}")
             out[i] = vec
         return out
+
+
+def _write_example(folder: Path) -> KindExample:
+    """Write ReleasedFeatures.example's tree: the protocol's class lists (val/test seen classes are
+    trained on, unseen ones are not), per-class pickles, text npy files, split csvs and videos."""
+    rng = np.random.default_rng(0)
+    dims = {"audio": 12, "video": 10, "clip": 8, "clap": 6}
+    classes = [f"Class{c}" for c in "ABCDEFGH"]
+    lists = {"stage_1_train": classes[:4], "stage_1_val_seen": classes[:4], "stage_1_val_unseen": classes[4:6],
+             "stage_2_test_seen": classes[:6], "stage_2_test_unseen": classes[6:]}
+    split, feats, videos = folder / "class-split", folder / "features" / "cls_features_non_averaged", folder / "videos"
+    for d in (split / "cls_split", feats / "text", videos):
+        d.mkdir(parents=True, exist_ok=True)
+    (split / "all_class.txt").write_text("\n".join(classes) + "\n")
+    (split / "tiny_class_names.csv").write_text("original,manual\n" + "".join(f"{c},class {c[-1]}\n" for c in classes))
+    for part, names in lists.items():
+        (split / "cls_split" / f"{part}.txt").write_text("\n".join(names) + "\n")
+        rows = ["filename,label"]
+        for c in names:
+            vids = [f"v_{c}_{part}_{k}" for k in range(2)]
+            rows += [f"{v},{c}" for v in vids]
+            for v in vids:
+                (videos / f"{v}.mp4").touch()
+            for mod in ("video", "audio"):
+                (feats / mod / part).mkdir(parents=True, exist_ok=True)
+                arr = rng.standard_normal((len(vids), dims[mod])).astype(np.float32)
+                with (feats / mod / part / f"{c}.pkl").open("wb") as fh:
+                    pickle.dump({"features": list(arr), "video_names": vids, "fps": [25] * len(vids)}, fh)
+        (split / "cls_split" / f"{part}.csv").write_text("\n".join(rows) + "\n")
+    for prefix, width in (("", dims["clip"]), ("wavcaps_", dims["clap"])):
+        table = {f"class {c[-1]}": rng.standard_normal(width).astype(np.float32) for c in classes}
+        np.save(feats / "text" / f"{prefix}word_embeddings_tiny_normed.npy", table, allow_pickle=True)
+    table = {"split": "cls_split", "class_names_csv": "tiny_class_names.csv", "prompt_column": "manual",
+             "text_tag": "tiny", "split_dir": str(split), "dims": dims}
+    return KindExample(table=table, root=folder, videos=videos)

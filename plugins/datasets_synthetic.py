@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipclap_cli.api import PARTITIONS, DatasetAdapter, FeatureBundle
+from clipclap_cli.api import PARTITIONS, DatasetAdapter, FeatureBundle, KindExample
 
 
 class SyntheticBenchmark(DatasetAdapter):
@@ -37,6 +37,12 @@ class SyntheticBenchmark(DatasetAdapter):
         "Width of the shared latent class vectors"
         noise: float = 1.2
         "Per-video noise relative to the class signal"
+
+    @classmethod
+    def example(cls, folder: Path) -> KindExample:
+        """Eight small classes at small widths: generated, nothing is written to `folder`."""
+        return KindExample({"train_classes": 4, "val_unseen_classes": 2, "test_unseen_classes": 2,
+                            "videos_per_class": 6, "dims": {"audio": 12, "video": 10, "clip": 8, "clap": 6}})
 
     def load_features(self, root: Path | None, **options) -> FeatureBundle:
         p = self.params

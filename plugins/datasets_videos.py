@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipclap_cli import Sample
-from clipclap_cli.api import DatasetAdapter
+from clipclap_cli.api import DatasetAdapter, KindExample
 from clipclap_cli.errors import ImportDataError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
@@ -26,6 +26,15 @@ class VideoFolder(DatasetAdapter):
     class Params:
         suffixes: str = ",".join(VIDEO_SUFFIXES)
         "File name endings counted as videos (comma-separated)"
+
+    @classmethod
+    def example(cls, folder: Path) -> KindExample:
+        """Three class folders of two (empty) videos each: `samples` reads names, not the files."""
+        for label in ("Archery", "Bowling", "Diving"):
+            (folder / label).mkdir(parents=True)
+            for k in range(2):
+                (folder / label / f"v_{label}_{k}.mp4").touch()
+        return KindExample({}, videos=folder)
 
     def samples(self, videos: Path, **options) -> list[Sample]:
         if options.get("split_dir") is not None:

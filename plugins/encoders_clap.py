@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -38,6 +38,9 @@ class ClapEncoder(Encoder):
     dim = 1024
     batch_size = 16
     description = "WavCaps CLAP (HTS-AT) audio embedding of a 10 s clip at 32 kHz"
+
+    contract_params: ClassVar[dict[str, str]] = {"size": "tiny"}
+    "What the contract kit builds it with: the tiny random-weight model (no weights needed)"
 
     @dataclass(frozen=True)
     class Params:

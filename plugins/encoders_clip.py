@@ -18,7 +18,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -90,6 +90,9 @@ class ClipEncoder(Encoder):
     dim = 512
     batch_size = 64
     description = "CLIP (open_clip) image features of video frames; text features of prompts"
+
+    contract_params: ClassVar[dict[str, str]] = {"model": "clipclap-tiny-clip"}
+    "What the contract kit builds it with: the tiny random-weight model (no weights needed)"
 
     @dataclass(frozen=True)
     class Params:

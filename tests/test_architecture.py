@@ -40,8 +40,8 @@ def _layer(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] != "clipclap_cli":
         return None
-    if len(parts) == 1 or parts[1] in ("__init__", "__main__"):
-        return None  # the package itself: the public API, above everything
+    if len(parts) == 1 or parts[1] in ("__init__", "__main__", "testing"):
+        return None  # the package itself and the contract kit: public API, above everything
     return parts[1] if parts[1] in LAYERS else "base"
 
 

@@ -281,7 +281,7 @@ def test_the_readme_has_its_two_commands_first_and_an_example_per_command(root):
     assert first.lines[:2] == [
         "make demo   # install into .venv, generate the demo benchmark, train, evaluate, print the table",
         "make test   # install into .venv, lint (ruff) and run the test suite"]
-    shown = {tuple(c.args[:2]) if c.args[0] in ("datasets", "heads", "encoders") else c.args[0]
+    shown = {tuple(c.args[:2]) if c.args[0] in ("datasets", "heads", "encoders", "plugins") else c.args[0]
              for b in blocks(text) if b.lang in SHELLS for c in shell_commands(b) if c.args}
     for name, command in root.commands.items():
         wanted = {(name, sub) for sub in command.commands} if is_group(command) else {name}

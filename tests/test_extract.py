@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipclap_cli.api import PARTITIONS
+from clipclap_cli.api import PARTITIONS, Sample
 from clipclap_cli.errors import StoreError
 from clipclap_cli.store.feature_store import FeatureStore
 from conftest import tree_digest
@@ -291,6 +291,72 @@ def test_a_plugin_s_encoders_extract_through_the_cli(videos, cli, pm, tmp_path):
         assert abs(video[i, channel] - 0.5) < 0.1 and np.delete(video[i], channel).max() < 0.1, (ids[i], video[i])
         tone = np.sqrt(0.5 ** 2 / 2 + 0.25 ** 2 / 2)  # mono = (sin f + 0.5 sin 2f) / 2
         assert audio[i, 0] == pytest.approx(tone * np.sqrt(seconds / 10), rel=0.05), ids[i]
+
+
+BROKEN_OUTPUT = {
+    "one vector for the batch": ("encode_batch", lambda self, items: np.zeros(self.dim, np.float32),
+                                 "came: a float32 array of shape (3,)"),
+    "a sample listed twice": ("samples", lambda self, videos, **o: [Sample("a", "x"), Sample("a", "x")],
+                              "came: the id 'a' twice"),
+    "labels outside the classes": ("describe_samples", lambda self, samples, **o: {
+        "classes": ["x"], "prompt_names": ["x"], "partition": [-1] * len(samples), "class_splits": {}},
+        "came: labels outside the classes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_OUTPUT))
+def test_malformed_plugin_output_stops_extraction_naming_the_plugin(videos, cli, pm, tmp_path, case):
+    """An encoder whose batch is one vector would broadcast into every row, a format whose samples
+    repeat an id or whose classes miss a label would mislabel videos: each stops `extract` with
+    three lines naming the plugin, before anything is written to the store."""
+    from dataclasses import dataclass
+
+    from clipclap_cli import Encoder, hookimpl
+    from clipclap_plugins.datasets_videos import VideoFolder
+
+    method, broken, came = BROKEN_OUTPUT[case]
+
+    class Colour(Encoder):
+        encoder_id, modality, dim = "flat-colour", "video", 3
+
+        @dataclass(frozen=True)
+        class Params:
+            pass
+
+        def __init__(self, params=None):
+            self.params = params
+
+        def encode_batch(self, items):
+            return np.stack([np.asarray(f, np.float32).mean(axis=(0, 1, 2)) for f in items])
+
+    if method == "encode_batch":
+        Colour.encode_batch = broken
+        kind = VideoFolder
+    else:
+        kind = type("Folder", (VideoFolder,), {"kind": "broken-folder", method: broken})
+
+    class Plugin:
+        @hookimpl
+        def register_encoders(self, register):
+            register(Colour())
+
+        @hookimpl
+        def register_dataset_kinds(self, register):
+            if kind is not VideoFolder:
+                register(kind)
+
+    pm.register(Plugin(), name="broken-output")
+    root, _ = videos
+    datasets = tmp_path / "datasets.toml"
+    datasets.write_text(DATASETS.replace("video = 32, audio = 32,", "video = 3, audio = 16,")
+                        .replace('"video-folder"', f'"{kind.kind}"'))
+    r = cli("extract", "mine", "--videos", root, "--datasets", datasets, "--store", tmp_path / "s.zarr",
+            "--video-encoder", "flat-colour", "--audio-encoder", "random-projection", "--workers", "0")
+    error = r.stderr[r.stderr.index("Error:"):].strip().splitlines()
+    assert r.exit_code == 1 and len(error) == 3 and "broke its contract" in error[0], r.stderr
+    assert ("encoder 'flat-colour'" if method == "encode_batch" else "dataset kind 'broken-folder'") in error[0]
+    assert came in error[2], error
+    assert not FeatureStore(tmp_path / "s.zarr").datasets() if (tmp_path / "s.zarr").exists() else True
 
 
 def test_devices_this_machine_lacks_are_refused_before_any_work(videos, cli, demo_store, tmp_path):

@@ -8,22 +8,20 @@ on PYTHONPATH), made here, each broken the way real plugins break."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
+from broken_heads import BROKEN_HEADS, broken_head
 from clipclap_cli import hookimpl
 from clipclap_cli.plugins.manager import failures
 from clipclap_cli.plugins.registry import list_heads
+from installed_plugins import VENV_BIN, clipclap, environment, install
 
-VENV_BIN = Path(sys.executable).parent
 BROKEN = {
     "importfails": ("cannot be imported (ModuleNotFoundError: No module named 'missing_dependency'",
                     "import missing_dependency\n"),
+    "exits": ("cannot be imported (SystemExit: 3", "import sys\nsys.exit(3)\n"),
     "misspelt": ("'register_head', which is not a clipclap hook (did you mean 'register_heads'?)", """
         from clipclap_cli import hookimpl
 
@@ -63,18 +61,6 @@ BROKEN = {
         def register_heads(register):
             register()
         """),
-    "copycat": ("fusion head 'clipclap' is registered by clipclap_plugins.heads already", """
-        from clipclap_cli import hookimpl
-
-        @hookimpl
-        def register_heads(register):
-            from clipclap_plugins.clipclap_head import ClipClapHead
-
-            class Impostor(ClipClapHead):
-                head_id = "clipclap"
-
-            register(Impostor)
-        """),
 }
 GOOD = """
     from clipclap_cli import hookimpl
@@ -90,28 +76,13 @@ GOOD = """
     """
 
 
-def _install(root: Path, name: str, source: str) -> None:
-    """A distribution `clipclap-NAME` 1.0 whose entry point NAME is the module `NAME_plugin`."""
-    (root / f"{name}_plugin.py").write_text(textwrap.dedent(source))
-    info = root / f"clipclap_{name}-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: clipclap-{name}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[clipclap]\n{name} = {name}_plugin\n")
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("plugins")
     for name, (_, source) in BROKEN.items():
-        _install(root, name, source)
-    _install(root, "good", GOOD)
-    env = {k: v for k, v in os.environ.items() if k not in ("CLIPCLAP_LOAD_PLUGINS", "CLIPCLAP_DEBUG")}
-    return env | {"PYTHONPATH": str(root)}
-
-
-def _clipclap(env, *args):
-    return subprocess.run([str(VENV_BIN / "clipclap"), *map(str, args)], env=env, capture_output=True, text=True,
-                          timeout=300)
+        install(root, name, source)
+    install(root, "good", GOOD)
+    return environment(root)
 
 
 def _warnings(stderr: str) -> dict[str, str]:
@@ -121,7 +92,7 @@ def _warnings(stderr: str) -> dict[str, str]:
 
 
 def test_broken_plugins_cost_one_named_warning_each_and_nothing_else(installed):
-    r = _clipclap(installed, "heads", "list", "--json")
+    r = clipclap(installed, "heads", "list", "--json")
     assert r.returncode == 0, r.stderr
     heads = {h["id"]: h["plugin"] for h in json.loads(r.stdout)}
     assert heads["clipclap"] == "clipclap_plugins.heads"  # the built-in, not the impostor
@@ -136,15 +107,15 @@ def test_broken_plugins_cost_one_named_warning_each_and_nothing_else(installed):
 
 
 def test_help_works_with_broken_plugins_and_warns_about_those_it_loads(installed):
-    r = _clipclap(installed, "--help")
+    r = clipclap(installed, "--help")
     assert r.returncode == 0 and "train" in r.stdout, r.stderr
     # --help loads the plugins (their commands) but calls no registering hook: the plugins that
     # fail to load are named; those whose hooks fail are found out by the commands that call them
-    assert set(_warnings(r.stderr)) == {"importfails", "misspelt", "badargs"}, r.stderr
+    assert set(_warnings(r.stderr)) == {"importfails", "exits", "misspelt", "badargs"}, r.stderr
 
 
 def test_the_plugins_command_lists_the_failed_ones_with_their_reason(installed):
-    r = _clipclap(installed, "plugins", "--json")
+    r = clipclap(installed, "plugins", "--json")
     assert r.returncode == 0, r.stderr
     rows = {p["name"]: p for p in json.loads(r.stdout)}
     assert rows["good"]["status"] == "ok" and rows["good"]["distribution"] == "clipclap-good 1.0"
@@ -153,7 +124,7 @@ def test_the_plugins_command_lists_the_failed_ones_with_their_reason(installed):
 
 
 def test_training_works_beside_broken_plugins(installed, demo_store, tmp_path):
-    r = _clipclap(installed, "train", "demo", "--store", demo_store, "--runs-dir", tmp_path,
+    r = clipclap(installed, "train", "demo", "--store", demo_store, "--runs-dir", tmp_path,
                   "--head", "clipclap,good-head", "--epochs", "1", "--batches-per-epoch", "2")
     assert r.returncode == 0, r.stderr
     assert {p.parent.parent.name for p in tmp_path.rglob("results.json")} == {
@@ -162,7 +133,7 @@ def test_training_works_beside_broken_plugins(installed, demo_store, tmp_path):
 
 
 def test_debug_shows_the_traceback(installed):
-    r = _clipclap(installed | {"CLIPCLAP_DEBUG": "1"}, "heads", "list")
+    r = clipclap(installed | {"CLIPCLAP_DEBUG": "1"}, "heads", "list")
     assert r.returncode == 0 and "Traceback (most recent call last)" in r.stderr
     assert "import missing_dependency" in r.stderr
 
@@ -193,41 +164,10 @@ def test_load_plugins_env_still_selects_among_the_installed(installed, monkeypat
     assert "'good'" in out.stdout and "['importfails']" in out.stdout and "misspelt" not in out.stdout, out.stdout
 
 
-def _broken_head(**overrides):
-    """The clipclap head with one method replaced by a broken one."""
-    from clipclap_plugins.clipclap_head import ClipClapHead
-
-    return type("BrokenHead", (ClipClapHead,), {"head_id": "broken-head", **overrides})
-
-
-def _distances_of_shape(shape_of):
-    def distances(self, audio, video, class_text):
-        import torch
-
-        return {"both": torch.zeros(shape_of(len(audio), len(class_text)))}
-    return distances
-
-
-BROKEN_HEADS = {
-    "distances (N, 1)": ({"distances": _distances_of_shape(lambda n, c: (n, 1))}, "distances['both'] is a "
-                         "torch.float32 tensor of shape"),
-    "distances transposed": ({"distances": _distances_of_shape(lambda n, c: (c, n))}, "distances['both'] is a"),
-    "distances NaN": ({"distances": lambda self, a, v, t: {"both": __import__("torch").full((len(a), len(t)),
-                                                                                          float("nan"))}},
-                      "distances['both'] holds NaN or infinite values"),
-    "no both": ({"distances": lambda self, a, v, t: {"audio": __import__("torch").zeros(len(a), len(t))}},
-                "a dict with keys ['audio']"),
-    "per-sample loss": ({"loss": lambda self, batch, text: (batch.audio.sum(dim=1), {})},
-                        "total is a torch.float32 tensor of shape (64,)"),
-    "detached loss": ({"loss": lambda self, batch, text: (batch.audio.sum() * 0, {})}, "total has no gradient"),
-    "not a tuple": ({"loss": lambda self, batch, text: batch.audio.sum()}, "came: a torch.float32 tensor of shape ()"),
-}
-
-
 @pytest.mark.parametrize("case", sorted(BROKEN_HEADS))
 def test_a_head_breaking_its_contract_stops_the_run_with_a_short_named_error(cli, pm, demo_store, tmp_path, case):
     methods, came = BROKEN_HEADS[case]
-    head = _broken_head(**methods)
+    head = broken_head(**methods)
 
     class Plugin:
         @hookimpl

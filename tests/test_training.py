@@ -393,7 +393,7 @@ def test_a_head_reads_only_the_label_embeddings_it_needs(cli, demo_store, tmp_pa
 
 
 def test_a_head_must_name_known_label_embeddings_in_order(demo_store):
-    from clipclap_cli.errors import RunError
+    from clipclap_cli.plugins.contracts import HeadContractError
     from clipclap_cli.store.feature_store import FeatureStore
     from clipclap_cli.train.runs.spec import check_label_parts, store_dims
 
@@ -401,7 +401,7 @@ def test_a_head_must_name_known_label_embeddings_in_order(demo_store):
     dims = store_dims(store, "demo")
     for parts in (("clap", "clip"), ("w2v",), ()):
         head = type("Head", (), {"head_id": "odd", "label_parts": classmethod(lambda cls, p, parts=parts: parts)})
-        with pytest.raises(RunError, match="label_parts\\(\\) must name some of clip, clap, in that order"):
+        with pytest.raises(HeadContractError, match=r"label_parts\(\) naming some of clip, clap, in that order"):
             check_label_parts(store, "demo", dims, head, None)
 
 

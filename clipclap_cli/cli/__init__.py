@@ -14,7 +14,7 @@ from clipclap_cli.errors import ClipclapError
 def make_app(pm) -> typer.Typer:
     """Build the clipclap CLI with the core commands plus plugin-contributed ones."""
     from clipclap_cli.cli import demo, embed, evaluate, extract, import_, inspect, report, split, train, verify
-    from clipclap_cli.plugins.manager import in_precedence, leave_out
+    from clipclap_cli.plugins.manager import in_precedence, leave_out, trace
 
     app = typer.Typer(
         name="clipclap",
@@ -28,9 +28,10 @@ def make_app(pm) -> typer.Typer:
     for module in (extract, import_, split, embed, train, evaluate, report, verify, demo, inspect):
         module.install(app, pm)
     for impl in in_precedence(pm.hook.register_commands.get_hookimpls()):
+        trace(pm, f"{impl.plugin_name} register_commands")
         try:
             impl.function(app=app)
-        except Exception as e:  # a plugin's command may fail to install: it is left out, the rest works
+        except (Exception, SystemExit) as e:  # a plugin's command may fail to install: it is left out, the rest works
             leave_out(pm, impl.plugin_name, "register_commands", e)
     return app
 

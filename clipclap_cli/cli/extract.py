@@ -54,6 +54,7 @@ def install(app, pm) -> None:
         from clipclap_cli.errors import ClipclapError, SplitError
         from clipclap_cli.extract.extraction import Extraction, Shard
         from clipclap_cli.extras import need
+        from clipclap_cli.plugins.contracts import check_description, check_samples
 
         check_device(device)  # before the working group is created
         need("av", "extract", "clipclap extract (decoding videos)")  # else every video would fail alike
@@ -62,8 +63,8 @@ def install(app, pm) -> None:
         adapter = cat.adapter(dataset)
         options = {} if split_dir is None else {"split_dir": split_dir}
         videos = videos or _videos_folder(entry, adapter)
-        samples = adapter.samples(videos, **options)
-        description = adapter.describe_samples(samples, **options)
+        samples = check_samples(adapter, adapter.samples(videos, **options))
+        description = check_description(adapter, samples, adapter.describe_samples(samples, **options))
         by_encoder = _encoder_params(pm, params)
         encoders = {"video": _encoder(pm, video_encoder, "video", by_encoder.get(video_encoder, []), device, dtype),
                     "audio": _encoder(pm, audio_encoder, "audio", by_encoder.get(audio_encoder, []), device, dtype)}

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
+
 from clipclap_cli.cli._options import DEFAULT_STORE, DatasetArg, DatasetsOpt, JsonOpt, StoreOpt, catalog, store
 from clipclap_cli.cli.console import out, print_json, table
 
+CheckNames = Annotated[list[str] | None, typer.Argument(
+    metavar="[NAME]...", help="Kinds, encoders or heads to check (bare or SOURCE:NAME); default: everything registered")]
+
 
 def install(app, pm) -> None:
-    import typer
-
     datasets = typer.Typer(help="Datasets: registry entries, formats, and what the store holds.", no_args_is_help=True)
     encoders = typer.Typer(help="Feature extractors registered by plugins.", no_args_is_help=True)
     heads = typer.Typer(help="Fusion heads registered by plugins.", no_args_is_help=True)
@@ -20,29 +25,35 @@ def install(app, pm) -> None:
     def datasets_list(datasets_file: DatasetsOpt = None, store_path: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False):
         """List dataset entries and whether the store holds them. From datasets.toml, plugins and
         your file."""
+        from clipclap_cli.data.datasets_toml import project_datasets_toml
+
         cat = catalog(pm, datasets_file)
         held = set(store(store_path).datasets())
+        project = str(project_datasets_toml())
         rows = [
             {"name": e.name, "display_name": e.display_name, "kind": e.kind,
              "plugin": cat.adapters.entry(e.kind).plugin, "split": e.split,
-             "defined_in": e.origin, "in_store": e.name in held}
-            for e in cat
+             "defined_in": "clipclap (datasets.toml)" if e.origin == project else e.origin,
+             "in_store": e.name in held, "problem": problem}
+            for e, problem in cat.listing()
         ]
         if as_json:
             return print_json(rows)
-        out.print(table(None, ["name", "display name", "kind", "plugin", "split", "in store"],
-                        [[r["name"], r["display_name"], r["kind"], r["plugin"], r["split"],
-                          "yes" if r["in_store"] else "no"] for r in rows]))
+        out.print(table(None, ["name", "display name", "kind", "kind from", "defined by", "split", "in store"],
+                        [[r["name"] + (" (ambiguous)" if r["problem"] else ""), r["display_name"], r["kind"],
+                          r["plugin"], r["defined_in"], r["split"], "yes" if r["in_store"] else "no"] for r in rows]))
 
     @datasets.command("kinds")
     def datasets_kinds(as_json: JsonOpt = False):
         """List dataset formats (adapter kinds) and their plugins."""
         from clipclap_cli.plugins.registry import list_dataset_kinds
 
-        rows = [{"kind": r.name, "plugin": r.plugin, "description": r.obj.description} for r in list_dataset_kinds(pm)]
+        rows = [{"kind": r.name, "plugin": r.plugin, "distribution": r.distribution, "description": r.obj.description}
+                for r in list_dataset_kinds(pm)]
         if as_json:
             return print_json(rows)
-        out.print(table(None, ["kind", "plugin", "description"], [list(r.values()) for r in rows]))
+        out.print(table(None, ["kind", "plugin", "description"],
+                        [[r["kind"], _plugin_cell(r), r["description"]] for r in rows]))
 
     @datasets.command("show")
     def datasets_show(name: DatasetArg, store_path: StoreOpt = DEFAULT_STORE, datasets_file: DatasetsOpt = None,
@@ -70,12 +81,12 @@ def install(app, pm) -> None:
         from clipclap_cli.plugins.registry import list_encoders
 
         rows = [{"id": r.name, "modality": r.obj.modality, "dim": r.obj.dim,
-                 "label_embeddings": offers_label_embeddings(r.obj), "plugin": r.plugin,
+                 "label_embeddings": offers_label_embeddings(r.obj), "plugin": r.plugin, "distribution": r.distribution,
                  "aliases": list(r.aliases), "description": r.obj.description} for r in list_encoders(pm)]
         if as_json:
             return print_json(rows)
         out.print(table(None, ["id", "modality", "dim", "label embeddings", "plugin", "aliases"],
-                        [[r["id"], r["modality"], r["dim"], "yes" if r["label_embeddings"] else "no", r["plugin"],
+                        [[r["id"], r["modality"], r["dim"], "yes" if r["label_embeddings"] else "no", _plugin_cell(r),
                           ", ".join(r["aliases"])] for r in rows]))
 
     @heads.command("list")
@@ -84,23 +95,30 @@ def install(app, pm) -> None:
         from clipclap_cli.params import describe_params
         from clipclap_cli.plugins.registry import list_heads
 
-        rows = [{"id": r.name, "plugin": r.plugin, "aliases": list(r.aliases),
+        rows = [{"id": r.name, "plugin": r.plugin, "distribution": r.distribution, "aliases": list(r.aliases),
                  "description": (r.obj.__doc__ or "").strip().splitlines()[0] if r.obj.__doc__ else "",
                  "params": describe_params(r.obj.Params)} for r in list_heads(pm)]
         if as_json:
             return print_json(rows)
         out.print(table(None, ["id", "plugin", "aliases", "description"],
-                        [[r["id"], r["plugin"], ", ".join(r["aliases"]), r["description"]] for r in rows]))
+                        [[r["id"], _plugin_cell(r), ", ".join(r["aliases"]), r["description"]] for r in rows]))
         if params:
             for r in rows:
                 out.print(table(f"{r['id']} parameters (-p KEY=VALUE)", ["name", "type", "default", "doc"],
                                 [[p["name"], p["type"], p["default"], p["doc"]] for p in r["params"]]))
 
-    @app.command("plugins")
-    def plugins(all_: bool = typer.Option(False, "--all", help="Include the built-in plugins"), as_json: JsonOpt = False):
-        """List installed plugins, their hooks, and those left out.
+    plugins = typer.Typer(help="Installed plugins, those left out, and the contract check.",
+                          invoke_without_command=True)
+    app.add_typer(plugins, name="plugins")
 
-        A plugin that failed to load or register shows as failed, with the reason."""
+    @plugins.callback()
+    def plugins_list(ctx: typer.Context,
+                     all_: bool = typer.Option(False, "--all", help="Include the built-in plugins"),
+                     as_json: JsonOpt = False):
+        """List installed plugins, their hooks, and those left out (a plugin that failed to load or
+        register shows as failed, with the reason). `clipclap plugins check` runs the contract kit."""
+        if ctx.invoked_subcommand is not None:
+            return
         from clipclap_cli.data.datasets_toml import load_catalog
         from clipclap_cli.plugins.manager import DEFAULT_PLUGINS, distribution, failures
         from clipclap_cli.plugins.registry import list_dataset_kinds, list_encoders, list_heads
@@ -108,16 +126,19 @@ def install(app, pm) -> None:
         # run every registering hook, so that a plugin whose hook fails shows as failed here
         for collect in (list_dataset_kinds, list_encoders, list_heads, load_catalog):
             collect(pm)
+        notices = {f.plugin: f.reason for f in failures(pm) if not f.left_out}
         rows = []
         for plugin in pm.get_plugins():
             name = pm.get_name(plugin)
             if name in DEFAULT_PLUGINS and not all_:
                 continue
             hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-            rows.append({"name": name, "distribution": distribution(pm, name), "hooks": hooks, "status": "ok"})
+            status = "ok" + (f" (warning: {notices[name]})" if name in notices else "")
+            rows.append({"name": name, "distribution": distribution(pm, name), "hooks": hooks, "status": status})
         for failure in failures(pm):
-            rows.append({"name": failure.plugin, "distribution": failure.distribution, "hooks": [],
-                         "status": f"failed: {failure.reason}"})
+            if failure.left_out:
+                rows.append({"name": failure.plugin, "distribution": failure.distribution, "hooks": [],
+                             "status": f"failed: {failure.reason}"})
         rows.sort(key=lambda r: r["name"])
         if as_json:
             return print_json(rows)
@@ -128,6 +149,33 @@ def install(app, pm) -> None:
         out.print(table(None, ["name", "distribution", "hooks", "status"],
                         [[r["name"], r["distribution"] or "(built-in)", ", ".join(r["hooks"]), r["status"]]
                          for r in rows]))
+
+    @plugins.command("check")
+    def plugins_check(names: CheckNames = None, as_json: JsonOpt = False):
+        """Run the contract kit on tiny random inputs.
+
+        Every dataset kind, encoder and fusion head (built-in and installed plugins, or those
+        named), with the checks clipclap runs on a plugin's output when it uses it. Exit 1 on a
+        failure."""
+        from clipclap_cli.errors import ClipclapError
+        from clipclap_cli.testing import check_registered
+
+        results = check_registered(pm, names or None)
+        if as_json:
+            print_json([r.__dict__ for r in results])
+        else:
+            out.print(table(None, ["what", "name", "plugin", "result", "reason"],
+                            [[r.what, r.name, r.plugin, r.status, r.reason] for r in results]))
+        failed = [r for r in results if r.status == "fail"]
+        if failed:
+            raise ClipclapError(f"{len(failed)} of {len(results)} checks failed: "
+                                + ", ".join(f"{r.what} {r.name!r}" for r in failed))
+
+
+def _plugin_cell(row: dict) -> str:
+    """A registration's plugin, with its distribution where it is not clipclap's own."""
+    dist = row.get("distribution")
+    return row["plugin"] if not dist or dist.startswith("clipclap ") else f"{row['plugin']} ({dist})"
 
 
 def _show(name: str, info: dict) -> None:

@@ -2,6 +2,8 @@
 
 Sources, later ones winning key by key: the project's datasets.toml, entries registered by
 plugins (`register_dataset_entries`), then a user file (`--datasets PATH` or CLIPCLAP_DATASETS).
+A name defined twice (the project's file and a plugin, or two plugins) is the user file's to
+pick (`from = "SOURCE"`); until then using it is an error naming both.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from clipclap_cli.api import FeatureDims
-from clipclap_cli.errors import ClipclapError, ConfigError, DuplicateNameError, UnknownNameError
+from clipclap_cli.errors import AmbiguousNameError, ClipclapError, ConfigError, DuplicateNameError, UnknownNameError
 from clipclap_cli.names import RULE as NAME_RULE
 from clipclap_cli.names import is_valid_name
 from clipclap_cli.params import build_params
@@ -107,6 +109,11 @@ def _read_toml(path: Path) -> dict[str, dict]:
     return tables
 
 
+class _AmbiguousKind(Exception):
+    def __init__(self, error: ClipclapError):
+        self.error = error
+
+
 def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
     def fail(key: str, problem: str) -> ConfigError:
         return ConfigError(f"{where} [datasets.{name}] {key}: {problem}")
@@ -120,6 +127,8 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
         adapter_cls = adapters.get(table["kind"])
     except UnknownNameError as e:
         raise ConfigError(f"{where} [datasets.{name}] kind={table['kind']!r}: {e}") from None
+    except AmbiguousNameError as e:
+        raise _AmbiguousKind(ConfigError(f"{where} [datasets.{name}] kind={table['kind']!r}: {e}")) from None
     extra = {k: v for k, v in table.items() if k not in _CORE_KEYS}
     try:
         params = build_params(adapter_cls.Params, extra)
@@ -184,37 +193,102 @@ def _published(tables: Any, fail) -> dict[str, dict[str, float]]:
 
 
 def load_catalog(pm, user_file: Path | None = None, project_file: Path | None = None) -> DatasetCatalog:
-    """Read datasets.toml, plugin entries and the user's override file into a DatasetCatalog."""
-    from clipclap_cli.plugins.manager import in_precedence, leave_out
+    """Read datasets.toml, plugin entries and the user's override file into a DatasetCatalog.
+
+    A name defined by the project's file and a plugin, or by two plugins, keeps every definition:
+    `datasets list` shows them all, and using the name is an error until the user's file picks
+    one (`[datasets.NAME] from = "SOURCE"`, SOURCE a distribution or plugin name, `clipclap` for
+    the project's file). An entry whose `kind` several plugins registered is refused the same way
+    when it is used; every other entry works."""
+    from clipclap_cli.plugins.manager import distribution, in_precedence, leave_out, trace
     from clipclap_cli.plugins.registry import list_dataset_kinds
 
     adapters = list_dataset_kinds(pm)
     project_file = project_file or project_datasets_toml()
-    raw: dict[str, tuple[dict, str]] = {}
+    raw: dict[str, list[_Definition]] = {}
     if project_file.exists():
         for name, table in _read_toml(project_file).items():
-            raw[name] = (table, str(project_file))
+            raw[name] = [_Definition(table, str(project_file), "clipclap")]
     for impl in in_precedence(pm.hook.register_dataset_entries.get_hookimpls()):
-        mine: dict[str, tuple[dict, str]] = {}
+        mine: dict[str, _Definition] = {}
+        where = distribution(pm, impl.plugin_name)
 
-        def register(name: str, table: dict, _plugin: str = impl.plugin_name, _mine: dict = mine) -> None:
-            if name in raw or name in _mine:
-                where = (raw.get(name) or _mine[name])[1]
-                raise DuplicateNameError(f"dataset {name!r} is registered by {where} already")
+        def register(name: str, table: dict, _plugin: str = impl.plugin_name, _mine: dict = mine,
+                     _where: str | None = where) -> None:
+            if name in _mine:
+                raise DuplicateNameError(f"it registers dataset {name!r} twice")
             if not isinstance(table, dict):
                 raise ConfigError(f"dataset {name!r}: the table must be a dict, not {type(table).__name__}")
-            _mine[name] = (dict(table), f"plugin {_plugin}")
+            origin = f"plugin {_plugin}" + (f" ({_where})" if _where else "")
+            _mine[name] = _Definition(dict(table), origin, _where.split(" ")[0] if _where else _plugin, _plugin)
 
         try:
             impl.function(register=register)
-        except Exception as e:  # a plugin's hook may raise anything: it is left out, the rest works
+        except (Exception, SystemExit) as e:  # a plugin's hook may raise anything: it is left out, the rest works
             leave_out(pm, impl.plugin_name, "register_dataset_entries", e)
             continue
-        raw.update(mine)
+        trace(pm, f"{impl.plugin_name} register_dataset_entries: dataset "
+                  + (", ".join(map(repr, sorted(mine))) or "none"))
+        for name, definition in mine.items():
+            raw.setdefault(name, []).append(definition)
     user_file = user_file or (Path(os.environ["CLIPCLAP_DATASETS"]) if os.environ.get("CLIPCLAP_DATASETS") else None)
     if user_file is not None:
         for name, table in _read_toml(Path(user_file)).items():
-            base = raw.get(name, ({}, ""))[0]
-            raw[name] = (_merge(base, table), str(user_file))
-    entries = {name: _build(name, table, where, adapters) for name, (table, where) in raw.items()}
-    return DatasetCatalog(entries, adapters)
+            raw[name] = _over(raw.get(name, []), table, name, str(user_file))
+    entries: dict[str, DatasetEntry] = {}
+    refused: dict[str, tuple[ClipclapError, list[DatasetEntry]]] = {}
+    for name, definitions in raw.items():
+        built = [_build_or_refuse(name, d, adapters) for d in definitions]
+        if len(definitions) > 1:
+            refused[name] = (AmbiguousNameError(
+                f"dataset {name!r} is defined by " + " and by ".join(d.origin for d in definitions)
+                + "; pick one in your datasets file (--datasets FILE): "
+                + " or ".join(f'[datasets.{name}] from = "{d.source}"' for d in definitions)),
+                [b for b in built if isinstance(b, DatasetEntry)])
+        elif isinstance(built[0], DatasetEntry):
+            entries[name] = built[0]
+        else:
+            refused[name] = (built[0], [])
+    return DatasetCatalog(entries, adapters, refused)
+
+
+@dataclass(frozen=True)
+class _Definition:
+    """One [datasets.NAME] table and where it comes from."""
+
+    table: dict
+    origin: str
+    "The file, or 'plugin P (dist V)'"
+    source: str
+    "What `from = ...` picks it by: `clipclap` for the project's file, else the distribution's or plugin's name"
+    plugin: str | None = None
+
+
+def _over(bases: list[_Definition], table: dict, name: str, where: str) -> list[_Definition]:
+    """The user's table for `name` over the definition it picks (`from`), key by key. Over
+    several definitions and no `from`, the name stays ambiguous: using it says to pick one."""
+    from clipclap_cli.plugins.registry import _canonical
+
+    table = dict(table)
+    pick = table.pop("from", None)
+    if pick is not None:
+        chosen = [d for d in bases if _canonical(str(pick)) in {_canonical(d.source), _canonical(d.plugin or "")}]
+        if len(chosen) != 1:
+            raise ConfigError(f"{where} [datasets.{name}] from={pick!r}: "
+                              + ("no such definition" if not chosen else "names several definitions")
+                              + "; defined by " + (", ".join(f"{d.origin} (from = {d.source!r})" for d in bases)
+                                                   or "nothing else"))
+        bases = chosen
+    if len(bases) > 1:
+        return bases
+    base = bases[0].table if bases else {}
+    return [_Definition(_merge(base, table), where, bases[0].source if bases else "your file")]
+
+
+def _build_or_refuse(name: str, definition: _Definition, adapters) -> DatasetEntry | ClipclapError:
+    """The entry, or (for a `kind` several plugins registered) the error that using it raises;
+    any other problem of the table is raised at once, as always."""
+    try:
+        return _build(name, definition.table, definition.origin, adapters)
+    except _AmbiguousKind as e:
+        return e.error

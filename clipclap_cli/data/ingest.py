@@ -20,6 +20,7 @@ from clipclap_cli.data.splits import (
     split_from_partitions,
 )
 from clipclap_cli.errors import ImportDataError, SplitError, StoreError
+from clipclap_cli.plugins.contracts import check_bundle_form
 from clipclap_cli.plugins.registry import DatasetCatalog
 from clipclap_cli.store.feature_store import FeatureStore
 from clipclap_cli.store.integrity import value_problem
@@ -170,7 +171,8 @@ def import_dataset(store: FeatureStore, catalog: DatasetCatalog, name: str, root
     root = Path(root).expanduser()
     store.open_for_writing()
     _refuse_tree_in_store(store, root)
-    bundle = catalog.adapter(name).load_features(root)
+    adapter = catalog.adapter(name)
+    bundle = check_bundle_form(adapter, adapter.load_features(root))
     return store_bundle(store, entry, bundle, replace=replace)
 
 
@@ -190,7 +192,8 @@ def generate_dataset(store: FeatureStore, catalog: DatasetCatalog, name: str, se
     options = {} if seed is None else {"seed": seed}
     entry = catalog.get(name)
     store.open_for_writing()  # a location that is no store fails before the data is generated
-    bundle = catalog.adapter(name).load_features(None, **options)
+    adapter = catalog.adapter(name)
+    bundle = check_bundle_form(adapter, adapter.load_features(None, **options))
     return store_bundle(store, entry, bundle, replace=replace)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from clipclap_cli.errors import ConfigError
+from clipclap_cli.plugins.contracts import check_label_embedding
 from clipclap_cli.store.feature_store import FeatureStore
 
 
@@ -39,7 +40,7 @@ def embed_labels(store: FeatureStore, dataset: str, encoder, templates: list[str
     names = store.info(dataset)["prompt_names"]
     rows = []
     for i, class_name in enumerate(names):
-        rows.append(encoder.label_embedding([t.format(class_name) for t in templates]))
+        rows.append(check_label_embedding(encoder, encoder.label_embedding([t.format(class_name) for t in templates])))
         if on_class is not None:
             on_class(i + 1)
     matrix = np.stack(rows).astype(np.float32)

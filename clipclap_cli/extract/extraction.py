@@ -38,6 +38,7 @@ import numpy as np
 from clipclap_cli.api import FeatureBundle, Sample
 from clipclap_cli.errors import ClipclapError, StoreError
 from clipclap_cli.names import check_name
+from clipclap_cli.plugins.contracts import check_encoded
 from clipclap_cli.store.feature_store import FeatureStore
 from clipclap_cli.store.locations import staging_name
 from clipclap_cli.store.locks import exclusive
@@ -220,7 +221,7 @@ class Extraction:
             feats = np.zeros((hi - lo, enc.dim), dtype=np.float32)
             for start in range(0, len(ok), batch_size):
                 rows = ok[start:start + batch_size]
-                feats[rows] = enc.encode_batch([decoded[i][0][modality] for i in rows])
+                feats[rows] = check_encoded(enc, enc.encode_batch([decoded[i][0][modality] for i in rows]), len(rows))
             bad = np.zeros(hi - lo, dtype=bool)
             bad[ok] = ~np.isfinite(feats[ok]).all(axis=1)  # such a video fails, like one that cannot be decoded
             reasons[bad & ~non_finite] = f"encoder {enc.encoder_id!r} gave non-finite {modality} features"

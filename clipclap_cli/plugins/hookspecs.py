@@ -7,9 +7,14 @@ hookimpl = HookimplMarker("clipclap")
 
 
 @hookspec
-def register_datasets(register):
-    """Register dataset adapters (formats): register(AdapterClass) -- AdapterClass.kind is the `kind`
+def register_dataset_kinds(register):
+    """Register dataset formats (adapters): register(AdapterClass) -- AdapterClass.kind is the `kind`
     used in datasets.toml"""
+
+
+@hookspec
+def register_datasets(register):
+    """Deprecated name of register_dataset_kinds (works, with a warning, until clipclap 0.4)"""
 
 
 @hookspec

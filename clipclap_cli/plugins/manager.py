@@ -35,10 +35,12 @@ class PluginFailure:
     reason: str
     traceback: str = ""
     "Shown with CLIPCLAP_DEBUG=1"
+    left_out: bool = True
+    "False for a notice about a plugin that still works (a deprecated hook name)"
 
     def line(self) -> str:
         source = f" of {self.distribution}" if self.distribution else ""
-        return f"plugin {self.plugin!r}{source} is left out: {self.reason}"
+        return f"plugin {self.plugin!r}{source} " + ("is left out: " if self.left_out else "") + self.reason
 
 
 def failures(pm: pluggy.PluginManager) -> list[PluginFailure]:
@@ -46,11 +48,13 @@ def failures(pm: pluggy.PluginManager) -> list[PluginFailure]:
     return pm.__dict__.setdefault("clipclap_failures", [])
 
 
-def record_failure(pm: pluggy.PluginManager, plugin: str, reason: str, error: BaseException | None = None) -> None:
+def record_failure(pm: pluggy.PluginManager, plugin: str, reason: str, error: BaseException | None = None,
+                   left_out: bool = True) -> None:
     """Leave out `plugin` for `reason` (once per plugin and reason): listed by `clipclap plugins`,
-    shown as a warning by the command line (`on_failure`), its traceback with CLIPCLAP_DEBUG=1."""
+    shown as a warning by the command line (`on_failure`), its traceback with CLIPCLAP_DEBUG=1.
+    With `left_out=False`, a warning about a plugin that still works."""
     failure = PluginFailure(plugin, distribution(pm, plugin), reason,
-                            "".join(traceback.format_exception(error)) if error is not None else "")
+                            "".join(traceback.format_exception(error)) if error is not None else "", left_out)
     if any((f.plugin, f.reason) == (plugin, reason) for f in failures(pm)):
         return
     failures(pm).append(failure)
@@ -59,7 +63,7 @@ def record_failure(pm: pluggy.PluginManager, plugin: str, reason: str, error: Ba
         callback(failure)
 
 
-def leave_out(pm: pluggy.PluginManager, plugin: str, hook_name: str, error: Exception) -> None:
+def leave_out(pm: pluggy.PluginManager, plugin: str, hook_name: str, error: BaseException) -> None:
     """A plugin whose `hook_name` hook raised `error`: recorded (`record_failure`) and
     unregistered whole, so that none of its hooks runs in this command."""
     from clipclap_cli.errors import ClipclapError
@@ -78,15 +82,29 @@ def on_failure(pm: pluggy.PluginManager, callback) -> None:
 
 
 def distribution(pm: pluggy.PluginManager, plugin: str) -> str | None:
-    """'name version' of the distribution that installed `plugin` (None for built-ins and
-    plugins registered by hand)."""
+    """'name version' of the distribution that installed `plugin`: clipclap's own for the
+    built-ins, None for plugins registered by hand."""
+    if plugin in DEFAULT_PLUGINS:
+        from clipclap_cli import __version__
+
+        return f"clipclap {__version__}"
     return pm.__dict__.setdefault("clipclap_distributions", {}).get(plugin)
 
 
+def trace(pm: pluggy.PluginManager, message: str) -> None:
+    """One line on stderr with CLIPCLAP_TRACE_PLUGINS=1: what a register hook registered (pluggy's
+    own tracing shows the hooks called through `pm.hook`; register hooks are called one by one)."""
+    if pm.__dict__.get("clipclap_trace"):
+        sys.stderr.write(f"clipclap plugins: {message}\n")
+
+
+DEPRECATED_HOOKS = {"register_datasets": "register_dataset_kinds"}
+"Old hook name -> new one; the old names work, with a warning, until clipclap 0.4"
+
+
 def in_precedence(impls: list) -> list:
-    """Hook implementations in the order their registrations count: the built-ins first, then
-    the other plugins as they were registered; a name a plugin registers after another has it is
-    a duplicate, and that plugin is left out."""
+    """Hook implementations in a stable order: the built-ins first, then the other plugins as
+    they were registered (how listings order registrations that share a name)."""
     return sorted(impls, key=lambda impl: impl.plugin_name not in DEFAULT_PLUGINS)
 
 
@@ -120,13 +138,13 @@ def _load_entry_point(pm: pluggy.PluginManager, entry_point) -> None:
         pm.__dict__.setdefault("clipclap_distributions", {})[name] = f"{dist.name} {dist.version}"
     try:
         plugin = entry_point.load()
-    except Exception as e:  # whatever its import raises
+    except (Exception, SystemExit) as e:  # whatever its import raises, a sys.exit() too
         record_failure(pm, name, f"it cannot be imported ({type(e).__name__}: {_first_line(e)}; "
                                  f"entry point {entry_point.value})", e)
         return
     try:
         pm.register(plugin, name=name)
-    except Exception as e:  # pluggy's PluginValidationError (a hook's arguments), or a duplicate name
+    except (Exception, SystemExit) as e:  # pluggy's PluginValidationError (a hook's arguments), or a duplicate name
         record_failure(pm, name, " ".join(str(e).split())[:300], e)  # pluggy's message spans lines
 
 
@@ -159,10 +177,21 @@ def _empty_manager() -> pluggy.PluginManager:
 
 def _finish(pm: pluggy.PluginManager) -> pluggy.PluginManager:
     _leave_out_unknown_hooks(pm)
+    _warn_of_deprecated_hooks(pm)
     if os.environ.get("CLIPCLAP_TRACE_PLUGINS"):
+        pm.__dict__["clipclap_trace"] = True
         pm.trace.root.setwriter(sys.stderr.write)  # pluggy's own tracing: every hook call and its result
         pm.enable_tracing()
     return pm
+
+
+def _warn_of_deprecated_hooks(pm: pluggy.PluginManager) -> None:
+    """A plugin implementing a renamed hook still works; a warning names it and the new name."""
+    for old, new in DEPRECATED_HOOKS.items():
+        for impl in getattr(pm.hook, old).get_hookimpls():
+            if impl.plugin_name not in DEFAULT_PLUGINS:
+                record_failure(pm, impl.plugin_name, f"implements {old}, renamed {new} (the old name works until "
+                                                     "clipclap 0.4; rename the function)", left_out=False)
 
 
 @dataclass(frozen=True)
@@ -175,6 +204,8 @@ class PortablePlugin:
     module: str | None = None
     folder: str | None = None
     pickled: bytes | None = None
+    distribution: str | None = None
+    "Where it was installed from, so that `SOURCE:NAME` picks the same registration there"
 
     def load(self) -> object:
         if self.module is None:
@@ -199,10 +230,10 @@ def portable_plugins(pm: pluggy.PluginManager) -> list[PortablePlugin]:
         if plugin is None:  # blocked
             continue
         if isinstance(plugin, types.ModuleType):
-            out.append(PortablePlugin(name, plugin.__name__, _import_root(plugin)))
+            out.append(PortablePlugin(name, plugin.__name__, _import_root(plugin), distribution=distribution(pm, name)))
             continue
         try:
-            out.append(PortablePlugin(name, pickled=pickle.dumps(plugin)))
+            out.append(PortablePlugin(name, pickled=pickle.dumps(plugin), distribution=distribution(pm, name)))
         except Exception as e:  # pickling raises many kinds
             raise ClipclapError(f"plugin {name!r} cannot be sent to worker processes ({e}); "
                                 "register a module, or train without --jobs") from None
@@ -214,6 +245,8 @@ def rebuild_plugin_manager(plugins: list[PortablePlugin]) -> pluggy.PluginManage
     pm = _empty_manager()
     for plugin in plugins:
         pm.register(plugin.load(), plugin.name)
+        if plugin.distribution and plugin.name not in DEFAULT_PLUGINS:
+            pm.__dict__.setdefault("clipclap_distributions", {})[plugin.name] = plugin.distribution
     return _finish(pm)
 
 

@@ -1,24 +1,34 @@
 """The registries: heads, encoders, dataset kinds (collected from the plugins' `register_*`
-hooks, with attribution, duplicates refused and did-you-mean for unknown names) and the
-dataset catalog. Each is collected once per plugin manager, so once per command, and again
-only when the manager's plugins change."""
+hooks, with attribution and did-you-mean for unknown names) and the dataset catalog. Each is
+collected once per plugin manager, so once per command, and again only when the manager's
+plugins change.
+
+A name two plugins register is kept twice: both are listed, and using the bare name is an
+`AmbiguousNameError` that says how to pick one, `SOURCE:NAME`, where SOURCE is the
+distribution that installed the plugin (`clipclap` for the built-ins) or the plugin's name.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import re
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from clipclap_cli.errors import ClipclapError, DuplicateNameError, UnknownNameError
+from clipclap_cli.errors import AmbiguousNameError, ClipclapError, DuplicateNameError, UnknownNameError
 from clipclap_cli.names import check_name
-from clipclap_cli.protocol import SettingError, checked_settings
+from clipclap_cli.plugins.contracts import validate_adapter, validate_encoder, validate_head
 
 if TYPE_CHECKING:  # pragma: no cover
     from clipclap_cli.data.datasets_toml import DatasetEntry
 
 T = TypeVar("T")
+
+
+def _canonical(source: str) -> str:
+    """Distribution names compare as pip compares them: case and runs of '-_.' do not count."""
+    return re.sub(r"[-_.]+", "-", source).lower()
 
 
 @dataclass(frozen=True)
@@ -29,89 +39,157 @@ class Registered(Generic[T]):
     obj: T
     plugin: str
     aliases: tuple[str, ...] = ()
+    distribution: str | None = None
+    "'name version' of the distribution that installed the plugin ('clipclap V' for the built-ins)"
+
+    @property
+    def source(self) -> str:
+        """What picks this registration in `SOURCE:NAME`: its distribution's name, else its plugin's."""
+        return self.distribution.split(" ")[0] if self.distribution else self.plugin
+
+    def picked_by(self, source: str) -> bool:
+        return _canonical(source) in {_canonical(self.plugin), _canonical(self.source)}
+
+    def origin(self) -> str:
+        """'plugin 'p' (dist 1.0)', or 'the built-ins (clipclap 0.2.0)'."""
+        if self.source == "clipclap":
+            return f"the built-ins ({self.distribution})"
+        return f"plugin {self.plugin!r}" + (f" ({self.distribution})" if self.distribution else "")
+
+
+def split_qualified(name: str) -> tuple[str | None, str]:
+    """'SOURCE:NAME' -> (SOURCE, NAME); a bare name -> (None, NAME)."""
+    source, sep, base = name.rpartition(":")
+    return (source, base) if sep else (None, name)
 
 
 class Registry(Generic[T]):
-    """Name -> object lookup with aliases; unknown names suggest the closest match."""
+    """Name -> object lookup with aliases; unknown names suggest the closest match, names several
+    plugins registered must be qualified (`SOURCE:NAME`)."""
 
-    def __init__(self, kind: str, entries: dict[str, Registered[T]], hint: str = ""):
+    def __init__(self, kind: str, entries: dict[str, list[Registered[T]]], hint: str = ""):
         self.kind, self._entries, self.hint = kind, entries, hint
 
     def entry(self, name: str) -> Registered[T]:
-        """The registration for `name` (primary name or alias).
+        """The registration for `name` (primary name or alias, bare or `SOURCE:NAME`).
 
         Raises:
             UnknownNameError: with the closest name and the list of available ones.
+            AmbiguousNameError: several plugins registered `name`; the message names them and
+                the qualified names that pick one.
         """
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise UnknownNameError(self.kind, name, self._entries, self.hint) from None
+        source, base = split_qualified(name)
+        found = self._entries.get(base, [])
+        if source is not None:
+            found = [r for r in found if r.picked_by(source)]
+        if not found:
+            raise UnknownNameError(self.kind, name, self.names(), self.hint)
+        if len(found) > 1:
+            picks = " or ".join(repr(f"{p}:{base}") for p in self._picks(found))
+            raise AmbiguousNameError(f"{self.kind} {name!r} is registered by "
+                                     + " and by ".join(r.origin() for r in found) + f"; pick one: {picks}")
+        return found[0]
+
+    @staticmethod
+    def _picks(found: list[Registered[T]]) -> list[str]:
+        """The SOURCE that picks each of `found`: its distribution where that tells them apart."""
+        sources = [_canonical(r.source) for r in found]
+        return [r.source if sources.count(_canonical(r.source)) == 1 else r.plugin for r in found]
 
     def get(self, name: str) -> T:
         return self.entry(name).obj
 
     def names(self) -> list[str]:
-        """Primary names, sorted."""
-        return sorted({e.name for e in self._entries.values()})
+        """A name that picks each registration, sorted: the primary name, qualified
+        (`SOURCE:NAME`) where several plugins registered it."""
+        out = []
+        for name, found in self._entries.items():
+            mine = [r for r in found if r.name == name]
+            if len(found) == 1 and mine:
+                out.append(name)
+            elif mine:
+                out += [f"{p}:{name}" for r, p in zip(found, self._picks(found), strict=True) if r.name == name]
+        return sorted(out)
+
+    def knows(self, name: str) -> bool:
+        """Whether `name` is registered at all (once, or by several plugins)."""
+        source, base = split_qualified(name)
+        return any(source is None or r.picked_by(source) for r in self._entries.get(base, []))
 
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        return self.knows(name)
 
     def __iter__(self) -> Iterator[Registered[T]]:
-        return iter(self.entry(n) for n in self.names())
+        """Every registration, by primary name (registrations sharing a name side by side)."""
+        seen: dict[int, Registered[T]] = {}
+        for name in sorted(self._entries):
+            for r in self._entries[name]:
+                if r.name == name:
+                    seen.setdefault(id(r), r)
+        return iter(seen.values())
 
 
 _collected: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-"Per plugin manager: hook name -> (the implementations it was collected from, the Registry)"
+"Per plugin manager: hook names -> (the implementations it was collected from, the Registry)"
 
 
 def collect(
     pm,
-    hook_name: str,
+    hook_names: str | tuple[str, ...],
     kind: str,
     name_of: Callable[[T], str],
     validate: Callable[[T], None] | None = None,
     hint: str = "",
 ) -> Registry[T]:
-    """Call every implementation of `hook_name` with a `register(obj, aliases=())` callback; the
-    Registry is kept for the manager and built again only when its implementations change."""
-    impls = getattr(pm.hook, hook_name).get_hookimpls()
-    cache = _collected.setdefault(pm, {})
-    key = tuple(id(impl) for impl in impls)
-    if hook_name in cache and cache[hook_name][0] == key:
-        return cache[hook_name][1]
-    from clipclap_cli.plugins.manager import in_precedence, leave_out
+    """Call every implementation of the hook(s) `hook_names` (a hook and its deprecated old name)
+    with a `register(obj, aliases=())` callback; the Registry is kept for the manager and built
+    again only when its implementations change. A plugin whose hook raises is left out whole."""
+    from clipclap_cli.plugins.manager import distribution, in_precedence, leave_out, trace
 
-    entries: dict[str, Registered[T]] = {}
-    for impl in in_precedence(impls):
+    hooks = (hook_names,) if isinstance(hook_names, str) else hook_names
+
+    def implementations() -> list:
+        return [(hook, impl) for hook in hooks for impl in getattr(pm.hook, hook).get_hookimpls()]
+
+    impls = implementations()
+    cache = _collected.setdefault(pm, {})
+    key = tuple(id(impl) for _, impl in impls)
+    if hooks in cache and cache[hooks][0] == key:
+        return cache[hooks][1]
+
+    entries: dict[str, list[Registered[T]]] = {}
+    by_impl = {id(impl): hook for hook, impl in impls}
+    for impl in in_precedence([impl for _, impl in impls]):
+        hook_name = by_impl[id(impl)]
         mine: dict[str, Registered[T]] = {}
+        where = distribution(pm, impl.plugin_name)
 
         def register(obj: T, aliases: Sequence[str] = (), _plugin: str = impl.plugin_name,
-                     _mine: dict = mine) -> None:
+                     _mine: dict = mine, _where: str | None = where) -> None:
             if validate is not None:
                 validate(obj)
             if isinstance(aliases, str) or not all(isinstance(a, str) for a in aliases):
                 raise ClipclapError(f"aliases must be a list of names, not {aliases!r}")
-            entry = Registered(name_of(obj), obj, _plugin, tuple(aliases))
+            entry = Registered(name_of(obj), obj, _plugin, tuple(aliases), _where)
             for key in (entry.name, *entry.aliases):  # names become folders (runs/<dataset>/<head>/)
                 check_name(kind, key)
-                if key in entries or key in _mine:
-                    other = (entries.get(key) or _mine[key]).plugin
-                    raise DuplicateNameError(f"{kind} {key!r} is registered by {other} already")
+                if key in _mine:
+                    raise DuplicateNameError(f"it registers {kind} {key!r} twice")
                 _mine[key] = entry
 
         try:
             impl.function(register=register)
-        except Exception as e:  # a plugin's hook may raise anything: it is left out, the rest works
+        except (Exception, SystemExit) as e:  # a plugin's hook may raise anything: it is left out, the rest works
             leave_out(pm, impl.plugin_name, hook_name, e)
             continue
-        entries.update(mine)
-    key = tuple(id(impl) for impl in getattr(pm.hook, hook_name).get_hookimpls())
+        trace(pm, f"{impl.plugin_name} {hook_name}: {kind} "
+                  + (", ".join(sorted({repr(r.name) for r in mine.values()})) or "none"))
+        for name, entry in mine.items():
+            entries.setdefault(name, []).append(entry)
+    key = tuple(id(impl) for _, impl in implementations())
     registry = Registry(kind, entries, hint)
-    cache[hook_name] = (key, registry)
+    cache[hooks] = (key, registry)
     return registry
-
 
 def _manager(pm):
     if pm is None:
@@ -121,50 +199,19 @@ def _manager(pm):
     return pm
 
 
-def _check_params(obj: Any, what: str) -> None:
-    if not dataclasses.is_dataclass(getattr(obj, "Params", None)):
-        raise ClipclapError(f"{what} must declare a `Params` dataclass")
-
-
-def _validate_adapter(cls) -> None:
-    if not isinstance(getattr(cls, "kind", None), str) or not cls.kind:
-        raise ClipclapError(f"dataset adapter {cls!r} has no `kind`")
-    _check_params(cls, f"dataset adapter {cls.kind!r}")
-
-
-def _validate_encoder(enc) -> None:
-    if not getattr(enc, "encoder_id", None):
-        raise ClipclapError(f"encoder {enc!r} has no `encoder_id`")
-    if getattr(enc, "modality", None) not in ("audio", "video", "text"):
-        raise ClipclapError(f"encoder {enc.encoder_id!r}: modality must be audio, video or text")
-    if not isinstance(getattr(enc, "dim", None), int) or enc.dim <= 0:
-        raise ClipclapError(f"encoder {enc.encoder_id!r}: dim must be a positive integer")
-
-
-def _validate_head(cls) -> None:
-    if not getattr(cls, "head_id", None):
-        raise ClipclapError(f"fusion head {cls!r} has no `head_id`")
-    _check_params(cls, f"fusion head {cls.head_id!r}")
-    try:
-        checked_settings(getattr(cls, "train_defaults", {}))
-    except SettingError as e:
-        raise ClipclapError(f"fusion head {cls.head_id!r}: train_defaults"
-                            + (f".{e.key}" if e.key else "") + f": {e}") from None
-
-
 def list_dataset_kinds(pm=None) -> Registry:
-    return collect(_manager(pm), "register_datasets", "dataset kind", lambda c: c.kind,
-                   _validate_adapter, "clipclap datasets kinds")
+    return collect(_manager(pm), ("register_dataset_kinds", "register_datasets"), "dataset kind",
+                   lambda c: c.kind, validate_adapter, "clipclap datasets kinds")
 
 
 def list_encoders(pm=None) -> Registry:
     return collect(_manager(pm), "register_encoders", "encoder", lambda e: e.encoder_id,
-                   _validate_encoder, "clipclap encoders list")
+                   validate_encoder, "clipclap encoders list")
 
 
 def list_heads(pm=None) -> Registry:
     return collect(_manager(pm), "register_heads", "fusion head", lambda c: c.head_id,
-                   _validate_head, "clipclap heads list")
+                   validate_head, "clipclap heads list")
 
 
 def get_encoder(name: str, pm=None):
@@ -186,15 +233,19 @@ def create_head(name: str, dims, params=None, pm=None):
 
 
 class DatasetCatalog:
-    """Every dataset entry known from datasets.toml, plugins and the user's file."""
+    """Every dataset entry known from datasets.toml, plugins and the user's file. `refused`
+    holds the names that cannot be used as they are (defined twice, or of a kind several
+    plugins registered): the error using one raises, and its definitions for listings."""
 
-    def __init__(self, entries: dict[str, DatasetEntry], adapters):
-        self._entries, self.adapters = entries, adapters
+    def __init__(self, entries: dict[str, DatasetEntry], adapters, refused: dict | None = None):
+        self._entries, self.adapters, self.refused = entries, adapters, refused or {}
 
     def names(self) -> list[str]:
         return sorted(self._entries)
 
     def get(self, name: str) -> DatasetEntry:
+        if name in self.refused:
+            raise self.refused[name][0]
         if name not in self._entries:
             raise UnknownNameError("dataset", name, self._entries, "clipclap datasets list")
         return self._entries[name]
@@ -205,3 +256,10 @@ class DatasetCatalog:
 
     def __iter__(self):
         return iter(self._entries[n] for n in self.names())
+
+    def listing(self) -> list[tuple[DatasetEntry, str | None]]:
+        """Every definition, with the problem of those that cannot be used as they are."""
+        rows = [(e, None) for e in self]
+        for error, definitions in self.refused.values():
+            rows += [(e, str(error)) for e in definitions]
+        return sorted(rows, key=lambda r: r[0].name)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clipclap_cli import DatasetAdapter, FeatureBundle, hookimpl
+from clipclap_cli import DatasetAdapter, FeatureBundle, KindExample, hookimpl
 
 
 class ToyClusters(DatasetAdapter):
@@ -30,6 +30,12 @@ class ToyClusters(DatasetAdapter):
         "Videos per class"
         seed: int = 0
         "Generator seed"
+
+    @classmethod
+    def example(cls, folder):
+        """A small instance for the contract kit (`clipclap plugins check`): generated, no files."""
+        return KindExample({"classes": 4, "videos_per_class": 5,
+                            "dims": {"video": 6, "audio": 7, "clip": 5, "clap": 4}})
 
     def load_features(self, root, **options):
         p = self.params
@@ -63,7 +69,7 @@ class ToyClusters(DatasetAdapter):
 
 
 @hookimpl
-def register_datasets(register):
+def register_dataset_kinds(register):
     register(ToyClusters)
 
 

@@ -36,14 +36,16 @@ def read_json(path: Path) -> Any:
 
 
 def default_run_dir(runs_dir: Path, spec: RunSpec) -> Path:
-    """runs/<dataset>/<head>[,k=v...]/seed<seed>: runs differing only in seed are siblings.
+    """runs/<dataset>[-<split>]/<head>[,k=v...]/seed<seed>: runs differing only in seed are
+    siblings; a split other than `cls_split` adds `-<split>`, a head picked
+    from several plugins' by `SOURCE:NAME` is `SOURCE.NAME`.
     Every part of the path is checked (`names.py`): no name or value can lead it elsewhere."""
-    from clipclap_cli.names import check_folder_value, check_name
+    from clipclap_cli.names import check_folder_value, check_name, folder_of
 
     for key, value in spec.variant.items():  # the parts that come from the command line
         check_name("parameter", key)
         check_folder_value(key, value)
-    method = ",".join([check_name("fusion head", spec.head), *run_name_parts(spec.as_dict())])
+    method = ",".join([folder_of("fusion head", spec.head), *run_name_parts(spec.as_dict())])
     name = check_name("dataset", spec.dataset)
     if spec.split != "cls_split":
         name += f"-{check_name('split', spec.split)}"

@@ -71,10 +71,9 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
     heads = list_heads(pm)
     for key, tables in (("head_params", entry.head_params), ("head_train", entry.head_train)):
         for name in tables:  # a misspelt head would otherwise leave its settings silently unused
-            try:
-                heads.get(name)
-            except UnknownNameError as e:
-                raise ConfigError(f"{entry.origin} [datasets.{entry.name}] {key}.{name}: {e}") from None
+            if not heads.knows(name):
+                e = UnknownNameError("fusion head", name, heads.names(), "clipclap heads list")
+                raise ConfigError(f"{entry.origin} [datasets.{entry.name}] {key}.{name}: {e}")
     dims = store_dims(store, entry.name)
     split = r.split or entry.split
     split_data = store.read_split(entry.name, split)  # a clear error when the split is missing
@@ -86,14 +85,14 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
     plan = []
     for head in r.heads:
         head_cls = heads.get(head)
-        given = entry.head_params.get(head, {}) | cli_params
+        given = _for_head(entry.head_params, head) | cli_params
         parsed = build_params(head_cls.Params, given)
         check_label_parts(store, entry.name, dims, head_cls, parsed)
         params = {k: getattr(parsed, k) for k in given}
         variant = {k: getattr(parsed, k) for k in cli_params}
         where = f"{entry.origin} [datasets.{entry.name}]"
         layers = [(f"{where} train", entry.train), (f"head {head} (train_defaults)", head_cls.train_defaults),
-                  (f"{where} head_train.{head}", entry.head_train.get(head, {})), ("command line", cli)]
+                  (f"{where} head_train.{head}", _for_head(entry.head_train, head)), ("command line", cli)]
         defaults, _ = merge_settings(layers[:-1])
         settings, sources = merge_settings(layers)
         # recorded only where the run departs from them, so a faithful run's spec (and folder) is
@@ -106,6 +105,13 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
             checked_head(spec, pm)  # the head must accept these dims and parameters
             plan.append((run_dir or default_run_dir(runs_dir, spec), spec))
     return _one_run_per_folder(plan)
+
+
+def _for_head(tables: dict[str, dict], head: str) -> dict:
+    """A dataset's table for `head`: under its name as given, else (for `SOURCE:NAME`) its bare name."""
+    from clipclap_cli.plugins.registry import split_qualified
+
+    return tables.get(head, tables.get(split_qualified(head)[1], {}))
 
 
 def _one_run_per_folder(plan: list[tuple[Path, RunSpec]]) -> list[tuple[Path, RunSpec]]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from clipclap_cli.data.protocol_data import LABEL_PARTS
 from clipclap_cli.errors import RunError
+from clipclap_cli.plugins.contracts import check_label_parts as contract_label_parts
 from clipclap_cli.plugins.registry import create_head
 from clipclap_cli.protocol import TrainSettings
 from clipclap_cli.store.feature_store import FeatureStore
@@ -68,10 +69,7 @@ def store_dims(store: FeatureStore, dataset: str) -> dict[str, Any]:
 def check_label_parts(store: FeatureStore, dataset: str, dims: dict[str, Any], head_cls, params) -> None:
     """Refuse a head whose label embeddings (`label_parts`) the dataset lacks, in one line that
     says which to compute; a plugin that names an unknown part is refused the same way."""
-    needed = tuple(head_cls.label_parts(params))
-    if not needed or needed != tuple(n for n in LABEL_PARTS if n in needed):
-        raise RunError(f"head {head_cls.head_id!r}: label_parts() must name some of {', '.join(LABEL_PARTS)}, "
-                       f"in that order, not {', '.join(map(str, needed)) or 'none'}")
+    needed = contract_label_parts(head_cls, params)
     held = [n for n, _ in dims["text_parts"]]
     lacking = [n for n in needed if n not in held]
     if lacking:
