@@ -2,7 +2,8 @@
 
     python benchmarks/bench_extract.py [--videos 48] [--json out.json] [--full] [--device cuda]
 
-Measures `clipclap extract` end to end (decoding in worker processes, batched inference, store
+Measures decoding alone per frame recipe (one process), then `clipclap extract` end to end
+(decoding in worker processes, batched inference, store
 writes) in videos/s with the tiny encoders (decode-bound), and with --full the real
 architectures (ViT-B/32 + the published-size HTS-AT, random weights) on the chosen device.
 Each is run twice in this process and the second run gives the rate: the process's first
@@ -116,6 +117,26 @@ def gpu_figures(device: str = "cuda", batch: int = 64, reps: int = 10, size: int
     return out
 
 
+def decode_rates(root: Path) -> dict[str, float]:
+    """Videos/s of decoding alone, in this process, per frame recipe (the released features'
+    recipes decode every frame up to theirs, as their scripts did; clean seeks) and for audio."""
+    from clipclap_cli.extract.media import audio_clip, recipe_frames
+    from clipclap_cli.frame_recipes import recipes
+
+    paths = sorted(root.rglob("*.mp4"))
+    out = {}
+    for name, recipe in recipes().items():
+        start = time.perf_counter()
+        for path in paths:
+            recipe_frames(path, recipe)
+        out[f"decode_frame_{name}_videos_per_s"] = len(paths) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for path in paths:
+        audio_clip(path)
+    out["decode_audio_videos_per_s"] = len(paths) / (time.perf_counter() - start)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=48)
@@ -128,6 +149,7 @@ def main() -> int:
     root = tmp / "videos"
     make_videos(root, args.videos)
     figures = {"videos": args.videos, "device": args.device, "workers": args.workers}
+    figures |= decode_rates(root)
     first, warm = cold_and_warm(root, tmp, (32, 32), ["-e", "clip:model=clipclap-tiny-clip", "-e", "clap:size=tiny"],
                                 args.device, args.workers)
     figures["tiny_videos_per_s"] = args.videos / warm

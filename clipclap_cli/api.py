@@ -182,6 +182,12 @@ class Encoder(ABC):
     def encode_batch(self, items: list[Any]) -> np.ndarray:
         """Encode a batch of items into a float32 array (B, dim)."""
 
+    def provenance(self) -> dict[str, Any]:
+        """What a reviewer needs to know where the features came from: the model, its weights
+        (file, sha256, whether random), library versions. Recorded with every feature array
+        `extract` writes; a new extraction into the same array must give the same. Default: {}."""
+        return {}
+
     def check_weights(self) -> None:
         """Check, without loading them, that the weights can be had (a checkpoint file that
         exists, downloads allowed where needed); raise a ClipclapError that names the fix.

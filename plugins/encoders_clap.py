@@ -23,6 +23,7 @@ import numpy as np
 
 from clipclap_cli import Encoder
 from clipclap_cli.extras import need
+from clipclap_plugins.encoders_provenance import file_sha256, package_versions
 
 from .encoders_clip import EncoderError, _autocast
 
@@ -61,6 +62,12 @@ class ClapEncoder(Encoder):
         self.params = params or self.Params()
         self.dim = TINY["embed_size"] if self.params.size == "tiny" else 1024
         self._model = self._text = None
+
+    def provenance(self) -> dict:
+        p, checkpoint = self.params, self._checkpoint()
+        return {"model": f"WavCaps HTS-AT ({p.size})", "weights_file": checkpoint or "",
+                "weights_sha256": file_sha256(checkpoint) if checkpoint else "", "random_weights": checkpoint is None,
+                "dtype": p.dtype, "versions": package_versions("torch", "av")}
 
     def _checkpoint(self) -> str | None:
         """The checkpoint path, or None for random weights (only when allowed)."""

@@ -25,6 +25,7 @@ import numpy as np
 from clipclap_cli import Encoder
 from clipclap_cli.errors import ClipclapError
 from clipclap_cli.extras import need
+from clipclap_plugins.encoders_provenance import file_sha256, package_versions
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 """open_clip model configs that ship with clipclap: the released features' ViT-B-32-quickgelu (so
@@ -134,6 +135,14 @@ class ClipEncoder(Encoder):
                                "CLIPCLAP_CLIP_CHECKPOINT; random_weights=true runs it untrained (smoke runs)")
         return None
 
+    def provenance(self) -> dict:
+        p, weights = self.params, self._weights()
+        is_file = weights is not None and Path(weights).is_file()
+        return {"model": p.model, "pretrained": "" if is_file else (weights or ""),
+                "weights_file": weights if is_file else "", "weights_sha256": file_sha256(weights) if is_file else "",
+                "random_weights": weights is None, "dtype": p.dtype,
+                "versions": package_versions("torch", "open_clip_torch", "av")}
+
     def check_weights(self) -> None:
         self._weights()
         if importlib.util.find_spec("open_clip") is None:  # a missing extra fails now too, before any work
@@ -171,14 +180,20 @@ class ClipEncoder(Encoder):
                 f"{where}, then pass -e checkpoint=PATH (or set CLIPCLAP_CLIP_CHECKPOINT); "
                 "or allow downloads with -e allow_download=true")
 
-    def encode_batch(self, items: list[np.ndarray]) -> np.ndarray:
-        """items: uint8 RGB frames per video, (frames, H, W, 3) or (H, W, 3)."""
+    def model_input(self, pictures: list[np.ndarray]):
+        """The model's input for uint8 (H, W, 3) pictures: open_clip's preprocessing of each as a
+        PIL image (resize, centre crop, normalise), stacked: (len, 3, S, S)."""
         Image = need("PIL.Image", "extract", "the CLIP encoder")
 
         self._load()
+        return self._torch.stack([self._preprocess(Image.fromarray(picture)) for picture in pictures])
+
+    def encode_batch(self, items: list[np.ndarray]) -> np.ndarray:
+        """items: uint8 frames per video, (frames, H, W, 3) or (H, W, 3), as the frame recipe made them."""
+        self._load()
         torch = self._torch
         per_video = [it if it.ndim == 4 else it[None] for it in items]
-        images = torch.stack([self._preprocess(Image.fromarray(f)) for frames in per_video for f in frames])
+        images = self.model_input([f for frames in per_video for f in frames])
         with torch.no_grad(), _autocast(torch, self.params):
             emb = torch.nn.functional.normalize(self._model.encode_image(images.to(self.params.device)).float(), dim=-1)
         counts = [len(f) for f in per_video]

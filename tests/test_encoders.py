@@ -10,11 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from clipclap_cli.extract.media import MediaError, audio_clip, middle_frame
+from clipclap_cli.extract.media import MediaError, audio_clip, recipe_frames
+from clipclap_cli.frame_recipes import get_recipe
 from clipclap_cli.store.feature_store import FeatureStore
 from media_files import write_video
 
 TINY = ("-e", "model=clipclap-tiny-clip")
+
+
+def middle_frame(path, frames=1):
+    """The clean recipe's frame(s): the one on screen at the middle, or at evenly spaced times."""
+    return recipe_frames(path, get_recipe("clean"), frames)
 
 
 def test_middle_frame_is_reached_by_seeking(tmp_path):

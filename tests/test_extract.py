@@ -509,3 +509,155 @@ def test_two_shard_processes_share_an_object_store(videos, reference, tmp_path):
     assert sum("other shards still have videos to do" in err for _, err, _ in results) <= 1
     assert FeatureStore(url).datasets() == ["mine"]
     _same(_content(url), _content(reference[0]))
+
+
+def test_the_features_record_their_recipe_weights_and_versions(reference):
+    """Each feature array says how its input was taken and by what: the frame recipe (clean for a
+    dataset of one's own), the audio settings, the model, whether its weights were random, the
+    libraries' versions."""
+    store, _ = reference
+    fs = FeatureStore(store)
+    video = fs.info("mine")["provenance"]["features"]["video"]
+    assert video["frame_recipe"]["name"] == "clean" and video["frame_recipe"]["select"] == "middle-time"
+    assert video["model"] == "clipclap-tiny-clip" and video["random_weights"] is True
+    assert set(video["versions"]) == {"torch", "open_clip_torch", "av"} and all(video["versions"].values())
+    audio = fs.info("mine")["provenance"]["features"]["audio"]
+    assert audio["audio"] == {"sample_rate": 32000, "seconds": 10, "mono": "mean of channels",
+                              "fit": "centre crop or zero pad at the end"} and audio["random_weights"] is True
+
+
+def test_features_of_another_recipe_are_not_mixed_into_a_dataset(videos, reference, tmp_path):
+    """A dataset extracted with one frame recipe is not re-extracted with another into the same
+    array (nor with other weights) unless --replace says so; the recipe chosen is recorded."""
+    import shutil
+
+    store = tmp_path / "s.zarr"
+    shutil.copytree(reference[0], store)
+    before = _content(store)
+    r = _extract(videos, store, "--workers", "0", "--frame-recipe", "ucf-released")
+    assert r.returncode == 1 and "holds features of another frame recipe" in r.stderr and "--replace" in r.stderr
+    _same(_content(store), before)
+    r = _extract(videos, store, "--workers", "0", "--frame-recipe", "ucf-released", "--replace")
+    assert r.returncode == 0, r.stderr
+    after = FeatureStore(store).info("mine")["provenance"]["features"]["video"]["frame_recipe"]
+    assert after["name"] == "ucf-released" and after["pixels"] == "float-round-trip"
+    assert not np.allclose(_content(store)["video"], before["video"])
+    r = _extract(videos, store, "--workers", "0", "--frame-recipe", "no-such")
+    assert r.returncode == 1 and "unknown frame recipe 'no-such'" in r.stderr
+
+
+def _new_folder(videos, tmp_path) -> tuple[Path, Path]:
+    """A copy of the generated videos folder and its datasets file, to add videos to."""
+    import shutil
+
+    root, datasets = videos
+    mine = tmp_path / "videos"
+    shutil.copytree(root, mine)
+    return mine, datasets
+
+
+def test_a_rerun_extracts_only_new_videos_and_retries_only_failed_ones(videos, reference, tmp_path):
+    """The working folder goes once the dataset is written; a rerun after adding a video extracts
+    that video alone (the others' features are the stored ones, bit for bit); --retry-failed
+    tries the 3 failed videos alone, not their chunks; --failures-csv lists every failure."""
+    import csv
+    import shutil
+
+    root, datasets = _new_folder(videos, tmp_path)
+    store = tmp_path / "s.zarr"
+    shutil.copytree(reference[0], store)
+    assert not (store / ".extract-mine").exists()
+    before = _content(store)
+    write_video(root / "Fencing" / "clip9.mp4", seconds=1.5, channel=2, freq=900)
+    args = ["extract", "mine", "--videos", str(root), "--datasets", str(datasets), "--store", str(store), *TINY,
+            "--chunk", "2", "--workers", "0"]
+    r = subprocess.run([sys.executable, "-m", "clipclap_cli", *args], capture_output=True, text=True)
+    assert r.returncode == 0 and "1 videos processed, 0 failed" in r.stderr, r.stderr
+    after = _content(store)
+    assert after["ids"] == sorted(before["ids"] + ["Fencing/clip9"], key=after["ids"].index)
+    old_rows = [after["ids"].index(i) for i in before["ids"]]
+    assert np.array_equal(after["video"][old_rows], before["video"]) and after["failed"] == before["failed"]
+    assert not (store / ".extract-mine").exists()
+    (root / "Archery" / "corrupt.mp4").unlink()  # a failed video mended: copied over by a good one
+    write_video(root / "Archery" / "corrupt.mp4", seconds=1.0)
+    r = subprocess.run([sys.executable, "-m", "clipclap_cli", *args, "--retry-failed", "--failures-csv",
+                        str(tmp_path / "failed.csv")], capture_output=True, text=True)
+    assert r.returncode == 0 and "retrying 3 failed videos" in r.stderr and "3 videos processed, 2 failed" in r.stderr
+    assert set(_content(store)["failed"]) == {"Drumming/silent", "Fencing/empty"}
+    rows = list(csv.reader((tmp_path / "failed.csv").open()))
+    assert rows[0] == ["id", "reason"] and sorted(r[0] for r in rows[1:]) == ["Drumming/silent", "Fencing/empty"]
+
+
+SITECUSTOMIZE = '''
+import os, time
+import clipclap_cli.extract.extraction as extraction
+_decode = extraction.decode
+
+def decode(job):
+    """A decoder that crashes on one video, or is slow on all, in the worker processes too."""
+    if os.environ.get("CRASH_ON") and os.environ["CRASH_ON"] in job[0]:
+        os.kill(os.getpid(), 9)
+    if os.environ.get("SLOW"):
+        time.sleep(float(os.environ["SLOW"]))
+    return _decode(job)
+
+extraction.decode = decode
+'''
+
+
+def _with_patched_decoder(tmp_path, **env) -> dict[str, str]:
+    (tmp_path / "patch").mkdir(exist_ok=True)
+    (tmp_path / "patch" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    return os.environ | {"PYTHONPATH": str(tmp_path / "patch")} | env
+
+
+def test_a_decoder_crash_fails_its_video_and_the_run_goes_on(videos, tmp_path):
+    """A worker killed while decoding (a segfault, the OOM killer) fails that video, named; the
+    others of its batch and every other chunk are extracted; without a terminal, progress comes
+    as log lines."""
+    env = _with_patched_decoder(tmp_path, CRASH_ON="Drumming/clip1", CLIPCLAP_PROGRESS_SECONDS="0")
+    root, datasets = videos
+    r = subprocess.run([sys.executable, "-m", "clipclap_cli", "extract", "mine", "--videos", str(root), "--datasets",
+                        str(datasets), "--store", str(tmp_path / "s.zarr"), *TINY, "--chunk", "4", "--workers", "2"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    failed = _content(tmp_path / "s.zarr")["failed"]
+    assert failed["Drumming/clip1"] == "the decoder crashed on this video (its worker process died)"
+    assert set(failed) == {"Archery/corrupt", "Drumming/silent", "Fencing/empty", "Drumming/clip1"}
+    assert "extract mine: 12/12" in r.stderr and "videos/s" in r.stderr
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker.encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_extract_leaves_no_worker_behind(videos, tmp_path):
+    import signal
+    import time
+    import uuid
+
+    marker = f"CLIPCLAP_TEST_{uuid.uuid4().hex}"
+    env = _with_patched_decoder(tmp_path, SLOW="60") | {marker: "1"}
+    root, datasets = videos
+    main = subprocess.Popen([sys.executable, "-m", "clipclap_cli", "extract", "mine", "--videos", str(root),
+                             "--datasets", str(datasets), "--store", str(tmp_path / "s.zarr"), *TINY, "--workers",
+                             "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(_processes_with(marker)) < 3 and time.monotonic() < deadline:  # main, forkserver, workers
+        time.sleep(0.2)
+    assert len(_processes_with(marker)) >= 3, "the workers never started"
+    time.sleep(1.0)
+    os.kill(main.pid, signal.SIGKILL)
+    main.wait()
+    deadline = time.monotonic() + 30
+    while _processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_with(marker) == []

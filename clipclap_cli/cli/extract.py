@@ -34,11 +34,13 @@ def install(app, pm) -> None:
         audio_encoder: Annotated[str, typer.Option("--audio-encoder", metavar="NAME", help="Encoder of the audio features")] = "clap",
         params: EncoderParamOpt = [],  # noqa: B006 - Typer reads the default
         frames: Annotated[int, typer.Option("--frames", metavar="N", min=1, help="Frames per video: 1 = the middle frame")] = 1,
+        frame_recipe: Annotated[str | None, typer.Option("--frame-recipe", metavar="NAME", help="How each video's frame is taken: clean, or a released feature set's recipe (default: the dataset's, else clean)")] = None,
         batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", min=1, help="Videos per encoder batch")] = 32,
         workers: Annotated[int, typer.Option("--workers", min=0, metavar="N", help="Decoding processes (0: decode in this process)")] = 2,
         shard: Annotated[str | None, typer.Option("--shard", metavar="I/N", help="i/n: this process's share (default: RANK/WORLD_SIZE)")] = None,
         chunk: Annotated[int, typer.Option("--chunk", metavar="ROWS", min=1, help="Rows per store chunk (a shard owns whole chunks)")] = 64,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try the videos that failed before again")] = False,
+        failures_csv: Annotated[Path | None, typer.Option("--failures-csv", metavar="FILE", help="Write every video that failed, with the reason, to this csv (id,reason)")] = None,
         dtype: Annotated[str, typer.Option("--dtype", metavar="fp32|bf16|fp16", help="fp32, bf16 or fp16 inference")] = "fp32",
         device: DeviceOpt = "cpu",
         store_path: StoreOpt = DEFAULT_STORE,
@@ -54,6 +56,7 @@ def install(app, pm) -> None:
         from clipclap_cli.errors import ClipclapError, SplitError
         from clipclap_cli.extract.extraction import Extraction, Shard
         from clipclap_cli.extras import need
+        from clipclap_cli.frame_recipes import get_recipe
         from clipclap_cli.plugins.contracts import check_description, check_samples
 
         check_device(device)  # before the working group is created
@@ -76,7 +79,13 @@ def install(app, pm) -> None:
             enc.check_weights()  # a missing checkpoint fails now, not after the first chunk's decoding
         part = Shard.parse(shard)
         fs = store(store_path)
-        job = Extraction(fs, dataset, samples, encoders, chunk, frames, description)
+        recipe = get_recipe(frame_recipe or entry.frame_recipe)
+        if frames > 1 and recipe.select != "middle-time":
+            raise ClipclapError(f"--frames {frames} takes frames at evenly spaced times; frame recipe {recipe.name!r} "
+                                "takes one frame as its script did (use --frame-recipe clean)")
+        job = Extraction(fs, dataset, samples, encoders, chunk, frames, description, recipe.name)
+        job.refuse_other_source(replace)
+        job.reuse_stored = not replace
         group = job.open(part, on_wait=lambda: err.print(
             f"waiting for shard 0 to create the working group in {fs} (up to 10 minutes)"))
         if retry_failed:
@@ -104,10 +113,25 @@ def install(app, pm) -> None:
             except SplitError as e:  # the features are still worth keeping; the split can come later
                 result = store_bundle(fs, entry, bundle, write_split=False, replace=replace)
                 err.print(f"[yellow]no split written:[/yellow] {e} (see `clipclap split {dataset}`)")
+        if fs.path is not None:  # the dataset is written: the working folder goes (an object store's: at the next run)
+            job.remove()
         report_ingest(result, store_path)
+        if failures_csv is not None:
+            _write_failures(failures_csv, failures)
+            err.print(f"{len(failures)} failed videos listed in {failures_csv}")
         if failures:
             out.print(table(f"{len(failures)} videos could not be read (rerun with --retry-failed)",
                             ["video", "reason"], sorted(failures.items())))
+
+
+def _write_failures(path: Path, failures: dict[str, str]) -> None:
+    """id,reason for every video that failed (a header line even when none did)."""
+    import csv
+
+    with Path(path).open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "reason"])
+        writer.writerows(sorted(failures.items()))
 
 
 def _videos_folder(entry, adapter) -> Path | None:

@@ -183,6 +183,11 @@ def _show(name: str, info: dict) -> None:
     out.print(f"[bold]{name}[/bold]  {info['videos']} videos, {info['classes']} classes  (store {info['store']})")
     out.print(f"source: {info['source']}   created: {info['created']}   clipclap {info['clipclap_version']}")
     out.print("features: " + ", ".join(f"{k} ({v}-d)" for k, v in info["features"].items()))
+    for modality, how in info.get("feature_provenance", {}).items():
+        taken = (f"frame recipe {how['frame_recipe']['name']}" if "frame_recipe" in how
+                 else f"audio at {how.get('audio', {}).get('sample_rate', '?')} Hz")
+        weights = "random weights" if how.get("random_weights") else f"weights sha256 {how.get('weights_sha256', '')[:12]}"
+        out.print(f"  {modality}: {how.get('encoder', '?')} {how.get('model', '')}, {weights}, {taken}")
     labels = ", ".join(f"{k} ({v}-d)" for k, v in info["label_embeddings"].items())
     out.print("label embeddings: " + (labels or f"none yet: run `clipclap embed {name} --encoder clip` (and clap)"))
     for split, parts in info["splits"].items():

@@ -19,6 +19,8 @@ from typing import Any
 
 from clipclap_cli.api import FeatureDims
 from clipclap_cli.errors import AmbiguousNameError, ClipclapError, ConfigError, DuplicateNameError, UnknownNameError
+from clipclap_cli.frame_recipes import DEFAULT as DEFAULT_RECIPE
+from clipclap_cli.frame_recipes import get_recipe
 from clipclap_cli.names import RULE as NAME_RULE
 from clipclap_cli.names import is_valid_name
 from clipclap_cli.params import build_params
@@ -68,6 +70,8 @@ class DatasetEntry:
     "Training settings of a head on this dataset (over the head's own defaults)"
     videos: str | None = None
     "Folder of the dataset's videos: `extract`'s default for --videos"
+    frame_recipe: str = "clean"
+    "How `extract` takes each video's frame (frame_recipes.py): the released features' recipe for a benchmark"
     published: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     "Published test results per head (percent: hm, zsl, and seen/unseen where known), for `report --published`"
 
@@ -82,7 +86,7 @@ class DatasetEntry:
 
 
 _CORE_KEYS = {"display_name", "kind", "split", "dims", "train", "prompts", "head_params", "head_train", "videos",
-              "published"}
+              "published", "frame_recipe"}
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -153,6 +157,11 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
     for key in ("prompts", "videos"):
         if not isinstance(table.get(key, ""), str):
             raise fail(key, f"expected a path (a string), got {table[key]!r}")
+    if "frame_recipe" in table:
+        try:
+            get_recipe(table["frame_recipe"])
+        except UnknownNameError as e:
+            raise fail("frame_recipe", str(e)) from None
     train_defaults = train_settings("train", table.get("train", {}))
     head_params, head_train = table.get("head_params", {}), table.get("head_train", {})
     for key, tables in (("head_params", head_params), ("head_train", head_train)):
@@ -174,6 +183,7 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
         train=train_defaults,
         prompts=table.get("prompts"),
         videos=table.get("videos"),
+        frame_recipe=table.get("frame_recipe", DEFAULT_RECIPE),
         params=params,
         origin=where,
     )

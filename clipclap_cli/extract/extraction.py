@@ -29,6 +29,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -37,6 +38,9 @@ import numpy as np
 
 from clipclap_cli.api import FeatureBundle, Sample
 from clipclap_cli.errors import ClipclapError, StoreError
+from clipclap_cli.extract.media import CLIP_SECONDS, SAMPLE_RATE
+from clipclap_cli.frame_recipes import DEFAULT as DEFAULT_RECIPE
+from clipclap_cli.frame_recipes import get_recipe
 from clipclap_cli.names import check_name
 from clipclap_cli.plugins.contracts import check_encoded
 from clipclap_cli.store.feature_store import FeatureStore
@@ -71,17 +75,18 @@ class Shard:
         return range(start, total_chunks * (self.index + 1) // self.count)
 
 
-def decode(job: tuple[str, str | None, str | None, tuple[str, ...], int]):
+def decode(job: tuple[str, str | None, str | None, tuple[str, ...], int, str]):
     """Worker: decode what each encoder needs from one video; (inputs by modality) or an error reason."""
-    from clipclap_cli.extract.media import MediaError, audio_clip, middle_frame
+    from clipclap_cli.extract.media import MediaError, audio_clip, recipe_frames
+    from clipclap_cli.frame_recipes import get_recipe
 
-    _, video_path, audio_path, modalities, frames = job
+    _, video_path, audio_path, modalities, frames, recipe = job
     if video_path is None and audio_path is None:
         return None, "video file not found"
     try:
         out = {}
         if "video" in modalities:
-            out["video"] = middle_frame(Path(video_path), frames)
+            out["video"] = recipe_frames(Path(video_path), get_recipe(recipe), frames)
         if "audio" in modalities:
             out["audio"] = audio_clip(Path(audio_path or video_path))
         return out, None
@@ -91,13 +96,83 @@ def decode(job: tuple[str, str | None, str | None, tuple[str, ...], int]):
         return None, f"{type(e).__name__}: {str(e)[:120]}"
 
 
+class _Decoder:
+    """Decoding in worker processes (or in this one, with no workers). A worker that dies (a
+    crash in the decoder, an out-of-memory kill) fails the video it held, named; the rest of
+    the batch is decoded again, one video per fresh worker until the culprit is found, and the
+    run goes on. Workers die with the process that started them, even when it is killed."""
+
+    def __init__(self, workers: int):
+        self.workers, self._pool = workers, None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"),
+                                             initializer=_die_with, initargs=(os.getpid(),))
+        return self._pool
+
+    def decode(self, jobs: list) -> list:
+        if self.workers <= 0:
+            return [decode(job) for job in jobs]
+        try:
+            return list(self._executor().map(decode, jobs))
+        except BrokenProcessPool:
+            self._reset()
+        out = []
+        for job in jobs:  # one at a time, to name the video that kills its worker
+            try:
+                out.append(self._executor().submit(decode, job).result())
+            except BrokenProcessPool:
+                self._reset()
+                out.append((None, "the decoder crashed on this video (its worker process died)"))
+        return out
+
+    def _reset(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+        self._pool = None
+
+
+def _die_with(main_pid: int) -> None:
+    """Worker initializer: exit as soon as the process that started the extraction is gone, even
+    killed with -9. (A forkserver's workers are its children, not that process's, and they keep
+    it alive, so neither PR_SET_PDEATHSIG nor the forkserver's own watch would stop them.) A
+    thread waits on the process's pidfd (Linux); elsewhere it polls."""
+    import select
+    import threading
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(main_pid)
+        except ProcessLookupError:
+            os._exit(1)
+        except (AttributeError, OSError):  # no pidfd here: poll
+            while True:
+                try:
+                    os.kill(main_pid, 0)
+                except ProcessLookupError:
+                    os._exit(1)
+                time.sleep(1.0)
+        select.select([fd], [], [])  # readable once the process has exited
+        os._exit(1)
+
+    threading.Thread(target=watch, name="clipclap-watch-main", daemon=True).start()
+
+
 class Extraction:
     """One dataset's extraction into `store` with `encoders` ({modality: encoder})."""
 
     def __init__(self, store: FeatureStore, dataset: str, samples: list[Sample], encoders: dict,
-                 chunk: int = 64, frames: int = 1, description: dict | None = None):
+                 chunk: int = 64, frames: int = 1, description: dict | None = None, recipe: str = DEFAULT_RECIPE):
         self.store, self.dataset, self.samples, self.encoders = store, dataset, samples, encoders
-        self.chunk, self.frames = chunk, frames
+        self.chunk, self.frames, self.recipe = chunk, frames, recipe
+        self.reuse_stored = True
+        "Start from the store's dataset of this name where it was extracted the same way (`prefill`)"
         self.key = f".extract-{check_name('dataset', dataset)}"
         self.path = None if store.path is None else store.path / self.key  # a folder store's working folder
         self.description = description or {
@@ -106,13 +181,18 @@ class Extraction:
         self.settings = {
             "ids": hashlib.sha256("\n".join(f"{s.id}\t{s.label}" for s in samples).encode()).hexdigest(),
             "encoders": {m: {"id": e.encoder_id, "dim": e.dim, "params": {k: str(v) for k, v in vars(e.params).items()
-                                                                        if k != "device"}}
+                                                                        if k != "device"},
+                             "weights": _weights_identity(e)}
                          for m, e in sorted(encoders.items())},
             "chunk": chunk, "frames": frames,
+            "frame_recipe": get_recipe(recipe).as_dict(),
+            "audio": {"sample_rate": SAMPLE_RATE, "seconds": CLIP_SECONDS, "mono": "mean of channels",
+                      "fit": "centre crop or zero pad at the end"},
         }
 
     # ------------------------------------------------------------------ working group
-    def open(self, shard: Shard = Shard(), wait_s: float = 600.0, on_wait: Callable[[], None] | None = None):
+    def open(self, shard: Shard = Shard(), wait_s: float = 600.0, on_wait: Callable[[], None] | None = None,
+             _again: bool = False):
         """Create the working group, or check an existing one's settings (see the module's doc).
         On an object store, shards other than 0 wait for shard 0 to create it (`on_wait` is
         called once when they start waiting)."""
@@ -140,6 +220,9 @@ class Extraction:
                                          f"in {wait_s:.0f} s; start shard 0 (it creates it on object stores)")
                     time.sleep(1.0)
         group = zarr.open_group(location.zarr(self.key), mode="r+")
+        if not _again and self._stale(group):  # a finished extraction whose dataset is written: leftovers
+            location.remove(self.key)
+            return self.open(shard, wait_s, on_wait, _again=True)
         if _comparable(group.attrs.get("settings")) != json.loads(json.dumps(self.settings)):
             raise StoreError(f"an extraction of {self.dataset!r} with other settings (videos, encoders or their "
                              f"parameters) is in {location}/{self.key}; rerun it as it was, or remove that folder "
@@ -170,7 +253,49 @@ class Extraction:
             g.create_array(f"status/{modality}", shape=(n,), dtype=np.int8, chunks=(self.chunk,), fill_value=0)
         reasons = g.create_array("reasons", shape=(n,), dtype=str, chunks=(self.chunk,))
         reasons[:] = np.asarray([""] * n, dtype=str)
+        self._prefill(g)
         g.attrs.update({"settings": self.settings, "classes": self.classes})
+
+    def _prefill(self, g) -> None:
+        """Rows the store's dataset already holds, extracted the same way (`refuse_other_source`
+        has compared the settings): their features are taken, and the videos that failed then
+        stay failed (`--retry-failed` tries them again). So adding videos to a folder and
+        running `extract` again extracts only the new ones."""
+        if not self.reuse_stored or not self.store.has_dataset(self.dataset):
+            return
+        info = self.store.info(self.dataset)
+        if not isinstance(info.get("provenance", {}).get("extraction"), dict):
+            return  # imported features are not this extraction's to take
+        stored_ids, _, _ = self.store.read_videos(self.dataset)
+        where = {str(v): i for i, v in enumerate(stored_ids)}
+        ids = [s.id for s in self.samples]
+        rows = np.asarray([i for i, v in enumerate(ids) if v in where], dtype=np.int64)
+        failed = info["provenance"].get("failed", {})
+        lost = np.asarray([i for i, v in enumerate(ids) if v in failed], dtype=np.int64)
+        reasons = np.asarray([""] * len(ids), dtype=object)
+        reasons[lost] = [failed[ids[i]] for i in lost]
+        for modality, enc in self.encoders.items():
+            features = np.zeros((len(ids), enc.dim), dtype=np.float32)
+            if len(rows):
+                features[rows] = self.store.read_features(self.dataset, modality)[[where[ids[i]] for i in rows]]
+            status = np.full(len(ids), PENDING, dtype=np.int8)
+            status[rows], status[lost] = DONE, FAILED
+            g[f"features/{modality}"][:] = features
+            g[f"status/{modality}"][:] = status
+        g["reasons"][:] = reasons.astype(str)
+
+    def _stale(self, group) -> bool:
+        """Whether `group` is a finished extraction whose dataset the store holds already."""
+        recorded = group.attrs.get("settings")
+        if recorded is None or not self.store.has_dataset(self.dataset):
+            return False
+        done = all((np.asarray(group[f"status/{m}"][:]) != PENDING).all() for m in recorded.get("encoders", {}))
+        extraction = self.store.info(self.dataset).get("provenance", {}).get("extraction")
+        return done and json.loads(json.dumps(extraction)) == json.loads(json.dumps(recorded))
+
+    def remove(self) -> None:
+        """Remove the working group (after its dataset is written)."""
+        self.store.location.remove(self.key)
 
     def status(self, group) -> dict[str, np.ndarray]:
         return {m: np.asarray(group[f"status/{m}"][:]) for m in self.encoders}
@@ -186,54 +311,64 @@ class Extraction:
     # ------------------------------------------------------------------ the work
     def run(self, shard: Shard, workers: int, batch_size: int,
             on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+        """Extract this shard's pending videos (those not done or failed: a rerun, or
+        `--retry-failed`, does only those), chunk by chunk. A decoding worker that dies (a
+        crash, an out-of-memory kill) fails the video it was decoding, and the run goes on."""
         group = self.open()
         n = len(self.samples)
         chunks = shard.chunks((n + self.chunk - 1) // self.chunk)
-        status = self.status(group)
-        todo = [c for c in chunks
-                if any((status[m][c * self.chunk:(c + 1) * self.chunk] == PENDING).any() for m in self.encoders)]
-        total = sum(min(self.chunk, n - c * self.chunk) for c in todo)
+        pending = np.logical_or.reduce([st == PENDING for st in self.status(group).values()])
+        todo = [c for c in chunks if pending[c * self.chunk:(c + 1) * self.chunk].any()]
+        total = int(sum(pending[c * self.chunk:(c + 1) * self.chunk].sum() for c in todo))
         counts = {"videos": 0, "failed": 0}
-        pool = ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) if workers > 0 else None
+        decoder = _Decoder(workers)
         try:
             for c in todo:
-                failed = self._chunk(group, c, pool, batch_size)
-                counts["videos"] += min(self.chunk, n - c * self.chunk)
+                videos, failed = self._chunk(group, c, decoder, batch_size)
+                counts["videos"] += videos
                 counts["failed"] += failed
                 if on_progress is not None:
                     on_progress(counts["videos"], total)
         finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
+            decoder.close()
         return counts
 
-    def _chunk(self, group, c: int, pool, batch_size: int) -> int:
+    def _chunk(self, group, c: int, decoder: _Decoder, batch_size: int) -> tuple[int, int]:
+        """Decode and encode the pending rows of chunk `c`; the others keep what they hold.
+        Returns (videos done now, of which failed)."""
         lo, hi = c * self.chunk, min((c + 1) * self.chunk, len(self.samples))
+        rows = np.flatnonzero(np.logical_or.reduce(
+            [np.asarray(group[f"status/{m}"][lo:hi]) == PENDING for m in self.encoders]))
         modalities = tuple(sorted(self.encoders))
+        samples = [self.samples[lo + i] for i in rows]
         jobs = [(s.id, str(s.video_path) if s.video_path else None, str(s.audio_path) if s.audio_path else None,
-                 modalities, self.frames) for s in self.samples[lo:hi]]
-        decoded = list(pool.map(decode, jobs)) if pool is not None else [decode(j) for j in jobs]
+                 modalities, self.frames, self.recipe) for s in samples]
+        decoded = decoder.decode(jobs)
         ok = [i for i, (inputs, _) in enumerate(decoded) if inputs is not None]
-        reasons = np.asarray([reason or "" for _, reason in decoded], dtype=str)
-        reasons = reasons.astype(object)
-        non_finite = np.zeros(hi - lo, dtype=bool)
+        reasons = np.asarray(group["reasons"][lo:hi]).astype(object)
+        reasons[rows] = [reason or "" for _, reason in decoded]
+        non_finite = np.zeros(len(rows), dtype=bool)
         for modality, enc in self.encoders.items():
-            feats = np.zeros((hi - lo, enc.dim), dtype=np.float32)
+            feats = np.asarray(group[f"features/{modality}"][lo:hi])
+            mine = np.zeros((len(rows), enc.dim), dtype=np.float32)
             for start in range(0, len(ok), batch_size):
-                rows = ok[start:start + batch_size]
-                feats[rows] = check_encoded(enc, enc.encode_batch([decoded[i][0][modality] for i in rows]), len(rows))
-            bad = np.zeros(hi - lo, dtype=bool)
-            bad[ok] = ~np.isfinite(feats[ok]).all(axis=1)  # such a video fails, like one that cannot be decoded
-            reasons[bad & ~non_finite] = f"encoder {enc.encoder_id!r} gave non-finite {modality} features"
+                batch = ok[start:start + batch_size]
+                mine[batch] = check_encoded(enc, enc.encode_batch([decoded[i][0][modality] for i in batch]), len(batch))
+            bad = np.zeros(len(rows), dtype=bool)
+            bad[ok] = ~np.isfinite(mine[ok]).all(axis=1)  # such a video fails, like one that cannot be decoded
+            reasons[rows[bad & ~non_finite]] = f"encoder {enc.encoder_id!r} gave non-finite {modality} features"
             non_finite |= bad
-            group[f"features/{modality}"][lo:hi] = np.where(bad[:, None], 0.0, feats)
+            feats[rows] = np.where(bad[:, None], 0.0, mine)
+            group[f"features/{modality}"][lo:hi] = feats
         group["reasons"][lo:hi] = reasons.astype(str)
-        status = np.full(hi - lo, FAILED, dtype=np.int8)
-        status[ok] = DONE
-        status[non_finite] = FAILED
+        status = np.asarray(group[f"status/{modalities[0]}"][lo:hi]).copy()
+        now = np.full(len(rows), FAILED, dtype=np.int8)
+        now[ok] = DONE
+        now[non_finite] = FAILED
+        status[rows] = now
         for modality in self.encoders:  # written last: a chunk counts as done only once its rows are in
             group[f"status/{modality}"][lo:hi] = status
-        return int((status == FAILED).sum())
+        return len(rows), int((now == FAILED).sum())
 
     # ------------------------------------------------------------------ the end
     @contextlib.contextmanager
@@ -265,11 +400,58 @@ class Extraction:
             label_embeddings={}, partition=np.asarray(d["partition"], dtype=np.int8)[ok],
             class_splits=d.get("class_splits", {}),
             provenance={"source": source, "extraction": self.settings, "failed": failures,
+                        "features": self.feature_provenance(),
                         "fingerprint": f"extract-{self.settings['ids']}-"
                                        + hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()
                                        + f"-{len(failures)}"},
         )
         return bundle, failures
+
+
+    def feature_provenance(self) -> dict[str, dict]:
+        """Per feature array: the encoder and its weights, library versions, and how its input
+        was taken (the frame recipe for video, the audio settings for audio)."""
+        out = {}
+        for modality, enc in self.encoders.items():
+            how = ({"frame_recipe": self.settings["frame_recipe"], "frames": self.frames} if modality == "video"
+                   else {"audio": self.settings["audio"]})
+            out[modality] = {"encoder": enc.encoder_id, **enc.provenance(), **how}
+        return out
+
+    def refuse_other_source(self, replace: bool) -> None:
+        """The store's dataset of this name, extracted with another frame recipe, encoder or
+        weights: refused (features of two sources never share an array) unless `replace`."""
+        if replace or not self.store.has_dataset(self.dataset):
+            return
+        before = self.store.info(self.dataset).get("provenance", {}).get("extraction")
+        if not isinstance(before, dict):
+            return  # imported (released) features: replacing them is store_bundle's to judge
+        ours = self.settings
+        differs = [what for what, a, b in (
+            ("frame recipe", (before.get("frame_recipe") or {}).get("name", "clean"), ours["frame_recipe"]["name"]),
+            ("frames per video", before.get("frames", 1), ours["frames"]),
+            *((f"{m} encoder", (before.get("encoders", {}).get(m) or {}).get("id"), e["id"])
+              for m, e in ours["encoders"].items()),
+            *((f"{m} weights", (before.get("encoders", {}).get(m) or {}).get("weights"), e["weights"])
+              for m, e in ours["encoders"].items()
+              if (before.get("encoders", {}).get(m) or {}).get("weights") is not None),
+            *((f"{m} encoder parameters", _settings_of((before.get("encoders", {}).get(m) or {}).get("params", {})),
+               _settings_of(e["params"])) for m, e in ours["encoders"].items())) if a != b]
+        if differs:
+            raise StoreError(f"dataset {self.dataset!r} in {self.store} holds features of another "
+                             f"{', '.join(differs)}; features of two sources never share an array: rerun with the "
+                             "settings it was extracted with, or pass --replace to replace them")
+
+
+def _settings_of(params: dict) -> dict:
+    """An encoder's parameters less where its files lie (their contents are in `weights`)."""
+    return {k: v for k, v in params.items() if k not in ("checkpoint", "vocab")}
+
+
+def _weights_identity(encoder) -> dict:
+    """What identifies an encoder's weights (model, sha256, random or not), not where they lie."""
+    provenance = encoder.provenance()
+    return {k: provenance[k] for k in ("model", "pretrained", "weights_sha256", "random_weights") if k in provenance}
 
 
 def _comparable(recorded: dict | None) -> dict | None:

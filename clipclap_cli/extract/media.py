@@ -1,6 +1,8 @@
 """Decoding videos with PyAV (SPEC.md "Features and label embeddings").
 
-* the middle frame as RGB uint8 (H, W, 3), reached by seeking, not by decoding the whole video;
+* the frame a frame recipe picks (`frame_recipes.py`), as uint8 (H, W, 3): the clean recipe's
+  frame on screen at the middle of the video, reached by seeking; the released features'
+  recipes' frame at an index of the decoded frames, in BGR, as their scripts took it;
 * the audio track resampled to 32 kHz keeping its channels, averaged to mono (as librosa's
   mono), then centre-cropped or zero-padded to 10 s.
 
@@ -17,6 +19,7 @@ import numpy as np
 
 from clipclap_cli.errors import ClipclapError
 from clipclap_cli.extras import need
+from clipclap_cli.frame_recipes import FrameRecipe
 
 SAMPLE_RATE = 32_000
 CLIP_SECONDS = 10
@@ -35,42 +38,137 @@ def _open(path: Path):
         raise MediaError(f"unreadable container ({type(e).__name__}: {getattr(e, 'strerror', None) or e})") from None
 
 
-def middle_frame(path: Path, frames: int = 1) -> np.ndarray:
-    """RGB uint8 frames (frames, H, W, 3) at evenly spaced times; frames=1 is the middle frame."""
+def recipe_frames(path: Path, recipe: FrameRecipe, frames: int = 1) -> np.ndarray:
+    """The frame(s) `recipe` picks, as uint8 (frames, H, W, 3) in its channel order and pixel
+    conversion, turned as the display matrix says (as OpenCV does). `frames` > 1 (clean
+    recipes only) takes evenly spaced times instead of the middle."""
     av = need("av", "extract", "decoding videos")
 
-    with _open(path) as container:
-        if not container.streams.video:
-            raise MediaError("no video stream")
-        stream = container.streams.video[0]
-        tb = stream.time_base or Fraction(1, 1_000_000)
-        if stream.duration:
-            duration = float(stream.duration * tb)
-        elif container.duration:
-            duration = container.duration / av.time_base
+    if frames > 1 and recipe.select != "middle-time":
+        raise MediaError(f"frame recipe {recipe.name!r} picks one frame; --frames {frames} needs a time-based recipe")
+    try:
+        if recipe.select == "middle-time":
+            picked = _frames_on_screen(path, [Fraction(2 * i + 1, 2 * frames) for i in range(frames)])
         else:
-            duration = 0.0
-        targets = [duration * (i + 0.5) / frames if frames > 1 else duration / 2 for i in range(frames)]
+            picked = [_frame_at_index(path, recipe)]
+    except av.FFmpegError as e:
+        raise MediaError(f"corrupt video stream ({type(e).__name__})") from None
+    return np.stack([_picture(frame, recipe) for frame in picked])
+
+
+def _video_stream(container):
+    if not container.streams.video:
+        raise MediaError("no video stream")
+    return container.streams.video[0]
+
+
+def _frames_on_screen(path: Path, fractions: list[Fraction]) -> list:
+    """For each fraction f, the frame on screen at start + f * duration: the last frame whose
+    timestamp is at or before it. Exact: timestamps and the duration stay rationals."""
+    with _open(path) as container:
+        stream = _video_stream(container)
+        tb = stream.time_base or Fraction(1, 1_000_000)
+        start = stream.start_time or 0
+        if stream.duration:
+            duration = Fraction(stream.duration)
+        elif container.duration:
+            duration = Fraction(container.duration, 1_000_000) / tb
+        else:
+            duration = Fraction(0)
         out = []
-        try:
-            for t in targets:
-                out.append(_frame_at(container, stream, t, tb))
-        except av.FFmpegError as e:
-            raise MediaError(f"corrupt video stream ({type(e).__name__})") from None
-        return np.stack(out)
+        for f in fractions:
+            target = start + f * duration  # in units of the stream's time base
+            frame = _last_at_or_before(container, stream, target, int(target))
+            if frame is None:  # the seek landed after it: decode from the start
+                frame = _last_at_or_before(container, stream, target, start)
+            if frame is None:
+                raise MediaError("no video frames")
+            out.append(frame)
+        return out
 
 
-def _frame_at(container, stream, t: float, tb) -> np.ndarray:
-    start = stream.start_time or 0
-    container.seek(int(t / tb) + start, stream=stream, backward=True, any_frame=False)
-    chosen = None
+def _last_at_or_before(container, stream, target: Fraction, seek_to: int):
+    """Seek to the keyframe at or before `seek_to`, then decode: the last frame with pts <=
+    target; the first frame when none is (None when there is none at all, or when the seek
+    landed after `target` and an earlier start may hold it)."""
+    container.seek(seek_to, stream=stream, backward=True, any_frame=False)
+    chosen = first = None
     for frame in container.decode(stream):
-        chosen = frame
-        if frame.pts is not None and (frame.pts - start) * tb >= t:
+        if first is None:
+            first = frame
+            if frame.pts is not None and frame.pts > target and seek_to > (stream.start_time or 0):
+                return None
+        if frame.pts is not None and frame.pts > target:
             break
-    if chosen is None:
-        raise MediaError("no video frames")
-    return chosen.to_ndarray(format="rgb24")
+        chosen = frame
+    return chosen if chosen is not None else first
+
+
+def _frame_at_index(path: Path, recipe: FrameRecipe):
+    """The frame at the recipe's index of the decoded frames (OpenCV's reading order), counting
+    as the recipe says; an index beyond the frames decoded gives a black frame or a failure."""
+    with _open(path) as container:
+        stream = _video_stream(container)
+        stated = _container_count(container, stream)
+        if recipe.count == "container":
+            count = stated
+        else:  # a first pass, as the reference's: frames decoded, at most the stated count
+            count = 0
+            for _ in container.decode(stream):
+                count += 1
+                if count >= stated:
+                    break
+    index = recipe.chosen_index(count)
+    if count <= 0 or index < 0:
+        raise MediaError(f"frame recipe {recipe.name!r} picks frame {index} of {count}: none to take")
+    with _open(path) as container:
+        stream = _video_stream(container)
+        for i, frame in enumerate(container.decode(stream)):
+            if i == index:
+                return frame
+            if i + 1 >= stated:
+                break
+        if recipe.missing == "black":
+            return _Black(stream.codec_context.width, stream.codec_context.height)
+    raise MediaError(f"frame recipe {recipe.name!r} picks frame {index} of {count}, and only {i + 1} decode")
+
+
+class _Black:
+    """The zero-filled frame the reference encodes when its index was never decoded."""
+
+    rotation = 0
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = width, height
+
+    def to_ndarray(self, format: str) -> np.ndarray:
+        return np.zeros((self.height, self.width, 3), dtype=np.uint8)
+
+
+def _container_count(container, stream) -> int:
+    """The frame count OpenCV reports (CAP_PROP_FRAME_COUNT): the stream's stated count, else the
+    duration in seconds times the frame rate, rounded."""
+    if stream.frames:
+        return int(stream.frames)
+    if container.duration:
+        seconds = Fraction(container.duration, 1_000_000)
+    elif stream.duration and stream.time_base:
+        seconds = stream.duration * stream.time_base
+    else:
+        return 0
+    rate = stream.guessed_rate or stream.average_rate or 0
+    return int(seconds * Fraction(rate) + Fraction(1, 2))
+
+
+def _picture(frame, recipe: FrameRecipe) -> np.ndarray:
+    """A decoded frame as the recipe's uint8 picture: channel order, display rotation, pixels."""
+    picture = frame.to_ndarray(format="bgr24" if recipe.channels == "bgr" else "rgb24")
+    turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # counterclockwise quarter turns
+    if turns:
+        picture = np.ascontiguousarray(np.rot90(picture, k=turns))
+    if recipe.pixels == "float-round-trip":  # v * 255 cast to uint8 wraps: (256 - v) mod 256
+        picture = ((picture.astype(np.uint16) * 255) % 256).astype(np.uint8)
+    return picture
 
 
 def audio_clip(path: Path, sample_rate: int = SAMPLE_RATE, seconds: float = CLIP_SECONDS) -> np.ndarray:

@@ -399,7 +399,8 @@ class FeatureStore:
                 chunk_rows = max(1, min(n, 4096))
                 a = f.create_array(name, data=np.ascontiguousarray(arr, dtype=np.float32),
                                    chunks=(chunk_rows, arr.shape[1]), **array_options("features"))
-                a.attrs.update({"modality": name, "dim": int(arr.shape[1]), "source": attrs.get("source", "")})
+                a.attrs.update({"modality": name, "dim": int(arr.shape[1]), "source": attrs.get("source", ""),
+                                "provenance": bundle.provenance.get("features", {}).get(name, {})})
             e = g.require_group("label_embeddings")
             for name, (arr, arr_attrs) in carried["label_embeddings"].items():
                 e.create_array(name, data=arr, **array_options("label_embeddings")).attrs.update(arr_attrs)
@@ -491,6 +492,7 @@ class FeatureStore:
             "source": info.get("source", ""),
             "created": info.get("created", ""),
             "clipclap_version": info.get("clipclap_version", ""),
+            "feature_provenance": info.get("provenance", {}).get("features", {}),
         }
 
 
