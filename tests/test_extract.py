@@ -526,7 +526,7 @@ def test_the_features_record_their_recipe_weights_and_versions(reference):
                               "fit": "centre crop or zero pad at the end"} and audio["random_weights"] is True
 
 
-def test_features_of_another_recipe_are_not_mixed_into_a_dataset(videos, reference, tmp_path):
+def test_features_of_another_recipe_are_not_mixed_into_a_dataset(videos, reference, tmp_path, cli):
     """A dataset extracted with one frame recipe is not re-extracted with another into the same
     array (nor with other weights) unless --replace says so; the recipe chosen is recorded."""
     import shutil
@@ -534,16 +534,16 @@ def test_features_of_another_recipe_are_not_mixed_into_a_dataset(videos, referen
     store = tmp_path / "s.zarr"
     shutil.copytree(reference[0], store)
     before = _content(store)
-    r = _extract(videos, store, "--workers", "0", "--frame-recipe", "ucf-released")
-    assert r.returncode == 1 and "holds features of another frame recipe" in r.stderr and "--replace" in r.stderr
+    r = _extract(videos, store, "--workers", "0", "--frame-recipe", "ucf-released", runner=cli)
+    assert r.exit_code == 1 and "holds features of another frame recipe" in r.stderr and "--replace" in r.stderr
     _same(_content(store), before)
-    r = _extract(videos, store, "--workers", "0", "--frame-recipe", "ucf-released", "--replace")
-    assert r.returncode == 0, r.stderr
+    r = _extract(videos, store, "--workers", "0", "--frame-recipe", "ucf-released", "--replace", runner=cli)
+    assert r.exit_code == 0, r.stderr
     after = FeatureStore(store).info("mine")["provenance"]["features"]["video"]["frame_recipe"]
     assert after["name"] == "ucf-released" and after["pixels"] == "float-round-trip"
     assert not np.allclose(_content(store)["video"], before["video"])
-    r = _extract(videos, store, "--workers", "0", "--frame-recipe", "no-such")
-    assert r.returncode == 1 and "unknown frame recipe 'no-such'" in r.stderr
+    r = _extract(videos, store, "--workers", "0", "--frame-recipe", "no-such", runner=cli)
+    assert r.exit_code == 1 and "unknown frame recipe 'no-such'" in r.stderr
 
 
 def _new_folder(videos, tmp_path) -> tuple[Path, Path]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
+import statistics
 
 import numpy as np
 import pytest
@@ -100,3 +104,65 @@ def test_grid_in_chunks_gives_the_same_numbers(eval_a, betas_at_once, monkeypatc
 def test_beta_star_is_reference_average():
     assert beta_star({"both": 0.4}) == pytest.approx(0.4 + 1e-10 / 3, rel=1e-15)
     assert beta_star({"audio": 0.2, "video": 0.4, "both": 0.6}) == pytest.approx(0.4 + 1e-10 / 3, rel=1e-15)
+
+
+# --- report's statistics: against scipy and by hand --------------------------------------------
+def _cell(method, seeds, hm, dataset="demo"):
+    from clipclap_cli.evaluate.reporting import Cell, confidence_interval
+
+    values = {m: {str(s): v for s, v in zip(seeds, hm, strict=True)} for m in ("seen", "unseen", "hm", "zsl")}
+    mean = {m: statistics.fmean(hm) for m in values}
+    std = {m: statistics.stdev(hm) if len(hm) > 1 else 0.0 for m in values}
+    ci = {m: confidence_interval(hm) for m in values} if len(hm) > 1 else {}
+    return Cell(method, dataset, len(seeds), mean, std, list(seeds), head=method.split()[0], values=values, ci95=ci)
+
+
+def test_the_confidence_interval_is_students_t_by_hand():
+    """n = 3 values 50, 52, 57: mean 53, s = sqrt(13), t(0.975, 2) = 4.302653 (tables)."""
+    from clipclap_cli.evaluate.reporting import confidence_interval
+
+    low, high = confidence_interval([50.0, 52.0, 57.0])
+    half = 4.302652729911275 * math.sqrt(13) / math.sqrt(3)
+    assert low == pytest.approx(53 - half, abs=1e-9) and high == pytest.approx(53 + half, abs=1e-9)
+
+
+def test_rows_are_compared_with_the_reference_by_a_paired_t_test_over_shared_seeds():
+    from scipy import stats
+
+    from clipclap_cli.evaluate.reporting import compare, render
+
+    ref = _cell("clipclap", [1, 2, 3, 4], [60.0, 61.0, 59.5, 60.5])
+    close = _cell("tcaf", [2, 3, 4, 5], [60.2, 59.0, 61.0, 40.0])  # seed 5 has no pair: left out of the test
+    far = _cell("avca", [1, 2, 3, 4], [50.0, 50.5, 49.0, 51.0])
+    compare([ref, close, far], "clipclap")
+    assert ref.against == {}
+    assert close.against["shared_seeds"] == [2, 3, 4]
+    expected = stats.ttest_rel([60.2, 59.0, 61.0], [61.0, 59.5, 60.5]).pvalue
+    assert close.against["p"]["hm"] == pytest.approx(expected, rel=1e-12) and close.against["differs"]["hm"] is False
+    assert far.against["p"]["hm"] == pytest.approx(stats.ttest_rel([50.0, 50.5, 49.0, 51.0],
+                                                                    [60.0, 61.0, 59.5, 60.5]).pvalue, rel=1e-12)
+    assert far.against["differs"]["hm"] is True
+    md = render([ref, close, far], "markdown")
+    assert "† no significant difference from clipclap" in md
+    rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert rows["tcaf"].count("†") == 2 and "†" not in rows["avca"] and "†" not in rows["clipclap"]
+    csv_rows = list(csv.DictReader(io.StringIO(render([ref, close, far], "csv"))))
+    tcaf = next(r for r in csv_rows if r["method"] == "tcaf")
+    assert tcaf["against"] == "clipclap" and tcaf["shared_seeds"] == "2 3 4" and tcaf["hm_differs"] == "false"
+    assert float(tcaf["hm_p"]) == pytest.approx(expected, rel=1e-3)
+    assert float(tcaf["hm_ci95_low"]) < float(tcaf["hm_mean"]) < float(tcaf["hm_ci95_high"])
+    assert json.loads(render([ref, close, far], "json"))[1]["against"]["p"]["hm"] == pytest.approx(expected)
+
+
+def test_identical_seeds_do_not_differ_and_latex_and_html_escape_names():
+    from clipclap_cli.evaluate.reporting import compare, render
+
+    ref = _cell("clipclap", [1, 2], [60.0, 61.0])
+    twin = _cell("my_head & co (50% #1)", [1, 2], [60.0, 61.0])
+    compare([ref, twin], "clipclap")
+    assert twin.against["p"]["hm"] == 1.0 and twin.against["differs"]["hm"] is False
+    latex = render([ref, twin], "latex")
+    assert r"my\_head \& co (50\% \#1)" in latex and r"$^\dagger$" in latex
+    html_table = render([ref, twin], "html")
+    assert "my_head &amp; co (50% #1)" in html_table and "<script" not in render(
+        [_cell("<script>", [1], [1.0])], "html")

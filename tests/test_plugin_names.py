@@ -83,11 +83,11 @@ def test_a_qualified_name_picks_one_and_every_other_name_works(env, demo_store, 
     ours.write_text('[datasets.demo]\nfrom = "clipclap"\n')
     short += ("--datasets", ours)
     r = clipclap(env, "train", "demo", "--store", demo_store, "--runs-dir", tmp_path,
-                 "--head", "clipclap-copycat:clipclap,copycat-own,tcaf,clipclap:clipclap", *short)
+                 "--head", "clipclap-copycat:clipclap,copycat-own,clipclap:clipclap", *short)
     assert r.returncode == 0, r.stderr
     folders = {p.parent.parent.name for p in tmp_path.rglob("results.json")}
     assert folders == {f"{head},epochs=1,batches-per-epoch=2"
-                       for head in ("clipclap-copycat.clipclap", "copycat-own", "tcaf", "clipclap.clipclap")}
+                       for head in ("clipclap-copycat.clipclap", "copycat-own", "clipclap.clipclap")}
     picked = json.loads(next(tmp_path.glob("demo/clipclap-copycat.clipclap*/seed42/config.json")).read_text())
     assert picked["spec"]["head"] == "clipclap-copycat:clipclap"
     # the picked run is evaluated again with the registration it was trained with

@@ -91,6 +91,14 @@ class Cell:
     "The fusion head: the paper's row of a head goes below its runs, whatever their settings"
     replaced: list[str] = field(default_factory=list)
     "Runs left out: an older run of a seed (and settings) that a newer run of the cell repeats"
+    values: dict[str, dict[str, float]] = field(default_factory=dict)
+    "Per metric, each seed's value (percent), keyed by the seed as text (JSON's keys)"
+    ci95: dict[str, list[float]] = field(default_factory=dict)
+    "Per metric, the 95 % confidence interval of the mean over seeds (Student's t), when n >= 2"
+    against: dict[str, Any] = field(default_factory=dict)
+    """The paired comparison with the reference row of the same dataset (`compare`): its method,
+    the seeds both have, and per metric the two-sided p-value of a paired t-test over them and
+    whether the two differ at the 5 % level"""
 
 
 def find_runs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -212,7 +220,51 @@ def aggregate(runs: list[RunResult]) -> list[Cell]:
             [str(r.path) for r in members],
             first.spec["head"],
             [str(r.path) for r in replaced],
+            {m: {str(_seed(r)): v for r, v in zip(members, vs, strict=True)} for m, vs in values.items()},
+            {m: confidence_interval(v) for m, v in values.items() if len(v) > 1},
         ))
+    return cells
+
+
+SIGNIFICANCE = 0.05
+"The level at which a row is marked as not differing from the reference row"
+
+
+def confidence_interval(values: list[float], level: float = 0.95) -> list[float]:
+    """The `level` confidence interval of the mean of `values` (n >= 2): mean ± t(n-1) s / sqrt(n)."""
+    from scipy import stats
+
+    n, mean = len(values), statistics.fmean(values)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
+    return [mean - half, mean + half]
+
+
+def paired_p_value(a: list[float], b: list[float]) -> float:
+    """Two-sided p-value of a paired t-test (scipy.stats.ttest_rel) of `a` against `b`, paired by
+    position. Identical pairs give 1.0 (no difference at all, where the t statistic is 0/0)."""
+    from scipy import stats
+
+    if all(x == y for x, y in zip(a, b, strict=True)):
+        return 1.0
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
+def compare(cells: list[Cell], against: str) -> list[Cell]:
+    """Fill each cell's `against`: the paired t-test, per metric, of its seeds against the same
+    seeds of the dataset's row `against` (a method name, e.g. `clipclap`), where they share at
+    least two seeds. The reference row itself and the paper's rows are left alone."""
+    reference = {c.dataset: c for c in cells if c.method == against and c.n}
+    for cell in cells:
+        ref = reference.get(cell.dataset)
+        if ref is None or cell is ref or not cell.n:
+            continue
+        shared = sorted(set(cell.values["hm"]) & set(ref.values["hm"]), key=int)
+        cell.against = {"method": against, "shared_seeds": [int(s) for s in shared], "p": {}, "differs": {}}
+        if len(shared) < 2:
+            continue
+        for m in METRICS:
+            p = paired_p_value([cell.values[m][s] for s in shared], [ref.values[m][s] for s in shared])
+            cell.against["p"][m], cell.against["differs"][m] = p, p < SIGNIFICANCE
     return cells
 
 
@@ -259,12 +311,17 @@ def check_format(fmt: str) -> None:
         raise RunError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-def _fmt(cell: Cell | None, metric: str, pm: str = " ± ") -> str:
+SAME = "†"
+"The mark of a value that does not differ significantly from the reference row's"
+
+
+def _fmt(cell: Cell | None, metric: str, pm: str = " ± ", mark: str = SAME) -> str:
     if cell is None or metric not in cell.mean:
         return "–"
+    same = mark if cell.against.get("differs", {}).get(metric) is False else ""
     if cell.n <= 1:
-        return f"{cell.mean[metric]:.2f}"
-    return f"{cell.mean[metric]:.2f}{pm}{cell.std[metric]:.2f}"
+        return f"{cell.mean[metric]:.2f}{same}"
+    return f"{cell.mean[metric]:.2f}{pm}{cell.std[metric]:.2f}{same}"
 
 
 def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = ("hm", "zsl")) -> str:
@@ -275,10 +332,18 @@ def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = ("hm", "zsl")
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["method", "dataset", "n", "seeds"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")])
+        w.writerow(["method", "dataset", "n", "seeds", "against", "shared_seeds"]
+                   + [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci95_low", "ci95_high", "p", "differs")])
         for c in cells:
-            w.writerow([c.method, c.dataset, c.n, " ".join(map(str, c.seeds))]
-                       + [f"{v[m]:.4f}" if m in v else "" for m in METRICS for v in (c.mean, c.std)])
+            row = [c.method, c.dataset, c.n, " ".join(map(str, c.seeds)), c.against.get("method", ""),
+                   " ".join(map(str, c.against.get("shared_seeds", [])))]
+            for m in METRICS:
+                ci, p = c.ci95.get(m), c.against.get("p", {}).get(m)
+                differs = c.against.get("differs", {}).get(m)
+                row += [f"{c.mean[m]:.4f}" if m in c.mean else "", f"{c.std[m]:.4f}" if m in c.std else "",
+                        f"{ci[0]:.4f}" if ci else "", f"{ci[1]:.4f}" if ci else "", f"{p:.4g}" if p is not None else "",
+                        "" if differs is None else str(differs).lower()]
+            w.writerow(row)
         return buf.getvalue()
     methods, datasets, by = _layout(cells)
     counts = sorted({c.n for c in cells if c.n})
@@ -287,6 +352,10 @@ def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = ("hm", "zsl")
         note += "; a seed trained twice counts once, by its newest run"
     if any(c.n == 0 for c in cells):
         note += f"; '{PAPER.strip()}': the published results"
+    compared = [c for c in cells if c.against.get("p")]
+    if compared:
+        note += (f"; {SAME} no significant difference from {compared[0].against['method']} (paired t-test over the "
+                 f"seeds both have, p >= {SIGNIFICANCE}); 95 % intervals and p-values: --format csv or json")
     if fmt == "markdown":
         head = "| Method | " + " | ".join(f"{d} {LABELS[m]}" for d in datasets for m in metrics) + " |"
         sep = "|---|" + "---:|" * (len(datasets) * len(metrics))
@@ -299,7 +368,7 @@ def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = ("hm", "zsl")
                  "Method & " + " & ".join(rf"\multicolumn{{{k}}}{{c}}{{{_tex(d)}}}" for d in datasets) + r" \\",
                  " & " + " & ".join(LABELS[m] for _ in datasets for m in metrics) + r" \\", r"\midrule"]
         for m in methods:
-            lines.append(_tex(m) + " & " + " & ".join(_fmt(by.get((m, d)), x, r" $\pm$ ")
+            lines.append(_tex(m) + " & " + " & ".join(_fmt(by.get((m, d)), x, r" $\pm$ ", r"$^\dagger$")
                                                        for d in datasets for x in metrics) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}", f"% percent; {note}"]
         return "\n".join(lines) + "\n"
@@ -314,8 +383,13 @@ def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = ("hm", "zsl")
             f"<tbody>\n{body}</tbody>\n<caption>Percent; {e(note)}.</caption>\n</table>\n")
 
 
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
 def _tex(s: str) -> str:
-    return s.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
+    """`s` as LaTeX text: every character LaTeX treats specially escaped."""
+    return "".join(_TEX.get(ch, ch) for ch in s)
 
 
 def write_plots(run: RunResult, out_dir: Path) -> list[Path]:
