@@ -838,8 +838,21 @@ def test_report_groups_seeds_as_mean_and_std(cli, demo_store, tmp_path):
     assert "mean ± std over 2 seeds" in md
     for fmt, marker in (("latex", r"\begin{tabular}"), ("html", "<table>"), ("json", '"n": 2')):
         assert marker in cli("report", tmp_path, "--format", fmt).stdout
-    pngs = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    assert len(pngs) == 4 and all((tmp_path / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    from PIL import Image
+
+    pngs = sorted((tmp_path / "plots").iterdir())
+    assert len(pngs) == 2 * 3 + 1 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    for png in pngs:  # each figure says what it shows, in its title and axis labels (kept as PNG text too)
+        text = Image.open(png).text
+        x, y = text["Description"].split("; y: ")
+        assert x.startswith("x: ") and len(x) > 4 and y
+        if png.name.startswith("comparison"):
+            assert text["Title"] == "Test HM per method and dataset: mean ± std over seeds" and y == "HM (%)"
+            continue
+        seed = png.name.split("seed")[1].split("-")[0]
+        assert f"on demo, seed {seed}" in text["Title"] and "clipclap" in text["Title"]
+    kinds = sorted(p.name.rsplit("seed", 1)[1].split("-", 1)[1] for p in pngs if not p.name.startswith("comparison"))
+    assert kinds == ["calibration.png"] * 2 + ["per-class.png"] * 2 + ["training.png"] * 2
 
 
 def test_report_published_adds_the_papers_rows(cli, reference_run, tmp_path):

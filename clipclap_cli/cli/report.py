@@ -81,5 +81,7 @@ def print_report(paths: list[Path], fmt: str = "markdown", su: bool = False, plo
         out.file.flush()
     if plots is not None:
         written = [p for r in runs for p in reporting.write_plots(r, plots)]
+        comparison = reporting.write_comparison(cells, plots)
+        written += [comparison] if comparison else []
         err.print(f"{len(written)} plots written to {plots}")
     return text

@@ -428,7 +428,8 @@ class Extraction:
             return  # imported (released) features: replacing them is store_bundle's to judge
         ours = self.settings
         differs = [what for what, a, b in (
-            ("frame recipe", (before.get("frame_recipe") or {}).get("name", "clean"), ours["frame_recipe"]["name"]),
+            ("frame recipe", (before.get("frame_recipe") or {}).get("name", "of clipclap 0.2 (before recipes)"),
+             ours["frame_recipe"]["name"]),
             ("frames per video", before.get("frames", 1), ours["frames"]),
             *((f"{m} encoder", (before.get("encoders", {}).get(m) or {}).get("id"), e["id"])
               for m, e in ours["encoders"].items()),
