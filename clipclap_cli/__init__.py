@@ -20,7 +20,7 @@ from clipclap_cli.params import check_ranges
 from clipclap_cli.plugins.hookspecs import hookimpl
 from clipclap_cli.plugins.registry import create_head, get_encoder, get_head, list_encoders, list_heads
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "LABEL_PARTS", "PARTITIONS", "ClipclapError", "DatasetAdapter", "Encoder", "FeatureBundle", "FeatureDims",

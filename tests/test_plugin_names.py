@@ -9,14 +9,14 @@ import json
 
 import pytest
 
-from clipclap_cli import hookimpl
+from clipclap_cli import __version__, hookimpl
 from clipclap_cli.errors import AmbiguousNameError, UnknownNameError
 from clipclap_cli.plugins.manager import failures
 from clipclap_cli.plugins.registry import list_dataset_kinds, list_heads
 from installed_plugins import clipclap, environment, install
 
 COPYCAT = """
-    from clipclap_cli import hookimpl
+    from clipclap_cli import __version__, hookimpl
 
     @hookimpl
     def register_heads(register):
@@ -38,7 +38,7 @@ COPYCAT = """
         register("demo", {"kind": "synthetic", "display_name": "Another demo", "videos_per_class": 20})
     """
 OLD_HOOK = """
-    from clipclap_cli import hookimpl
+    from clipclap_cli import __version__, hookimpl
     from clipclap_cli.api import DatasetAdapter
 
     class Legacy(DatasetAdapter):
@@ -67,12 +67,12 @@ def test_a_shared_head_name_lists_both_and_refuses_the_bare_name_naming_both(env
     r = clipclap(env, "heads", "list", "--json")
     assert r.returncode == 0, r.stderr
     rows = [(h["id"], h["plugin"], h["distribution"]) for h in json.loads(r.stdout) if h["id"] == "clipclap"]
-    assert sorted(rows) == [("clipclap", "clipclap_plugins.heads", "clipclap 0.2.0"),
+    assert sorted(rows) == [("clipclap", "clipclap_plugins.heads", f"clipclap {__version__}"),
                             ("clipclap", "copycat", "clipclap-copycat 1.0")]
     assert "copycat" not in r.stderr  # a shared name leaves nobody out
     r = clipclap(env, "train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--epochs", "1")
     assert r.returncode == 1 and len(_others(r.stderr)) == 1, r.stderr
-    assert ("fusion head 'clipclap' is registered by the built-ins (clipclap 0.2.0) and by plugin 'copycat' "
+    assert (f"fusion head 'clipclap' is registered by the built-ins (clipclap {__version__}) and by plugin 'copycat' "
             "(clipclap-copycat 1.0); pick one: 'clipclap:clipclap' or 'clipclap-copycat:clipclap'") in r.stderr
     assert not list(tmp_path.iterdir())
 
