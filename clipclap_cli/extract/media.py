@@ -121,6 +121,7 @@ def _frame_at_index(path: Path, recipe: FrameRecipe):
     index = recipe.chosen_index(count)
     if count <= 0 or index < 0:
         raise MediaError(f"frame recipe {recipe.name!r} picks frame {index} of {count}: none to take")
+    i = -1  # the last index decoded
     with _open(path) as container:
         stream = _video_stream(container)
         for i, frame in enumerate(container.decode(stream)):
