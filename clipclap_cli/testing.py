@@ -47,6 +47,8 @@ from clipclap_cli.plugins.contracts import (
 
 DIMS = FeatureDims(audio=24, video=20, text_parts=(("clip", 16), ("clap", 12)))
 "Input widths of the head checks: all different, so that a head mixing two of them up fails"
+LABEL_SPACE_DIMS = FeatureDims(audio=12, video=16, text_parts=(("clip", 16), ("clap", 12)))
+"The widths for a `label_space` head: video as wide as clip, audio as clap (and the two different)"
 TRAIN_CLASSES, BATCH, EVAL_CLASSES, EVAL_SAMPLES = 5, 8, 7, 11
 
 
@@ -77,14 +79,13 @@ def _failed(what: str, exc: BaseException) -> ContractError:
 # ---------------------------------------------------------------- fusion heads
 def check_head(head_cls: type, params: dict[str, Any] | None = None, seed: int = 0) -> None:
     """Build `head_cls` with its default Params (over them `params`) for small inputs, train it a
-    step and evaluate it: the loss a finite scalar with finite gradients, distances (N, C) and
-    finite in every mode, eval mode deterministic and independent of which other samples share
-    the batch, and the state dict enough to rebuild the same head (what checkpoints hold).
+    step (unless it is `training_free`) and evaluate it: the loss a finite scalar with finite
+    gradients, distances (N, C) and finite in every mode, eval mode deterministic and independent
+    of which other samples share the batch, and the state dict enough to rebuild the same head (what checkpoints hold).
     Raises ContractError naming the head and the first break."""
     import torch
 
     from clipclap_cli.params import build_params
-    from clipclap_cli.plugins.fusion_head import Batch
 
     validate_head(head_cls)
     origin = head_origin(head_cls)
@@ -93,34 +94,17 @@ def check_head(head_cls: type, params: dict[str, Any] | None = None, seed: int =
     except Exception as e:  # a plugin's Params may raise anything
         raise _failed(f"{origin}: its default Params", e) from None
     check_label_parts(head_cls, parsed)
+    dims = LABEL_SPACE_DIMS if getattr(head_cls, "label_space", False) else DIMS
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            head = head_cls(DIMS, parsed)
+            head = head_cls(dims, parsed)
         except Exception as e:  # a plugin's constructor may raise anything
-            raise _failed(f"{origin} cannot be built for dims {DIMS}", e) from None
-        class_text = torch.randn(TRAIN_CLASSES, DIMS.text)
-        target = torch.arange(BATCH) % TRAIN_CLASSES
-        batch = Batch(torch.randn(BATCH, DIMS.audio), torch.randn(BATCH, DIMS.video), class_text[target], target)
-        if head_cls.needs_negatives:
-            neg = (target + 1) % TRAIN_CLASSES
-            batch.audio_neg, batch.video_neg = torch.randn(BATCH, DIMS.audio), torch.randn(BATCH, DIMS.video)
-            batch.text_neg, batch.target_neg = class_text[neg], neg
-        head.train()
-        total, _ = _run(origin, "loss", lambda: check_loss(head, head.loss(batch, class_text)))
-        if not bool(torch.isfinite(total)):
-            raise ContractError(f"{origin}: the loss of a random batch is {float(total)}")
-        _run(origin, "backward", total.backward)
-        trained = list(head.param_groups())
-        grads = [p.grad for p in trained if p.grad is not None]
-        if not grads:
-            raise ContractError(f"{origin}: no parameter of param_groups() got a gradient from the loss")
-        if not all(bool(torch.isfinite(g).all()) for g in grads):
-            raise ContractError(f"{origin}: the loss's gradients hold NaN or infinite values")
-        _run(origin, "an optimiser step", torch.optim.Adam(trained, lr=1e-3).step)
-        _run(origin, "replay_forward", lambda: head.replay_forward(batch))
-        audio, video = torch.randn(EVAL_SAMPLES, DIMS.audio), torch.randn(EVAL_SAMPLES, DIMS.video)
-        eval_text = torch.randn(EVAL_CLASSES, DIMS.text)
+            raise _failed(f"{origin} cannot be built for dims {dims}", e) from None
+        if not getattr(head_cls, "training_free", False):
+            _check_training_step(head, origin, dims)
+        audio, video = torch.randn(EVAL_SAMPLES, dims.audio), torch.randn(EVAL_SAMPLES, dims.video)
+        eval_text = torch.randn(EVAL_CLASSES, dims.text)
     first = _distances(head, audio, video, eval_text)
     again = _distances(head, audio, video, eval_text)
     if any(not torch.equal(first[m], again[m]) for m in first):
@@ -130,7 +114,7 @@ def check_head(head_cls: type, params: dict[str, Any] | None = None, seed: int =
     if any(not torch.allclose(part[m], first[m][:3], rtol=1e-4, atol=1e-5) for m in first):
         raise ContractError(f"{origin}: a sample's distances depend on the other samples evaluated with it "
                             "(evaluation runs in batches of any size)")
-    rebuilt = head_cls(DIMS, parsed)
+    rebuilt = head_cls(dims, parsed)
     buffer = io.BytesIO()
     torch.save(head.state_dict(), buffer)
     buffer.seek(0)
@@ -139,6 +123,35 @@ def check_head(head_cls: type, params: dict[str, Any] | None = None, seed: int =
     if set(restored) != set(first) or any(not torch.equal(restored[m], first[m]) for m in first):
         raise ContractError(f"{origin}: a head rebuilt from its state dict gives other distances (it keeps "
                             "state outside its parameters and buffers, which checkpoints lose)")
+
+
+def _check_training_step(head, origin: str, dims) -> None:
+    """One training step of `head` on random data: a finite loss whose gradients reach
+    param_groups() and are finite, an optimiser step and the replay forward."""
+    import torch
+
+    from clipclap_cli.plugins.fusion_head import Batch
+
+    class_text = torch.randn(TRAIN_CLASSES, dims.text)
+    target = torch.arange(BATCH) % TRAIN_CLASSES
+    batch = Batch(torch.randn(BATCH, dims.audio), torch.randn(BATCH, dims.video), class_text[target], target)
+    if type(head).needs_negatives:
+        neg = (target + 1) % TRAIN_CLASSES
+        batch.audio_neg, batch.video_neg = torch.randn(BATCH, dims.audio), torch.randn(BATCH, dims.video)
+        batch.text_neg, batch.target_neg = class_text[neg], neg
+    head.train()
+    total, _ = _run(origin, "loss", lambda: check_loss(head, head.loss(batch, class_text)))
+    if not bool(torch.isfinite(total)):
+        raise ContractError(f"{origin}: the loss of a random batch is {float(total)}")
+    _run(origin, "backward", total.backward)
+    trained = list(head.param_groups())
+    grads = [p.grad for p in trained if p.grad is not None]
+    if not grads:
+        raise ContractError(f"{origin}: no parameter of param_groups() got a gradient from the loss")
+    if not all(bool(torch.isfinite(g).all()) for g in grads):
+        raise ContractError(f"{origin}: the loss's gradients hold NaN or infinite values")
+    _run(origin, "an optimiser step", torch.optim.Adam(trained, lr=1e-3).step)
+    _run(origin, "replay_forward", lambda: head.replay_forward(batch))
 
 
 def _distances(head, audio, video, class_text) -> dict:

@@ -12,10 +12,16 @@ from clipclap_cli.api import PARTITIONS, DatasetAdapter, FeatureBundle, KindExam
 
 
 class SyntheticBenchmark(DatasetAdapter):
-    """A generated benchmark shaped like UCF-GZSL (cls_split) where zero-shot transfer is learnable.
+    """A generated benchmark shaped like UCF-GZSL (cls_split) that behaves like CLIP and CLAP features.
 
-    Every class has a latent vector; video and audio features and both label embeddings are
-    fixed random linear maps of it plus noise, so a mapping learnt on seen classes transfers.
+    Every class has a latent vector c; each label embedding is a fixed random linear map of it
+    (CLIP's and CLAP's text embeddings of the class). A video's CLIP-like feature mixes two views
+    of its class, each the class vector plus its own noise: one mapped by the CLIP text map (so
+    the feature lies near the CLIP text embedding of its class: zero-shot transfer, as CLIP's
+    image-text alignment gives) and one by a map of its own (what a head can learn from seen
+    classes and carry to unseen ones); plus a constant offset (CLIP's modality gap). The CLAP-like
+    audio feature is built the same way with CLAP's maps and other noise. The training-free
+    `zeroshot` head reads the aligned views only; a trained head can combine all four.
     """
 
     kind = "synthetic"
@@ -36,7 +42,13 @@ class SyntheticBenchmark(DatasetAdapter):
         latent_dim: int = 24
         "Width of the shared latent class vectors"
         noise: float = 1.2
-        "Per-video noise relative to the class signal"
+        "Per-video noise of the learnable view, relative to the class signal"
+        aligned_noise: float = 4.0
+        "Per-video noise of the view aligned with the label embeddings (zero-shot difficulty)"
+        aligned_weight: float = 0.5
+        "Share of the aligned view in each feature (the rest is the learnable view)"
+        modality_gap: float = 0.5
+        "Length of the constant offset between each modality's features and its text embeddings"
 
     @classmethod
     def example(cls, folder: Path) -> KindExample:
@@ -74,14 +86,12 @@ class SyntheticBenchmark(DatasetAdapter):
             labels.extend([c] * n)
             parts.extend(code[x] for x in cls_parts)
         labels = np.asarray(labels)
-        z = latent[labels] + p.noise * rng.standard_normal((len(labels), p.latent_dim))
-        video = z @ maps["video"] + 0.1 * rng.standard_normal((len(labels), dims.video))
-        video /= np.linalg.norm(video, axis=1, keepdims=True)
-        audio = z @ maps["audio"] + 0.1 * rng.standard_normal((len(labels), dims.audio))
         emb = {}
         for name, d in dims.text_parts:
             e = latent @ maps[name] + 0.05 * rng.standard_normal((n_cls, d))
             emb[name] = (e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float32)
+        features = {modality: self._feature(rng, latent[labels], maps[modality], maps.get(text), p)
+                    for modality, text in (("video", "clip"), ("audio", "clap"))}
         names = [classes[c] for c in range(n_cls)]
         lists = {
             "stage_1_train": [names[c] for c in train],
@@ -96,10 +106,30 @@ class SyntheticBenchmark(DatasetAdapter):
             prompt_names=[n.replace("_", " ") for n in classes],
             ids=[f"demo_{i:05d}" for i in range(len(labels))],
             labels=labels,
-            features={"video": video.astype(np.float32), "audio": audio.astype(np.float32)},
+            features=features,
             label_embeddings=emb,
             partition=np.asarray(parts, dtype=np.int8),
             class_splits={"cls_split": lists},
             provenance={"source": f"synthetic(seed={seed})", "format": self.kind,
                         "fingerprint": hashlib.sha256(repr((seed, p, dims)).encode()).hexdigest()},
         )
+
+    @staticmethod
+    def _feature(rng: np.random.Generator, class_latent: np.ndarray, own_map: np.ndarray,
+                 text_map: np.ndarray | None, p: Params) -> np.ndarray:
+        """One modality's unit-length features (N, dim): the learnable view through `own_map`,
+        the view aligned with the label embeddings through `text_map` (when its width fits),
+        and the modality gap."""
+        n, latent_dim = class_latent.shape
+
+        def view(noise: float, mapping: np.ndarray) -> np.ndarray:
+            x = (class_latent + noise * rng.standard_normal((n, latent_dim))) @ mapping
+            return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+        x = view(p.noise, own_map)
+        if text_map is not None and text_map.shape[1] == own_map.shape[1]:
+            x = (1 - p.aligned_weight) * x + p.aligned_weight * view(p.aligned_noise, text_map)
+            gap = rng.standard_normal(own_map.shape[1])
+            x = x + p.modality_gap * gap / np.linalg.norm(gap)
+        x = x + 0.01 * rng.standard_normal(x.shape)
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)

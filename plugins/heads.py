@@ -12,8 +12,9 @@ def register_heads(register):
     from .heads_compat import AleHead, ApnHead, DeviseHead, SjeHead
     from .heads_tcaf import TcafHead
     from .heads_triplet import AvgzslnetHead, CjmeHead
+    from .heads_zeroshot import ZeroshotHead
 
     register(ClipClapHead)
     for head in (CjmeHead, AvgzslnetHead, AvcaHead, HyperMultipleHead, DeviseHead, AleHead, SjeHead, ApnHead,
-                 TcafHead):
+                 TcafHead, ZeroshotHead):
         register(head)

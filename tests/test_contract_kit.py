@@ -23,7 +23,8 @@ from clipclap_cli.testing import SkipCheck, check_dataset_kind, check_encoder, c
 from installed_plugins import clipclap, environment, install
 
 REPO = Path(__file__).resolve().parents[1]
-BUILT_IN_HEADS = ("ale", "apn", "avca", "avgzslnet", "cjme", "clipclap", "devise", "hyper-multiple", "sje", "tcaf")
+BUILT_IN_HEADS = ("ale", "apn", "avca", "avgzslnet", "cjme", "clipclap", "devise", "hyper-multiple", "sje", "tcaf",
+                  "zeroshot")
 
 
 @pytest.mark.parametrize("name", BUILT_IN_HEADS)

@@ -154,7 +154,7 @@ def test_the_installed_wheel_works_outside_the_repository(installed, tmp_path):
     assert info["videos"] == videos, info
     # and the demo runs end to end (a short schedule) with a results table
     r = _clipclap(env, tmp_path, "demo", "--store", tmp_path / "demo.zarr", "--epochs", "1",
-                  "--batches-per-epoch", "5")
+                  "--batches-per-epoch", "5", "--seeds", "1")
     assert r.returncode == 0, r.stderr
     assert list((tmp_path / "runs").rglob("results.json")), r.stderr
 
@@ -176,9 +176,9 @@ def test_a_missing_extra_is_named_and_the_core_works(installed, tmp_path, instal
     _, env = installed
     _use_dependencies(env, tmp_path / "deps", INSTALLS[install])
     store = tmp_path / "s.zarr"
-    r = _clipclap(env, tmp_path, "demo", "--store", store, "--epochs", "1", "--batches-per-epoch", "5")
+    r = _clipclap(env, tmp_path, "demo", "--store", store, "--epochs", "1", "--batches-per-epoch", "5", "--seeds", "1")
     assert r.returncode == 0, r.stderr  # the core install generates, trains, evaluates and reports
-    [run] = [p.parent for p in (tmp_path / "runs").rglob("results.json")]
+    [run] = [p.parent for p in (tmp_path / "runs").rglob("clipclap*/seed42/results.json")]
     assert _clipclap(env, tmp_path, "evaluate", run).returncode == 0
     assert _clipclap(env, tmp_path, "report", tmp_path / "runs").returncode == 0
     failing = []

@@ -28,8 +28,9 @@ def install(app, pm) -> None:
         seed: Annotated[int, typer.Option("--seed", metavar="N", min=0, help="Seed of the generated benchmark")] = 0,
         dataset: Annotated[str, typer.Option("--dataset", metavar="NAME", callback=checked_name("dataset"), help="Which generated dataset entry to use")] = "demo",
         train: Annotated[bool, typer.Option("--train/--no-train", help="Train, evaluate and report after generating")] = True,
-        epochs: Annotated[int | None, typer.Option("--epochs", metavar="N", help="Stage-1 epochs (default: the dataset's, 20)")] = None,
-        batches: Annotated[int | None, typer.Option("--batches-per-epoch", metavar="N", help="Batches per epoch (default 300)")] = None,
+        seeds: Annotated[int, typer.Option("--seeds", metavar="K", min=1, help="Seeds of each head (error bars and paired tests need two or more)")] = 3,
+        epochs: Annotated[int | None, typer.Option("--epochs", metavar="N", help="Stage-1 epochs (default: the dataset's, 10)")] = None,
+        batches: Annotated[int | None, typer.Option("--batches-per-epoch", metavar="N", help="Batches per epoch (default: the dataset's, 200)")] = None,
         device: DeviceOpt = "cpu",
         runs_dir: Annotated[Path | None, typer.Option("--runs-dir", metavar="DIR", help="Run folders (default: runs/ next to the store, or here for a URL)")] = None,
         store_path: StoreOpt = DEFAULT_STORE,
@@ -37,7 +38,8 @@ def install(app, pm) -> None:
         replace: ReplaceOpt = False,
     ):
         """Run the whole pipeline on the demo benchmark. Generates it (UCF-shaped, synthetic), trains
-        ClipClap, evaluates, prints the table."""
+        ClipClap and the training-free zeroshot floor for --seeds seeds, evaluates, prints the
+        table with error bars and the paired tests of zeroshot against ClipClap."""
         from clipclap_cli.cli.inspect import _show
         from clipclap_cli.cli.report import print_report
         from clipclap_cli.cli.train import train_one
@@ -54,11 +56,12 @@ def install(app, pm) -> None:
             return
         base = fs.path.resolve().parent if fs.path is not None else Path.cwd()  # beside the store, if a folder
         runs_dir = runs_dir or base / "runs"
-        request = RunRequest(epochs=epochs, batches_per_epoch=batches, device=device)
-        [(path, spec)] = plan_runs(fs, cat.get(dataset), request, runs_dir, pm=pm)
-        run = train_one(path, spec, fs, (1, 2), pm)
+        request = RunRequest(heads=("clipclap", "zeroshot"), seeds=seeds, epochs=epochs, batches_per_epoch=batches,
+                             device=device)
+        runs = [train_one(path, spec, fs, (1, 2), pm) for path, spec in plan_runs(fs, cat.get(dataset), request,
+                                                                                 runs_dir, pm=pm)]
         # the plots need the plots extra; without it the demo still ends with its table
         plots = base / "plots" if importlib.util.find_spec("matplotlib") is not None else None
-        print_report([run], "markdown", True, plots)
-        err.print(f"run folder: {run}\n" + (f"plots: {plots}" if plots else
-                                            "plots: none (pip install 'clipclap[plots]' for them)"))
+        print_report(runs, "markdown", True, plots)
+        err.print(f"run folders: {runs_dir}\n" + (f"plots: {plots}" if plots else
+                                                  "plots: none (pip install 'clipclap[plots]' for them)"))

@@ -16,8 +16,8 @@ def install(app, pm) -> None:
     def report(
         runs: Annotated[list[Path] | None, typer.Argument(metavar="RUN", help="Run folders, or folders to search (default: --runs-dir)")] = None,
         fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="markdown, latex, html, csv or json")] = "markdown",
-        su: Annotated[bool, typer.Option("--su", help="Add S and U columns next to HM and ZSL")] = False,
-        plots: Annotated[Path | None, typer.Option("--plots", metavar="DIR", help="Write calibration and per-class PNG plots here")] = None,
+        su: Annotated[bool, typer.Option("--su/--no-su", help="S and U columns before HM and ZSL (--no-su: HM and ZSL only)")] = True,
+        plots: Annotated[Path | None, typer.Option("--plots", metavar="DIR", help="Write the figures here as PNG (bias curves, per-class accuracy, training curves, a comparison); --format html embeds them")] = None,
         output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the table to this file")] = None,
         runs_dir: Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Searched when no RUN is given")] = Path("runs"),
         published: Annotated[bool, typer.Option("--published", help="Add the paper's results of the same datasets, as rows 'HEAD (paper)'")] = False,
@@ -29,7 +29,8 @@ def install(app, pm) -> None:
 
         Each row is compared with the --against row of its dataset (clipclap by default) by a
         paired t-test over the seeds both have; values that do not differ at p < 0.05 are
-        marked †. --format csv and json add the 95 % confidence intervals and the p-values."""
+        marked † and the p-values follow the table. --format csv and json add the 95 %
+        confidence intervals; --format html is a standalone page with the figures embedded."""
         from clipclap_cli.errors import RunError
 
         if not runs and not runs_dir.exists():  # the default, searched: say so rather than "no such run"
@@ -72,16 +73,52 @@ def print_report(paths: list[Path], fmt: str = "markdown", su: bool = False, plo
         if not any(published.get(d) for d in shown):
             err.print(escape(f"no published results for {', '.join(shown)} (datasets.toml: [datasets.NAME.published])"))
         cells = reporting.with_published(cells, published)
-    text = reporting.render(cells, fmt, ("seen", "unseen", "hm", "zsl") if su else ("hm", "zsl"))
+    metrics = ("seen", "unseen", "hm", "zsl") if su else ("hm", "zsl")
+    if fmt == "html":
+        text = _html_page(cells, metrics, runs, plots)
+    else:
+        text = reporting.render(cells, fmt, metrics)
+        if plots is not None:
+            written = _write_plots(cells, runs, plots)
+            err.print(f"{len(written)} plots written to {plots}")
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
     else:
         out.file.write(text)
         out.file.flush()
-    if plots is not None:
-        written = [p for r in runs for p in reporting.write_plots(r, plots)]
-        comparison = reporting.write_comparison(cells, plots)
-        written += [comparison] if comparison else []
-        err.print(f"{len(written)} plots written to {plots}")
     return text
+
+
+def _write_plots(cells, runs, folder: Path) -> list[Path]:
+    from clipclap_cli.evaluate import plots
+
+    written = [p for r in runs for p in plots.write_plots(r, folder)]
+    comparison = plots.write_comparison(cells, folder)
+    return ([comparison] if comparison else []) + written
+
+
+def _html_page(cells, metrics, runs, folder: Path | None) -> str:
+    """The standalone page: the comparison and, per row, the figures of its first seed, embedded
+    (every run's figures go to `folder` with --plots; without it they are drawn in a temporary
+    folder); without matplotlib the page says how to get them."""
+    import importlib.util
+    import tempfile
+
+    from clipclap_cli.evaluate.html_page import page
+    from clipclap_cli.evaluate.plots import plot_stem
+
+    if folder is None and importlib.util.find_spec("matplotlib") is None:
+        return page(cells, metrics, runs, figures_note="No figures: pip install 'clipclap[plots]' for them.")
+    firsts = {c.runs[0] for c in cells if c.runs}
+    shown = [r for r in runs if str(r.path) in firsts]
+    note = "The figures of each row's first seed" + ("" if len(shown) == len(runs) else
+                                                      f" ({len(shown)} of {len(runs)} runs)")
+    if folder is not None:
+        written = _write_plots(cells, runs, folder)
+        err.print(f"{len(written)} plots written to {folder}")
+        picked = [p for p in written if p.name.startswith("comparison")
+                  or any(p.name.startswith(plot_stem(r)) for r in shown)]
+        return page(cells, metrics, runs, picked, note + f"; every run's are in {folder}.")
+    with tempfile.TemporaryDirectory(prefix="clipclap-report-") as tmp:
+        return page(cells, metrics, runs, _write_plots(cells, shown, Path(tmp)), note + ".")

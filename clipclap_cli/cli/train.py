@@ -142,8 +142,8 @@ def train_one(path, spec, fs, stages, pm, threads=None):
             bar.reset(task, description=f"stage {stage} epoch {epochs_done + 1}/{epochs}")
 
         def epoch_end(stage, record):
-            info = (f"loss {record.losses['total']:.4f}  val HM {100 * record.val['hm']:.2f}  "
-                    f"best epoch {record.best_epoch}")
+            loss = f"loss {record.losses['total']:.4f}  " if "total" in record.losses else "training-free  "
+            info = f"{loss}val HM {100 * record.val['hm']:.2f}  best epoch {record.best_epoch}"
             bar.console.print(f"stage {stage} epoch {record.epoch}/{state['epochs']}: {info}")
             bar.reset(task, description=f"stage {stage} epoch {record.epoch + 1}/{state['epochs']}", info=info)
 

@@ -1,4 +1,4 @@
-"""Results tables like the paper's (methods x datasets, HM and ZSL) and calibration plots.
+"""Results tables like the paper's (methods x datasets: S, U, HM, ZSL) with error bars and paired tests.
 
 Runs that differ only in their seed form one group, reported as mean ± sample standard
 deviation with the number of runs. No torch here: `clipclap report` stays quick.
@@ -7,7 +7,6 @@ deviation with the number of runs. No torch here: `clipclap report` stays quick.
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import math
@@ -216,11 +215,11 @@ def aggregate(runs: list[RunResult]) -> list[Cell]:
             method, first.dataset, len(members),
             {m: statistics.fmean(v) for m, v in values.items()},
             {m: statistics.stdev(v) if len(v) > 1 else 0.0 for m, v in values.items()},
-            sorted(_seed(r) for r in members),
+            sorted(run_seed(r) for r in members),
             [str(r.path) for r in members],
             first.spec["head"],
             [str(r.path) for r in replaced],
-            {m: {str(_seed(r)): v for r, v in zip(members, vs, strict=True)} for m, vs in values.items()},
+            {m: {str(run_seed(r)): v for r, v in zip(members, vs, strict=True)} for m, vs in values.items()},
             {m: confidence_interval(v) for m, v in values.items() if len(v) > 1},
         ))
     return cells
@@ -268,7 +267,7 @@ def compare(cells: list[Cell], against: str) -> list[Cell]:
     return cells
 
 
-def _seed(run: RunResult) -> int:
+def run_seed(run: RunResult) -> int:
     return run.results.get("seed", run.spec["train"]["seed"])
 
 
@@ -278,7 +277,7 @@ def _one_run_per_seed(group: list[RunResult]) -> tuple[list[RunResult], list[Run
     sample); and the runs left out."""
     newest: dict[int, RunResult] = {}
     for run in sorted(group, key=lambda r: (r.path / "results.json").stat().st_mtime_ns):
-        newest[_seed(run)] = run
+        newest[run_seed(run)] = run
     kept = [newest[seed] for seed in sorted(newest)]
     return kept, [r for r in group if all(r is not k for k in kept)]
 
@@ -299,7 +298,7 @@ def with_published(cells: list[Cell], published: dict[str, dict[str, dict[str, f
     return out + [c for rows in paper.values() for c in rows]
 
 
-def _layout(cells: list[Cell]):
+def layout(cells: list[Cell]):
     methods = list(dict.fromkeys(c.method for c in cells))
     datasets = list(dict.fromkeys(c.dataset for c in cells))
     by = {(c.method, c.dataset): c for c in cells}
@@ -324,9 +323,52 @@ def _fmt(cell: Cell | None, metric: str, pm: str = " ± ", mark: str = SAME) -> 
     return f"{cell.mean[metric]:.2f}{pm}{cell.std[metric]:.2f}{same}"
 
 
-def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = ("hm", "zsl")) -> str:
-    """The table in one of FORMATS (markdown, latex and html wide; csv and json one row per cell)."""
+def table_note(cells: list[Cell]) -> str:
+    """What the table's numbers are: the caption every wide format prints under it."""
+    counts = sorted({c.n for c in cells if c.n})
+    note = (f"mean ± std over {'/'.join(map(str, counts))} seeds" if counts != [1] else "one seed per entry")
+    if any(c.replaced for c in cells):
+        note += "; a seed trained twice counts once, by its newest run"
+    if any(c.n == 0 for c in cells):
+        note += f"; '{PAPER.strip()}': the published results"
+    compared = [c for c in cells if c.against.get("p")]
+    if any(differs is False for c in compared for differs in c.against["differs"].values()):
+        note += (f"; {SAME} no significant difference from {compared[0].against['method']} (paired t-test over the "
+                 f"seeds both have, p >= {SIGNIFICANCE})")
+    elif compared:
+        note += f"; every compared row differs significantly from {compared[0].against['method']} (p < {SIGNIFICANCE})"
+    return note
+
+
+def format_p(p: float) -> str:
+    """A p-value as people read it: three decimals, or scientific notation below 0.001."""
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def significance_rows(cells: list[Cell], metrics: tuple[str, ...]) -> list[list[str]]:
+    """The paired tests as table rows: method, dataset, the seeds both rows have, and per metric
+    the p-value, marked SAME where the row does not differ from the reference row."""
+    rows = []
+    for c in cells:
+        p, differs = c.against.get("p"), c.against.get("differs", {})
+        if p:
+            rows.append([c.method, c.dataset, " ".join(map(str, c.against["shared_seeds"]))]
+                        + [format_p(p[m]) + ("" if differs[m] else SAME) for m in metrics])
+    return rows
+
+
+def significance_title(cells: list[Cell]) -> str:
+    reference = next(c.against["method"] for c in cells if c.against.get("p"))
+    return (f"Paired t-tests against {reference}: two-sided p-values over the seeds both rows have "
+            f"({SAME}: p >= {SIGNIFICANCE}, no significant difference)")
+
+
+def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = METRICS) -> str:
+    """The table in one of FORMATS: markdown, latex and html wide (methods x datasets, the
+    `metrics` columns in METRICS order in each), csv and json one row per cell with every metric,
+    its 95 % interval and p-value. Markdown and HTML add the paired tests as a second table."""
     check_format(fmt)
+    metrics = tuple(m for m in METRICS if m in metrics)  # one column order in every format
     if fmt == "json":
         return json.dumps([c.__dict__ for c in cells], indent=2, sort_keys=True) + "\n"
     if fmt == "csv":
@@ -345,178 +387,41 @@ def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = ("hm", "zsl")
                         "" if differs is None else str(differs).lower()]
             w.writerow(row)
         return buf.getvalue()
-    methods, datasets, by = _layout(cells)
-    counts = sorted({c.n for c in cells if c.n})
-    note = (f"mean ± std over {'/'.join(map(str, counts))} seeds" if counts != [1] else "one seed per entry")
-    if any(c.replaced for c in cells):
-        note += "; a seed trained twice counts once, by its newest run"
-    if any(c.n == 0 for c in cells):
-        note += f"; '{PAPER.strip()}': the published results"
-    compared = [c for c in cells if c.against.get("p")]
-    if compared:
-        note += (f"; {SAME} no significant difference from {compared[0].against['method']} (paired t-test over the "
-                 f"seeds both have, p >= {SIGNIFICANCE}); 95 % intervals and p-values: --format csv or json")
+    if fmt == "html":
+        from clipclap_cli.evaluate.html_page import page
+
+        return page(cells, metrics)
+    methods, datasets, by = layout(cells)
+    note = table_note(cells)
     if fmt == "markdown":
         head = "| Method | " + " | ".join(f"{d} {LABELS[m]}" for d in datasets for m in metrics) + " |"
         sep = "|---|" + "---:|" * (len(datasets) * len(metrics))
         rows = ["| " + m + " | " + " | ".join(_fmt(by.get((m, d)), x) for d in datasets for x in metrics) + " |"
                 for m in methods]
-        return "\n".join([head, sep, *rows, "", f"Percent; {note}."]) + "\n"
-    if fmt == "latex":
-        k = len(metrics)
-        lines = [r"\begin{tabular}{l" + ("c" * k) * len(datasets) + "}", r"\toprule",
-                 "Method & " + " & ".join(rf"\multicolumn{{{k}}}{{c}}{{{_tex(d)}}}" for d in datasets) + r" \\",
-                 " & " + " & ".join(LABELS[m] for _ in datasets for m in metrics) + r" \\", r"\midrule"]
-        for m in methods:
-            lines.append(_tex(m) + " & " + " & ".join(_fmt(by.get((m, d)), x, r" $\pm$ ", r"$^\dagger$")
-                                                       for d in datasets for x in metrics) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}", f"% percent; {note}"]
-        return "\n".join(lines) + "\n"
+        text = [head, sep, *rows, "", f"Percent; {note}."]
+        tests = significance_rows(cells, metrics)
+        if tests:
+            text += ["", significance_title(cells) + ":", "",
+                     "| Method | Dataset | Seeds | " + " | ".join(f"p ({LABELS[m]})" for m in metrics) + " |",
+                     "|---|---|---|" + "---:|" * len(metrics),
+                     *("| " + " | ".join(row) + " |" for row in tests)]
+        return "\n".join(text) + "\n"
     k = len(metrics)
-    e = html.escape
-    top = "".join(f'<th colspan="{k}">{e(d)}</th>' for d in datasets)
-    sub = "".join(f"<th>{LABELS[m]}</th>" for _ in datasets for m in metrics)
-    body = "".join("<tr><td>" + e(m) + "</td>" + "".join(f"<td>{e(_fmt(by.get((m, d)), x))}</td>"
-                                                        for d in datasets for x in metrics) + "</tr>\n"
-                   for m in methods)
-    return (f'<table>\n<thead><tr><th rowspan="2">Method</th>{top}</tr><tr>{sub}</tr></thead>\n'
-            f"<tbody>\n{body}</tbody>\n<caption>Percent; {e(note)}.</caption>\n</table>\n")
+    lines = [r"% needs \usepackage{booktabs}", r"\begin{tabular}{l" + ("c" * k) * len(datasets) + "}", r"\toprule",
+             "Method & " + " & ".join(rf"\multicolumn{{{k}}}{{c}}{{{_tex(d)}}}" for d in datasets) + r" \\",
+             " & " + " & ".join(LABELS[m] for _ in datasets for m in metrics) + r" \\", r"\midrule"]
+    for m in methods:
+        lines.append(_tex(m) + " & " + " & ".join(_fmt(by.get((m, d)), x, r" $\pm$ ", r"$^\dagger$")
+                                                   for d in datasets for x in metrics) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", f"% percent; {note}"]
+    return "\n".join(lines) + "\n"
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+        ">": r"\textgreater{}", "|": r"\textbar{}"}
 
 
 def _tex(s: str) -> str:
     """`s` as LaTeX text: every character LaTeX treats specially escaped."""
     return "".join(_TEX.get(ch, ch) for ch in s)
-
-
-def _pyplot():
-    from clipclap_cli.extras import need
-
-    need("matplotlib", "plots", "report --plots").use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path, title: str, xlabel: str, ylabel: str) -> Path:
-    """Save a figure whose title and axis labels are set; the PNG also carries them as text
-    (Title, Description), so a figure sent on its own still says what it shows."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata={"Title": title, "Description": f"x: {xlabel}; y: {ylabel}",
-                                         "Software": "clipclap"})
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
-
-
-def _axes(ax, title: str, xlabel: str, ylabel: str) -> tuple[str, str, str]:
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.grid(True, color="0.85", linewidth=0.6)
-    return title, xlabel, ylabel
-
-
-def write_plots(run: RunResult, out_dir: Path) -> list[Path]:
-    """Per run: the test bias curve (S, U, HM against β, β* marked), per-class accuracy (seen
-    and unseen told apart) and the training curves (loss and validation HM per epoch, the best
-    epoch marked). Each names dataset, split, head and seed, labels both axes with units and
-    tells its lines apart by style and marker, not by colour alone (readable in greyscale)."""
-    plt = _pyplot()
-    res = run.results
-    stem = "_".join(run.path.parts[-3:]).replace(",", "_").replace("=", "-")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    who = f"{run.method} on {run.dataset}, seed {_seed(run)}"
-    written = []
-    curve, beta = res["test_curve"], res["test"]["beta"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    styles = (("seen", "S (seen)", "-", "o"), ("unseen", "U (unseen)", "--", "s"), ("hm", "HM", ":", "^"))
-    every = max(1, len(curve["beta"]) // 12)
-    for key, label, line, marker in styles:
-        ax.plot(curve["beta"], [100 * v for v in curve[key]], line, marker=marker, markevery=every, color="0.1",
-                linewidth=2 if key == "hm" else 1.3, label=label)
-    ax.axvline(beta, color="0.4", linestyle="-.", linewidth=1.2, label=f"chosen β* = {beta:.3f}")
-    labels = _axes(ax, f"Test accuracy against the calibration bias β\n{who}", "calibration bias β (distance units)",
-                   "accuracy (%)")
-    ax.legend()
-    written.append(_save(fig, out_dir / f"{stem}-calibration.png", *labels))
-    acc = res["per_class_accuracy"]
-    names = list(acc["seen"]) + list(acc["unseen"])
-    values = [100 * v for v in acc["seen"].values()] + [100 * v for v in acc["unseen"].values()]
-    fig, ax = plt.subplots(figsize=(max(6.4, 0.18 * len(names)), 4.2))
-    seen = len(acc["seen"])
-    ax.bar(range(seen), values[:seen], color="0.75", edgecolor="0.2", label=f"seen ({seen} classes)")
-    ax.bar(range(seen, len(names)), values[seen:], color="0.35", edgecolor="0.1", hatch="//",
-           label=f"unseen ({len(names) - seen} classes)")
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
-    labels = _axes(ax, f"Per-class test accuracy at β* = {beta:.3f}\n{who}", "class", "accuracy at β* (%)")
-    ax.legend()
-    written.append(_save(fig, out_dir / f"{stem}-per-class.png", *labels))
-    training = _training_curves(run, who, out_dir / f"{stem}-training.png")
-    return written + ([training] if training else [])
-
-
-def _training_curves(run: RunResult, who: str, path: Path) -> Path | None:
-    """Loss (left axis) and validation HM (right axis) per epoch of each stage, best epoch marked."""
-    plt = _pyplot()
-    stages = []
-    for stage in (1, 2):
-        f = run.path / f"stage{stage}" / "metrics.jsonl"
-        if f.exists():
-            rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-            if rows:
-                stages.append((stage, rows))
-    if not stages:
-        return None
-    offset = 0 if run.results.get("run_format", 1) >= 2 else 1  # runs of clipclap 0.1 counted epochs from 0
-    fig, axes = plt.subplots(1, len(stages), figsize=(6.4 * len(stages), 4.2), squeeze=False)
-    for ax, (stage, rows) in zip(axes[0], stages, strict=True):
-        epochs = [r["epoch"] + offset for r in rows]
-        ax.plot(epochs, [r["losses"]["total"] for r in rows], "-", marker="o", color="0.1", label="training loss")
-        twin = ax.twinx()
-        twin.plot(epochs, [100 * r["val"]["hm"] for r in rows], "--", marker="s", color="0.45",
-                  label="validation HM")
-        best = rows[-1].get("best_epoch")
-        if best is not None:
-            best += offset
-            ax.axvline(best, color="0.3", linestyle=":", linewidth=1.2, label=f"best epoch {best}")
-        twin.set_ylabel("validation HM (%)")
-        from matplotlib.ticker import MaxNLocator
-
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        _axes(ax, f"Stage {stage}", "epoch (counted from 1)", "training loss")
-        lines = ax.get_legend_handles_labels()
-        more = twin.get_legend_handles_labels()
-        ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8)
-    title = f"Training curves: {who}"
-    fig.suptitle(title)
-    return _save(fig, path, title, "epoch (counted from 1)", "training loss; validation HM (%)")
-
-
-def write_comparison(cells: list[Cell], out_dir: Path, metric: str = "hm") -> Path | None:
-    """Methods x datasets: the mean `metric` over seeds as bars, the standard deviation as error
-    bars, n under each method; hatched bars tell methods apart in greyscale."""
-    measured = [c for c in cells if c.n]
-    if not measured:
-        return None
-    plt = _pyplot()
-    methods, datasets, by = _layout(measured)
-    width = 0.8 / len(methods)
-    fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(datasets) * len(methods)), 4.2))
-    hatches = ("", "//", "..", "xx", "\\\\", "++", "--", "oo")
-    for i, method in enumerate(methods):
-        xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(datasets))]
-        cells_here = [by.get((method, d)) for d in datasets]
-        n = sorted({c.n for c in cells_here if c})
-        ax.bar(xs, [c.mean[metric] if c else 0 for c in cells_here], width,
-               yerr=[c.std[metric] if c and c.n > 1 else 0 for c in cells_here], capsize=3,
-               color=str(0.25 + 0.6 * i / max(1, len(methods) - 1)), edgecolor="0.1", hatch=hatches[i % len(hatches)],
-               label=f"{method} (n = {'/'.join(map(str, n))})")
-    ax.set_xticks(range(len(datasets)), datasets)
-    title = f"Test {LABELS[metric]} per method and dataset: mean ± std over seeds"
-    labels = _axes(ax, title, "dataset (split)", f"{LABELS[metric]} (%)")
-    ax.legend(fontsize=8)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return _save(fig, out_dir / f"comparison-{metric}.png", *labels)

@@ -55,6 +55,13 @@ class FusionHead(nn.Module):
     """Training settings this head trains with by default (some of `protocol.LAYERED_SETTINGS`,
     e.g. the AVCA-GZSL baselines' lr 1e-3 and 50 epochs): over the dataset's, under the
     dataset's `head_train.<head>` and the command line. Checked when the head is registered."""
+    training_free: ClassVar[bool] = False
+    """Nothing to learn (the `zeroshot` head): the trainer takes no optimiser step and never
+    calls `loss`; each stage is one epoch, the validation pass that calibrates the bias."""
+    label_space: ClassVar[bool] = False
+    """The head compares video features with the CLIP label embeddings and audio features with
+    the CLAP ones as they are, so video must be as wide as `clip` and audio as `clap`. A run on
+    other widths is refused when the head is built; the contract kit checks it on such widths."""
 
     def __init__(self, dims: FeatureDims, params: Any):
         super().__init__()

@@ -229,7 +229,23 @@ def create_head(name: str, dims, params=None, pm=None):
     cls = get_head(name, pm)
     if params is None or isinstance(params, dict):
         params = build_params(cls.Params, params or {})
+    if getattr(cls, "label_space", False):
+        check_label_space(name, dims)
     return cls(dims, params)
+
+
+def check_label_space(name: str, dims) -> None:
+    """A `label_space` head compares video with the CLIP label embeddings and audio with the
+    CLAP ones: their widths must agree (those of the parts the dataset has)."""
+    from clipclap_cli.errors import ParamError
+
+    widths = dict(dims.text_parts)
+    wrong = [f"{modality} is {width} wide, {part} {widths[part]}"
+             for modality, width, part in (("video", dims.video, "clip"), ("audio", dims.audio, "clap"))
+             if part in widths and widths[part] != width]
+    if wrong:
+        raise ParamError(f"head {name!r} compares features with the label embeddings of the same encoder, but "
+                         f"{'; '.join(wrong)} (features and label embeddings from different models?)")
 
 
 class DatasetCatalog:

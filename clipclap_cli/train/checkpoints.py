@@ -129,7 +129,7 @@ def _without_data_parallel_prefix(state: dict[str, torch.Tensor]) -> dict[str, t
 def save_trainer(path: Path, trainer) -> None:
     """Everything needed to continue after the last completed epoch, bit for bit."""
     tensors = {f"model.{k}": v for k, v in trainer.head.state_dict().items()}
-    opt = trainer.optimizer.state_dict()
+    opt = trainer.optimizer.state_dict() if trainer.optimizer is not None else {"state": {}, "param_groups": []}
     for idx, entries in opt["state"].items():
         for key, value in entries.items():
             tensors[f"optim.{idx}.{key}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
@@ -138,9 +138,10 @@ def save_trainer(path: Path, trainer) -> None:
     if trainer.data.audio.is_cuda:
         tensors["rng.cuda"] = torch.cuda.get_rng_state(trainer.data.audio.device)
     s = trainer.state
+    scheduler = trainer.scheduler.state_dict() if trainer.scheduler is not None else None
     meta = {"run_format": RUN_FORMAT, "epochs_done": s.epochs_done, "best_epoch": s.best_epoch,
             "best_hm": s.best_hm, "best_betas": s.best_betas,
-            "history": s.history, "scheduler": trainer.scheduler.state_dict(), "param_groups": opt["param_groups"]}
+            "history": s.history, "scheduler": scheduler, "param_groups": opt["param_groups"]}
     _atomic_save(tensors, meta, path)
 
 
@@ -152,8 +153,9 @@ def load_trainer(path: Path, trainer) -> None:
         if key.startswith("optim."):
             _, idx, name = key.split(".", 2)
             state.setdefault(int(idx), {})[name] = value
-    trainer.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    trainer.scheduler.load_state_dict(meta["scheduler"])
+    if trainer.optimizer is not None:  # None: a training-free head
+        trainer.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        trainer.scheduler.load_state_dict(meta["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])
     trainer.generator.set_state(tensors["rng.sampler"])
     if "rng.cuda" in tensors and trainer.data.audio.is_cuda:

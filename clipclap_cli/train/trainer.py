@@ -89,10 +89,14 @@ class Trainer:
 
     def __init__(self, head: FusionHead, data: ProtocolData, train: TrainSet, val: EvalSet, config: TrainSettings):
         self.head, self.data, self.train_set, self.val, self.config = head, data, train, val, config
-        # fused Adam: the same update as the reference's, ~10x faster than the per-tensor loop on CPU
-        self.optimizer = torch.optim.Adam(head.param_groups(), lr=config.lr, weight_decay=config.weight_decay,
-                                          fused=True)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max", factor=0.1, patience=3)
+        # a training-free head (zeroshot) has nothing to optimise: no optimiser, no schedule
+        self.optimizer = self.scheduler = None
+        if not head.training_free:
+            # fused Adam: the same update as the reference's, ~10x faster than the per-tensor loop on CPU
+            self.optimizer = torch.optim.Adam(head.param_groups(), lr=config.lr, weight_decay=config.weight_decay,
+                                              fused=True)
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max", factor=0.1,
+                                                                        patience=3)
         self.generator = torch.Generator().manual_seed(config.seed)
         labels = data.labels[train.videos].cpu()
         self.sampler = ClassBalancedSampler(labels, train.classes.cpu(), self.generator)
@@ -115,14 +119,15 @@ class Trainer:
     def run_epoch(self, on_step: Callable[[int], None] | None = None) -> EpochRecord:
         cfg, head = self.config, self.head
         epoch = self.state.epochs_done + 1
-        n = cfg.batch_size * cfg.batches_per_epoch
+        steps = 0 if head.training_free else cfg.batches_per_epoch
+        n = cfg.batch_size * steps
         rows, targets = self.sampler.draw(n)
         neg = self.sampler.draw(n, exclude=targets) if head.needs_negatives else None
         head.train()
         sums: dict[str, torch.Tensor] = {}
         # which steps' loss was not finite: kept on the device and read once, after the epoch
-        non_finite = torch.zeros(cfg.batches_per_epoch, dtype=torch.bool, device=self.data.audio.device)
-        for step in range(cfg.batches_per_epoch):
+        non_finite = torch.zeros(steps, dtype=torch.bool, device=self.data.audio.device)
+        for step in range(steps):
             sl = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
             batch = self._batch(rows[sl], targets[sl], None if neg is None else (neg[0][sl], neg[1][sl]))
             loss, parts = check_loss(head, head.loss(batch, self.train_text))
@@ -141,17 +146,17 @@ class Trainer:
             raise RunError(f"the training loss turned non-finite at epoch {epoch}, batch {step + 1} of "
                            f"{cfg.batches_per_epoch}; the run stopped and keeps its last good checkpoint, and no "
                            "results were written (check the data with `clipclap verify`, or lower --lr)")
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else 0.0
         results = evaluate_head(head, self.data, self.val, betas=bias_grid(*cfg.beta_grid))
         both = results["both"].best
         betas = {m: r.best.beta for m, r in results.items()}
         if improves(self.state.best_hm, both.hm):
             self.state.best_hm, self.state.best_epoch, self.state.best_betas = both.hm, epoch, betas
-        if cfg.lr_scheduler:
+        if cfg.lr_scheduler and self.scheduler is not None:
             self.scheduler.step(both.hm)
         record = EpochRecord(
             epoch=epoch, lr=lr,
-            losses={k: float(v) / cfg.batches_per_epoch for k, v in sums.items()},
+            losses={k: float(v) / steps for k, v in sums.items()},
             val={k: v for k, v in both.as_dict().items() if not k.startswith("per_class")},
             val_betas=betas, best_epoch=self.state.best_epoch, best_hm=float(self.state.best_hm),
         )

@@ -47,6 +47,10 @@ class RunRequest:
         return {k: v for k, v in given.items() if v is not None}
 
 
+TRAINING_ONLY = (*SCHEDULE_SETTINGS, "replay_forward", "lr_scheduler")
+"Settings a training-free head (`FusionHead.training_free`) does not take from the command line"
+
+
 def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, run_dir: Path | None = None,
               pm=None) -> list[tuple[Path, RunSpec]]:
     """The (folder, spec) of every run in `request`.
@@ -91,8 +95,11 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
         params = {k: getattr(parsed, k) for k in given}
         variant = {k: getattr(parsed, k) for k in cli_params}
         where = f"{entry.origin} [datasets.{entry.name}]"
+        given_cli = cli
+        if head_cls.training_free:  # the schedule of what it does not train is not its to take
+            given_cli = {k: v for k, v in cli.items() if k not in TRAINING_ONLY}
         layers = [(f"{where} train", entry.train), (f"head {head} (train_defaults)", head_cls.train_defaults),
-                  (f"{where} head_train.{head}", _for_head(entry.head_train, head)), ("command line", cli)]
+                  (f"{where} head_train.{head}", _for_head(entry.head_train, head)), ("command line", given_cli)]
         defaults, _ = merge_settings(layers[:-1])
         settings, sources = merge_settings(layers)
         # recorded only where the run departs from them, so a faithful run's spec (and folder) is

@@ -52,6 +52,8 @@ def train_stage(path: Path, spec: RunSpec, data: ProtocolData, stage: int, cb: C
         cfg = dataclasses.replace(cfg, epochs=first["best_epoch"])  # stage 2 trains as many epochs as stage 1 chose
     torch.manual_seed(cfg.seed)
     head = build_head(spec, pm).to(cfg.device)
+    if head.training_free:  # its one epoch is the validation pass; more would repeat it
+        cfg = dataclasses.replace(cfg, epochs=1)
     train_set, val = data.stage(stage)
     trainer = Trainer(head, data, train_set, val, cfg)
     ckpt = sdir / "checkpoint-last.safetensors"
