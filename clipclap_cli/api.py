@@ -178,6 +178,11 @@ class Encoder(ABC):
     class Params:
         pass
 
+    def __init__(self, params: Any = None):
+        """The constructor contract: an instance of `Params` (None: its defaults); cheap, no
+        weights loaded (load them on first use). Subclasses that keep more state call this first."""
+        self.params = params if params is not None else self.Params()
+
     @abstractmethod
     def encode_batch(self, items: list[Any]) -> np.ndarray:
         """Encode a batch of items into a float32 array (B, dim)."""

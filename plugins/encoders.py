@@ -23,7 +23,7 @@ class RandomProjection(Encoder):
         "Seed of the projection matrix"
 
     def __init__(self, params: RandomProjection.Params | None = None):
-        self.params = params or self.Params()
+        super().__init__(params)
         self._matrix: dict[int, np.ndarray] = {}
 
     def encode_batch(self, items):

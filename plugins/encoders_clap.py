@@ -59,7 +59,7 @@ class ClapEncoder(Encoder):
         "BERT vocab.txt for the text branch (default: $CLIPCLAP_BERT_VOCAB)"
 
     def __init__(self, params: ClapEncoder.Params | None = None):
-        self.params = params or self.Params()
+        super().__init__(params)
         self.dim = TINY["embed_size"] if self.params.size == "tiny" else 1024
         self._model = self._text = None
 

@@ -113,7 +113,7 @@ class ClipEncoder(Encoder):
         "Inference precision (bf16/fp16 under torch.autocast; outputs are float32)"
 
     def __init__(self, params: ClipEncoder.Params | None = None):
-        self.params = params or self.Params()
+        super().__init__(params)
         self._model = self._preprocess = self._tokenizer = None
         self.dim = _embed_dim(self.params.model)  # from the config file: no torch import here
 

@@ -98,9 +98,6 @@ class _Encoder(Encoder):
     class Params:
         pass
 
-    def __init__(self, params=None):
-        self.params = params or self.Params()
-
     def encode_batch(self, items):
         return np.stack([np.full(self.dim, float(np.mean(i)), np.float32) for i in items])
 

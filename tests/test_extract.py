@@ -255,9 +255,6 @@ def test_a_plugin_s_encoders_extract_through_the_cli(videos, cli, pm, tmp_path):
     class MeanColour(Encoder):
         encoder_id, modality, dim, Params = "mean-colour", "video", 3, NoParams
 
-        def __init__(self, params=None):
-            self.params = params
-
         def encode_batch(self, items):
             return np.stack([np.asarray(frames, np.float32).mean(axis=(0, 1, 2)) / 255 for frames in items])
 
@@ -322,9 +319,6 @@ def test_malformed_plugin_output_stops_extraction_naming_the_plugin(videos, cli,
         @dataclass(frozen=True)
         class Params:
             pass
-
-        def __init__(self, params=None):
-            self.params = params
 
         def encode_batch(self, items):
             return np.stack([np.asarray(f, np.float32).mean(axis=(0, 1, 2)) for f in items])

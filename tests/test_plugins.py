@@ -109,9 +109,6 @@ def test_a_plugin_s_text_encoder_embeds_labels_and_they_train(pm, cli, tmp_path)
         class Params:
             pass
 
-        def __init__(self, params=None):
-            self.params = params or self.Params()
-
         def encode_batch(self, items):
             return np.stack([[text.lower().count(chr(97 + i)) for i in range(26)] for text in items]).astype(np.float32)
 

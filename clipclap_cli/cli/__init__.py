@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from clipclap_cli.errors import ClipclapError
+from clipclap_cli.processes import Terminated, stop_signals_interrupt
 
 
 def make_app(pm) -> typer.Typer:
@@ -64,9 +65,14 @@ def run(argv: list[str] | None, pm) -> int:
 
     on_failure(pm, warn)
     try:
-        make_app(pm)(args=argv, prog_name="clipclap")
+        with stop_signals_interrupt():  # SIGTERM and SIGHUP stop it as Ctrl-C does, workers and all
+            make_app(pm)(args=argv, prog_name="clipclap")
     except SystemExit as e:
-        if _interrupted(e):  # Typer turns Ctrl-C into a silent exit 130
+        interrupt = _interrupted(e)  # Typer turns Ctrl-C into a silent exit 130
+        if isinstance(interrupt, Terminated):
+            err.print(f"[yellow]Stopped ({interrupt.args[0]}).[/yellow] Rerun the same command to resume.")
+            return 128 + interrupt.signum
+        if interrupt is not None:
             err.print("[yellow]Interrupted.[/yellow] Rerun the same command to resume.")
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except ClipclapError as e:
@@ -81,6 +87,9 @@ def run(argv: list[str] | None, pm) -> int:
             raise
         err.print(f"[red]Error:[/red] {escape(_os_error_line(e))}")
         return 1
+    except Terminated as e:
+        err.print(f"[yellow]Stopped ({e.args[0]}).[/yellow] Rerun the same command to resume.")
+        return 128 + e.signum
     except KeyboardInterrupt:
         err.print("[yellow]Interrupted.[/yellow] Rerun the same command to resume.")
         return 130
@@ -93,15 +102,16 @@ def _os_error_line(e: OSError) -> str:
     return f"{' -> '.join(paths)}: {e.strerror}" if paths and e.strerror else str(e)
 
 
-def _interrupted(exc: BaseException) -> bool:
-    """Whether a KeyboardInterrupt is among the exceptions that led to `exc`."""
+def _interrupted(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (Ctrl-C, or a stop signal's Terminated) among the exceptions that
+    led to `exc`, if any."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, KeyboardInterrupt):
-            return True
+            return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return False
+    return None
 
 
 def main() -> None:

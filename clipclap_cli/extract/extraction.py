@@ -43,6 +43,7 @@ from clipclap_cli.frame_recipes import DEFAULT as DEFAULT_RECIPE
 from clipclap_cli.frame_recipes import get_recipe
 from clipclap_cli.names import check_name
 from clipclap_cli.plugins.contracts import check_encoded
+from clipclap_cli.processes import die_with
 from clipclap_cli.store.feature_store import FeatureStore
 from clipclap_cli.store.locations import staging_name
 from clipclap_cli.store.locks import exclusive
@@ -108,7 +109,7 @@ class _Decoder:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"),
-                                             initializer=_die_with, initargs=(os.getpid(),))
+                                             initializer=die_with, initargs=(os.getpid(),))
         return self._pool
 
     def decode(self, jobs: list) -> list:
@@ -136,32 +137,6 @@ class _Decoder:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
         self._pool = None
-
-
-def _die_with(main_pid: int) -> None:
-    """Worker initializer: exit as soon as the process that started the extraction is gone, even
-    killed with -9. (A forkserver's workers are its children, not that process's, and they keep
-    it alive, so neither PR_SET_PDEATHSIG nor the forkserver's own watch would stop them.) A
-    thread waits on the process's pidfd (Linux); elsewhere it polls."""
-    import select
-    import threading
-
-    def watch() -> None:
-        try:
-            fd = os.pidfd_open(main_pid)
-        except ProcessLookupError:
-            os._exit(1)
-        except (AttributeError, OSError):  # no pidfd here: poll
-            while True:
-                try:
-                    os.kill(main_pid, 0)
-                except ProcessLookupError:
-                    os._exit(1)
-                time.sleep(1.0)
-        select.select([fd], [], [])  # readable once the process has exited
-        os._exit(1)
-
-    threading.Thread(target=watch, name="clipclap-watch-main", daemon=True).start()
 
 
 class Extraction:

@@ -11,6 +11,7 @@ events on a queue, which the caller turns into its display.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue as queue_module
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -21,6 +22,7 @@ from typing import Any
 
 from clipclap_cli.errors import ClipclapError
 from clipclap_cli.plugins.manager import PortablePlugin, rebuild_plugin_manager
+from clipclap_cli.processes import die_with
 from clipclap_cli.store.feature_store import FeatureStore
 from clipclap_cli.train.runs.spec import RunSpec
 from clipclap_cli.train.runs.stages import Callbacks, train_run
@@ -53,12 +55,14 @@ _plugins: list[PortablePlugin] = []  # the caller's plugins (set by _init_worker
 _manager = None  # the plugin manager built from them, on first use
 
 
-def _init_worker(events, threads: int, plugins: list[PortablePlugin]) -> None:
-    """A worker's setup: its event queue, the caller's plugins, and its share of the cores as
-    torch's default threads (what a new run records when no --threads was given)."""
+def _init_worker(events, threads: int, plugins: list[PortablePlugin], command_pid: int) -> None:
+    """A worker's setup: exit when the command does (`die_with`: even killed with -9), its event
+    queue, the caller's plugins, and its share of the cores as torch's default threads (what a
+    new run records when no --threads was given)."""
     global _events, _plugins
     import torch
 
+    die_with(command_pid)
     _events, _plugins = events, plugins
     torch.set_num_threads(threads)
 
@@ -104,7 +108,7 @@ def train_in_workers(plan: list[tuple[Path, RunSpec]], store: str, stages: tuple
     events = context.Queue()
     outcomes: dict[int, RunOutcome] = {}
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
-                             initargs=(events, share, plugins)) as pool:
+                             initargs=(events, share, plugins, os.getpid())) as pool:
         pending: set[Future] = {pool.submit(_train_in_worker, i, path, spec, store, stages, threads)
                                 for i, (path, spec) in enumerate(plan)}
         try:
