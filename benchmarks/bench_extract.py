@@ -2,7 +2,9 @@
 
     python benchmarks/bench_extract.py [--videos 48] [--json out.json] [--full] [--device cuda]
 
-Measures decoding alone per frame recipe (one process), then `clipclap extract` end to end
+Measures decoding alone per frame recipe (one process), each encoder alone (items/s of
+`encode_batch` at batch 16: the tiny test models, ViT-B/32 and HTS-AT with random weights) on
+the chosen device, then `clipclap extract` end to end
 (decoding in worker processes, batched inference, store
 writes) in videos/s with the tiny encoders (decode-bound), and with --full the real
 architectures (ViT-B/32 + the published-size HTS-AT, random weights) on the chosen device.
@@ -23,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -67,12 +71,12 @@ def cold_and_warm(root: Path, tmp: Path, dims: tuple[int, int], params: list[str
     return first, extract(root, tmp, dims, params, device, workers)
 
 
-def _timed(fn, device: str, reps: int) -> float:
-    """Seconds per call of `fn` (after 3 warm-up calls), synchronising the GPU around the timing."""
+def _timed(fn, device: str, reps: int, warm_up: int = 2) -> float:
+    """Seconds per call of `fn` (after `warm_up` calls), synchronising the GPU around the timing."""
     import torch
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for _ in range(3):
+    for _ in range(warm_up):
         fn()
     sync()
     t = time.perf_counter()
@@ -117,6 +121,34 @@ def gpu_figures(device: str = "cuda", batch: int = 64, reps: int = 10, size: int
     return out
 
 
+ENCODERS = (("clip_tiny", "clip", {"model": "clipclap-tiny-clip"}), ("clap_tiny", "clap", {"size": "tiny"}),
+            ("clip_vit_b32", "clip", {"random_weights": True}), ("clap_htsat", "clap", {"random_weights": True}))
+"What `encoder_rates` times: the tiny test models, and the real architectures with random weights"
+
+
+def encoder_rates(device: str, batch: int = 16, reps: int = 3) -> dict[str, float]:
+    """Items/s of each encoder's `encode_batch` alone (preprocessing included, decoding not) on
+    `device`, at `batch` items as `extract --batch-size` gives them: 320x240 RGB frames for video,
+    10 s of 32 kHz audio for audio (fp32)."""
+    import torch
+
+    from clipclap_cli.params import build_params
+    from clipclap_cli.plugins.registry import get_encoder
+    from clipclap_cli.testing import example_items
+
+    pm = make_plugin_manager(entrypoints=False)
+    frames = [np.random.default_rng(i).integers(0, 256, (1, 240, 320, 3), dtype=np.uint8) for i in range(batch)]
+    out = {}
+    for label, name, values in ENCODERS:
+        cls = type(get_encoder(name, pm))
+        encoder = cls(build_params(cls.Params, {**values, "device": device}))
+        items = frames if encoder.modality == "video" else example_items(encoder.modality, batch)
+        with torch.no_grad():
+            seconds = _timed(lambda e=encoder, i=items: e.encode_batch(i), device, reps)
+        out[f"encode_{label}_items_per_s"] = batch / seconds
+    return out
+
+
 def decode_rates(root: Path) -> dict[str, float]:
     """Videos/s of decoding alone, in this process, per frame recipe (the released features'
     recipes decode every frame up to theirs, as their scripts did; clean seeks) and for audio."""
@@ -150,6 +182,7 @@ def main() -> int:
     make_videos(root, args.videos)
     figures = {"videos": args.videos, "device": args.device, "workers": args.workers}
     figures |= decode_rates(root)
+    figures |= encoder_rates(args.device)
     first, warm = cold_and_warm(root, tmp, (32, 32), ["-e", "clip:model=clipclap-tiny-clip", "-e", "clap:size=tiny"],
                                 args.device, args.workers)
     figures["tiny_videos_per_s"] = args.videos / warm

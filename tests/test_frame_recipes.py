@@ -23,12 +23,17 @@ from torchvision import transforms  # noqa: E402 - after the skip: the reference
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
-def write_textured(path: Path, frames: int, fps: int, size=(64, 48), codec="mpeg4", pts=None) -> Path:
+def write_textured(path: Path, frames: int, fps: int, size=(64, 48), codec="mpeg4", pts=None,
+                   rotation: int = 0) -> Path:
     """Blocks of random colour (chroma that interpolation would show), a ramp over time in the
-    first channel; `pts` gives each frame's timestamp in 1/fps units (a variable frame rate)."""
+    first channel; `pts` gives each frame's timestamp in 1/fps units (a variable frame rate);
+    `rotation` (degrees, counter-clockwise) is written as the container's display matrix, as
+    phones record portrait video."""
     container = av.open(str(path), "w")
     stream = container.add_stream(codec, rate=fps)
     stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+    if rotation:
+        stream.set_display_rotation(rotation)
     rng = np.random.default_rng(frames)
     for i in range(frames):
         img = rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3)).astype(np.uint8).repeat(8, 0).repeat(8, 1)
@@ -45,7 +50,9 @@ def write_textured(path: Path, frames: int, fps: int, size=(64, 48), codec="mpeg
 
 
 VIDEOS = {"odd frames, mpeg4": dict(frames=23, fps=15), "even frames, h264": dict(frames=24, fps=15, codec="libx264"),
-          "longer, 10 fps": dict(frames=31, fps=10, size=(96, 72))}
+          "longer, 10 fps": dict(frames=31, fps=10, size=(96, 72)),
+          "rotated 90 degrees": dict(frames=22, fps=15, size=(64, 48), rotation=90),
+          "rotated 180 degrees": dict(frames=21, fps=15, size=(64, 48), rotation=180, codec="libx264")}
 
 
 @pytest.fixture(scope="module", params=sorted(VIDEOS))
@@ -111,6 +118,18 @@ def test_each_released_recipe_gives_its_scripts_picture_exactly(video, recipe):
     reference = np.asarray(REFERENCES[recipe](video))
     assert ours.shape == (1, *reference.shape) and ours.dtype == np.uint8
     assert np.array_equal(ours[0], reference), np.abs(ours[0].astype(int) - reference).max()
+
+
+@pytest.mark.parametrize("rotation", [90, 270])
+def test_a_rotated_video_is_turned_upright_as_opencv_turns_it(tmp_path, rotation):
+    """A portrait phone video: 64x48 pictures with a display matrix of a quarter turn. OpenCV
+    (whose auto-orientation the scripts relied on) and every recipe give the 48x64 upright frame."""
+    path = write_textured(tmp_path / "r.mp4", frames=20, fps=15, size=(64, 48), rotation=rotation)
+    reference = np.asarray(vggsound_reference(path))
+    assert reference.shape == (64, 48, 3)  # OpenCV turned it
+    ours = recipe_frames(path, get_recipe("vggsound-released"))
+    assert np.array_equal(ours[0], reference)
+    assert recipe_frames(path, get_recipe("clean")).shape == (1, 64, 48, 3)
 
 
 def test_the_ucf_script_inverted_its_frames_and_the_recipe_says_so(video):
