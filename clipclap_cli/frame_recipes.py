@@ -30,6 +30,8 @@ class FrameRecipe:
     missing: Literal["black", "fail"] = "fail"
     channels: Literal["rgb", "bgr"] = "rgb"
     pixels: Literal["as-decoded", "float-round-trip"] = "as-decoded"
+    quarter_turns: Literal["upright", "opencv-4.6"] = "upright"
+    "How a video turned by 90 or 270 degrees is turned back (resources/frame_recipes.toml)"
     source: str = ""
     "The reference script (and lines) the recipe reproduces"
 
@@ -43,7 +45,7 @@ class FrameRecipe:
 
 _CHOICES = {"select": ("middle-time", "index"), "count": ("container", "decoded", None),
             "index": ("half", "half-before", None), "missing": ("black", "fail"), "channels": ("rgb", "bgr"),
-            "pixels": ("as-decoded", "float-round-trip")}
+            "pixels": ("as-decoded", "float-round-trip"), "quarter_turns": ("upright", "opencv-4.6")}
 
 
 @functools.cache

@@ -165,6 +165,8 @@ def _picture(frame, recipe: FrameRecipe) -> np.ndarray:
     """A decoded frame as the recipe's uint8 picture: channel order, display rotation, pixels."""
     picture = frame.to_ndarray(format="bgr24" if recipe.channels == "bgr" else "rgb24")
     turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # counterclockwise quarter turns
+    if turns % 2 and recipe.quarter_turns == "opencv-4.6":  # the scripts' OpenCV turned these the other way
+        turns = (turns + 2) % 4
     if turns:
         picture = np.ascontiguousarray(np.rot90(picture, k=turns))
     if recipe.pixels == "float-round-trip":  # v * 255 cast to uint8 wraps: (256 - v) mod 256
