@@ -377,6 +377,36 @@ def test_stopping_side_by_side_runs_stops_every_worker_and_they_resume(cli, demo
         assert a.read_bytes() == b.read_bytes()
 
 
+def test_torchrun_spreads_the_runs_over_its_ranks(cli, demo_store, tmp_path):
+    """`torchrun --nproc-per-node 2 -m clipclap_cli train ...` on the CPU (gloo): each rank
+    trains a disjoint share of the runs into the shared runs folder and rank 0 prints one table
+    of them all. A run failing on one rank fails the command (the other rank's runs are kept);
+    the same command then trains only what is missing, and each run has the bytes of the same
+    run trained alone (torchrun gives each rank one thread, hence --threads 1)."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    schedule = ["--seeds", "3", "--epochs", "1", "--batches-per-epoch", "2"]
+    cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "clipclap_cli", "train", "demo",
+           "--store", str(demo_store), "--runs-dir", str(tmp_path / "ranks"), *schedule]
+    runs = tmp_path / "ranks" / "demo" / "clipclap,epochs=1,batches-per-epoch=2"
+    (runs / "seed43").mkdir(parents=True)
+    (runs / "seed43" / "config.json").write_text('{"spec": {}}')  # not a run: rank 1's only run fails
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "rank 0 of 2: 2 of 3 runs" in r.stderr and "rank 1 of 2: 1 of 3 runs" in r.stderr
+    assert "1 of 3 runs failed on the ranks" in r.stderr and "seed43: config.json is not one" in r.stderr, r.stderr
+    assert sorted(p.parent.name for p in runs.glob("*/results.json")) == ["seed42", "seed44"]  # rank 0's
+    assert "mean ± std over 2 seeds" in r.stdout
+    shutil.rmtree(runs / "seed43")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("finished stages are reused") == 2 and r.stdout.count("| clipclap") == 1
+    assert "mean ± std over 3 seeds" in r.stdout
+    alone = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "alone", "--seed", "43",
+                "--threads", "1", *schedule[2:])
+    assert alone.exit_code == 0, alone
+    assert (runs / "seed43" / "results.json").read_bytes() == \
+        (tmp_path / "alone" / runs.relative_to(tmp_path / "ranks") / "seed43" / "results.json").read_bytes()
+
+
 def _store_with_clip_labels_only(demo_store, path):
     """The demo dataset and split in a new store, with CLIP label embeddings and no CLAP ones
     (what `clipclap embed --encoder clip` alone leaves after `extract`)."""

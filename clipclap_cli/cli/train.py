@@ -63,6 +63,7 @@ def install(app, pm) -> None:
         from clipclap_cli.errors import ClipclapError
         from clipclap_cli.plugins.registry import list_heads
         from clipclap_cli.protocol import DEFAULT_BETA_GRID
+        from clipclap_cli.train.distributed import torchrun_ranks
         from clipclap_cli.train.runs.plan import RunRequest, parse_grid, plan_runs
 
         if stage not in STAGES:
@@ -82,21 +83,63 @@ def install(app, pm) -> None:
         fs = store(store_path or DEFAULT_STORE)
         entry = catalog(pm, datasets_file).get(stored_dataset(fs, dataset))
         grid = parse_grid(beta_grid)
+        ranks = torchrun_ranks()  # under torchrun: this process trains its share of the runs
+        if ranks is not None:
+            device = ranks.device(device)
         request = RunRequest(tuple(names), tuple(params), seed, seeds, split, epochs, lr, batch_size, batches, device,
                              None if replay else False, lr_scheduler, None if grid == DEFAULT_BETA_GRID else grid, legacy)
         plan = plan_runs(fs, entry, request, runs_dir, run_dir, pm)
-        failed = 0
-        if jobs > 1 and len(plan) > 1:
-            finished, failed = train_side_by_side(plan, fs, STAGES[stage], min(jobs, len(plan)), threads, pm)
-        else:
-            finished = [train_one(path, spec, fs, STAGES[stage], pm, threads) for path, spec in plan]
-        finished = [p for p in finished if p is not None]
+        if ranks is not None:
+            _train_on_ranks(ranks, plan, fs, STAGES[stage], jobs, threads, pm)
+            return
+        finished, failed = _train_plan(plan, fs, STAGES[stage], jobs, threads, pm)
         if 2 in STAGES[stage] and finished:  # with every run failed, the error below says so
             from clipclap_cli.cli.report import print_report
 
             print_report(finished)
         if failed:
             raise ClipclapError(f"{failed} of {len(plan)} runs failed (above); rerun the same command to retry them")
+
+
+def _train_plan(plan, fs, stages, jobs, threads, pm) -> tuple[list[Path], int]:
+    """Train the runs of `plan`, `jobs` at a time: the folders that finished, and how many failed
+    (one at a time, the first failure raises)."""
+    failed = 0
+    if jobs > 1 and len(plan) > 1:
+        finished, failed = train_side_by_side(plan, fs, stages, min(jobs, len(plan)), threads, pm)
+    else:
+        finished = [train_one(path, spec, fs, stages, pm, threads) for path, spec in plan]
+    return [p for p in finished if p is not None], failed
+
+
+def _train_on_ranks(ranks, plan, fs, stages, jobs, threads, pm) -> None:
+    """torchrun's rank `ranks.rank` trains its share of `plan`; the ranks then gather what
+    finished and what failed, rank 0 prints the table of every rank's runs, and a failure on
+    any rank fails the command on every rank (torchrun reports it)."""
+    from clipclap_cli.errors import ClipclapError
+    from clipclap_cli.train.distributed import barrier, gather, process_group
+
+    mine = ranks.share(plan)
+    err.print(f"rank {ranks.rank} of {ranks.world}: {len(mine)} of {len(plan)} runs")
+    with process_group():
+        error = None
+        try:
+            finished, failed = _train_plan(mine, fs, stages, jobs, threads, pm)
+        except ClipclapError as e:  # still gathered with the others, so that no rank waits forever
+            finished, failed, error = [], len(mine), str(e)
+        outcomes = gather(([str(p) for p in finished], failed))
+        done = [Path(p) for paths, _ in outcomes for p in paths]
+        if ranks.rank == 0 and 2 in stages and done:
+            from clipclap_cli.cli.report import print_report
+
+            print_report(done)
+        barrier()  # no rank exits before rank 0 has printed: torchrun stops every rank when one fails
+    if error is not None:
+        raise ClipclapError(error)
+    failed_all = sum(n for _, n in outcomes)
+    if failed_all:
+        raise ClipclapError(f"{failed_all} of {len(plan)} runs failed on the ranks (above); rerun the same "
+                            "command to retry them")
 
 
 def _continue_run(path: Path, dataset: str | None, store_path: str | None, stages, pm, threads) -> None:
