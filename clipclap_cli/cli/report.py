@@ -42,7 +42,7 @@ def install(app, pm) -> None:
             err.print(f"table written to {output}")
 
 
-def print_report(paths: list[Path], fmt: str = "markdown", su: bool = False, plots: Path | None = None,
+def print_report(paths: list[Path], fmt: str = "markdown", su: bool = True, plots: Path | None = None,
                  output: Path | None = None, published: dict[str, dict] | None = None,
                  against: str = "clipclap") -> str:
     """Render the table for `paths` to stdout (or `output`); optionally write plots. With

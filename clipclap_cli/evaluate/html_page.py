@@ -18,7 +18,7 @@ from clipclap_cli.evaluate.reporting import (
     LABELS,
     Cell,
     RunResult,
-    _fmt,
+    format_cell,
     layout,
     run_seed,
     significance_rows,
@@ -95,7 +95,7 @@ def results_table(cells: list[Cell], metrics: tuple[str, ...]) -> str:
             for m in metrics:
                 ci = cell.ci95.get(m) if cell else None
                 extra = f'<span class="ci">95 % CI {ci[0]:.2f}–{ci[1]:.2f}</span>' if ci else ""
-                tds.append(f'<td class="num">{e(_fmt(cell, m))}{extra}</td>')
+                tds.append(f'<td class="num">{e(format_cell(cell, m))}{extra}</td>')
         rows.append(f"<tr><td>{e(method)}</td>{''.join(tds)}</tr>\n")
     return (f'<table>\n<thead><tr><th rowspan="2">Method</th>{top}</tr><tr>{sub}</tr></thead>\n'
             f"<tbody>\n{''.join(rows)}</tbody>\n<caption>Percent; {e(table_note(cells))}.</caption>\n</table>")
@@ -119,12 +119,13 @@ def _runs_table(runs: list[RunResult]) -> str:
     rows = []
     for run in runs:
         test, train = run.results["test"], run.spec.get("train", {})
-        settings = {k: run.spec[k] for k in ("head", "params", "dataset", "split", "train", "clipclap_version")
+        settings = {k: run.spec[k] for k in ("head", "params", "dataset", "split", "train")
                     if k in run.spec}
         nums = "".join(f'<td class="num">{100 * test[m]:.2f}</td>' for m in ("seen", "unseen", "hm", "zsl"))
+        beta = f'{test["beta"]:.4f}' if isinstance(test.get("beta"), (int, float)) else "–"
         rows.append(
             f"<tr><td>{e(run.method)}</td><td>{e(run.dataset)}</td><td>{run_seed(run)}</td>{nums}"
-            f'<td class="num">{test["beta"]:.4f}</td><td class="num">{e(str(train.get("epochs", "")))}</td>'
+            f'<td class="num">{beta}</td><td class="num">{e(str(train.get("epochs", "")))}</td>'
             f"<td><details><summary>{e(str(run.path))}</summary><pre>{e(json.dumps(settings, indent=2))}</pre>"
             "</details></td></tr>\n")
     return ("<table>\n<thead><tr><th>Method</th><th>Dataset</th><th>Seed</th><th>S</th><th>U</th><th>HM</th>"

@@ -314,7 +314,9 @@ SAME = "†"
 "The mark of a value that does not differ significantly from the reference row's"
 
 
-def _fmt(cell: Cell | None, metric: str, pm: str = " ± ", mark: str = SAME) -> str:
+def format_cell(cell: Cell | None, metric: str, pm: str = " ± ", mark: str = SAME) -> str:
+    """One table entry: 'mean ± std' (the mean alone for one seed), `mark` where the row does not
+    differ from the reference row; '–' where the cell or its metric is missing."""
     if cell is None or metric not in cell.mean:
         return "–"
     same = mark if cell.against.get("differs", {}).get(metric) is False else ""
@@ -396,7 +398,7 @@ def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = METRICS) -> s
     if fmt == "markdown":
         head = "| Method | " + " | ".join(f"{d} {LABELS[m]}" for d in datasets for m in metrics) + " |"
         sep = "|---|" + "---:|" * (len(datasets) * len(metrics))
-        rows = ["| " + m + " | " + " | ".join(_fmt(by.get((m, d)), x) for d in datasets for x in metrics) + " |"
+        rows = ["| " + m + " | " + " | ".join(format_cell(by.get((m, d)), x) for d in datasets for x in metrics) + " |"
                 for m in methods]
         text = [head, sep, *rows, "", f"Percent; {note}."]
         tests = significance_rows(cells, metrics)
@@ -411,7 +413,7 @@ def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = METRICS) -> s
              "Method & " + " & ".join(rf"\multicolumn{{{k}}}{{c}}{{{_tex(d)}}}" for d in datasets) + r" \\",
              " & " + " & ".join(LABELS[m] for _ in datasets for m in metrics) + r" \\", r"\midrule"]
     for m in methods:
-        lines.append(_tex(m) + " & " + " & ".join(_fmt(by.get((m, d)), x, r" $\pm$ ", r"$^\dagger$")
+        lines.append(_tex(m) + " & " + " & ".join(format_cell(by.get((m, d)), x, r" $\pm$ ", r"$^\dagger$")
                                                    for d in datasets for x in metrics) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", f"% percent; {note}"]
     return "\n".join(lines) + "\n"
