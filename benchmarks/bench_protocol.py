@@ -16,17 +16,23 @@ Measures
   * the 76-point bias-grid evaluation of 100,000 samples x 300 classes;
   * reading the demo dataset for training, with every check (checksums, finite values, split);
   * where an epoch's time goes (one epoch under torch.profiler, grouped by operator kind; CPU).
-Targets on 2 CPU cores: epoch within 2x of its floor, protocol under 3 minutes, grid under 0.5 s.
+  * five seeds trained as one stack (`train --seeds 5`): a stage-1 epoch of all five against one
+    seed's, the cost per run against the floor, and the peak memory of each (separate processes);
+Targets on 2 CPU cores: epoch within 2x of its floor, protocol under 3 minutes, grid under 0.5 s;
+five stacked seeds' stage-1 epoch within 1.5x of one seed's, per run within 2x of the floor, and
+peak memory within 2x of one run's.
 Figures are printed (and written as JSON), never asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +52,8 @@ from clipclap_cli.plugins.registry import create_head
 from clipclap_cli.protocol import TrainSettings
 from clipclap_cli.store.feature_store import FeatureStore
 from clipclap_cli.train.runs.spec import RunSpec, store_dims
-from clipclap_cli.train.runs.stages import Callbacks, train_run
+from clipclap_cli.train.runs.stages import Callbacks, own_dropout_generator, train_run
+from clipclap_cli.train.stacking import stacked_epoch
 from clipclap_cli.train.trainer import Trainer
 
 
@@ -198,6 +205,92 @@ def epoch_breakdown(trainer: Trainer) -> dict[str, float]:
     return out
 
 
+STACK = 5
+"Seeds in the stacked measurements, as the protocol's mean ± std over five"
+
+
+def stacked_trainers(data, dims, cfg: TrainSettings, pm, runs: int) -> list[Trainer]:
+    """`runs` trainers of seeds 0.. as `train --seeds` builds a stack: each head from its seed,
+    each with its own dropout generator (one trainer alone: the global generator)."""
+    trainers = []
+    train_set, val = data.stage(1)
+    for seed in range(runs):
+        torch.manual_seed(seed)
+        head = create_head("clipclap", dims, {}, pm=pm).to(cfg.device)
+        own = own_dropout_generator(data) if runs > 1 else None
+        trainers.append(Trainer(head, data, train_set, val, dataclasses.replace(cfg, seed=seed), own))
+    return trainers
+
+
+def stacked_epoch_seconds(trainers: list[Trainer], device: str, epochs: int) -> float:
+    """Best wall time of a stage-1 epoch of `trainers` (stacked when more than one), after a warm-up."""
+    def one():
+        if len(trainers) == 1:
+            trainers[0].run_epoch()
+        else:
+            stacked_epoch(trainers)
+
+    one()
+    times = []
+    for _ in range(epochs):
+        _sync(device)
+        t = time.perf_counter()
+        one()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def memory_probe(runs: int, device: str, store_path: str) -> None:
+    """(In a process of its own) one stage-1 epoch of `runs` stacked seeds on the demo data in
+    `store_path`; prints, in MiB as JSON, the resident memory once the data and heads are loaded
+    and its peak during the epoch (sampled every 5 ms: the process's lifetime peak would be the
+    data loading's)."""
+    import threading
+
+    pm = make_plugin_manager(entrypoints=False)
+    store = FeatureStore(store_path)
+    data = load_protocol_data(store, "demo", "cls_split", device)
+    raw = store_dims(store, "demo")
+    dims = FeatureDims(raw["audio"], raw["video"], tuple(tuple(p) for p in raw["text_parts"]))
+    trainers = stacked_trainers(data, dims, TrainSettings(batches_per_epoch=100, device=device), pm, runs)
+    before = peak = _rss_mib()
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.wait(0.005):
+            peak = max(peak, _rss_mib())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    if runs == 1:
+        trainers[0].run_epoch()
+    else:
+        stacked_epoch(trainers)
+    done.set()
+    sampler.join()
+    print(json.dumps({"before_mib": before, "peak_mib": max(peak, _rss_mib())}))
+
+
+def _rss_mib() -> float:
+    """This process's resident memory now (Linux), in MiB."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def stack_memory(device: str, store_path: Path) -> dict[str, float]:
+    """Peak memory of one run's epoch and of a stack of STACK's, each in a fresh process."""
+    out = {}
+    for runs in (1, STACK):
+        done = subprocess.run([sys.executable, __file__, "--memory-probe", str(runs), "--device", device,
+                               "--store", str(store_path)], capture_output=True, text=True, check=True)
+        probe = json.loads(done.stdout.strip().splitlines()[-1])
+        out[f"peak_mib_{runs}"] = probe["peak_mib"]
+        out[f"training_mib_{runs}"] = probe["peak_mib"] - probe["before_mib"]
+    return out
+
+
 def grid_eval_seconds(n: int = 100_000, classes: int = 300, unseen: int = 50) -> float:
     gen = torch.Generator().manual_seed(0)
     dist = torch.rand(n, classes, generator=gen) * 4
@@ -219,7 +312,12 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--epochs", type=int, default=2, help="stage-1 epochs timed (after one warm-up epoch)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--memory-probe", type=int, metavar="RUNS", help=argparse.SUPPRESS)
+    ap.add_argument("--store", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_probe:
+        memory_probe(args.memory_probe, args.device, args.store)
+        return 0
 
     pm = make_plugin_manager(entrypoints=False)
     tmp = Path(tempfile.mkdtemp(prefix="clipclap-bench-"))
@@ -272,6 +370,13 @@ def main() -> int:
     figures |= {"epoch_width16_s": overhead, "epoch_adam_alone_s": adam, "epoch_three_parts_s": parts,
                 "epoch_three_parts_ratio": parts / floor}
 
+    stack_cfg = dataclasses.replace(cfg, epochs=1)
+    one_seed = stacked_epoch_seconds(stacked_trainers(data, dims, stack_cfg, pm, 1), args.device, args.epochs)
+    stacked = stacked_epoch_seconds(stacked_trainers(data, dims, stack_cfg, pm, STACK), args.device, args.epochs)
+    figures |= {"stack_runs": STACK, "stack_one_seed_epoch_s": one_seed, "stack_epoch_s": stacked,
+                "stack_ratio": stacked / one_seed, "stack_per_run_floor_ratio": stacked / STACK / floor}
+    figures |= {f"stack_{k}": v for k, v in stack_memory(args.device, tmp / "store.zarr").items()}
+
     if not args.quick:
         spec = RunSpec("demo", entry.split, "clipclap", {}, dims_raw, cfg)
         epochs = {"n": 0}
@@ -297,6 +402,16 @@ def main() -> int:
         ("  the same epoch at width 16", f"{overhead:.2f} s", "(operators' overhead)", ""),
         ("  its fused Adam steps alone", f"{adam:.2f} s", "(memory-bound)", ""),
         ("  GEMMs + overhead + Adam", f"{parts:.2f} s", "", f"{parts / floor:.2f}x of the floor"),
+    ]
+    rows += [
+        (f"{STACK} seeds stacked: stage-1 epoch", f"{stacked:.2f} s", f"one seed: {one_seed:.2f} s",
+         f"{stacked / one_seed:.2f}x of one seed (target <= 1.5x)"),
+        ("  per run", f"{stacked / STACK:.2f} s", f"{floor:.2f} s", f"{stacked / STACK / floor:.2f}x (target <= 2x)"),
+        (f"  peak memory in an epoch, {STACK} stacked", f"{figures['stack_peak_mib_5']:.0f} MiB",
+         f"one run: {figures['stack_peak_mib_1']:.0f} MiB",
+         f"{figures['stack_peak_mib_5'] / figures['stack_peak_mib_1']:.2f}x (target <= 2x)"),
+        ("  of which training adds", f"{figures['stack_training_mib_5']:.0f} MiB",
+         f"one run: {figures['stack_training_mib_1']:.0f} MiB", "over the process with data and heads loaded"),
     ]
     if "protocol_s" in figures:
         rows.append((f"whole protocol ({figures['protocol_epochs']} epochs + eval)", f"{figures['protocol_s']:.1f} s",

@@ -206,11 +206,18 @@ def offers_label_embeddings(encoder: Any) -> bool:
 
 HEAD_API = ("FusionHead", "Batch", "Block", "Dropout", "MODES", "fbrd")
 "The fusion-head contract and its building blocks (clipclap_cli.plugins.fusion_head), imported lazily"
+STACKED_API = ("StackedBlock", "StackedParameters", "per_run_mse")
+"Building blocks of a head's stacked form (`FusionHead.stacked`; clipclap_cli.plugins.stacked_blocks)"
 
 
 def __getattr__(name: str):
-    if name in HEAD_API:  # lazy: importing torch here would slow down `clipclap --help`
+    # lazy: importing torch here would slow down `clipclap --help`
+    if name in HEAD_API:
         from clipclap_cli.plugins import fusion_head
 
         return getattr(fusion_head, name)
+    if name in STACKED_API:
+        from clipclap_cli.plugins import stacked_blocks
+
+        return getattr(stacked_blocks, name)
     raise AttributeError(name)

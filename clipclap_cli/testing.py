@@ -103,6 +103,7 @@ def check_head(head_cls: type, params: dict[str, Any] | None = None, seed: int =
             raise _failed(f"{origin} cannot be built for dims {dims}", e) from None
         if not getattr(head_cls, "training_free", False):
             _check_training_step(head, origin, dims)
+            _check_stacked_form(head_cls, parsed, dims, origin, seed)
         audio, video = torch.randn(EVAL_SAMPLES, dims.audio), torch.randn(EVAL_SAMPLES, dims.video)
         eval_text = torch.randn(EVAL_CLASSES, dims.text)
     first = _distances(head, audio, video, eval_text)
@@ -152,6 +153,70 @@ def _check_training_step(head, origin: str, dims) -> None:
         raise ContractError(f"{origin}: the loss's gradients hold NaN or infinite values")
     _run(origin, "an optimiser step", torch.optim.Adam(trained, lr=1e-3).step)
     _run(origin, "replay_forward", lambda: head.replay_forward(batch))
+
+
+def _check_stacked_form(head_cls: type, parsed: Any, dims, origin: str, seed: int) -> None:
+    """A head with a stacked form (`FusionHead.stacked`): two heads of seeds `seed`+1 and +2 trained
+    a step as one stack give each head's own loss on its own batch (its dropout masks drawn from
+    its generator, as alone from the global one), gradients for every stacked parameter, and
+    batch-norm statistics written back as the head alone moves them."""
+    import copy
+
+    import torch
+
+    from clipclap_cli.plugins.contracts import check_stacked_loss
+    from clipclap_cli.plugins.fusion_head import Batch
+    from clipclap_cli.plugins.stacked_blocks import StackedParameters
+    from clipclap_cli.train.runs.stacked import can_stack
+
+    if not can_stack(head_cls):
+        return
+    heads, states, batches = [], [], []
+    class_text = torch.randn(TRAIN_CLASSES, dims.text)
+    for run in (1, 2):
+        torch.manual_seed(seed + run)
+        heads.append(head_cls(dims, parsed))
+        states.append(torch.get_rng_state())
+        target = torch.randint(TRAIN_CLASSES, (BATCH,))
+        batch = Batch(torch.randn(BATCH, dims.audio), torch.randn(BATCH, dims.video), class_text[target], target)
+        if head_cls.needs_negatives:
+            neg = (target + 1) % TRAIN_CLASSES
+            batch.audio_neg, batch.video_neg = torch.randn(BATCH, dims.audio), torch.randn(BATCH, dims.video)
+            batch.text_neg, batch.target_neg = class_text[neg], neg
+        batches.append(batch)
+    alone = [copy.deepcopy(h).train() for h in heads]
+    own = []
+    for head, state, batch in zip(alone, states, batches, strict=True):
+        torch.set_rng_state(state)
+        own.append(float(head.loss(batch, class_text)[0].detach()))
+        head.replay_forward(batch)
+    stacked_batch = Batch(*(None if getattr(batches[0], f) is None else torch.stack([getattr(b, f) for b in batches], 1)
+                            for f in ("audio", "video", "text", "target", "audio_neg", "video_neg", "text_neg",
+                                      "target_neg")))
+    for head in heads:
+        head.train()
+    params = StackedParameters(heads)
+    generators = [torch.Generator().set_state(state) for state in states]
+    stacked = _run(origin, "stacked()", lambda: head_cls.stacked(heads, params, generators))
+    total, _ = _run(origin, "the stacked loss", lambda: check_stacked_loss(
+        heads[0], stacked.loss(stacked_batch, class_text), 2))
+    _run(origin, "the stacked loss's backward", total.sum().backward)
+    missing = [name for name, leaf in params.leaves.items() if leaf.grad is None]
+    with torch.no_grad():
+        _run(origin, "the stacked replay_forward", lambda: stacked.replay_forward(stacked_batch, class_text))
+    _run(origin, "the stacked write_back", stacked.write_back)
+    params.release()
+    if not torch.allclose(total.detach(), torch.tensor(own), rtol=1e-4, atol=1e-5):
+        raise ContractError(f"{origin}: its stacked form's loss per run is {total.tolist()}, the heads' own losses "
+                            f"{own}: a stack must compute each run's loss as its head does, drawing run k's "
+                            "dropout masks from generators[k] in the head's order")
+    if missing:
+        raise ContractError(f"{origin}: its stacked loss gives no gradient to {', '.join(missing)}")
+    for head, lone in zip(heads, alone, strict=True):
+        for (name, mine), theirs in zip(head.named_buffers(), lone.buffers(), strict=True):
+            if not torch.allclose(mine.double(), theirs.double(), rtol=1e-4, atol=1e-6):
+                raise ContractError(f"{origin}: after a stacked step its buffer {name} differs from the head's own "
+                                    "(write_back() must give each head the statistics the stack moved)")
 
 
 def _distances(head, audio, video, class_text) -> dict:

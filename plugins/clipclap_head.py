@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from clipclap_cli import check_ranges
-from clipclap_cli.api import LABEL_PARTS, Batch, Block, FusionHead
+from clipclap_cli.api import LABEL_PARTS, Batch, Block, FusionHead, StackedBlock, per_run_mse
 
 
 class ClipClapHead(FusionHead):
@@ -106,6 +106,10 @@ class ClipClapHead(FusionHead):
             self.O_proj(o)
             self.W_proj(w_hat)
 
+    @classmethod
+    def stacked(cls, heads, params, generators):
+        return StackedClipClap(heads, params, generators)
+
     def embed_samples(self, audio: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
         return self.O_proj(self.O_enc(self._inputs(audio, video)))
 
@@ -120,3 +124,62 @@ def first_row_of_each_class(target: torch.Tensor) -> tuple[torch.Tensor, torch.T
     rows = torch.arange(len(target), device=target.device)
     first = torch.full((len(classes),), len(target), dtype=rows.dtype, device=target.device)
     return first.scatter_reduce_(0, distinct, rows, "amin"), distinct
+
+
+class StackedClipClap:
+    """K ClipClap heads trained as one (`FusionHead.stacked`): the loss and replay forward of
+    `ClipClapHead`, step for step, on (batch, K, width) activations. Each run draws the dropout
+    masks its head draws alone, in the same order; the replay forward's label branch runs over
+    the batch's rows rather than once per distinct class (the same values, up to rounding)."""
+
+    BLOCKS = ("O_enc", "W_enc", "O_proj", "D_o", "W_proj", "D_w")
+
+    def __init__(self, heads, params, generators):
+        self.head = heads[0]
+        self.runs = len(heads)
+        for name in self.BLOCKS:
+            setattr(self, name, StackedBlock(name, [getattr(h, name) for h in heads], params, generators))
+
+    def _inputs(self, audio: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        modality = self.head.params.modality
+        return audio if modality == "audio" else video if modality == "video" else torch.cat((video, audio), dim=-1)
+
+    def loss(self, batch: Batch, class_text: torch.Tensor):
+        k, label_slice = self.runs, self.head._label_slice
+        text = class_text[:, label_slice]
+        w_linear = self.W_enc.linear(text.unsqueeze(1).expand(-1, k, -1))  # (classes, K, hidden)
+        o = self.O_enc(self._inputs(batch.audio, batch.video))
+        rows = F.one_hot(batch.target, len(class_text)).to(w_linear.dtype)  # (batch, K, classes)
+        w_hat = self.W_enc.after_linear(torch.bmm(rows.transpose(0, 1), w_linear.transpose(0, 1)).transpose(0, 1))
+        theta_o = self.O_proj(o)
+        rho_o = self.D_o(theta_o)
+        theta_w = self.W_proj(w_hat)
+        rho_w = self.D_w(theta_w)
+        classes = self.W_proj(self.W_enc.after_linear(w_linear))  # (classes, K, dim_out)
+        logits = torch.bmm(theta_o.transpose(0, 1), classes.permute(1, 2, 0))  # (K, batch, classes)
+        b = logits.shape[1]
+        ce = F.cross_entropy(logits.reshape(k * b, -1), batch.target.T.reshape(-1), reduction="none").view(k, b).mean(1)
+        reg = per_run_mse(theta_o, theta_w)
+        rec = per_run_mse(w_hat, rho_o) + per_run_mse(w_hat, rho_w)
+        total = ce + reg + rec
+        return total, {"cross_entropy": ce, "loss_reg": reg, "loss_cmd_rec": rec}
+
+    def replay_forward(self, batch: Batch, class_text: torch.Tensor) -> None:
+        # W_enc's linear layer runs once per training class, or per batch row where the batch
+        # has fewer rows than there are classes, and the batch takes its rows from the result:
+        # as alone (once per distinct class of the batch), up to rounding
+        with torch.no_grad():
+            o = self.O_enc(self._inputs(batch.audio, batch.video))
+            if len(class_text) <= len(batch.target):
+                text = class_text[:, self.head._label_slice].unsqueeze(1).expand(-1, self.runs, -1)
+                w_linear = self.W_enc.linear(text)
+                rows = batch.target.unsqueeze(-1).expand(-1, -1, w_linear.shape[-1])
+                w_hat = self.W_enc.after_linear(w_linear.gather(0, rows))
+            else:
+                w_hat = self.W_enc(batch.text[..., self.head._label_slice])
+            self.O_proj(o)
+            self.W_proj(w_hat)
+
+    def write_back(self) -> None:
+        for name in self.BLOCKS:
+            getattr(self, name).write_back()

@@ -76,11 +76,48 @@ def _forgetful_distances(self, audio, video, class_text):
     return {"both": torch.zeros(len(audio), len(class_text)) + self.offset}
 
 
+def _clipclap_stack(heads, params, generators):
+    from clipclap_plugins.clipclap_head import StackedClipClap
+
+    return StackedClipClap(heads, params, generators)
+
+
+def _one_generator_stack(cls, heads, params, generators):
+    """Every run's masks from the first run's generator, as a stack drawing from one source would."""
+    return _clipclap_stack(heads, params, [generators[0]] * len(generators))
+
+
+class _Wrapped:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _summed_stack(cls, heads, params, generators):
+    stack = _Wrapped(_clipclap_stack(heads, params, generators))
+    stack.loss = lambda batch, text: (lambda total, parts: (total.sum(), parts))(*stack.inner.loss(batch, text))
+    return stack
+
+
+def _forgetful_stack(cls, heads, params, generators):
+    stack = _Wrapped(_clipclap_stack(heads, params, generators))
+    stack.write_back = lambda: None
+    return stack
+
+
 KIT_ONLY = {
     "batch statistics in eval": ({"distances": _batch_dependent}, "depend on the other samples"),
     "state outside the state dict": ({"__init__": _forgetful_init, "distances": _forgetful_distances},
                                      "rebuilt from its state dict gives other distances"),
     "loss raises": ({"loss": lambda self, batch, text: 1 / 0}, "loss raised: ZeroDivisionError"),
+    # a stacked form (`train --seeds K`) that is not the head's own training, run by run
+    "stacked masks from one generator": ({"stacked": classmethod(_one_generator_stack)},
+                                         "stacked form's loss per run is"),
+    "stacked loss summed": ({"stacked": classmethod(_summed_stack)}, "came: total is a torch.float32 tensor of shape"),
+    "stacked statistics not written back": ({"stacked": classmethod(_forgetful_stack)},
+                                            "write_back\\(\\) must give each head"),
 }
 
 

@@ -257,7 +257,7 @@ def test_runs_side_by_side_match_the_same_runs_alone(cli, demo_store, tmp_path):
     """--jobs trains runs in worker processes with a share of the cores each: every run has the
     bytes of the same run trained alone with that many threads; a run that fails is one error
     line naming it, the others finish, and the command exits non-zero."""
-    alone = _train(cli, demo_store, tmp_path / "alone", "--seeds", "2", "--threads", "1")
+    alone = _train(cli, demo_store, tmp_path / "alone", "--seeds", "2", "--threads", "1", "--no-stack")
     assert alone.exit_code == 0, alone
     r = _train(cli, demo_store, tmp_path / "jobs", "--seeds", "2", "--jobs", "2", "--threads", "1")
     assert r.exit_code == 0, r
@@ -337,7 +337,7 @@ def test_stopping_side_by_side_runs_stops_every_worker_and_they_resume(cli, demo
     one 'Interrupted' line, exit 130). Each time no worker survives the command, and the next run
     of the same command resumes; the runs end with the bytes of runs trained without a stop."""
     epochs = 8  # not the demo's 10: a schedule of its own names the runs' folder
-    alone = ["--seeds", "2", "--threads", "1", "--epochs", str(epochs), "--batches-per-epoch", "40"]
+    alone = ["--seeds", "2", "--threads", "1", "--epochs", str(epochs), "--batches-per-epoch", "40", "--no-stack"]
     cmd = [sys.executable, "-m", "clipclap_cli", "train", "demo", "--store", str(demo_store), "--runs-dir",
            str(tmp_path / "cut"), *alone, "--jobs", "2"]
     method = f"clipclap,epochs={epochs},batches-per-epoch=40"

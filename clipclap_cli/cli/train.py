@@ -54,6 +54,9 @@ def install(app, pm) -> None:
             help="CPU threads per run (default: torch's, or what the run recorded; e.g. 1 to train several runs at once)")] = None,
         jobs: Annotated[int, typer.Option(
             "--jobs", min=1, metavar="N", help="Runs trained at once in worker processes, each with a share of the CPU cores")] = 1,
+        stack: Annotated[bool, typer.Option(
+            "--stack/--no-stack",
+            help="Train runs that differ only in the seed as one stacked model (heads that support it)")] = True,
         run_dir: Annotated[Path | None, typer.Option("--run", metavar="DIR", help="Run folder (default RUNS_DIR/DATASET/HEAD/seedN)")] = None,
         runs_dir: RunsDirOpt = Path("runs"),
         store_path: StoreOpt = None,
@@ -90,9 +93,9 @@ def install(app, pm) -> None:
                              None if replay else False, lr_scheduler, None if grid == DEFAULT_BETA_GRID else grid, legacy)
         plan = plan_runs(fs, entry, request, runs_dir, run_dir, pm)
         if ranks is not None:
-            _train_on_ranks(ranks, plan, fs, STAGES[stage], jobs, threads, pm)
+            _train_on_ranks(ranks, plan, fs, STAGES[stage], jobs, threads, pm, stack)
             return
-        finished, failed = _train_plan(plan, fs, STAGES[stage], jobs, threads, pm)
+        finished, failed = train_plan(plan, fs, STAGES[stage], jobs, threads, pm, stack)
         if 2 in STAGES[stage] and finished:  # with every run failed, the error below says so
             from clipclap_cli.cli.report import print_report
 
@@ -101,18 +104,31 @@ def install(app, pm) -> None:
             raise ClipclapError(f"{failed} of {len(plan)} runs failed (above); rerun the same command to retry them")
 
 
-def _train_plan(plan, fs, stages, jobs, threads, pm) -> tuple[list[Path], int]:
-    """Train the runs of `plan`, `jobs` at a time: the folders that finished, and how many failed
-    (one at a time, the first failure raises)."""
+def train_plan(plan, fs, stages, jobs, threads, pm, stack=True) -> tuple[list[Path], int]:
+    """Train the runs of `plan`, `jobs` at a time, or with `stack` runs that differ only in the
+    seed as one stacked model: the folders that finished, and how many failed (a run alone
+    raises its failure)."""
+    from clipclap_cli.plugins.registry import get_head
+    from clipclap_cli.train.runs.stacked import stack_groups
+
     failed = 0
     if jobs > 1 and len(plan) > 1:
         finished, failed = train_side_by_side(plan, fs, stages, min(jobs, len(plan)), threads, pm)
-    else:
-        finished = [train_one(path, spec, fs, stages, pm, threads) for path, spec in plan]
+        return [p for p in finished if p is not None], failed
+    groups = (stack_groups(plan, {spec.head: get_head(spec.head, pm) for _, spec in plan}) if stack
+              else [[i] for i in range(len(plan))])
+    finished = []
+    for group in groups:
+        if len(group) == 1:
+            finished.append(train_one(*plan[group[0]], fs, stages, pm, threads))
+        else:
+            done, failures = train_stacked([plan[i] for i in group], fs, stages, threads, pm)
+            finished += done
+            failed += failures
     return [p for p in finished if p is not None], failed
 
 
-def _train_on_ranks(ranks, plan, fs, stages, jobs, threads, pm) -> None:
+def _train_on_ranks(ranks, plan, fs, stages, jobs, threads, pm, stack=True) -> None:
     """torchrun's rank `ranks.rank` trains its share of `plan`; the ranks then gather what
     finished and what failed, rank 0 prints the table of every rank's runs, and a failure on
     any rank fails the command on every rank (torchrun reports it)."""
@@ -124,7 +140,7 @@ def _train_on_ranks(ranks, plan, fs, stages, jobs, threads, pm) -> None:
     with process_group():
         error = None
         try:
-            finished, failed = _train_plan(mine, fs, stages, jobs, threads, pm)
+            finished, failed = train_plan(mine, fs, stages, jobs, threads, pm, stack)
         except ClipclapError as e:  # still gathered with the others, so that no rank waits forever
             finished, failed, error = [], len(mine), str(e)
         outcomes = gather(([str(p) for p in finished], failed))
@@ -208,6 +224,63 @@ def train_one(path, spec, fs, stages, pm, threads=None):
         err.print(f"test: {test_figures(results)} -> {path / 'results.json'}")
         return path
     return None
+
+
+def train_stacked(runs, fs, stages, threads, pm):
+    """Train `runs` (specs that differ only in the seed) as one stacked model, one progress bar
+    for the stack; returns the folders of the runs with results and how many runs failed."""
+    from rich.markup import escape
+    from rich.progress import TextColumn
+
+    from clipclap_cli.cli.console import progress
+    from clipclap_cli.train.runs.stacked import train_stack
+    from clipclap_cli.train.runs.stages import Callbacks
+
+    spec = runs[0][1]
+    seeds = ", ".join(str(s.train.seed) for _, s in runs)
+    err.print(f"[bold]{spec.head}[/bold] on {spec.dataset}: {len(runs)} runs (seeds {seeds}) trained as one stack")
+    labels = [f"seed {s.train.seed}" for _, s in runs]
+    with progress(TextColumn("{task.fields[info]}")) as bar:
+        task = bar.add_task("", total=spec.train.batches_per_epoch, info="")
+        epochs = [0] * len(runs)
+
+        def callbacks(i):
+            label, path = labels[i], runs[i][0]
+
+            def stage_start(stage, epochs_done, total):
+                epochs[i] = total
+                if stage == stages[0]:
+                    err.print(f"{label} -> {path}")
+                if epochs_done:
+                    err.print(f"{label}: stage {stage}: resuming at epoch {epochs_done + 1}/{total}")
+                bar.reset(task, description=f"stage {stage}")
+
+            def epoch_end(stage, record):
+                info = (f"loss {record.losses['total']:.4f}  val HM {100 * record.val['hm']:.2f}  "
+                        f"best epoch {record.best_epoch}")
+                bar.console.print(f"{label}: stage {stage} epoch {record.epoch}/{epochs[i]}: {info}")
+                bar.reset(task, description=f"stage {stage} epoch {record.epoch + 1}", info="")
+
+            def stage_reused(stage, result):
+                if stage == stages[0]:
+                    err.print(f"{label} -> {path}: finished stages are reused as they are; remove it to train "
+                              "them again")
+                best = f", best epoch {result['best_epoch']}" if stage == 1 else ""
+                err.print(f"{label}: stage {stage}: already trained ({result['epochs']} epochs{best})")
+
+            return Callbacks(stage_start, lambda n: None, epoch_end, stage_reused)
+
+        outcomes = train_stack(runs, fs, stages, [callbacks(i) for i in range(len(runs))],
+                               lambda n: bar.update(task, completed=n), pm, threads)
+    finished, failed = [], 0
+    for (path, _), label, outcome in zip(runs, labels, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            err.print(f"[red]Error:[/red] {escape(label)}: {escape(str(outcome))}")
+            failed += 1
+        elif outcome is not None:
+            err.print(f"{label}: test: {test_figures(outcome)} -> {path / 'results.json'}")
+            finished.append(path)
+    return finished, failed
 
 
 def train_side_by_side(plan, fs, stages, jobs, threads, pm):

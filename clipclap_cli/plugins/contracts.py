@@ -121,6 +121,26 @@ def check_loss(head: Any, result: Any) -> tuple[torch.Tensor, dict[str, torch.Te
     return total, parts
 
 
+def check_stacked_loss(head: Any, result: Any, runs: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A stacked model's `loss(...)` (`FusionHead.stacked`) must give what `loss` gives, with one
+    value per run: (a (runs,) tensor with a gradient, {name: (runs,) tensor})."""
+    import torch
+
+    expected = (f"stacked loss as (total, {{name: part}}): total a tensor of shape ({runs},) with a gradient, "
+                f"each part of shape ({runs},)")
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
+        raise _fail(head, expected, _describe(result))
+    total, parts = result
+    if not isinstance(total, torch.Tensor) or tuple(total.shape) != (runs,):
+        raise _fail(head, expected, f"total is {_describe(total)}")
+    if not total.requires_grad:
+        raise _fail(head, expected, "total has no gradient (computed without the stacked parameters, or detached)")
+    for name, part in parts.items():
+        if not isinstance(part, torch.Tensor) or tuple(part.shape) != (runs,):
+            raise _fail(head, expected, f"part {name!r} is {_describe(part)}")
+    return total, parts
+
+
 def check_label_parts(head_cls: Any, params: Any) -> tuple[str, ...]:
     """`label_parts(params)` must name some of LABEL_PARTS, in that order."""
     needed = tuple(head_cls.label_parts(params))

@@ -86,6 +86,18 @@ class FusionHead(nn.Module):
     def replay_forward(self, batch: Batch) -> None:
         """The reference's extra train-mode forward after each step; default: nothing."""
 
+    @classmethod
+    def stacked(cls, heads: list[FusionHead], params: Any, generators: list[torch.Generator]) -> Any:
+        """The K `heads` (this class, the same parameters, one run each) as one stacked model, so
+        that `train --seeds K` trains them together (clipclap_cli/train/stacking.py), or None
+        (the default): the runs then train one after the other. A stacked model has
+        `loss(batch, class_text)` -> (total, parts) with one value per run (shape (K,)) on a
+        `Batch` whose tensors are (batch, K, ...), `replay_forward(batch, class_text)`, and `write_back()`,
+        which gives each head the batch-norm statistics the stack moved. `params`
+        (`StackedParameters`) holds the heads' parameters as (K, ...) leaves; run k's dropout
+        masks come from `generators[k]`."""
+        return None
+
     def param_groups(self) -> list[nn.Parameter]:
         """Parameters the optimiser updates (AVCA leaves one out, as the reference does)."""
         return list(self.parameters())

@@ -133,10 +133,14 @@ def save_trainer(path: Path, trainer) -> None:
     for idx, entries in opt["state"].items():
         for key, value in entries.items():
             tensors[f"optim.{idx}.{key}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
-    tensors["rng.torch"] = torch.get_rng_state()
+    # the dropout masks' generator: torch's global one for a run alone, the run's own in a stack
+    # (its state under the same key, so a run resumes alone or stacked alike)
+    on_cuda, own = trainer.data.audio.is_cuda, trainer.dropout_generator
+    tensors["rng.torch"] = own.get_state() if own is not None and not on_cuda else torch.get_rng_state()
     tensors["rng.sampler"] = trainer.generator.get_state()
-    if trainer.data.audio.is_cuda:
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(trainer.data.audio.device)
+    if on_cuda:
+        tensors["rng.cuda"] = (own.get_state() if own is not None
+                               else torch.cuda.get_rng_state(trainer.data.audio.device))
     s = trainer.state
     scheduler = trainer.scheduler.state_dict() if trainer.scheduler is not None else None
     meta = {"run_format": RUN_FORMAT, "epochs_done": s.epochs_done, "best_epoch": s.best_epoch,
@@ -156,10 +160,17 @@ def load_trainer(path: Path, trainer) -> None:
     if trainer.optimizer is not None:  # None: a training-free head
         trainer.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         trainer.scheduler.load_state_dict(meta["scheduler"])
-    torch.set_rng_state(tensors["rng.torch"])
+    on_cuda, own = trainer.data.audio.is_cuda, trainer.dropout_generator
     trainer.generator.set_state(tensors["rng.sampler"])
-    if "rng.cuda" in tensors and trainer.data.audio.is_cuda:
-        torch.cuda.set_rng_state(tensors["rng.cuda"], trainer.data.audio.device)
+    if own is not None and not on_cuda:
+        own.set_state(tensors["rng.torch"])
+    else:
+        torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and on_cuda:
+        if own is not None:
+            own.set_state(tensors["rng.cuda"])
+        else:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], trainer.data.audio.device)
     s = trainer.state
     if meta.get("run_format", 1) < 2:  # written by clipclap 0.1: epochs counted from 0
         meta = numbered_from_one(meta) | {"epochs_done": meta["epoch"] + 1,

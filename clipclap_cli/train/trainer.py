@@ -84,11 +84,34 @@ class ClassBalancedSampler:
         return self.order[self.starts[cls] + within], cls
 
 
-class Trainer:
-    """Trains one head on one stage; `run_epoch` is resumable through `state_dict`."""
+@dataclass
+class EpochDraw:
+    """An epoch's batches, drawn up front from the run's sampler: `steps` batches of
+    `batch_size` (row into the training videos, class position) pairs, and the negatives."""
 
-    def __init__(self, head: FusionHead, data: ProtocolData, train: TrainSet, val: EvalSet, config: TrainSettings):
+    rows: torch.Tensor
+    targets: torch.Tensor
+    negatives: tuple[torch.Tensor, torch.Tensor] | None
+    steps: int
+    batch_size: int
+
+    def step(self, step: int) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
+        sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
+        neg = None if self.negatives is None else (self.negatives[0][sl], self.negatives[1][sl])
+        return self.rows[sl], self.targets[sl], neg
+
+
+class Trainer:
+    """Trains one head on one stage; `run_epoch` is resumable through `state_dict`.
+
+    Dropout masks come from torch's global generator when the run trains alone; in a stack
+    (`stacked_epoch`) each run draws them from its own `dropout_generator`, which starts from the
+    state the global one would have had: the same masks in the same order."""
+
+    def __init__(self, head: FusionHead, data: ProtocolData, train: TrainSet, val: EvalSet, config: TrainSettings,
+                 dropout_generator: torch.Generator | None = None):
         self.head, self.data, self.train_set, self.val, self.config = head, data, train, val, config
+        self.dropout_generator = dropout_generator
         # a training-free head (zeroshot) has nothing to optimise: no optimiser, no schedule
         self.optimizer = self.scheduler = None
         if not head.training_free:
@@ -103,7 +126,18 @@ class Trainer:
         self.train_text = data.class_text[train.classes]
         self.state = TrainerState()
 
+    def draw_epoch(self) -> EpochDraw:
+        """The next epoch's batches (none for a training-free head), in the order a run draws them."""
+        cfg = self.config
+        steps = 0 if self.head.training_free else cfg.batches_per_epoch
+        n = cfg.batch_size * steps
+        rows, targets = self.sampler.draw(n)
+        neg = self.sampler.draw(n, exclude=targets) if self.head.needs_negatives else None
+        return EpochDraw(rows, targets, neg, steps, cfg.batch_size)
+
     def _batch(self, rows: torch.Tensor, targets: torch.Tensor, neg: tuple | None) -> Batch:
+        """A batch from (row, class position) pairs: 1-D for a run alone, (batch, K) for a stack,
+        whose tensors then come out (batch, K, ...)."""
         d, dev = self.data, self.data.audio.device
         vids = self.train_set.videos[rows.to(dev)]
         targets = targets.to(dev)
@@ -118,18 +152,13 @@ class Trainer:
 
     def run_epoch(self, on_step: Callable[[int], None] | None = None) -> EpochRecord:
         cfg, head = self.config, self.head
-        epoch = self.state.epochs_done + 1
-        steps = 0 if head.training_free else cfg.batches_per_epoch
-        n = cfg.batch_size * steps
-        rows, targets = self.sampler.draw(n)
-        neg = self.sampler.draw(n, exclude=targets) if head.needs_negatives else None
+        draw = self.draw_epoch()
         head.train()
         sums: dict[str, torch.Tensor] = {}
         # which steps' loss was not finite: kept on the device and read once, after the epoch
-        non_finite = torch.zeros(steps, dtype=torch.bool, device=self.data.audio.device)
-        for step in range(steps):
-            sl = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
-            batch = self._batch(rows[sl], targets[sl], None if neg is None else (neg[0][sl], neg[1][sl]))
+        non_finite = torch.zeros(draw.steps, dtype=torch.bool, device=self.data.audio.device)
+        for step in range(draw.steps):
+            batch = self._batch(*draw.step(step))
             loss, parts = check_loss(head, head.loss(batch, self.train_text))
             non_finite[step] = ~torch.isfinite(loss.detach())
             self.optimizer.zero_grad(set_to_none=True)
@@ -141,13 +170,20 @@ class Trainer:
                 sums[k] = sums.get(k, 0) + v.detach()
             if on_step is not None:
                 on_step(step + 1)
+        return self.end_epoch(draw.steps, sums, non_finite)
+
+    def end_epoch(self, steps: int, sums: dict[str, torch.Tensor], non_finite: torch.Tensor) -> EpochRecord:
+        """After an epoch's steps: refuse a non-finite loss, validate over the bias grid, keep the
+        best epoch, step the schedule, and record the epoch."""
+        cfg = self.config
+        epoch = self.state.epochs_done + 1
         if bool(non_finite.any()):  # nothing of this epoch is recorded or saved: the last good checkpoint stays
             step = int(non_finite.nonzero()[0])
             raise RunError(f"the training loss turned non-finite at epoch {epoch}, batch {step + 1} of "
                            f"{cfg.batches_per_epoch}; the run stopped and keeps its last good checkpoint, and no "
                            "results were written (check the data with `clipclap verify`, or lower --lr)")
         lr = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else 0.0
-        results = evaluate_head(head, self.data, self.val, betas=bias_grid(*cfg.beta_grid))
+        results = evaluate_head(self.head, self.data, self.val, betas=bias_grid(*cfg.beta_grid))
         both = results["both"].best
         betas = {m: r.best.beta for m, r in results.items()}
         if improves(self.state.best_hm, both.hm):

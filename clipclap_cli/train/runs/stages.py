@@ -36,9 +36,62 @@ class Callbacks:
     "A stage the run had finished already (its result.json), reused without training"
 
 
-def train_stage(path: Path, spec: RunSpec, data: ProtocolData, stage: int, cb: Callbacks, pm=None) -> dict:
-    """Train one stage (resuming from its last completed epoch) and write its result."""
-    sdir = path / f"stage{stage}"
+@dataclass
+class StageRun:
+    """One run's stage while it trains: its trainer, the settings it trains with, its files."""
+
+    path: Path
+    spec: RunSpec
+    stage: int
+    cb: Callbacks
+    trainer: Trainer
+    epochs: int
+    meta: dict
+
+    @property
+    def folder(self) -> Path:
+        return self.path / f"stage{self.stage}"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / "checkpoint-last.safetensors"
+
+    @property
+    def unfinished(self) -> bool:
+        return self.trainer.state.epochs_done < self.epochs
+
+    def failed(self, error: RunError) -> RunError:
+        """A failed epoch's error, saying which run and stage."""
+        return RunError(f"run {self.path}, stage {self.stage}: {error}")
+
+    def save_epoch(self, record: EpochRecord) -> None:
+        """After an epoch: the best model, the metrics line, the resumable checkpoint."""
+        head = self.trainer.head
+        if record.best_epoch == record.epoch:
+            save_model(self.folder / "best.safetensors", head,
+                       self.meta | {"epoch": record.epoch, "val_hm": record.best_hm})
+        with (self.folder / "metrics.jsonl").open("a") as fh:
+            fh.write(json.dumps(record.as_dict(), sort_keys=True) + "\n")
+        save_trainer(self.checkpoint, self.trainer)
+        self.cb.epoch_end(self.stage, record)
+
+    def finish(self) -> dict:
+        """The last epoch done: the final model and the stage's result."""
+        s = self.trainer.state
+        save_model(self.folder / "final.safetensors", self.trainer.head, self.meta | {"epoch": s.epochs_done})
+        result = {"stage": self.stage, "epochs": self.epochs, "best_epoch": s.best_epoch, "best_val_hm": s.best_hm,
+                  "val_betas": s.best_betas, "beta_star": beta_star(s.best_betas), "run_format": RUN_FORMAT,
+                  "units": FILE_UNITS}
+        write_json(self.folder / "result.json", result)
+        self.checkpoint.unlink(missing_ok=True)
+        return result
+
+
+def start_stage(path: Path, spec: RunSpec, data: ProtocolData, stage: int, cb: Callbacks, pm=None,
+                stacked: bool = False) -> StageRun | dict:
+    """Set up one stage of a run: its result if it is finished already, else its `StageRun`,
+    resumed from its last completed epoch. `stacked`: the run trains in a stack, with its own
+    dropout generator (see `Trainer`)."""
     done = stage_result(path, stage)
     if done is not None:
         cb.stage_reused(stage, done)
@@ -55,34 +108,47 @@ def train_stage(path: Path, spec: RunSpec, data: ProtocolData, stage: int, cb: C
     if head.training_free:  # its one epoch is the validation pass; more would repeat it
         cfg = dataclasses.replace(cfg, epochs=1)
     train_set, val = data.stage(stage)
-    trainer = Trainer(head, data, train_set, val, cfg)
-    ckpt = sdir / "checkpoint-last.safetensors"
-    if ckpt.exists():
-        load_trainer(ckpt, trainer)
-    sdir.mkdir(parents=True, exist_ok=True)
-    (sdir / "metrics.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in trainer.state.history))
-    meta = {"head": spec.head, "params": spec.params, "dims": spec.dims, "dataset": spec.dataset, "stage": stage,
-            "run_format": RUN_FORMAT}
+    trainer = Trainer(head, data, train_set, val, cfg, own_dropout_generator(data) if stacked else None)
+    run = StageRun(path, spec, stage, cb, trainer, cfg.epochs,
+                   {"head": spec.head, "params": spec.params, "dims": spec.dims, "dataset": spec.dataset,
+                    "stage": stage, "run_format": RUN_FORMAT})
+    if run.checkpoint.exists():
+        load_trainer(run.checkpoint, trainer)
+    run.folder.mkdir(parents=True, exist_ok=True)
+    (run.folder / "metrics.jsonl").write_text(
+        "".join(json.dumps(r, sort_keys=True) + "\n" for r in trainer.state.history))
     cb.stage_start(stage, trainer.state.epochs_done, cfg.epochs)
-    while trainer.state.epochs_done < cfg.epochs:
+    return run
+
+
+def own_dropout_generator(data: ProtocolData) -> torch.Generator:
+    """A generator in the state torch's global one (on the data's device) has now: a run's masks
+    drawn from it are those the run alone draws from the global one."""
+    device = data.audio.device
+    generator = torch.Generator(device)
+    generator.set_state(torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state())
+    return generator
+
+
+def train_stage(path: Path, spec: RunSpec, data: ProtocolData, stage: int, cb: Callbacks, pm=None) -> dict:
+    """Train one stage (resuming from its last completed epoch) and write its result."""
+    run = start_stage(path, spec, data, stage, cb, pm)
+    if isinstance(run, dict):
+        return run
+    while run.unfinished:
         try:
-            record = trainer.run_epoch(cb.step)
+            record = run.trainer.run_epoch(cb.step)
         except RunError as e:  # a loss that turned non-finite: say which run and stage
-            raise RunError(f"run {path}, stage {stage}: {e}") from None
-        if record.best_epoch == record.epoch:
-            save_model(sdir / "best.safetensors", head, meta | {"epoch": record.epoch, "val_hm": record.best_hm})
-        with (sdir / "metrics.jsonl").open("a") as fh:
-            fh.write(json.dumps(record.as_dict(), sort_keys=True) + "\n")
-        save_trainer(ckpt, trainer)
-        cb.epoch_end(stage, record)
-    save_model(sdir / "final.safetensors", head, meta | {"epoch": trainer.state.epochs_done})
-    s = trainer.state
-    result = {"stage": stage, "epochs": cfg.epochs, "best_epoch": s.best_epoch, "best_val_hm": s.best_hm,
-              "val_betas": s.best_betas, "beta_star": beta_star(s.best_betas), "run_format": RUN_FORMAT,
-              "units": FILE_UNITS}
-    write_json(sdir / "result.json", result)
-    ckpt.unlink(missing_ok=True)
-    return result
+            raise run.failed(e) from None
+        run.save_epoch(record)
+    return run.finish()
+
+
+def busy(path: Path, holder: str) -> RunError:
+    """The error of a run that another process trains (the same command started twice would
+    append to one metrics.jsonl)."""
+    return RunError(f"run {path} is being trained by another process (host and pid: {holder}); wait for it or "
+                    f"stop it; if it died on another machine, remove {path / 'train.lock'}")
 
 
 def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int, ...], cb: Callbacks | None = None,
@@ -98,8 +164,7 @@ def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int,
                               spec.label_parts)
     with cpu_threads(open_run(path, spec, store, data, threads)), exclusive(path / "train.lock") as holder:
         if holder is not None:  # the same command started twice would append to one metrics.jsonl
-            raise RunError(f"run {path} is being trained by another process (host and pid: {holder}); wait for "
-                           f"it or stop it; if it died on another machine, remove {path / 'train.lock'}")
+            raise busy(path, holder)
         for stage in stages:
             train_stage(path, spec, data, stage, cb, pm)
         if 2 in stages:
