@@ -183,3 +183,38 @@ def test_a_head_breaking_its_contract_stops_the_run_with_a_short_named_error(cli
     assert error[0].startswith("Error: fusion head 'broken-head' (module ") and "broke its contract" in error[0]
     assert error[1].strip().startswith("expected: ") and came in error[2], (case, error)
     assert not list(tmp_path.rglob("results.json"))
+
+
+def _raises(*args, **kwargs):
+    raise RuntimeError("plugin bug")
+
+
+RAISING_HEADS = {  # method replaced -> (the call the error names, extra train options)
+    "loss": ("loss", ()),
+    "replay_forward": ("replay_forward", ()),
+    "distances": ("distances", ()),
+    "stacked": ("stacked()", ("--seeds", "2")),
+}
+
+
+@pytest.mark.parametrize("method", sorted(RAISING_HEADS))
+def test_a_head_whose_code_raises_stops_the_run_with_one_named_line(cli, pm, demo_store, tmp_path, method):
+    """Whatever a head's own code raises while a run trains or evaluates (the loss, the replay
+    forward, the distances, building its stacked form) is one error line naming the head and
+    the call, not a traceback; no results are written."""
+    call, extra = RAISING_HEADS[method]
+    head = broken_head(**{method: classmethod(_raises) if method == "stacked" else _raises})
+
+    class Plugin:
+        @hookimpl
+        def register_heads(self, register):
+            register(head)
+
+    pm.register(Plugin(), name="raisingheads")
+    r = cli("train", "demo", "--head", "broken-head", "--store", demo_store, "--runs-dir", tmp_path,
+            "--epochs", "1", "--batches-per-epoch", "2", *extra, manager=pm)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert r.exit_code == 1 and "Traceback" not in r.stderr, r.stderr
+    assert errors[0] == (f"Error: fusion head 'broken-head' (module broken_heads): {call} raised RuntimeError: "
+                         "plugin bug"), r.stderr
+    assert not list(tmp_path.rglob("results.json"))

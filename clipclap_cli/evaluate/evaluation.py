@@ -10,7 +10,7 @@ import torch
 from clipclap_cli.data.protocol_data import EvalSet, ProtocolData
 from clipclap_cli.evaluate.metrics import GridResult, beta_star, bias_grid, evaluate_distances
 from clipclap_cli.evaluate.reporting import FILE_UNITS
-from clipclap_cli.plugins.contracts import check_distances
+from clipclap_cli.plugins.contracts import check_distances, head_code
 from clipclap_cli.plugins.fusion_head import MODES, FusionHead
 from clipclap_cli.protocol import DEFAULT_BETA_GRID
 
@@ -56,8 +56,9 @@ def evaluate_head(head: FusionHead, data: ProtocolData, split: EvalSet, fixed_be
     head.eval()
     with torch.no_grad():
         v = split.videos
-        dists = check_distances(head, head.distances(data.audio[v], data.video[v], data.class_text[split.classes]),
-                                len(v), len(split.classes))
+        with head_code(head, "distances"):
+            dists = check_distances(head, head.distances(data.audio[v], data.video[v],
+                                                         data.class_text[split.classes]), len(v), len(split.classes))
     head.train(was_training)
     targets = data.labels[v].cpu()
     return {m: evaluate_distances(d.cpu(), targets, split.seen.cpu(), split.unseen.cpu(), betas=betas,

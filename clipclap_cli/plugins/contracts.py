@@ -14,9 +14,11 @@ torch is imported inside the functions: registration runs for `clipclap --help`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib.metadata
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,6 +51,19 @@ def head_origin(head: Any) -> str:
     """'fusion head NAME (module M, distribution D V)': who to ask about a broken head."""
     cls = head if isinstance(head, type) else type(head)
     return f"fusion head {getattr(cls, 'head_id', cls.__name__)!r} ({_where(cls)})"
+
+
+@contextlib.contextmanager
+def head_code(head: Any, call: str) -> Iterator[None]:
+    """Run a fusion head's own code (`call` names it: "loss", "distances", ...): whatever it raises,
+    but clipclap's own errors and interrupts, becomes one HeadContractError naming the head and
+    the call, not a traceback (a run stops with its last good checkpoint, as on a bad loss)."""
+    try:
+        yield
+    except ClipclapError:
+        raise
+    except Exception as e:  # a plugin's code may raise anything
+        raise HeadContractError(f"{head_origin(head)}: {call} raised {type(e).__name__}: {e}") from None
 
 
 def encoder_origin(encoder: Any) -> str:

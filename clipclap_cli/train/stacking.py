@@ -44,7 +44,7 @@ def stacked_epoch(trainers: Sequence, on_step: Callable[[int], None] | None = No
     `EpochRecord`, or the `RunError` that ended it (a loss that turned non-finite), which leaves
     the other runs' epochs as they are."""
     from clipclap_cli.errors import RunError
-    from clipclap_cli.plugins.contracts import check_stacked_loss
+    from clipclap_cli.plugins.contracts import check_stacked_loss, head_code
 
     first = trainers[0]
     heads = [t.head for t in trainers]
@@ -53,7 +53,12 @@ def stacked_epoch(trainers: Sequence, on_step: Callable[[int], None] | None = No
     for head in heads:
         head.train()
     params = StackedParameters(heads)
-    stacked = stack_heads(heads, params, [t.dropout_generator for t in trainers])
+    try:
+        with head_code(first.head, "stacked()"):
+            stacked = stack_heads(heads, params, [t.dropout_generator for t in trainers])
+    except BaseException:
+        params.release()
+        raise
     sums: dict[str, torch.Tensor] = {}
     non_finite = torch.zeros(k, steps, dtype=torch.bool, device=first.data.audio.device)
     try:
@@ -65,22 +70,26 @@ def stacked_epoch(trainers: Sequence, on_step: Callable[[int], None] | None = No
             if parts_of_runs[0][2] is not None:
                 neg = tuple(torch.stack([p[2][i] for p in parts_of_runs], dim=1) for i in (0, 1))
             batch = first._batch(rows, targets, neg)
-            total, parts = check_stacked_loss(first.head, stacked.loss(batch, first.train_text), k)
+            with head_code(first.head, "the stacked loss"):
+                total, parts = check_stacked_loss(first.head, stacked.loss(batch, first.train_text), k)
             non_finite[:, step] = ~torch.isfinite(total.detach())
             params.zero_grad()
-            total.sum().backward()
+            with head_code(first.head, "the stacked loss's backward"):
+                total.sum().backward()
             params.share_gradients()
             for trainer in trainers:
                 trainer.optimizer.step()
             if first.config.replay_forward:
-                stacked.replay_forward(batch, first.train_text)
+                with head_code(first.head, "the stacked replay_forward"):
+                    stacked.replay_forward(batch, first.train_text)
             for name, value in {"total": total, **parts}.items():
                 sums[name] = sums.get(name, 0) + value.detach()
             if on_step is not None:
                 on_step(step + 1)
     finally:  # also when interrupted: the heads keep what the last completed step left
-        stacked.write_back()
         params.release()
+        with head_code(first.head, "the stacked write_back"):
+            stacked.write_back()
     records = []
     for i, trainer in enumerate(trainers):
         try:

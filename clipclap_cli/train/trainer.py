@@ -18,7 +18,7 @@ from clipclap_cli.data.protocol_data import EvalSet, ProtocolData, TrainSet
 from clipclap_cli.errors import RunError
 from clipclap_cli.evaluate.evaluation import evaluate_head
 from clipclap_cli.evaluate.metrics import bias_grid
-from clipclap_cli.plugins.contracts import check_loss
+from clipclap_cli.plugins.contracts import check_loss, head_code
 from clipclap_cli.plugins.fusion_head import Batch, FusionHead
 from clipclap_cli.protocol import TrainSettings
 
@@ -159,13 +159,16 @@ class Trainer:
         non_finite = torch.zeros(draw.steps, dtype=torch.bool, device=self.data.audio.device)
         for step in range(draw.steps):
             batch = self._batch(*draw.step(step))
-            loss, parts = check_loss(head, head.loss(batch, self.train_text))
+            with head_code(head, "loss"):
+                loss, parts = check_loss(head, head.loss(batch, self.train_text))
             non_finite[step] = ~torch.isfinite(loss.detach())
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with head_code(head, "the loss's backward"):
+                loss.backward()
             self.optimizer.step()
             if cfg.replay_forward:
-                head.replay_forward(batch)
+                with head_code(head, "replay_forward"):
+                    head.replay_forward(batch)
             for k, v in {"total": loss, **parts}.items():
                 sums[k] = sums.get(k, 0) + v.detach()
             if on_step is not None:
