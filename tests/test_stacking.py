@@ -47,6 +47,25 @@ def _assert_same_run(a, b, stages=(1, 2)):
     assert test_a == pytest.approx(test_b, abs=1e-9)
 
 
+def _interrupted_stack(cli, store, runs, monkeypatch, saves: int):
+    """`train --seeds 2` (stacked) interrupted as Ctrl-C would, right after its `saves`-th
+    checkpoint; returns the command's result, with checkpoints saved normally again."""
+    import clipclap_cli.train.runs.stages as stages
+
+    original, calls = stages.save_trainer, {"n": 0}
+
+    def save_then_interrupt(path, trainer):
+        original(path, trainer)
+        calls["n"] += 1
+        if calls["n"] == saves:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages, "save_trainer", save_then_interrupt)
+    result = _train(cli, store, runs, "--seeds", "2")
+    monkeypatch.setattr(stages, "save_trainer", original)
+    return result
+
+
 @pytest.fixture(scope="module")
 def stacked_runs(tmp_path_factory, demo_store):
     """Seeds 42 and 43, uninterrupted, as one stack (what the other tests compare with)."""
@@ -150,20 +169,7 @@ def test_an_interrupted_stack_resumes_to_the_same_results(cli, demo_store, stack
     """Interrupted after seed 42's second epoch and seed 43's first (the checkpoints of one stacked
     epoch written in part), the stack resumes each run where it stood and ends with the bytes of
     the uninterrupted stack."""
-    import clipclap_cli.train.runs.stages as stages
-
-    original, calls = stages.save_trainer, {"n": 0}
-
-    def save_then_interrupt(path, trainer):
-        original(path, trainer)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(stages, "save_trainer", save_then_interrupt)
-    r = _train(cli, demo_store, tmp_path, "--seeds", "2")
-    assert r.exit_code == 130
-    monkeypatch.setattr(stages, "save_trainer", original)
+    assert _interrupted_stack(cli, demo_store, tmp_path, monkeypatch, saves=3).exit_code == 130
     r = _train(cli, demo_store, tmp_path, "--seeds", "2")
     assert r.exit_code == 0, r
     assert "seed 42: stage 1: resuming at epoch 3/3" in r.stderr
@@ -199,19 +205,7 @@ def test_a_stacked_run_resumes_alone_and_a_lone_run_in_a_stack(cli, demo_store, 
     """A run's checkpoint is the same whether it trained stacked or alone (its dropout generator
     under the key a run alone uses): interrupted in a stack and resumed with --no-stack, the runs
     end as the uninterrupted stack's, up to rounding."""
-    import clipclap_cli.train.runs.stages as stages
-
-    original, calls = stages.save_trainer, {"n": 0}
-
-    def save_then_interrupt(path, trainer):
-        original(path, trainer)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(stages, "save_trainer", save_then_interrupt)
-    assert _train(cli, demo_store, tmp_path, "--seeds", "2").exit_code == 130
-    monkeypatch.setattr(stages, "save_trainer", original)
+    assert _interrupted_stack(cli, demo_store, tmp_path, monkeypatch, saves=2).exit_code == 130
     r = _train(cli, demo_store, tmp_path, "--seeds", "2", "--no-stack")
     assert r.exit_code == 0, r
     for seed in SEEDS:
