@@ -30,6 +30,11 @@ class SplitError(ClipclapError):
     """A protocol split cannot be built or read."""
 
 
+class WriteError(ClipclapError):
+    """A file clipclap writes outside the store cannot be written whole (full disk, no permission)
+    or would hold a value no reader can parse (NaN); nothing was changed."""
+
+
 class RunError(ClipclapError):
     """A training run directory is missing, incomplete or inconsistent."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,18 +12,11 @@ import torch
 
 from clipclap_cli.data.protocol_data import ProtocolData
 from clipclap_cli.errors import RunError
+from clipclap_cli.files import write_json
 from clipclap_cli.protocol import SCHEDULE_SETTINGS, TrainSettings, run_name_parts
 from clipclap_cli.store.feature_store import FeatureStore, now_iso
 from clipclap_cli.train.run_format import RUN_FORMAT, numbered_from_one
 from clipclap_cli.train.runs.spec import RunSpec
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically with sorted keys (same content, same bytes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> Any:
