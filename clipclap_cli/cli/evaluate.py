@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from clipclap_cli.cli._options import DEFAULT_STORE, DatasetsOpt, DeviceOpt, ParamOpt, catalog, split_option, store
-from clipclap_cli.cli.console import err, figures_line, print_json, test_figures
+from clipclap_cli.cli.console import err, figures_line, out, test_figures
 
 
 def install(app, pm) -> None:
@@ -26,7 +26,7 @@ def install(app, pm) -> None:
             "--legacy-label-order",
             help="Checkpoints: the reference's sorted-key label embeddings, which its ActivityNet and "
                  "VGGSound models were trained with")] = False,
-        output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the results JSON here")] = None,
+        output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the results JSON here too, as results.json holds them (fractions; `units` says so); a file there is replaced, and the line says so")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout")] = False,
         device: DeviceOpt = "cpu",
         store_path: Annotated[str | None, typer.Option(
@@ -41,15 +41,20 @@ def install(app, pm) -> None:
         A run is evaluated on the store it recorded when trained, not on $CLIPCLAP_STORE: a global
         default must not silently swap the features of a run that names its own (--store does).
         """
+        from rich.markup import escape
+
+        from clipclap_cli.cli.report import check_output_place
         from clipclap_cli.errors import RunError
         from clipclap_cli.evaluate.reporting import as_percent
+        from clipclap_cli.files import json_text
         from clipclap_cli.train.reference_checkpoints import evaluate_checkpoints
-        from clipclap_cli.train.runs.folder import write_json
         from clipclap_cli.train.runs.plan import parse_grid
         from clipclap_cli.train.runs.results import evaluate_run
 
         if (stage1 is None) != (stage2 is None):
             raise RunError("evaluating checkpoints needs both --stage1 and --stage2")
+        if output is not None:  # before any work: a run's or a store's own file is never overwritten
+            check_output_place(output)
         paper = None
         if stage1 is not None:
             entry = catalog(pm, datasets_file).get(target)
@@ -59,9 +64,7 @@ def install(app, pm) -> None:
             if stage1.is_dir() or stage2.is_dir():  # say which files the folders gave
                 (one, two), (e1, e2) = results["checkpoints"].values(), results["checkpoint_epochs"]
                 err.print(f"stage 1: {one} (epoch {e1}); stage 2: {two} (epoch {e2})")
-            if output is not None:
-                write_json(output, results)
-            where = output
+            where = None
             if not params and results["split"] == entry.split:  # the published models' setting
                 paper = entry.published.get(head)
         else:
@@ -72,11 +75,26 @@ def install(app, pm) -> None:
                 raise RunError(not_a_run(run))
             results = evaluate_run(run, None if store_path is None else store(store_path), pm)
             where = run / "results.json"
+        if output is not None:
+            where = f"{where} and {output}" if where else output
+            if _write_results(output, results):
+                where = f"{where} (replacing the file that was there)"
         if as_json:  # for people and scripts alike: percent, as every table shows (`units` says so)
-            print_json(as_percent(results))
-        err.print(f"{results['dataset']}: {test_figures(results)}" + (f" -> {where}" if where else ""))
+            out.file.write(json_text(as_percent(results), what="the results"))
+            out.file.flush()
+        err.print(escape(f"{results['dataset']}: {test_figures(results)}" + (f" -> {where}" if where else "")))
         if paper:  # the paper's figures for the head on this dataset (datasets.toml), to compare with
             err.print(f"the paper: {figures_line(paper)}")
+
+
+def _write_results(path: Path, results: dict) -> bool:
+    """`results` as JSON to `path`, whole or not at all; whether it replaced a file there."""
+    from clipclap_cli.files import write_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)  # a folder refused here is the system's one line
+    replaced = path.exists()
+    write_json(path, results)
+    return replaced
 
 
 def not_a_run(path: Path) -> str:

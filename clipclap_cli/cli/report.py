@@ -18,7 +18,7 @@ def install(app, pm) -> None:
         fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="markdown, latex, html, csv or json")] = "markdown",
         su: Annotated[bool, typer.Option("--su/--no-su", help="S and U columns before HM and ZSL (--no-su: HM and ZSL only)")] = True,
         plots: Annotated[Path | None, typer.Option("--plots", metavar="DIR", help="Write the figures here as PNG (bias curves, per-class accuracy, training curves, a comparison); --format html embeds them")] = None,
-        output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the table to this file")] = None,
+        output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the table to this file (whole or not at all; a file there is replaced, and the command says so)")] = None,
         runs_dir: Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Searched when no RUN is given")] = Path("runs"),
         published: Annotated[bool, typer.Option("--published", help="Add the paper's results of the same datasets, as rows 'HEAD (paper)'")] = False,
         against: Annotated[str, typer.Option("--against", metavar="METHOD", help="The row every other is compared with, by a paired t-test over the seeds both have")] = "clipclap",
@@ -38,21 +38,23 @@ def install(app, pm) -> None:
                            "runs there, --runs-dir names another)")
         paper = {e.name: e.published for e in catalog(pm, datasets_file)} if published else None
         print_report(runs or [runs_dir], fmt, su, plots, output, paper, against)
-        if output is not None:
-            err.print(f"table written to {output}")
 
 
 def print_report(paths: list[Path], fmt: str = "markdown", su: bool = True, plots: Path | None = None,
                  output: Path | None = None, published: dict[str, dict] | None = None,
                  against: str = "clipclap") -> str:
     """Render the table for `paths` to stdout (or `output`); optionally write plots. With
-    `published` ({dataset: {head: {metric: percent}}}), the paper's rows join the table."""
+    `published` ({dataset: {head: {metric: percent}}}), the paper's rows join the table.
+    A damaged run is left out of the table and the figures alike, in one line naming it."""
     from rich.markup import escape
 
     from clipclap_cli.errors import RunError
     from clipclap_cli.evaluate import reporting
 
     reporting.check_format(fmt)  # before anything is read
+    for place in (output, plots):
+        if place is not None:
+            check_output_place(place)
     found, pending = reporting.find_runs(paths)
     runs, skipped = reporting.load_runs(found)
     for line in skipped:
@@ -68,6 +70,10 @@ def print_report(paths: list[Path], fmt: str = "markdown", su: bool = True, plot
         for path in cell.replaced:
             err.print(escape(f"left out: {path} (its seed of {cell.method} on {cell.dataset} has a newer run: "
                              "a repeat counts once)"))
+    for line in data_lines(cells):
+        err.print(escape(line))
+    kept = {path for cell in cells for path in cell.runs}
+    runs = [r for r in runs if str(r.path) in kept]  # the figures and the page show the table's runs only
     if published is not None:
         shown = list(dict.fromkeys(c.dataset for c in cells))
         if not any(published.get(d) for d in shown):
@@ -79,23 +85,37 @@ def print_report(paths: list[Path], fmt: str = "markdown", su: bool = True, plot
     else:
         text = reporting.render(cells, fmt, metrics)
         if plots is not None:
-            written = _write_plots(cells, runs, plots)
-            err.print(f"{len(written)} plots written to {plots}")
+            _write_plots(cells, runs, plots)
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        from clipclap_cli.files import write_text_atomic
+
+        output.parent.mkdir(parents=True, exist_ok=True)  # a folder refused here is the system's one line
+        replaced = output.exists()
+        write_text_atomic(output, text)
+        err.print(escape(f"table written to {output}" + (" (it replaced the file that was there)" if replaced else "")))
     else:
         out.file.write(text)
         out.file.flush()
     return text
 
 
-def _write_plots(cells, runs, folder: Path) -> list[Path]:
+def _write_plots(cells, runs, folder: Path, say: bool = True) -> list[Path]:
+    """Every figure of `runs` and the comparison into `folder`; one line says how many, and how
+    many of them replaced a figure of the same name."""
+    from rich.markup import escape
+
     from clipclap_cli.evaluate import plots
 
-    written = [p for r in runs for p in plots.write_plots(r, folder)]
+    before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    stems = plots.plot_stems(runs)
+    written = [p for r in runs for p in plots.write_plots(r, folder, stems[str(r.path)])]
     comparison = plots.write_comparison(cells, folder)
-    return ([comparison] if comparison else []) + written
+    written = ([comparison] if comparison else []) + written
+    if say:
+        replaced = sum(p.name in before for p in written)
+        err.print(escape(f"{len(written)} plots written to {folder}"
+                         + (f" ({replaced} replaced figures of the same name there)" if replaced else "")))
+    return written
 
 
 def _html_page(cells, metrics, runs, folder: Path | None) -> str:
@@ -106,7 +126,7 @@ def _html_page(cells, metrics, runs, folder: Path | None) -> str:
     import tempfile
 
     from clipclap_cli.evaluate.html_page import page
-    from clipclap_cli.evaluate.plots import plot_stem
+    from clipclap_cli.evaluate.plots import plot_stems
 
     if folder is None and importlib.util.find_spec("matplotlib") is None:
         return page(cells, metrics, runs, figures_note="No figures: pip install 'clipclap[plots]' for them.")
@@ -116,9 +136,41 @@ def _html_page(cells, metrics, runs, folder: Path | None) -> str:
                                                       f" ({len(shown)} of {len(runs)} runs)")
     if folder is not None:
         written = _write_plots(cells, runs, folder)
-        err.print(f"{len(written)} plots written to {folder}")
+        stems = plot_stems(runs)
         picked = [p for p in written if p.name.startswith("comparison")
-                  or any(p.name.startswith(plot_stem(r)) for r in shown)]
+                  or any(p.name.startswith(stems[str(r.path)]) for r in shown)]
         return page(cells, metrics, runs, picked, note + f"; every run's are in {folder}.")
     with tempfile.TemporaryDirectory(prefix="clipclap-report-") as tmp:
-        return page(cells, metrics, runs, _write_plots(cells, shown, Path(tmp)), note + ".")
+        return page(cells, metrics, runs, _write_plots(cells, shown, Path(tmp), say=False), note + ".")
+
+
+def check_output_place(path: Path) -> None:
+    """Refuse an output (a table, figures, results) that would land inside a run folder or a
+    feature store: a report written over a run's or a store's own file would destroy it."""
+    import json
+
+    from clipclap_cli.errors import RunError
+
+    for folder in [path, *path.absolute().parents]:
+        if (folder / "zarr.json").is_file():
+            raise RunError(f"{path} is inside the feature store {folder}: write it elsewhere")
+        config = folder / "config.json"
+        if config.is_file():
+            try:
+                made_by_clipclap = {"spec", "clipclap_version"} <= set(json.loads(config.read_text("utf-8")))
+            except (OSError, ValueError, TypeError):
+                made_by_clipclap = False
+            if made_by_clipclap:
+                raise RunError(f"{path} is inside the run {folder}: write it elsewhere")
+
+
+def data_lines(cells) -> list[str]:
+    """One line per dataset whose runs were trained on different data: the columns it became."""
+    columns: dict[str, dict] = {}
+    for c in cells:
+        if c.data_tag:
+            columns.setdefault(c.dataset.removesuffix(f" [{c.data_tag}]"), {}).setdefault(c.dataset, c)
+    return [f"{base}: runs trained on {len(by)} different data (features, label embeddings or split) are "
+            "separate columns, never seeds of one row: "
+            + "; ".join(f"{label} ({', '.join(c.stores) or 'store not recorded'})" for label, c in by.items())
+            for base, by in columns.items()]

@@ -4,14 +4,20 @@ per-class accuracy and training curves, and a methods x datasets comparison with
 Every figure names dataset, split, head(s) and seeds in its title, labels both axes with units
 and tells its series apart by line style, marker or hatch (readable in greyscale). The PNG also
 carries the title and axis labels as text, so a figure sent on its own still says what it shows.
-matplotlib is the `plots` extra.
+matplotlib is the `plots` extra. Each PNG is rendered beside its name and renamed over it: a
+kill or a full disk leaves the old figure or the new one, never half a file. The runs drawn are
+those `reporting.load_run` checked, so every number a figure reads is there and finite.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 from pathlib import Path
 
+from clipclap_cli.errors import WriteError
 from clipclap_cli.evaluate.reporting import Cell, RunResult, layout, run_seed
 from clipclap_cli.protocol import LABELS
 
@@ -28,12 +34,19 @@ def _pyplot():
 def _save(fig, path: Path, title: str, xlabel: str, ylabel: str) -> Path:
     """Save a figure whose title and axis labels are set; the PNG also carries them as text
     (Title, Description), so a figure sent on its own still says what it shows."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata={"Title": title, "Description": f"x: {xlabel}; y: {ylabel}",
-                                         "Software": "clipclap"})
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.tight_layout()
+        fig.savefig(tmp, format="png", dpi=120,
+                    metadata={"Title": title, "Description": f"x: {xlabel}; y: {ylabel}", "Software": "clipclap"})
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"cannot write {path}: {e.strerror or e}; nothing was changed there") from None
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -44,20 +57,41 @@ def _axes(ax, title: str, xlabel: str, ylabel: str) -> tuple[str, str, str]:
 
 
 def plot_stem(run: RunResult) -> str:
-    """The start of the names of a run's figures: dataset_method_seed, from its folder."""
-    return "_".join(run.path.parts[-3:]).replace(",", "_").replace("=", "-") + "-"
+    """The start of the names of a run's figures: dataset_method_seed, from its folder, and the
+    data it was trained on where its dataset's runs were trained on different data."""
+    stem = "_".join(run.path.parts[-3:]).replace(",", "_").replace("=", "-")
+    if run.data_tag.startswith("data "):
+        stem += "_" + run.data_tag.replace(" ", "-")
+    elif run.data_tag:  # a store's path: its digest, not its slashes
+        stem += "_store-" + hashlib.blake2b(run.data_tag.encode(), digest_size=4).hexdigest()
+    return re.sub(r"[^\w.-]", "-", stem) + "-"
 
 
-def write_plots(run: RunResult, out_dir: Path) -> list[Path]:
+def plot_stems(runs: list[RunResult]) -> dict[str, str]:
+    """Each run's stem (by its path), told apart by a number where two runs would share one
+    (folders named alike in different places): no run's figure overwrites another's."""
+    stems: dict[str, str] = {}
+    for run in runs:
+        stem = plot_stem(run)
+        taken = set(stems.values())
+        n = 2
+        while stem in taken:
+            stem, n = f"{plot_stem(run)[:-1]}_{n}-", n + 1
+        stems[str(run.path)] = stem
+    return stems
+
+
+def write_plots(run: RunResult, out_dir: Path, stem: str | None = None) -> list[Path]:
     """Per run: the test bias curve (S, U, HM against β, β* marked), per-class accuracy (seen
     and unseen told apart) and the training curves (loss and validation HM per epoch, the best
     epoch marked). Each names dataset, split, head and seed, labels both axes with units and
     tells its lines apart by style and marker, not by colour alone (readable in greyscale)."""
     plt = _pyplot()
     res = run.results
-    stem = plot_stem(run)
+    stem = stem or plot_stem(run)
     out_dir.mkdir(parents=True, exist_ok=True)
-    who = f"{run.method} on {run.spec['dataset']} ({run.spec['split']}), seed {run_seed(run)}"
+    data = f", {run.data_tag}" if run.data_tag else ""
+    who = f"{run.method} on {run.spec['dataset']} ({run.spec['split']}{data}), seed {run_seed(run)}"
     written = []
     curve, beta = res["test_curve"], res["test"]["beta"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))

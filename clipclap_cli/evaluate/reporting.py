@@ -1,7 +1,9 @@
 """Results tables like the paper's (methods x datasets: S, U, HM, ZSL) with error bars and paired tests.
 
 Runs that differ only in their seed form one group, reported as mean ± sample standard
-deviation with the number of runs. No torch here: `clipclap report` stays quick.
+deviation with the number of runs. Runs trained on different data (the data digest each run's
+config.json records) are never one group: a dataset trained on several data is one column per
+data, labelled. No torch here: `clipclap report` stays quick.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from clipclap_cli.errors import RunError
+from clipclap_cli.files import json_text
 from clipclap_cli.protocol import LABELS, METRICS, completed_train_settings, run_name_parts
 
 FORMATS = ("markdown", "latex", "html", "csv", "json")
@@ -55,6 +58,10 @@ class RunResult:
     path: Path
     results: dict[str, Any]
     spec: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    "The whole config.json: its `data_digest` and `store` say what the run was trained on"
+    data_tag: str = ""
+    "Set by `tag_data` where runs of this dataset were trained on different data"
 
     @property
     def method(self) -> str:
@@ -62,16 +69,47 @@ class RunResult:
         return self.spec["head"] + (f" ({', '.join(parts)})" if parts else "")
 
     @property
-    def dataset(self) -> str:
+    def base_dataset(self) -> str:
         split = self.spec["split"]
         return self.spec["dataset"] if split == "cls_split" else f"{self.spec['dataset']} ({split})"
 
+    @property
+    def dataset(self) -> str:
+        """The table's column: the dataset (and split), and the data it was trained on where the
+        runs of that dataset were trained on different data."""
+        return self.base_dataset + (f" [{self.data_tag}]" if self.data_tag else "")
+
+    @property
+    def data(self) -> str:
+        """What the run was trained on: 'data DIGEST' (config.json's digest of every number it
+        read: features, label embeddings, labels, split), else 'store PATH' (a run written before
+        clipclap recorded the digest), else '' (neither recorded)."""
+        digest, store = self.config.get("data_digest"), self.config.get("store")
+        return f"data {digest}" if digest else f"store {store}" if store else ""
+
     def group_key(self) -> str:
-        """Everything but the seed (and device): runs with the same key are repeats."""
+        """Everything but the seed (and device): runs with the same key are repeats. The data is
+        part of it: runs trained on different data are never seeds of one row."""
         train = {k: v for k, v in completed_train_settings(self.spec["train"]).items() if k not in ("seed", "device")}
         return json.dumps([self.spec["dataset"], self.spec["split"], self.spec["head"], self.spec["params"], train,
-                           self.spec.get("legacy_label_order", False)],
+                           self.spec.get("legacy_label_order", False), self.data],
                           sort_keys=True)
+
+
+def tag_data(runs: list[RunResult]) -> None:
+    """Label the runs of a dataset trained on different data (`RunResult.data`), one column per
+    data: 'data ' and the shortest start of the digest (8 characters at least) that tells them
+    apart, 'store PATH' without a digest, 'data unrecorded' without either."""
+    by_dataset: dict[str, list[RunResult]] = {}
+    for run in runs:
+        by_dataset.setdefault(run.base_dataset, []).append(run)
+    for group in by_dataset.values():
+        kinds = sorted({r.data for r in group})
+        digests = [k[5:] for k in kinds if k.startswith("data ")]
+        width = next((w for w in range(8, 33) if len({d[:w] for d in digests}) == len(digests)), 32)
+        for r in group:  # a dataset trained on one data keeps its plain column
+            r.data_tag = ("" if len(kinds) < 2 else f"data {r.data[5:5 + width]}" if r.data.startswith("data ")
+                          else r.data or "data unrecorded")
 
 
 @dataclass
@@ -90,6 +128,12 @@ class Cell:
     "The fusion head: the paper's row of a head goes below its runs, whatever their settings"
     replaced: list[str] = field(default_factory=list)
     "Runs left out: an older run of a seed (and settings) that a newer run of the cell repeats"
+    data: str = ""
+    "What its runs were trained on (`RunResult.data`): 'data DIGEST', 'store PATH' or '' (unrecorded)"
+    data_tag: str = ""
+    "The label its dataset column carries where runs of the dataset were trained on different data"
+    stores: list[str] = field(default_factory=list)
+    "The stores its runs recorded (one data may sit in several stores: a copy, a move)"
     values: dict[str, dict[str, float]] = field(default_factory=dict)
     "Per metric, each seed's value (percent), keyed by the seed as text (JSON's keys)"
     ci95: dict[str, list[float]] = field(default_factory=dict)
@@ -125,17 +169,38 @@ def find_runs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def load_run(path: Path) -> RunResult:
-    """A run's results and spec, checked (`results_problem`): a RunError names the file and
-    what is wrong with it, so that no hand-edited or damaged number reaches a table."""
-    try:
-        results = json.loads((path / "results.json").read_text())
-        spec = json.loads((path / "config.json").read_text())["spec"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RunError(f"{path}: unreadable run ({e})") from None
-    problem = results_problem(results) or spec_problem(spec)
+    """A run's results, config and training log, checked: everything the table and the figures
+    read (`results_problem`, `figures_problem`, `config_problem`, `training_log_problem`). A
+    RunError names the file and what is wrong with it, so that no hand-edited or damaged number
+    reaches a table, and no run the table leaves out is drawn."""
+    results, config = _read_json(path, "results.json"), _read_json(path, "config.json")
+    problem = (results_problem(results) or figures_problem(results) or config_problem(config)
+               or spec_problem(config["spec"]) or training_log_problem(path))
     if problem:
         raise RunError(f"{path}: {problem}")
-    return RunResult(path, results, spec)
+    return RunResult(path, results, config["spec"], config)
+
+
+def _read_json(path: Path, name: str) -> Any:
+    try:
+        return json.loads((path / name).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise RunError(f"{path}: {name} cannot be read ({e.strerror or e})") from None
+    except ValueError as e:  # not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError)
+        raise RunError(f"{path}: {name} is not valid JSON ({e})") from None
+
+
+def _shown(value: Any) -> str:
+    """A value as an error line shows it: its repr, cut short."""
+    return repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fraction(value: Any) -> bool:
+    return _finite(value) and 0 <= value <= 1
 
 
 #: How far a stored HM may be from 2SU/(S+U): the evaluation adds 1e-12 to the denominator and
@@ -168,6 +233,102 @@ def results_problem(results: Any) -> str | None:
     return None
 
 
+def figures_problem(results: dict[str, Any]) -> str | None:
+    """What is wrong with what the figures draw from a results.json, or None: the chosen β, the
+    S/U/HM curve over β (lists of one length) and the per-class accuracies (fractions)."""
+    beta = results["test"].get("beta")
+    if not _finite(beta):
+        return f"results.json: test beta is {_shown(beta)}, not a finite number"
+    curve = results.get("test_curve")
+    if not isinstance(curve, dict):
+        return f"results.json: test_curve (the S, U and HM curve over β) is {_shown(curve)}"
+    for key, ok, what in (("beta", _finite, "finite numbers"), ("seen", _fraction, "fractions"),
+                          ("unseen", _fraction, "fractions"), ("hm", _fraction, "fractions")):
+        values = curve.get(key)
+        if not isinstance(values, list) or not values or not all(ok(v) for v in values):
+            return f"results.json: test_curve {key} is not a list of {what}"
+    if len({len(curve[k]) for k in ("beta", "seen", "unseen", "hm")}) > 1:
+        return "results.json: test_curve's beta, seen, unseen and hm differ in length"
+    acc = results.get("per_class_accuracy")
+    if not isinstance(acc, dict):
+        return f"results.json: per_class_accuracy is {_shown(acc)}"
+    for part in ("seen", "unseen"):
+        block = acc.get(part)
+        if not isinstance(block, dict):
+            return f"results.json: per_class_accuracy {part} is {_shown(block)}"
+        bad = next((name for name, v in block.items() if not _fraction(v)), None)
+        if bad is not None:
+            return f"results.json: per_class_accuracy {part} {bad!r} is {_shown(block[bad])}, not a fraction"
+    run_format = results.get("run_format")
+    if run_format is not None and (isinstance(run_format, bool) or not isinstance(run_format, int)):
+        return f"results.json: run_format is {_shown(run_format)}, not an integer"
+    return None
+
+
+def config_problem(config: Any) -> str | None:
+    """What is wrong with what a report reads of config.json beyond the spec, or None: the data
+    digest and the store, which keep runs of different data apart."""
+    if not isinstance(config, dict):
+        return "config.json has no run spec"
+    for key in ("data_digest", "store"):
+        value = config.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"config.json: {key} is {_shown(value)}, not text"
+    return None
+
+
+def training_log_problem(path: Path) -> str | None:
+    """What is wrong with a run's training log (stage1/ and stage2/ metrics.jsonl, drawn as its
+    training curves), or None: every line JSON (not cut short), each epoch a whole number, its
+    total loss (where the head trains) and validation HM finite numbers. A run without a log
+    (a stage trained by a tool without one) has no curves drawn, and is no damage."""
+    trained = None
+    for stage in (1, 2):
+        f = path / f"stage{stage}" / "metrics.jsonl"
+        if not f.exists():
+            continue
+        name = f"stage{stage}/metrics.jsonl"
+        try:
+            lines = f.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            return f"{name} cannot be read ({e.strerror or e})"
+        except UnicodeDecodeError:
+            return f"{name} is not text (not UTF-8)"
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                return f"{name} line {number} is not JSON (cut short?)"
+            problem = _epoch_problem(row)
+            if problem:
+                return f"{name} line {number}: {problem}"
+            has_total = "total" in row["losses"]
+            if trained is not None and has_total != trained:
+                return f"{name} line {number}: {'a' if has_total else 'no'} total loss, unlike the epochs before"
+            trained = has_total
+    return None
+
+
+def _epoch_problem(row: Any) -> str | None:
+    if not isinstance(row, dict):
+        return f"{_shown(row)} is not an epoch's record"
+    epoch, best = row.get("epoch"), row.get("best_epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int):
+        return f"epoch is {_shown(epoch)}, not a whole number"
+    if best is not None and (isinstance(best, bool) or not isinstance(best, int)):
+        return f"best_epoch is {_shown(best)}, not a whole number"
+    losses, val = row.get("losses"), row.get("val")
+    if not isinstance(losses, dict):
+        return f"losses is {_shown(losses)}"
+    if "total" in losses and not _finite(losses["total"]):
+        return f"total loss is {_shown(losses['total'])}, not a finite number"
+    if not isinstance(val, dict) or not _finite(val.get("hm")):
+        return f"validation hm is {_shown(val.get('hm') if isinstance(val, dict) else val)}, not a finite number"
+    return None
+
+
 def spec_problem(spec: Any) -> str | None:
     """What config.json's spec lacks for a report row, or None."""
     if not isinstance(spec, dict):
@@ -194,7 +355,9 @@ def load_runs(paths: list[Path]) -> tuple[list[RunResult], list[str]]:
 
 
 def aggregate(runs: list[RunResult]) -> list[Cell]:
-    """Group runs differing only in seed; cells in first-seen order of method and dataset."""
+    """Group runs differing only in seed; cells in first-seen order of method and dataset. Runs
+    of different data are never one group: their columns are labelled (`tag_data`)."""
+    tag_data(runs)
     groups: dict[str, list[RunResult]] = {}
     for r in runs:
         groups.setdefault(r.group_key(), []).append(r)
@@ -219,6 +382,9 @@ def aggregate(runs: list[RunResult]) -> list[Cell]:
             [str(r.path) for r in members],
             first.spec["head"],
             [str(r.path) for r in replaced],
+            first.data,
+            first.data_tag,
+            sorted({str(r.config.get("store")) for r in members if r.config.get("store")}),
             {m: {str(run_seed(r)): v for r, v in zip(members, vs, strict=True)} for m, vs in values.items()},
             {m: confidence_interval(v) for m, v in values.items() if len(v) > 1},
         ))
@@ -263,7 +429,8 @@ def compare(cells: list[Cell], against: str) -> list[Cell]:
             continue
         for m in METRICS:
             p = paired_p_value([cell.values[m][s] for s in shared], [ref.values[m][s] for s in shared])
-            cell.against["p"][m], cell.against["differs"][m] = p, p < SIGNIFICANCE
+            if math.isfinite(p):  # a test scipy cannot decide is left out, not printed as nan
+                cell.against["p"][m], cell.against["differs"][m] = p, p < SIGNIFICANCE
     return cells
 
 
@@ -289,8 +456,9 @@ def with_published(cells: list[Cell], published: dict[str, dict[str, dict[str, f
     """`cells` and the published results of their datasets (`published[dataset][head]`, percent)
     as rows 'HEAD (paper)', each right below the rows of the same head when the table has some."""
     paper: dict[str, list[Cell]] = {}
-    for dataset in dict.fromkeys(c.dataset for c in cells):
-        for head, values in published.get(dataset, {}).items():
+    columns = {c.dataset: c.dataset.removesuffix(f" [{c.data_tag}]") if c.data_tag else c.dataset for c in cells}
+    for dataset, base in columns.items():  # a dataset trained on several data: the paper's row in each column
+        for head, values in published.get(base, {}).items():
             paper.setdefault(head, []).append(Cell(head + PAPER, dataset, 0, dict(values), {}, head=head))
     out: list[Cell] = []
     for head in dict.fromkeys(c.head for c in cells):
@@ -333,6 +501,9 @@ def table_note(cells: list[Cell]) -> str:
         note += "; a seed trained twice counts once, by its newest run"
     if any(c.n == 0 for c in cells):
         note += f"; '{PAPER.strip()}': the published results"
+    if any(c.data_tag for c in cells):
+        note += ("; [data ...]: runs of one dataset trained on different data (the data digest in their "
+                 "config.json) are separate columns, never averaged")
     compared = [c for c in cells if c.against.get("p")]
     if any(differs is False for c in compared for differs in c.against["differs"].values()):
         note += (f"; {SAME} no significant difference from {compared[0].against['method']} (paired t-test over the "
@@ -372,7 +543,7 @@ def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = METRICS) -> s
     check_format(fmt)
     metrics = tuple(m for m in METRICS if m in metrics)  # one column order in every format
     if fmt == "json":
-        return json.dumps([c.__dict__ for c in cells], indent=2, sort_keys=True) + "\n"
+        return json_text([c.__dict__ for c in cells], what="the report")
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
