@@ -12,9 +12,23 @@ from clipclap_cli.errors import ParamError
 
 P = TypeVar("P")
 
+#: The largest whole number a parameter may hold (int64: what JSON, zarr attributes and torch keep).
+MAX_INT = 2**63 - 1
+#: The largest size (`check_ranges`): a width, depth or count past it is a typo, not a model.
+MAX_SIZE = 1_000_000
 
-def _coerce(name: str, raw: Any, annotation: Any) -> Any:
-    """Convert `raw` (a string from the command line, or a TOML value) to the field's type."""
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _coerce(name: str, raw: Any, annotation: Any, typed: bool = False) -> Any:
+    """Convert `raw` (a string from the command line, or a TOML value) to the field's type;
+    `typed` (a TOML value): a string where a number or true/false is expected is refused."""
+    if typed and isinstance(raw, str) and annotation in (int, float, bool):
+        expected = "true or false" if annotation is bool else "a number" if annotation is float else "a whole number"
+        raise ParamError(f"parameter {name}={raw!r}: expected {expected}, not a string")
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         choices = typing.get_args(annotation)
@@ -31,12 +45,18 @@ def _coerce(name: str, raw: Any, annotation: Any) -> Any:
             return False
         raise ParamError(f"parameter {name}={raw!r}: expected true or false")
     if annotation in (int, float, str):
+        if annotation is str and not isinstance(raw, str):  # the command line gives strings; TOML may not
+            raise ParamError(f"parameter {name}={raw!r}: expected a string")
+        if annotation is not str and isinstance(raw, bool | list | dict):
+            raise ParamError(f"parameter {name}={raw!r}: expected {annotation.__name__}")
         try:
-            value = annotation(raw)
-        except (TypeError, ValueError):
+            value = annotation(raw.strip() if isinstance(raw, str) else raw)
+        except (TypeError, ValueError, OverflowError):
             raise ParamError(f"parameter {name}={raw!r}: expected {annotation.__name__}") from None
         if annotation is int and isinstance(raw, float) and raw != value:
             raise ParamError(f"parameter {name}={raw!r}: expected int")
+        if annotation is int and abs(value) > MAX_INT:
+            raise ParamError(f"parameter {name}={_shown(raw)}: expected a whole number from {-MAX_INT} to {MAX_INT}")
         if annotation is float and not math.isfinite(value):
             raise ParamError(f"parameter {name}={raw!r}: expected a finite number")
         return value
@@ -48,8 +68,9 @@ def field_types(params_cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(params_cls)}
 
 
-def build_params(params_cls: type[P], values: Mapping[str, Any], where: str = "") -> P:
-    """Instantiate `params_cls` from a mapping, coercing types and rejecting unknown keys."""
+def build_params(params_cls: type[P], values: Mapping[str, Any], where: str = "", typed: bool = False) -> P:
+    """Instantiate `params_cls` from a mapping, coercing types and rejecting unknown keys;
+    `typed`: the values come typed (TOML), so a string is not read as a number or flag."""
     types = field_types(params_cls)
     unknown = sorted(set(values) - set(types))
     if unknown:
@@ -58,17 +79,19 @@ def build_params(params_cls: type[P], values: Mapping[str, Any], where: str = ""
             f"{prefix}unknown parameter {unknown[0]!r}; valid: {', '.join(types) or '(none)'}"
         )
     try:
-        return params_cls(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+        return params_cls(**{k: _coerce(k, v, types[k], typed) for k, v in values.items()})
     except ValueError as e:  # a Params' own check (__post_init__, see `check_ranges`)
         raise ParamError(f"{where}: {e}" if where else str(e)) from None
 
 
 def check_ranges(params: Any, *, sizes: Iterable[str] = (), rates: Iterable[str] = ()) -> None:
-    """For a Params' `__post_init__`: `sizes` (widths, counts) must be at least 1 and `rates`
-    (dropout probabilities) in [0, 1); a ValueError names the first that is not."""
+    """For a Params' `__post_init__`: `sizes` (widths, counts) must be from 1 to MAX_SIZE and
+    `rates` (dropout probabilities) in [0, 1); a ValueError names the first that is not."""
     for name in sizes:
         if getattr(params, name) < 1:
             raise ValueError(f"parameter {name}={getattr(params, name)!r}: expected at least 1")
+        if getattr(params, name) > MAX_SIZE:
+            raise ValueError(f"parameter {name}={_shown(getattr(params, name))}: expected at most {MAX_SIZE}")
     for name in rates:
         if not 0 <= getattr(params, name) < 1:
             raise ValueError(f"parameter {name}={getattr(params, name)!r}: expected 0 <= {name} < 1")

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,76 @@ def pytest_sessionstart(session):
     reason = missing()
     if reason:
         pytest.exit(reason, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+# ---------------------------------------------------------------- no JSON file holds NaN or infinity
+_BASETEMP: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_basetemp(tmp_path_factory):
+    """This session's temporary folder, where every test writes: `pytest_sessionfinish` walks it."""
+    _BASETEMP.append(tmp_path_factory.getbasetemp())
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str):
+    raise _NonFinite(name)
+
+
+def non_finite_json(path: Path) -> str | None:
+    """Where `path` (a .json file, or a .jsonl file line by line) holds NaN or Infinity, which only
+    Python's lenient parser reads: `line N: NaN`, or None. A file that is not JSON at all (cut
+    short by a test that damages files on purpose) is not this check's business."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    docs = list(enumerate(text.splitlines(), 1)) if path.suffix == ".jsonl" else [(0, text)]
+    for line, doc in docs:
+        if not doc.strip():
+            continue
+        try:
+            json.loads(doc, parse_constant=_refuse_constant)
+        except _NonFinite as e:
+            return f"line {line}: {e}" if line else str(e)
+        except ValueError:
+            continue
+    return None
+
+
+def non_finite_json_files(root: Path) -> list[str]:
+    """Every *.json and *.jsonl file under `root` that holds NaN or Infinity, with where."""
+    found = []
+    for path in sorted(root.rglob("*.json*")):
+        if path.suffix in (".json", ".jsonl") and path.is_file() and not path.is_symlink():
+            where = non_finite_json(path)
+            if where:
+                found.append(f"{path} ({where})")
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No JSON file clipclap writes may hold NaN or infinity (issue 39): after the tests, every
+    *.json and *.jsonl file under this session's temporary folder is read strictly, and one that
+    parses only with NaN/Infinity fails the session, named."""
+    if not _BASETEMP or not _BASETEMP[0].exists():
+        return
+    bad = non_finite_json_files(_BASETEMP[0])
+    if bad:
+        title = "JSON files holding NaN or Infinity (not JSON: clipclap must refuse to write them)"
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write("\n")
+            reporter.write_sep("=", title, red=True)
+            for line in bad:
+                reporter.write_line(line, red=True)
+        else:
+            print(title, *bad, sep="\n", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

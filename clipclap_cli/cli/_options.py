@@ -50,7 +50,8 @@ def split_option(help: str):
     return Annotated[str | None, typer.Option("--split", metavar="NAME", callback=checked_name("split"), help=help)]
 
 
-SeedOpt = Annotated[int | None, typer.Option("--seed", metavar="N", help="Random seed (default: the dataset's, 42)")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", metavar="N", min=0, max=2**32 - 1,
+                                             help="Random seed (default: the dataset's, 42)")]
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="cpu, cuda or cuda:N")]
 
 ReplaceOpt = Annotated[bool, typer.Option(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.resources
+import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -99,18 +100,46 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _read_toml(path: Path) -> dict[str, dict]:
+def read_toml_text(path: Path, what: str) -> dict[str, Any]:
+    """A hand-edited TOML file (`what`: "datasets file", "prompts file") as a table; a missing,
+    unreadable, non-UTF-8 or malformed file is one ConfigError naming it."""
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such datasets file") from None
+        raise ConfigError(f"{path}: no such {what}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read this {what} ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {data[e.start]:#04x} on line {line}); "
+                          f"save the {what} as UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
+
+
+def _read_toml(path: Path) -> dict[str, dict]:
+    data = read_toml_text(path, "datasets file")
     tables = data.get("datasets", {})
     if not isinstance(tables, dict) or set(data) - {"datasets"}:
         raise ConfigError(f"{path}: expected only [datasets.NAME] tables")
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path} [datasets] {name} = {_shown(table)}: expected a table, "
+                              f"[datasets.{name}] with kind = \"...\" and its settings")
     return tables
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+#: The largest feature width a datasets entry may give (`dims`).
+MAX_DIM = 1_000_000
 
 
 class _AmbiguousKind(Exception):
@@ -127,6 +156,12 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
 
     if "kind" not in table:
         raise fail("kind", "missing (the dataset format, see `clipclap datasets kinds`)")
+    if not isinstance(table["kind"], str) or not table["kind"]:
+        raise fail("kind", "expected a format name (a string, see `clipclap datasets kinds`), got "
+                   + _shown(table["kind"]))
+    for key in ("display_name", "split", "frame_recipe"):  # prompts and videos: below
+        if key in table and not isinstance(table[key], str):
+            raise fail(key, f"expected a string, got {_shown(table[key])}")
     try:
         adapter_cls = adapters.get(table["kind"])
     except UnknownNameError as e:
@@ -135,16 +170,18 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
         raise _AmbiguousKind(ConfigError(f"{where} [datasets.{name}] kind={table['kind']!r}: {e}")) from None
     extra = {k: v for k, v in table.items() if k not in _CORE_KEYS}
     try:
-        params = build_params(adapter_cls.Params, extra)
+        params = build_params(adapter_cls.Params, extra, typed=True)
     except ClipclapError as e:
         raise ConfigError(f"{where} [datasets.{name}]: {e}") from None
     dims = table.get("dims", {})
+    if not isinstance(dims, dict):
+        raise fail("dims", f"expected a table, e.g. dims = {{ video = 512, audio = 1024 }}, got {_shown(dims)}")
     unknown = set(dims) - {"audio", "video", "clip", "clap"}
     if unknown:
         raise fail(f"dims.{sorted(unknown)[0]}", "unknown; valid: audio, video, clip, clap")
     for key, value in dims.items():
-        if not isinstance(value, int) or value <= 0:
-            raise fail(f"dims.{key}", f"expected a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_DIM:
+            raise fail(f"dims.{key}", f"expected a positive integer up to {MAX_DIM}, got {_shown(value)}")
     def train_settings(key: str, train: Any) -> dict[str, Any]:
         """The given training settings, validated and typed."""
         try:
@@ -156,7 +193,7 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
         raise fail("split", f"{table['split']!r} is not allowed as a split name: use {NAME_RULE}")
     for key in ("prompts", "videos"):
         if not isinstance(table.get(key, ""), str):
-            raise fail(key, f"expected a path (a string), got {table[key]!r}")
+            raise fail(key, f"expected a path (a string), got {_shown(table[key])}")
     if "frame_recipe" in table:
         try:
             get_recipe(table["frame_recipe"])
@@ -167,6 +204,11 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
     for key, tables in (("head_params", head_params), ("head_train", head_train)):
         if not isinstance(tables, dict) or not all(isinstance(v, dict) for v in tables.values()):
             raise fail(key, f"expected one table per head, e.g. {key}.tcaf = {{ ... }}")
+    for head, values in head_params.items():  # the head's Params check them when it is used (`train`)
+        for key, value in values.items():
+            problem = _value_problem(value)
+            if problem:
+                raise fail(f"head_params.{head}.{key}", f"{problem}, got {_shown(value)}")
     return DatasetEntry(
         published=_published(table.get("published", {}), fail),
         head_params=head_params,
@@ -187,6 +229,16 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
         params=params,
         origin=where,
     )
+
+
+def _value_problem(value: Any) -> str | None:
+    """Whether `value` can be a parameter (`-p KEY=VALUE`'s, from TOML): a string, a whole or
+    finite number, or true/false."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "expected a finite number"
+    if not isinstance(value, str | int | float | bool):
+        return "expected a string, a number or true/false"
+    return None
 
 
 def _published(tables: Any, fail) -> dict[str, dict[str, float]]:
@@ -281,6 +333,9 @@ def _over(bases: list[_Definition], table: dict, name: str, where: str) -> list[
 
     table = dict(table)
     pick = table.pop("from", None)
+    if pick is not None and not isinstance(pick, str):
+        raise ConfigError(f"{where} [datasets.{name}] from: expected the name of a definition (a string), "
+                          f"got {_shown(pick)}")
     if pick is not None:
         chosen = [d for d in bases if _canonical(str(pick)) in {_canonical(d.source), _canonical(d.plugin or "")}]
         if len(chosen) != 1:

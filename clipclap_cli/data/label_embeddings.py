@@ -9,7 +9,7 @@ them combined as [CLIP | CLAP].
 
 from __future__ import annotations
 
-import tomllib
+import string
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,17 +21,46 @@ from clipclap_cli.store.feature_store import FeatureStore
 
 
 def read_templates(path: Path, section: str) -> list[str]:
-    """The `templates` list of table `section` of a prompts.toml."""
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such prompts file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    templates = data.get(section, {}).get("templates")
-    if not isinstance(templates, list) or not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
-        raise ConfigError(f"{path} [{section}] templates: expected a list of strings with '{{}}'")
+    """The `templates` list of table `section` of a prompts.toml, each template checked
+    (`template_problem`): a missing, non-UTF-8 or malformed file, or a bad template, is one
+    ConfigError naming the file and the template, before anything is encoded or written."""
+    from clipclap_cli.data.datasets_toml import read_toml_text
+
+    data = read_toml_text(Path(path), "prompts file")
+    table = data.get(section, {})
+    templates = table.get("templates") if isinstance(table, dict) else None
+    if not isinstance(templates, list) or not templates:
+        raise ConfigError(f"{path} [{section}] templates: expected a list of strings with '{{}}' for the class name")
+    for i, template in enumerate(templates):
+        problem = template_problem(template)
+        if problem:
+            raise ConfigError(f"{path} [{section}] templates[{i}] = {_shown(template)}: {problem}")
     return templates
+
+
+def template_problem(template: object) -> str | None:
+    """What is wrong with a prompt template, or None: it must be a string with `{}` (the class
+    name) once and no other placeholder (`{x}`, `{0.y}`, `{:>9}`) nor a lone brace
+    (`{{` and `}}` are literal braces)."""
+    if not isinstance(template, str):
+        return "expected a string with '{}' for the class name"
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError:
+        return "a lone '{' or '}' (write {{ or }} for a literal brace)"
+    for name, spec, conversion in fields:
+        if name != "" or spec or conversion:
+            written = "{" + name + ("!" + conversion if conversion else "") + (":" + spec if spec else "") + "}"
+            return f"unknown placeholder {written}: only {{}} (the class name) is filled in"
+    if len(fields) != 1:
+        return "no '{}' for the class name" if not fields else "'{}' more than once: the class name fills one"
+    return None
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def embed_labels(store: FeatureStore, dataset: str, encoder, templates: list[str], name: str,

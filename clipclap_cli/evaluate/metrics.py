@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from clipclap_cli.protocol import SettingError, grid_problem
+
 EPS = float(np.finfo(float).eps)
 
 #: Predictions evaluated at once, (biases x samples): 2**24 keeps a chunk's buffers near 300 MB;
@@ -21,7 +23,12 @@ GRID_CHUNK_ELEMENTS = 1 << 24
 
 
 def bias_grid(start: float = 0.0, stop: float = 5.0, steps: int = 76) -> torch.Tensor:
-    """The reference's beta grid, linspace(0, 5, 76) (steps of 1/15), as float32."""
+    """The reference's beta grid, linspace(0, 5, 76) (steps of 1/15), as float32. A grid that
+    `protocol.grid_problem` refuses (NaN, infinity, more points than MAX_GRID_POINTS) is a
+    SettingError here too: commands check their grid before any work, this is the last guard."""
+    problem = grid_problem((start, stop, steps))
+    if problem:
+        raise SettingError("beta_grid", f"bias grid {start!r}:{stop!r}:{steps!r}: {problem}", problem)
     return torch.from_numpy(np.linspace(start, stop, steps)).to(torch.float32)
 
 
