@@ -144,6 +144,17 @@ def setting_problem(name: str, value: Any) -> str | None:
     return _type_problem(name, value) or _range_problem(name, value)
 
 
+def check_options(values: Mapping[str, Any]) -> None:
+    """The command line's numbers (`{"epochs": 3, "threads": 2, "beta_grid": (0, 5, 76)}`, None
+    for an option not given) checked before any work (`setting_problem`): a SettingError
+    `--epochs must be at least 1, not 0` naming the first bad option. For commands to call first,
+    before they read or write anything (`demo` before it generates, `train` with `--threads`)."""
+    for key, value in values.items():
+        problem = None if value is None else setting_problem(key, value)
+        if problem:
+            raise SettingError(key, _joined(f"--{key.replace('_', '-')}", problem), problem)
+
+
 def _type_problem(name: str, value: Any) -> str | None:
     if name in COUNT_RANGES and not _whole(value):
         return f"expected a whole number, got {_shown(value)}"

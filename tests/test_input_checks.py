@@ -20,6 +20,7 @@ from clipclap_cli.protocol import (
     MAX_GRID_POINTS,
     SettingError,
     TrainSettings,
+    check_options,
     check_train_settings,
     merge_settings,
     parse_beta_grid,
@@ -166,6 +167,19 @@ def test_merged_settings_are_checked_naming_the_layer():
         merge_settings([("command line", {"beta_grid": (0.0, math.nan, 10)})])
     settings, sources = merge_settings([("d", {"epochs": 3}), ("command line", {"epochs": 4, "lr": None})])
     assert settings.epochs == 4 and sources["epochs"] == "command line" and sources["lr"] == "protocol"
+
+
+def test_check_options_names_the_option():
+    """What commands call first on their numbers: None is an option not given."""
+    check_options({"epochs": None, "threads": 4, "jobs": 1, "seeds": 3, "beta_grid": (0, 5, 76)})
+    for values, message in (({"threads": 10**30}, "--threads must be at most 4096, not 1000000000000"),
+                            ({"jobs": 0}, "--jobs must be at least 1, not 0"),
+                            ({"batches_per_epoch": -1}, "--batches-per-epoch must be at least 1, not -1"),
+                            ({"lr": math.nan}, "--lr must be positive, not nan"),
+                            ({"beta_grid": (0, math.inf, 3)}, "--beta-grid START and STOP must be finite")):
+        with pytest.raises(SettingError) as e:
+            check_options(values)
+        assert str(e.value).startswith(message) and e.value.key == next(iter(values))
 
 
 def test_bias_grid_refuses_what_the_checks_refuse():
@@ -358,6 +372,8 @@ def test_the_json_walk_finds_nan_and_infinity():
         (root / "fine.json").write_text(json.dumps({"beta": 1.5, "s": "NaN"}))
         (root / "cut.json").write_text('{"beta": 1')  # damaged, not non-finite
         (root / "notes.txt").write_text("NaN")
+        (root / "damaged-run").mkdir()
+        (root / "damaged-run" / "config.json").write_text('{"lr": NaN}')  # planted on purpose: left alone
         assert non_finite_json(root / "a" / "results.json") == "NaN"
         assert non_finite_json(root / "metrics.jsonl") == "line 3: -Infinity"
         assert non_finite_json(root / "fine.json") is None and non_finite_json(root / "cut.json") is None
