@@ -153,6 +153,10 @@ def check_options(values: Mapping[str, Any]) -> None:
         problem = None if value is None else setting_problem(key, value)
         if problem:
             raise SettingError(key, _joined(f"--{key.replace('_', '-')}", problem), problem)
+    seed, seeds = values.get("seed"), values.get("seeds")
+    if seed is not None and seeds is not None and seed + seeds - 1 > COUNT_RANGES["seed"][1]:
+        problem = f"and --seeds {seeds} run seeds up to {seed + seeds - 1}, past {COUNT_RANGES['seed'][1]}"
+        raise SettingError("seed", f"--seed {seed} {problem}", problem)
 
 
 def _type_problem(name: str, value: Any) -> str | None:

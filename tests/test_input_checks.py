@@ -176,7 +176,9 @@ def test_check_options_names_the_option():
                             ({"jobs": 0}, "--jobs must be at least 1, not 0"),
                             ({"batches_per_epoch": -1}, "--batches-per-epoch must be at least 1, not -1"),
                             ({"lr": math.nan}, "--lr must be positive, not nan"),
-                            ({"beta_grid": (0, math.inf, 3)}, "--beta-grid START and STOP must be finite")):
+                            ({"beta_grid": (0, math.inf, 3)}, "--beta-grid START and STOP must be finite"),
+                            ({"seed": 2**32 - 2, "seeds": 3},
+                             "--seed 4294967294 and --seeds 3 run seeds up to 4294967296, past 4294967295")):
         with pytest.raises(SettingError) as e:
             check_options(values)
         assert str(e.value).startswith(message) and e.value.key == next(iter(values))
