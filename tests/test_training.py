@@ -389,7 +389,8 @@ def test_torchrun_spreads_the_runs_over_its_ranks(cli, demo_store, tmp_path):
            "--store", str(demo_store), "--runs-dir", str(tmp_path / "ranks"), *schedule]
     runs = tmp_path / "ranks" / "demo" / "clipclap,epochs=1,batches-per-epoch=2"
     (runs / "seed43").mkdir(parents=True)
-    (runs / "seed43" / "config.json").write_text('{"spec": {}}')  # not a run: rank 1's only run fails
+    (runs / "seed43" / ".clipclap-run").write_text('{"run_format": 2}')  # a run folder clipclap made,
+    (runs / "seed43" / "config.json").write_text('{"spec": {}}')  # but its config cannot be read: rank 1's run fails
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "rank 0 of 2: 2 of 3 runs" in r.stderr and "rank 1 of 2: 1 of 3 runs" in r.stderr
     assert "1 of 3 runs failed on the ranks" in r.stderr and "seed43: config.json is not one" in r.stderr, r.stderr
@@ -472,8 +473,11 @@ def test_a_run_trains_in_one_process_at_a_time(cli, demo_store, reference_run, t
     run ends with the bytes of an uninterrupted one, without the lock."""
     import socket
 
+    from clipclap_cli.train.runs.folder import RUN_MARKER
+
     run = tmp_path / "locked"
     run.mkdir()
+    (run / RUN_MARKER).write_text('{"run_format": 2}')  # a run folder clipclap made (runs write only into runs)
     lock = run / "train.lock"
     lock.write_text(f"{socket.gethostname()} {os.getpid()}")  # a live process: this one
     line = _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
@@ -557,7 +561,7 @@ def test_damaged_run_files_are_one_clear_line(cli, demo_store, reference_run, tm
     good = json.loads(config.read_text())
     config.write_text(json.dumps({"spec": {"dataset": "demo"}, "clipclap_version": "9.9"}))
     line = _one_error_line(cli("evaluate", run))
-    assert "config.json is not one this clipclap can read ('split')" in line and "clipclap 9.9" in line
+    assert "config.json is not one this clipclap can read (spec.split: missing)" in line and "clipclap 9.9" in line
     config.write_text(json.dumps(good)[:40])  # cut short, as by a full disk
     assert "config.json is damaged (not valid JSON" in _one_error_line(cli("evaluate", run))
     assert "config.json is damaged" in _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))

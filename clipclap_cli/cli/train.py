@@ -67,6 +67,7 @@ def install(app, pm) -> None:
         from clipclap_cli.plugins.registry import list_heads
         from clipclap_cli.protocol import DEFAULT_BETA_GRID
         from clipclap_cli.train.distributed import torchrun_ranks
+        from clipclap_cli.train.runs.folder import check_run_folder, check_runs_dir
         from clipclap_cli.train.runs.plan import RunRequest, parse_grid, plan_runs
 
         if stage not in STAGES:
@@ -77,6 +78,11 @@ def install(app, pm) -> None:
             heads.get(name)  # unknown names fail before anything runs
         if run_dir is not None and (len(names) > 1 or seeds > 1):
             raise ClipclapError("--run names one run; use --runs-dir with several heads or seeds")
+        # runs write only into runs: a folder clipclap made, or a new or empty one, outside any store
+        if run_dir is not None:
+            check_run_folder(run_dir)
+        else:
+            check_runs_dir(runs_dir)
         settings_given = (head != "clipclap" or params or seed is not None or split is not None or legacy
                           or any(v is not None for v in (epochs, lr, batches, batch_size, lr_scheduler))
                           or beta_grid != "0:5:76" or not replay)

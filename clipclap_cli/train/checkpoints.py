@@ -10,18 +10,35 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 
-from clipclap_cli.errors import CheckpointError
+from clipclap_cli.errors import CheckpointError, WriteError
 from clipclap_cli.train.run_format import RUN_FORMAT, numbered_from_one
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata={"clipclap": json.dumps(meta, sort_keys=True)})
-    os.replace(tmp, path)
+    """Write a checkpoint whole or not at all: serialised in memory, written beside `path` with
+    the permissions of any other file (safetensors' own `save_file` makes them 0600), synced and
+    renamed over it. A full disk or any other failure is one `WriteError` naming the file, the
+    partial copy removed and the previous checkpoint intact. (The metadata is JSON as Python writes
+    it: a resume state holds the LR scheduler's state, whose `mode_worse` is infinite.)"""
+    meta_text = json.dumps(meta, sort_keys=True)
+    try:
+        blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata={"clipclap": meta_text})
+    except Exception as e:  # safetensors' SafetensorError, of several causes
+        raise WriteError(f"cannot write {path}: {type(e).__name__}: {str(e)[:120]}") from None
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"cannot write {path}: {e.strerror or e}; the run resumes from its last "
+                         "checkpoint once there is room (rerun the same command)") from None
 
 
 _RETRAIN = "remove its stage folder and rerun the same command to train that stage again"

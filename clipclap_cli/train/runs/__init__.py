@@ -1,5 +1,7 @@
 """Training runs on disk: one folder per run, resumable stage by stage.
 
+    <run>/.clipclap-run                the marker, written first: clipclap made this folder (runs write
+                                       only into such folders, new or empty ones, never into a store)
     <run>/config.json                  what was asked (dataset, split, head, params, settings), the
                                        store, a digest of the data read and the CPU threads used
     <run>/stage{1,2}/metrics.jsonl     one line per completed epoch

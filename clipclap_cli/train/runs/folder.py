@@ -1,9 +1,19 @@
-"""A run folder: its name, its files (written atomically), the CPU threads and data it was started with."""
+"""A run folder: its name, its files (written atomically), the CPU threads and data it was started with.
+
+Runs write only into runs: a run folder is one clipclap made (its marker file `RUN_MARKER`,
+written before anything else; a run of an earlier clipclap is recognised by its config.json),
+or a new or empty folder, never a folder inside a clipclap store (`check_run_folder`). Its
+config.json is checked whole when it is read (`load_spec`): a hand-edited field of the wrong
+type or out of range is one line naming the file and the field, before anything is written.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import math
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +23,9 @@ import torch
 from clipclap_cli.data.protocol_data import ProtocolData
 from clipclap_cli.errors import RunError
 from clipclap_cli.files import write_json
-from clipclap_cli.protocol import SCHEDULE_SETTINGS, TrainSettings, run_name_parts
+from clipclap_cli.protocol import SCHEDULE_SETTINGS, TrainSettings, run_name_parts, setting_problem
 from clipclap_cli.store.feature_store import FeatureStore, now_iso
+from clipclap_cli.store.locations import STORE_MARKER
 from clipclap_cli.train.run_format import RUN_FORMAT, numbered_from_one
 from clipclap_cli.train.runs.spec import RunSpec
 
@@ -25,6 +36,87 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{path} is damaged (not valid JSON: {e})") from None
+
+
+RUN_MARKER = ".clipclap-run"
+"""The file clipclap writes first into every run folder it makes (JSON: the run's format)."""
+
+
+def _is_store_root(folder: Path) -> bool:
+    """Whether `folder` is a clipclap store's root: its zarr.json carries the store marker."""
+    try:
+        attrs = json.loads((folder / "zarr.json").read_text(encoding="utf-8")).get("attributes")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(attrs, dict) and STORE_MARKER in attrs
+
+
+def store_around(path: Path, store: FeatureStore | None = None) -> Path | None:
+    """The clipclap store that `path` is, or is inside, with links resolved (a folder whose
+    zarr.json carries the store marker, or `store`'s folder, which may not exist yet), or None."""
+    resolved = Path(path).expanduser().resolve()
+    own = store.path.expanduser().resolve() if store is not None and store.path is not None else None
+    for folder in (resolved, *resolved.parents):
+        if folder == own or _is_store_root(folder):
+            return folder
+    return None
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether clipclap made `path` as a run folder: it holds the marker, or (a run of a clipclap
+    from before the marker) a config.json that holds a run's spec."""
+    if (path / RUN_MARKER).is_file():
+        return True
+    try:
+        raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    spec = raw.get("spec") if isinstance(raw, dict) else None
+    return isinstance(spec, dict) and {"dataset", "head", "train"} <= set(spec)
+
+
+def check_runs_dir(runs_dir: Path, store: FeatureStore | None = None) -> None:
+    """Refuse a folder of runs inside a clipclap store (links resolved) or one that is a file,
+    before anything is written."""
+    inside = store_around(runs_dir, store)
+    if inside is not None:
+        raise RunError(f"{runs_dir} is inside the clipclap store {inside}: runs are never written into a store; "
+                       "give --runs-dir a folder outside it")
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise RunError(f"{runs_dir} is a file, not a folder of runs; give --runs-dir a folder")
+
+
+def check_run_folder(path: Path, store: FeatureStore | None = None) -> None:
+    """Refuse, before anything is written, a run folder clipclap may not write: one inside a
+    clipclap store (links resolved), a file, or a folder that holds files and is no run of
+    clipclap's (`is_run_folder`). A new or empty folder, or a run clipclap made, passes."""
+    inside = store_around(path, store)
+    if inside is not None:
+        raise RunError(f"{path} is inside the clipclap store {inside}: a run is never written into a store; "
+                       "choose a run folder outside it (--run or --runs-dir)")
+    if path.is_symlink() and not path.exists():
+        raise RunError(f"{path} is a link to nothing; choose another run folder (--run or --runs-dir)")
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise RunError(f"{path} is a file, not a run folder; choose another run folder (--run or --runs-dir)")
+    if is_run_folder(path):
+        return
+    try:
+        held = sorted(p.name for p in path.iterdir())
+    except OSError as e:
+        raise RunError(f"{path} cannot be read ({e.strerror or e}); choose another run folder") from None
+    if held:
+        shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+        raise RunError(f"{path} is not a run folder clipclap made (it holds {shown}); runs are written only into "
+                       "such a folder or a new or empty one: choose another (--run or --runs-dir)")
+
+
+def mark_run(path: Path, run_format: int) -> None:
+    """Write the marker into a run folder (the first file of a new run; added to a run of a
+    clipclap from before the marker when it resumes)."""
+    if not (path / RUN_MARKER).is_file():
+        write_json(path / RUN_MARKER, {"run_format": run_format})
 
 
 def default_run_dir(runs_dir: Path, spec: RunSpec) -> Path:
@@ -63,6 +155,7 @@ def _differing(a: Any, b: Any) -> list[str]:
 def open_run(path: Path, spec: RunSpec, store: FeatureStore, data: ProtocolData, threads: int | None) -> int:
     """Create the run folder, or check that an existing one was started with the same spec, data
     and threads; returns the CPU threads to train with (see `run_threads`)."""
+    check_run_folder(path, store)
     config = path / "config.json"
     if config.exists():
         # read back through RunSpec: settings added since the run was written take their
@@ -75,10 +168,13 @@ def open_run(path: Path, spec: RunSpec, store: FeatureStore, data: ProtocolData,
             raise RunError(f"run {path} exists with different settings ({', '.join(diff)}); "
                            "choose another --run folder or remove it")
         check_same_data(path, raw, data)
-        return run_threads(path, raw, threads)
+        threads = run_threads(path, raw, threads)
+        mark_run(path, raw.get("run_format", 1))
+        return threads
     from clipclap_cli import __version__
 
     threads = run_threads(path, None, threads)
+    mark_run(path, RUN_FORMAT)  # first: a folder holding only the marker is a run not yet started
     write_json(config, {"spec": spec.as_dict(), "store": store.location.recorded(), "data_digest": data.digest,
                         "threads": threads, "created": now_iso(), "clipclap_version": __version__,
                         "torch_version": torch.__version__, "run_format": RUN_FORMAT,
@@ -128,17 +224,174 @@ def stage_result(path: Path, stage: int) -> dict | None:
 
 
 def load_spec(path: Path) -> tuple[RunSpec, dict]:
+    """A run's spec and its config.json as recorded, the whole file checked (`config_problem`):
+    a field a run cannot use is one RunError naming the file and the field, before any write."""
     config = path / "config.json"
     if not config.exists():
         raise RunError(f"{path}: not a clipclap run (no config.json)")
     raw = read_json(config)
-    try:
-        s = raw["spec"]
-        spec = RunSpec(s["dataset"], s["split"], s["head"], s["params"], s["dims"], TrainSettings(**s["train"]),
-                       s.get("variant", {}), s.get("legacy_label_order", False), s.get("protocol_defaults", {}),
-                       raw.get("settings_sources", {}))
-    except (KeyError, TypeError) as e:
+    problem = config_problem(raw)
+    if problem is not None:
         made_by = raw.get("clipclap_version", "?") if isinstance(raw, dict) else "?"
-        raise RunError(f"{path}: config.json is not one this clipclap can read ({e}); "
-                       f"it was written by clipclap {made_by}") from None
+        raise RunError(f"{config} is not one this clipclap can read ({problem}); it was written by clipclap "
+                       f"{made_by}, or edited since")
+    s = raw["spec"]
+    spec = RunSpec(s["dataset"], s["split"], s["head"], s["params"], s["dims"], TrainSettings(**s["train"]),
+                   s.get("variant", {}), s.get("legacy_label_order", False), s.get("protocol_defaults", {}),
+                   raw.get("settings_sources", {}))
     return spec, raw
+
+
+# ---------------------------------------------------------------- what a run's config.json must hold
+
+_INT64 = 2**63 - 1
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "expected a non-empty string"
+
+
+def _digest(value: Any) -> str | None:
+    return None if value is None or isinstance(value, str) else "expected a string"
+
+
+def _table(value: Any) -> str | None:
+    return None if isinstance(value, dict) else "expected a JSON object"
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "expected true or false"
+
+
+def _whole(value: Any, least: int = 1) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"expected a whole number of at least {least}"
+    if value < least:
+        return f"must be at least {least}"
+    return None if value <= _INT64 else "is too large"
+
+
+def _threads(value: Any) -> str | None:
+    return _whole(value) or setting_problem("threads", value)  # the command line's bounds of --threads
+
+
+def _run_format(value: Any) -> str | None:
+    problem = _whole(value)
+    if problem is None and value > RUN_FORMAT:
+        return f"run format {value} is newer than this clipclap reads ({RUN_FORMAT}); update clipclap"
+    return problem
+
+
+def _sources(value: Any) -> str | None:
+    ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    return None if ok else "expected a JSON object of strings"
+
+
+def _dims(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "expected a JSON object"
+    for key in ("audio", "video"):
+        if key not in value:
+            return f"{key} is missing"
+        if _whole(value[key]) is not None:
+            return f"{key}: {_whole(value[key])}"
+    parts = value.get("text_parts")
+    ok = isinstance(parts, list) and all(
+        isinstance(p, list) and len(p) == 2 and _text(p[0]) is None and _whole(p[1]) is None for p in parts)
+    return None if ok else "text_parts: expected a list of [name, width] pairs"
+
+
+#: config.json's fields: (what checks the value, whether a run needs it); others are kept unread
+_CONFIG_FIELDS = {
+    "spec": (_table, True), "store": (_text, True), "data_digest": (_digest, False), "threads": (_threads, False),
+    "created": (_text, False), "clipclap_version": (_text, False), "torch_version": (_text, False),
+    "run_format": (_run_format, False), "settings_sources": (_sources, False),
+}
+_SPEC_FIELDS = {
+    "dataset": (_text, True), "split": (_text, True), "head": (_text, True), "params": (_table, True),
+    "dims": (_dims, True), "train": (_table, True), "variant": (_table, False), "legacy_label_order": (_flag, False),
+    "protocol_defaults": (_table, False),
+}
+
+
+def _fields_problem(data: dict, fields: dict, where: str) -> str | None:
+    for key, (check, required) in fields.items():
+        if key not in data:
+            if required:
+                return f"{where}{key}: missing"
+            continue
+        problem = check(data[key])
+        if problem is not None:
+            return f"{where}{key}{_shown(data[key])}: {problem}"
+    return None
+
+
+def _shown(value: Any) -> str:
+    """` = VALUE` for a value short enough to quote in a message, else nothing."""
+    if isinstance(value, (dict, list)):
+        return ""
+    text = json.dumps(value)
+    return f" = {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _setting_type_problem(hint: Any, value: Any) -> str | None:
+    """Whether `value` (as JSON holds it) is of the type `hint` of a TrainSettings field."""
+    if hint is bool:
+        return _flag(value)
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= _INT64 \
+            else "expected a whole number"
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else "expected a finite number"
+    if hint is str:
+        return _text(value)
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        ok = isinstance(value, list) and len(value) == len(args) and all(
+            _setting_type_problem(a, v) is None for a, v in zip(args, value, strict=True))
+        return None if ok else f"expected a list of {len(args)} numbers"
+    return None
+
+
+def _setting_range_problem(name: str, value: Any) -> str | None:
+    """What is wrong with a well-typed training setting's value for a run: protocol.py's check of
+    the setting (`setting_problem`, the same as for the command line and datasets.toml), then
+    what a run needs beyond it."""
+    problem = setting_problem(name, value)
+    if problem:
+        return problem
+    if name == "weight_decay" and value < 0:
+        return "must be at least 0"
+    if name == "beta_grid" and not (0 <= value[0] <= value[1] and value[2] >= 1):
+        return "needs 0 <= START <= STOP and POINTS >= 1"
+    if name == "device":
+        try:
+            torch.device(value)
+        except (RuntimeError, ValueError):
+            return "is not a device (cpu, cuda, cuda:N)"
+    return None
+
+
+def _train_problem(train: dict) -> str | None:
+    hints = typing.get_type_hints(TrainSettings)
+    known = {f.name for f in dataclasses.fields(TrainSettings)}
+    for key, value in train.items():
+        if key not in known:
+            return f"spec.train.{key}: not a training setting (valid: {', '.join(sorted(known))})"
+        problem = _setting_type_problem(hints[key], value) or _setting_range_problem(key, value)
+        if problem:
+            return f"spec.train.{key}{_shown(value)}: {problem}"
+    return None
+
+
+def config_problem(raw: Any) -> str | None:
+    """What makes a run's config.json (as read) one that a run cannot use: the first field missing,
+    of the wrong type or out of range, as `FIELD: VALUE: what is wrong`, or None. Settings added
+    since a run was written may be missing (they take the earlier behaviour's defaults)."""
+    if not isinstance(raw, dict):
+        return "expected a JSON object"
+    problem = _fields_problem(raw, _CONFIG_FIELDS, "")
+    if problem is None:
+        problem = _fields_problem(raw["spec"], _SPEC_FIELDS, "spec.")
+    return problem or _train_problem(raw["spec"]["train"])

@@ -13,7 +13,7 @@ from clipclap_cli.devices import check_device
 from clipclap_cli.errors import RunError
 from clipclap_cli.protocol import SCHEDULE_SETTINGS, merge_settings, setting_problem
 from clipclap_cli.store.feature_store import FeatureStore
-from clipclap_cli.train.runs.folder import default_run_dir
+from clipclap_cli.train.runs.folder import check_run_folder, default_run_dir
 from clipclap_cli.train.runs.spec import RunSpec, check_label_parts, checked_head, store_dims
 
 
@@ -111,7 +111,10 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
             spec = RunSpec(entry.name, split, head, params, dims, cfg, variant, r.legacy_label_order, departs, sources)
             checked_head(spec, pm)  # the head must accept these dims and parameters
             plan.append((run_dir or default_run_dir(runs_dir, spec), spec))
-    return _one_run_per_folder(plan)
+    plan = _one_run_per_folder(plan)
+    for path, _ in plan:  # runs write only into runs (`check_run_folder`): refused before any is written
+        check_run_folder(path, store)
+    return plan
 
 
 def _for_head(tables: dict[str, dict], head: str) -> dict:

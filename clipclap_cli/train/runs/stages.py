@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from clipclap_cli.data.protocol_data import ProtocolData, load_protocol_data
 from clipclap_cli.errors import RunError
 from clipclap_cli.evaluate.metrics import beta_star
 from clipclap_cli.evaluate.reporting import FILE_UNITS
+from clipclap_cli.files import json_text, write_text_atomic
 from clipclap_cli.store.feature_store import FeatureStore
 from clipclap_cli.store.locks import exclusive
 from clipclap_cli.train.checkpoints import load_trainer, save_model, save_trainer
@@ -70,8 +70,7 @@ class StageRun:
         if record.best_epoch == record.epoch:
             save_model(self.folder / "best.safetensors", head,
                        self.meta | {"epoch": record.epoch, "val_hm": record.best_hm})
-        with (self.folder / "metrics.jsonl").open("a") as fh:
-            fh.write(json.dumps(record.as_dict(), sort_keys=True) + "\n")
+        write_metrics(self.folder, self.trainer.state.history)
         save_trainer(self.checkpoint, self.trainer)
         self.cb.epoch_end(self.stage, record)
 
@@ -114,11 +113,18 @@ def start_stage(path: Path, spec: RunSpec, data: ProtocolData, stage: int, cb: C
                     "stage": stage, "run_format": RUN_FORMAT})
     if run.checkpoint.exists():
         load_trainer(run.checkpoint, trainer)
-    run.folder.mkdir(parents=True, exist_ok=True)
-    (run.folder / "metrics.jsonl").write_text(
-        "".join(json.dumps(r, sort_keys=True) + "\n" for r in trainer.state.history))
+    write_metrics(run.folder, trainer.state.history)
     cb.stage_start(stage, trainer.state.epochs_done, cfg.epochs)
     return run
+
+
+def write_metrics(folder: Path, history: list[dict]) -> None:
+    """A stage's metrics.jsonl: one line per completed epoch, the file replaced whole (a full disk
+    leaves the previous one, never a cut line) and finite numbers only. A stage that resumes
+    writes it from its checkpoint's history, so it never holds an epoch the checkpoint does not."""
+    path = folder / "metrics.jsonl"
+    write_text_atomic(path, "".join(json_text(r, indent=None, what=f"{path} (epoch {r.get('epoch')})") + "\n"
+                                    for r in history))
 
 
 def own_dropout_generator(data: ProtocolData) -> torch.Generator:
