@@ -224,6 +224,9 @@ def _set(*path_and_value):
     (_set("spec", "legacy_label_order", "no"), 'spec.legacy_label_order = "no": expected true or false'),
     (_set("spec", "train", "epochs", "3"), 'spec.train.epochs = "3": expected a whole number'),
     (_set("spec", "train", "epochs", 0), "spec.train.epochs = 0: must be at least 1"),
+    (_set("spec", "train", "epochs", 10**6), "spec.train.epochs = 1000000: must be at most 100000"),
+    (_set("spec", "train", "seed", -1), "spec.train.seed = -1: must be at least 0"),
+    (_set("threads", 5000), "threads = 5000: must be at most 4096"),
     (_set("spec", "train", "lr", float("nan")), "spec.train.lr = NaN: expected a finite number"),
     (_set("spec", "train", "lr", -1e-4), "spec.train.lr = -0.0001: must be positive"),
     (_set("spec", "train", "batch_size", True), "spec.train.batch_size = true: expected a whole number"),
@@ -236,7 +239,7 @@ def _set(*path_and_value):
 ], ids=lambda x: x if isinstance(x, str) else None)
 def test_a_hand_edited_config_is_one_line_naming_the_file_and_field(cli, demo_store, trained_run, tmp_path,
                                                                     edit, field):
-    run = tmp_path / "run"
+    run = tmp_path / "damaged-run"  # planted on purpose (conftest.DAMAGED: the session's JSON walk passes it)
     shutil.copytree(trained_run, run)
     config = json.loads((run / "config.json").read_text())
     edit(config)

@@ -23,7 +23,7 @@ import torch
 from clipclap_cli.data.protocol_data import ProtocolData
 from clipclap_cli.errors import RunError
 from clipclap_cli.files import write_json
-from clipclap_cli.protocol import SCHEDULE_SETTINGS, TrainSettings, run_name_parts, setting_problem
+from clipclap_cli.protocol import SCHEDULE_SETTINGS, SettingError, TrainSettings, run_name_parts, setting_problem
 from clipclap_cli.store.feature_store import FeatureStore, now_iso
 from clipclap_cli.store.locations import STORE_MARKER
 from clipclap_cli.train.run_format import RUN_FORMAT, numbered_from_one
@@ -354,34 +354,29 @@ def _setting_type_problem(hint: Any, value: Any) -> str | None:
     return None
 
 
-def _setting_range_problem(name: str, value: Any) -> str | None:
-    """What is wrong with a well-typed training setting's value for a run: protocol.py's check of
-    the setting (`setting_problem`, the same as for the command line and datasets.toml), then
-    what a run needs beyond it."""
-    problem = setting_problem(name, value)
-    if problem:
-        return problem
-    if name == "weight_decay" and value < 0:
-        return "must be at least 0"
-    if name == "beta_grid" and not (0 <= value[0] <= value[1] and value[2] >= 1):
-        return "needs 0 <= START <= STOP and POINTS >= 1"
-    if name == "device":
-        try:
-            torch.device(value)
-        except (RuntimeError, ValueError):
-            return "is not a device (cpu, cuda, cuda:N)"
-    return None
-
-
 def _train_problem(train: dict) -> str | None:
+    """What is wrong with a run's recorded training settings: each of its type as JSON holds it,
+    then the settings' own check (`TrainSettings.checked`: finite and in range, as for the command
+    line and datasets.toml), then a device torch can parse."""
     hints = typing.get_type_hints(TrainSettings)
     known = {f.name for f in dataclasses.fields(TrainSettings)}
     for key, value in train.items():
         if key not in known:
             return f"spec.train.{key}: not a training setting (valid: {', '.join(sorted(known))})"
-        problem = _setting_type_problem(hints[key], value) or _setting_range_problem(key, value)
+        problem = _setting_type_problem(hints[key], value)
         if problem:
             return f"spec.train.{key}{_shown(value)}: {problem}"
+    try:
+        TrainSettings(**train).checked("spec.train")
+    except SettingError as e:
+        if e.key in train:
+            return f"spec.train.{e.key}{_shown(train[e.key])}: {e.problem}"
+        return str(e)
+    if "device" in train:
+        try:
+            torch.device(train["device"])
+        except (RuntimeError, ValueError):
+            return f"spec.train.device{_shown(train['device'])}: is not a device (cpu, cuda, cuda:N)"
     return None
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from clipclap_cli.data.splits import check_training_videos
 from clipclap_cli.devices import check_device
 from clipclap_cli.errors import RunError
-from clipclap_cli.protocol import SCHEDULE_SETTINGS, merge_settings, setting_problem
+from clipclap_cli.protocol import SCHEDULE_SETTINGS, merge_settings, parse_beta_grid, setting_problem
 from clipclap_cli.store.feature_store import FeatureStore
 from clipclap_cli.train.runs.folder import check_run_folder, default_run_dir
 from clipclap_cli.train.runs.spec import RunSpec, check_label_parts, checked_head, store_dims
@@ -136,12 +136,6 @@ def _one_run_per_folder(plan: list[tuple[Path, RunSpec]]) -> list[tuple[Path, Ru
 
 
 def parse_grid(text: str) -> tuple[float, float, int]:
-    """'START:STOP:POINTS' -> (start, stop, points), e.g. '0:5:76' (ClipClap) or '0:3:16' (AVCA)."""
-    try:
-        start, stop, points = text.split(":")
-        grid = (float(start), float(stop), int(points))
-    except ValueError:
-        raise RunError(f"--beta-grid {text!r}: expected START:STOP:POINTS, e.g. 0:5:76") from None
-    if grid[2] < 1 or grid[1] < grid[0] or grid[0] < 0:
-        raise RunError(f"--beta-grid {text!r}: need 0 <= START <= STOP and POINTS >= 1")
-    return grid
+    """'START:STOP:POINTS' -> (start, stop, points), e.g. '0:5:76' (ClipClap) or '0:3:16' (AVCA):
+    protocol.py's one parse and check of a bias grid (`parse_beta_grid`: finite, in range)."""
+    return parse_beta_grid(text)
