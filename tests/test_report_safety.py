@@ -203,6 +203,13 @@ DAMAGE = {
     "a NaN loss": (_nan_loss, "stage2/metrics.jsonl line 1: total loss is nan"),
     "metrics.jsonl a folder": (_metrics_folder, "stage1/metrics.jsonl cannot be read"),
     "a digest that is a number": (_edit_config(lambda c: c.update(data_digest=5)), "config.json: data_digest is 5"),
+    "config.json without spec": (_edit_config(lambda c: c.pop("spec")), "config.json has no run spec"),
+    "epochs as text": (_edit_config(lambda c: c["spec"]["train"].update(epochs="3")),
+                       "config.json: spec train.epochs: expected a whole number"),
+    "a NaN learning rate": (_edit_config(lambda c: c["spec"]["train"].update(lr=float("nan"))),
+                            "config.json: spec train.lr"),
+    "protocol defaults as a list": (_edit_config(lambda c: c["spec"].update(protocol_defaults=[1])),
+                                    "config.json: spec protocol_defaults is [1]"),
 }
 
 

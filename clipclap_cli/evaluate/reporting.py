@@ -1,9 +1,8 @@
 """Results tables like the paper's (methods x datasets: S, U, HM, ZSL) with error bars and paired tests.
 
 Runs that differ only in their seed form one group, reported as mean ± sample standard
-deviation with the number of runs. Runs trained on different data (the data digest each run's
-config.json records) are never one group: a dataset trained on several data is one column per
-data, labelled. No torch here: `clipclap report` stays quick.
+deviation with the number of runs; runs of different data (their config.json's digest) are never
+one group. No torch here: `clipclap report` stays quick.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from clipclap_cli.errors import RunError
-from clipclap_cli.files import json_text
-from clipclap_cli.protocol import LABELS, METRICS, completed_train_settings, run_name_parts
+from clipclap_cli.files import json_text, non_finite_path
+from clipclap_cli.protocol import LABELS, METRICS, completed_train_settings, run_name_parts, setting_problem
 
 FORMATS = ("markdown", "latex", "html", "csv", "json")
 
@@ -100,10 +99,8 @@ def tag_data(runs: list[RunResult]) -> None:
     """Label the runs of a dataset trained on different data (`RunResult.data`), one column per
     data: 'data ' and the shortest start of the digest (8 characters at least) that tells them
     apart, 'store PATH' without a digest, 'data unrecorded' without either."""
-    by_dataset: dict[str, list[RunResult]] = {}
-    for run in runs:
-        by_dataset.setdefault(run.base_dataset, []).append(run)
-    for group in by_dataset.values():
+    for base in {r.base_dataset for r in runs}:
+        group = [r for r in runs if r.base_dataset == base]
         kinds = sorted({r.data for r in group})
         digests = [k[5:] for k in kinds if k.startswith("data ")]
         width = next((w for w in range(8, 33) if len({d[:w] for d in digests}) == len(digests)), 32)
@@ -129,9 +126,8 @@ class Cell:
     replaced: list[str] = field(default_factory=list)
     "Runs left out: an older run of a seed (and settings) that a newer run of the cell repeats"
     data: str = ""
-    "What its runs were trained on (`RunResult.data`): 'data DIGEST', 'store PATH' or '' (unrecorded)"
+    "What its runs were trained on (`RunResult.data`); `data_tag` labels its column (`tag_data`)"
     data_tag: str = ""
-    "The label its dataset column carries where runs of the dataset were trained on different data"
     stores: list[str] = field(default_factory=list)
     "The stores its runs recorded (one data may sit in several stores: a copy, a move)"
     values: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -169,16 +165,18 @@ def find_runs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def load_run(path: Path) -> RunResult:
-    """A run's results, config and training log, checked: everything the table and the figures
-    read (`results_problem`, `figures_problem`, `config_problem`, `training_log_problem`). A
-    RunError names the file and what is wrong with it, so that no hand-edited or damaged number
-    reaches a table, and no run the table leaves out is drawn."""
+    """A run's results, config and training log, checked: a RunError names the file and what is
+    wrong, so that no damaged number reaches a table or a figure."""
     results, config = _read_json(path, "results.json"), _read_json(path, "config.json")
-    problem = (results_problem(results) or figures_problem(results) or config_problem(config)
-               or spec_problem(config["spec"]) or training_log_problem(path))
-    if problem:
+    if problem := (results_problem(results) or figures_problem(results) or config_problem(config)
+                   or training_log_problem(path)):
         raise RunError(f"{path}: {problem}")
-    return RunResult(path, results, config["spec"], config)
+    run = RunResult(path, results, config["spec"], config)
+    try:  # the row's name and group, from settings of any shape a hand edit left
+        run.method, run.group_key()
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise RunError(f"{path}: config.json: the spec's settings cannot be read ({type(e).__name__}: {e})") from None
+    return run
 
 
 def _read_json(path: Path, name: str) -> Any:
@@ -190,17 +188,13 @@ def _read_json(path: Path, name: str) -> Any:
         raise RunError(f"{path}: {name} is not valid JSON ({e})") from None
 
 
-def _shown(value: Any) -> str:
-    """A value as an error line shows it: its repr, cut short."""
+def _shown(value: Any) -> str:  # a value as an error line shows it: its repr, cut short
     return repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _fraction(value: Any) -> bool:
-    return _finite(value) and 0 <= value <= 1
+def _finite(value: Any, fraction: bool = False) -> bool:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return ok and (not fraction or 0 <= value <= 1)
 
 
 #: How far a stored HM may be from 2SU/(S+U): the evaluation adds 1e-12 to the denominator and
@@ -242,10 +236,10 @@ def figures_problem(results: dict[str, Any]) -> str | None:
     curve = results.get("test_curve")
     if not isinstance(curve, dict):
         return f"results.json: test_curve (the S, U and HM curve over β) is {_shown(curve)}"
-    for key, ok, what in (("beta", _finite, "finite numbers"), ("seen", _fraction, "fractions"),
-                          ("unseen", _fraction, "fractions"), ("hm", _fraction, "fractions")):
+    for key, fraction, what in (("beta", False, "finite numbers"), ("seen", True, "fractions"),
+                                ("unseen", True, "fractions"), ("hm", True, "fractions")):
         values = curve.get(key)
-        if not isinstance(values, list) or not values or not all(ok(v) for v in values):
+        if not isinstance(values, list) or not values or not all(_finite(v, fraction) for v in values):
             return f"results.json: test_curve {key} is not a list of {what}"
     if len({len(curve[k]) for k in ("beta", "seen", "unseen", "hm")}) > 1:
         return "results.json: test_curve's beta, seen, unseen and hm differ in length"
@@ -256,7 +250,7 @@ def figures_problem(results: dict[str, Any]) -> str | None:
         block = acc.get(part)
         if not isinstance(block, dict):
             return f"results.json: per_class_accuracy {part} is {_shown(block)}"
-        bad = next((name for name, v in block.items() if not _fraction(v)), None)
+        bad = next((name for name, v in block.items() if not _finite(v, fraction=True)), None)
         if bad is not None:
             return f"results.json: per_class_accuracy {part} {bad!r} is {_shown(block[bad])}, not a fraction"
     run_format = results.get("run_format")
@@ -266,22 +260,21 @@ def figures_problem(results: dict[str, Any]) -> str | None:
 
 
 def config_problem(config: Any) -> str | None:
-    """What is wrong with what a report reads of config.json beyond the spec, or None: the data
-    digest and the store, which keep runs of different data apart."""
+    """What is wrong with config.json's spec, data digest and store (which keep runs of different
+    data apart), or None."""
     if not isinstance(config, dict):
         return "config.json has no run spec"
     for key in ("data_digest", "store"):
         value = config.get(key)
         if value is not None and not isinstance(value, str):
             return f"config.json: {key} is {_shown(value)}, not text"
-    return None
+    return spec_problem(config.get("spec"))
 
 
 def training_log_problem(path: Path) -> str | None:
-    """What is wrong with a run's training log (stage1/ and stage2/ metrics.jsonl, drawn as its
-    training curves), or None: every line JSON (not cut short), each epoch a whole number, its
-    total loss (where the head trains) and validation HM finite numbers. A run without a log
-    (a stage trained by a tool without one) has no curves drawn, and is no damage."""
+    """What is wrong with a run's training log (stage1/ and stage2/ metrics.jsonl, its training
+    curves), or None: every line JSON (not cut short), each epoch a whole number, its total loss
+    (where the head trains) and validation HM finite. A run without a log has no curves drawn."""
     trained = None
     for stage in (1, 2):
         f = path / f"stage{stage}" / "metrics.jsonl"
@@ -333,13 +326,19 @@ def spec_problem(spec: Any) -> str | None:
     """What config.json's spec lacks for a report row, or None."""
     if not isinstance(spec, dict):
         return "config.json has no run spec"
-    for key, kind in (("dataset", str), ("split", str), ("head", str), ("params", dict), ("train", dict)):
+    for key, kind in (("dataset", str), ("split", str), ("head", str), ("params", dict), ("train", dict),
+                      ("variant", dict | None), ("protocol_defaults", dict | None)):
         if not isinstance(spec.get(key), kind):
             return f"config.json: spec {key} is {spec.get(key)!r}"
     seed = spec["train"].get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         return f"config.json: spec train.seed is {seed!r}, not an integer"
-    return None
+    for key, value in spec["train"].items():  # protocol's one check of each setting's type and range
+        problem = setting_problem(key, value)
+        if problem:
+            return f"config.json: spec train.{key}: {problem}"
+    culprit = non_finite_path(spec)
+    return f"config.json: spec {culprit} is not a finite number" if culprit else None
 
 
 def load_runs(paths: list[Path]) -> tuple[list[RunResult], list[str]]:
@@ -370,7 +369,7 @@ def aggregate(runs: list[RunResult]) -> list[Cell]:
         # in it, or differing in a setting no option sets, such as weight decay): tell them apart
         label_key = (method, first.dataset)
         if label_key in labels:
-            t = first.spec["train"]
+            t = completed_train_settings(first.spec["train"])
             method += f" [lr={t['lr']}, epochs={t['epochs']}, batches={t['batches_per_epoch']}]"
         labels[label_key] = True
         values = {m: [100 * r.results["test"][m] for r in members] for m in METRICS}
