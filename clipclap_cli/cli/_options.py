@@ -88,10 +88,33 @@ def catalog(pm, datasets_file: Path | None):
     return load_catalog(pm, datasets_file)
 
 
-def store(where: str):
-    from clipclap_cli.store.feature_store import FeatureStore
+def _wait_seconds(value: float | None) -> float | None:
+    """--wait: a finite number of seconds from 0 to a week."""
+    import math
 
-    return FeatureStore(where)
+    if value is not None and not (math.isfinite(value) and 0 <= value <= 7 * 24 * 3600):
+        raise typer.BadParameter(f"{value} is not a number of seconds from 0 to 604800 (a week)")
+    return value
+
+
+WaitOpt = Annotated[
+    float | None,
+    typer.Option("--wait", metavar="SECONDS", callback=_wait_seconds,
+                 help="While another command writes the store, wait this long for it (default 600; 0: fail at once)"),
+]
+
+
+def store(where: str, wait: float | None = None):
+    """The store at `where`; a write waits up to `wait` seconds (default: the store's) for another
+    command writing it, saying once on stderr who that is."""
+    from clipclap_cli.cli.console import err
+    from clipclap_cli.store.feature_store import DEFAULT_WAIT_S, FeatureStore
+
+    def on_wait(holder: str) -> None:
+        err.print(f"waiting for another command that writes the store {where}: {holder}", markup=False,
+                  highlight=False)
+
+    return FeatureStore(where, wait_s=DEFAULT_WAIT_S if wait is None else wait, on_wait=on_wait)
 
 
 def stored_dataset(fs, dataset: str | None) -> str:

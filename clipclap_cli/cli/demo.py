@@ -14,6 +14,7 @@ from clipclap_cli.cli._options import (
     DeviceOpt,
     ReplaceOpt,
     StoreOpt,
+    WaitOpt,
     catalog,
     checked_name,
     report_ingest,
@@ -34,6 +35,7 @@ def install(app, pm) -> None:
         device: DeviceOpt = "cpu",
         runs_dir: Annotated[Path | None, typer.Option("--runs-dir", metavar="DIR", help="Run folders (default: runs/ next to the store, or here for a URL)")] = None,
         store_path: StoreOpt = DEFAULT_STORE,
+        wait: WaitOpt = None,
         datasets_file: DatasetsOpt = None,
         replace: ReplaceOpt = False,
     ):
@@ -49,7 +51,7 @@ def install(app, pm) -> None:
         from clipclap_cli.train.runs.plan import RunRequest, plan_runs
 
         cat = catalog(pm, datasets_file)
-        fs = store(store_path)
+        fs = store(store_path, wait)
         base = fs.path.resolve().parent if fs.path is not None else Path.cwd()  # beside the store, if a folder
         runs_dir = runs_dir or base / "runs"
         if train:  # runs are never written into a store: refused before the data is generated

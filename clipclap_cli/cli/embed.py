@@ -12,6 +12,7 @@ from clipclap_cli.cli._options import (
     DatasetsOpt,
     StoredDatasetArg,
     StoreOpt,
+    WaitOpt,
     catalog,
     store,
     stored_dataset,
@@ -33,6 +34,7 @@ def install(app, pm) -> None:
         params: EncoderParamOpt = [],  # noqa: B006 - Typer reads the default
         prompts: Annotated[Path | None, typer.Option("--prompts", metavar="FILE", help="prompts.toml (default: the dataset's)")] = None,
         store_path: StoreOpt = DEFAULT_STORE,
+        wait: WaitOpt = None,
         datasets_file: DatasetsOpt = None,
     ):
         """Compute label embeddings from prompts. Every template filled with each class's prompt name,
@@ -52,7 +54,7 @@ def install(app, pm) -> None:
         if part not in LABEL_PARTS:
             raise ClipclapError(f"--as {part!r}: the label embeddings are {' and '.join(LABEL_PARTS)}; "
                                 f"say which one encoder {encoder!r} writes (--as clip or --as clap)")
-        fs = store(store_path)
+        fs = store(store_path, wait)
         dataset = stored_dataset(fs, dataset)
         entry = catalog(pm, datasets_file).get(dataset)
         path = prompts or (entry.resolve(entry.prompts) if entry.prompts else None)
@@ -66,7 +68,7 @@ def install(app, pm) -> None:
             check_device(enc.params.device, f"-e device={enc.params.device}")
         enc.check_weights()
         n = len(fs.info(dataset)["prompt_names"])
-        with progress() as bar:
+        with fs.writer(), progress() as bar:  # the classes embedded are those of the version written to
             task = bar.add_task(f"{part} label embeddings", total=n)
             matrix = embed_labels(fs, dataset, enc, templates, part, lambda i: bar.update(task, completed=i))
         source = "" if part == base.encoder_id else f" from {base.encoder_id}"

@@ -14,6 +14,7 @@ from clipclap_cli.cli._options import (
     DeviceOpt,
     ReplaceOpt,
     StoreOpt,
+    WaitOpt,
     catalog,
     report_ingest,
     store,
@@ -44,6 +45,7 @@ def install(app, pm) -> None:
         dtype: Annotated[str, typer.Option("--dtype", metavar="fp32|bf16|fp16", help="fp32, bf16 or fp16 inference")] = "fp32",
         device: DeviceOpt = "cpu",
         store_path: StoreOpt = DEFAULT_STORE,
+        wait: WaitOpt = None,
         datasets_file: DatasetsOpt = None,
         replace: ReplaceOpt = False,
     ):
@@ -78,7 +80,7 @@ def install(app, pm) -> None:
                                     f"{entry.origin}); encoder {enc.encoder_id!r} gives {enc.dim}")
             enc.check_weights()  # a missing checkpoint fails now, not after the first chunk's decoding
         part = Shard.parse(shard)
-        fs = store(store_path)
+        fs = store(store_path, wait)
         recipe = get_recipe(frame_recipe or entry.frame_recipe)
         if frames > 1 and recipe.select != "middle-time":
             raise ClipclapError(f"--frames {frames} takes frames at evenly spaced times; frame recipe {recipe.name!r} "

@@ -13,6 +13,7 @@ from clipclap_cli.cli._options import (
     DatasetsOpt,
     ReplaceOpt,
     StoreOpt,
+    WaitOpt,
     catalog,
     report_ingest,
     store,
@@ -26,6 +27,7 @@ def install(app, pm) -> None:
         dataset: DatasetArg,
         root: Annotated[Path, typer.Argument(metavar="ROOT", help="Dataset root of the released features (holds class-split/ and features/)")],
         store_path: StoreOpt = DEFAULT_STORE,
+        wait: WaitOpt = None,
         datasets_file: DatasetsOpt = None,
         replace: ReplaceOpt = False,
     ):
@@ -33,5 +35,5 @@ def install(app, pm) -> None:
         from clipclap_cli.data.ingest import import_dataset
 
         with err.status(f"importing {dataset} from {root}"):
-            result = import_dataset(store(store_path), catalog(pm, datasets_file), dataset, root, replace)
+            result = import_dataset(store(store_path, wait), catalog(pm, datasets_file), dataset, root, replace)
         report_ingest(result, store_path)

@@ -12,6 +12,7 @@ from clipclap_cli.cli._options import (
     DatasetsOpt,
     StoredDatasetArg,
     StoreOpt,
+    WaitOpt,
     catalog,
     split_option,
     store,
@@ -31,13 +32,14 @@ def install(app, pm) -> None:
         val_unseen: Annotated[int | None, typer.Option("--val-unseen", metavar="N", help="Draw a split: stage-1 val-unseen classes (default seen/3)")] = None,
         seed: Annotated[int, typer.Option("--seed", metavar="N", min=0, help="Draw a split: random seed")] = 0,
         store_path: StoreOpt = DEFAULT_STORE,
+        wait: WaitOpt = None,
         datasets_file: DatasetsOpt = None,
     ):
         """Write a protocol split. From class-split files, or drawn anew with --seen/--unseen."""
         from clipclap_cli.data.ingest import split_drawn, split_from_folder
         from clipclap_cli.errors import SplitError
 
-        fs = store(store_path)
+        fs = store(store_path, wait)
         dataset = stored_dataset(fs, dataset)
         if (seen is None) != (unseen is None):
             raise SplitError("drawing a split needs both --seen and --unseen")

@@ -106,6 +106,12 @@ def store_bundle(store: FeatureStore, entry: DatasetEntry, bundle: FeatureBundle
     still apply (`derived_data`); where some do not, the write is refused unless `replace`.
     An identical bundle whose default split is missing (a store written by a clipclap that
     committed the two apart, killed in between) gets the split."""
+    with store.writer():  # from the reads that decide what to keep to the commit: no write lost between
+        return _store_bundle(store, entry, bundle, write_split, replace)
+
+
+def _store_bundle(store: FeatureStore, entry: DatasetEntry, bundle: FeatureBundle, write_split: bool,
+                  replace: bool) -> IngestResult:
     from clipclap_cli import __version__
 
     _check_bundle(entry, bundle)
@@ -199,35 +205,37 @@ def generate_dataset(store: FeatureStore, catalog: DatasetCatalog, name: str, se
 
 def split_from_folder(store: FeatureStore, dataset: str, split: str, from_dir: Path | None = None) -> dict:
     """Write split `split` from the imported class lists, or from the class-split folder `from_dir`."""
-    info = store.info(dataset)
-    resolver = ClassResolver(info["classes"], f"the classes of dataset {dataset!r}")
-    if from_dir is not None:
-        folder = find_split_folder(Path(from_dir).expanduser(), split)
-        lists, source = read_class_split(folder, resolver), str(folder)
-    else:
-        stored = info.get("class_splits", {})
-        if split not in stored:
-            raise SplitError(
-                f"dataset {dataset!r} came without class-split folder {split!r}"
-                + (f" (it has: {', '.join(sorted(stored))})" if stored else "")
-                + "; pass --from DIR, or draw one with --seen N --unseen M --seed S"
-            )
-        lists, source = stored[split], f"{info.get('source', '')} (class-split/{split})"
-    classes = classes_by_stage(lists, resolver)
-    _, labels, partition = store.read_videos(dataset)
-    indices = split_from_partitions(labels, partition, classes)
-    check_scorable(indices, classes, labels, info["classes"], f"split {split!r} of dataset {dataset!r}")
-    how = {"method": "class-split folder", "folder": split, "source": source}
-    store.write_split(dataset, split, indices, classes, {"how": how})
-    return {p: len(v) for p, v in indices.items()}
+    with store.writer():  # from the read the split is drawn from to its commit
+        info = store.info(dataset)
+        resolver = ClassResolver(info["classes"], f"the classes of dataset {dataset!r}")
+        if from_dir is not None:
+            folder = find_split_folder(Path(from_dir).expanduser(), split)
+            lists, source = read_class_split(folder, resolver), str(folder)
+        else:
+            stored = info.get("class_splits", {})
+            if split not in stored:
+                raise SplitError(
+                    f"dataset {dataset!r} came without class-split folder {split!r}"
+                    + (f" (it has: {', '.join(sorted(stored))})" if stored else "")
+                    + "; pass --from DIR, or draw one with --seen N --unseen M --seed S"
+                )
+            lists, source = stored[split], f"{info.get('source', '')} (class-split/{split})"
+        classes = classes_by_stage(lists, resolver)
+        _, labels, partition = store.read_videos(dataset)
+        indices = split_from_partitions(labels, partition, classes)
+        check_scorable(indices, classes, labels, info["classes"], f"split {split!r} of dataset {dataset!r}")
+        how = {"method": "class-split folder", "folder": split, "source": source}
+        store.write_split(dataset, split, indices, classes, {"how": how})
+        return {p: len(v) for p, v in indices.items()}
 
 
 def split_drawn(store: FeatureStore, dataset: str, split: str, seen: int, unseen: int, seed: int,
                 val_unseen: int | None = None) -> dict:
     """Write a freshly drawn two-stage split (for datasets without benchmark files)."""
-    info = store.info(dataset)
-    _, labels, _ = store.read_videos(dataset)
-    indices, classes, how = draw_split(labels, len(info["classes"]), seen, unseen, seed, val_unseen)
-    check_scorable(indices, classes, labels, info["classes"], f"the drawn split {split!r} of dataset {dataset!r}")
-    store.write_split(dataset, split, indices, classes, {"how": how})
-    return {p: len(v) for p, v in indices.items()}
+    with store.writer():  # from the read the split is drawn from to its commit
+        info = store.info(dataset)
+        _, labels, _ = store.read_videos(dataset)
+        indices, classes, how = draw_split(labels, len(info["classes"]), seen, unseen, seed, val_unseen)
+        check_scorable(indices, classes, labels, info["classes"], f"the drawn split {split!r} of dataset {dataset!r}")
+        store.write_split(dataset, split, indices, classes, {"how": how})
+        return {p: len(v) for p, v in indices.items()}

@@ -176,12 +176,13 @@ class Extraction:
         location = self.store.location
         self.store.open_for_writing()  # a clipclap store, or a new one: never a folder of the user's
         if self.path is not None and not self.path.exists():
-            staging = self.path.parent / staging_name(self.path.name)
-            self._create(staging)
-            try:
-                os.rename(staging, self.path)
-            except OSError:  # another rank created it first
-                shutil.rmtree(staging, ignore_errors=True)
+            with self.store.writer():  # staging is made under the writer lock only (`strays`)
+                staging = self.path.parent / staging_name(self.path.name)
+                self._create(staging)
+                try:
+                    os.rename(staging, self.path)
+                except OSError:  # another rank created it first
+                    shutil.rmtree(staging, ignore_errors=True)
         elif self.path is None and not self._created():
             if shard.index == 0:
                 self._create(location.zarr(self.key))

@@ -22,8 +22,9 @@ store's marker, or is new or empty (`open_for_writing`).
 from __future__ import annotations
 
 import contextlib
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,8 +35,27 @@ import numpy as np
 from clipclap_cli.api import PARTITIONS, FeatureBundle
 from clipclap_cli.errors import SplitError, StoreError
 from clipclap_cli.names import check_name, is_valid_name
-from clipclap_cli.store.integrity import array_options, is_checksummed, missing_chunks, value_problem
-from clipclap_cli.store.locations import STORE_MARKER, VERSION_SEP, committed, open_location
+from clipclap_cli.store.integrity import array_options, content_digest, is_checksummed, missing_chunks, value_problem
+from clipclap_cli.store.locations import (
+    RECORD,
+    STORE_MARKER,
+    VERSION_SEP,
+    committed,
+    new_record,
+    open_location,
+    record_of,
+)
+from clipclap_cli.store.locks import LockWaitExpired, waiting
+
+#: The store's writer lock, in its root (folders only): one command writes the store at a time.
+WRITER_LOCK = ".clipclap-writer.lock"
+
+#: The stores whose writer lock this process holds (by location): a second FeatureStore of the
+#: same store in this process writes under it rather than waiting for itself.
+_HELD: dict[str, int] = {}
+
+#: How long a writer waits for another to finish by default (seconds; `--wait` sets it).
+DEFAULT_WAIT_S = 600.0
 
 SCHEMA_VERSION = 1
 
@@ -88,11 +108,15 @@ class FeatureStore:
     put in place there; `path` is the folder, or None for a URL.
     """
 
-    def __init__(self, where: Path | str):
+    def __init__(self, where: Path | str, wait_s: float = DEFAULT_WAIT_S,
+                 on_wait: Callable[[str], None] | None = None):
         self.location = open_location(where)
         self.path: Path | None = self.location.path
+        self.wait_s, self.on_wait = wait_s, on_wait  # see `writer`
         self._pinned: dict[str, Any] = {}  # dataset -> its group, within `consistent_read`
         self._writable = False  # set by `open_for_writing`
+        self._writer_depth = 0  # > 0 while this object holds the writer lock
+        self._tidied = False
 
     def __str__(self) -> str:
         return str(self.location)
@@ -118,19 +142,26 @@ class FeatureStore:
                     continue
                 if hasattr(node, "groups"):
                     nodes.append((key, node))
-        return committed(nodes)
+            return committed(nodes, root.attrs)
 
     def damaged_groups(self, only_damaged: bool = True) -> list[str]:
         """Keys in the store's root that look like datasets (a valid name, maybe versioned, with a
         zarr.json) whose metadata cannot be read; with `only_damaged=False`, every such key."""
         loc, out = self.location, []
+        record = record_of(loc.attrs(""))
         for key in loc.children(""):
             name = key.partition(VERSION_SEP)[0]
             if key == "zarr.json" or not is_valid_name(name) or loc.read_text(f"{key}/zarr.json") is None:
                 continue
+            if record is not None and record["current"].get(name) != key:
+                continue  # not committed: never read (`verify` names it)
             if not only_damaged or loc.attrs(key) is None:
                 out.append(key)
         return out
+
+    def dataset_keys(self) -> list[str]:
+        """The keys (`name~N`) of the committed dataset groups."""
+        return [g.path for g in self._committed_datasets().values()]
 
     def datasets(self) -> list[str]:
         """Names of the complete datasets in the store."""
@@ -243,9 +274,7 @@ class FeatureStore:
         written before clipclap checksummed them, whose values can only be range-checked)."""
         g = self._group(dataset, pinned=False)
         arrays = [(f"videos/{n}", g[f"videos/{n}"], n) for n in ("ids", "labels", "partition") if f"videos/{n}" in g]
-        if "features" in g:
-            with _quiet_zarr():
-                arrays += [(f"features/{n}", a, "features") for n, a in sorted(g["features"].arrays())]
+        arrays += [(f"features/{n}", a, "features") for n, a in sorted(self._features(g).items())]
         arrays += [(f"label_embeddings/{n}", a, "label_embeddings")
                    for n, a in sorted(self._label_embeddings(g).items())]
         for name, sg in sorted(self._splits(g).items()):
@@ -253,7 +282,10 @@ class FeatureStore:
         rows = []
         loc = self.location
         for sub in ("videos", "features", "label_embeddings"):  # an array folder whose metadata is gone
+            record = record_of(loc.attrs(f"{g.path}/{sub}"))
             for child in loc.children(f"{g.path}/{sub}"):
+                if record is not None and child not in record["current"].values():
+                    continue  # not the store's (`strays` names it)
                 metadata = loc.read_text(f"{g.path}/{sub}/{child}/zarr.json")
                 if child != "zarr.json" and is_valid_name(child.partition(VERSION_SEP)[0]) and metadata is None:
                     rows.append({"dataset": dataset, "array": f"{sub}/{child}", "status": "damaged",
@@ -262,7 +294,13 @@ class FeatureStore:
         for what, node, kind in arrays:
             checksummed = is_checksummed(node)
             missing = missing_chunks(node) if checksummed else 0
-            problem = f"{missing} of {node.nchunks} chunks missing" if missing else self._values(dataset, node, kind)[1]
+            problem = f"{missing} of {node.nchunks} chunks missing" if missing else None
+            if problem is None:
+                values, problem = self._values(dataset, node, kind)
+                recorded = node.attrs.get("content_digest")
+                if problem is None and recorded is not None and content_digest(values) != recorded:
+                    problem = ("its content is not what was committed (its digest differs: a chunk was replaced, "
+                               "for example by one copied from another store)")
             status = "damaged" if problem else ("ok" if checksummed else "unchecked")
             note = problem or ("" if checksummed else "no checksums (written by an earlier clipclap): values are "
                                "range-checked only; import or extract it again to checksum it")
@@ -293,23 +331,29 @@ class FeatureStore:
         g = self._group(dataset)
         if "features" not in g:
             return {}
+        return {name: dict(arr.attrs) | {"shape": list(arr.shape)} for name, arr in self._features(g).items()}
+
+    def _features(self, g) -> dict:
+        if "features" not in g:
+            return {}
         with _quiet_zarr():
-            return {name: dict(arr.attrs) | {"shape": list(arr.shape)} for name, arr in g["features"].arrays()}
+            return committed(g["features"].arrays(), g["features"].attrs, plain_needs_complete=False)
 
     def _label_embeddings(self, g) -> dict:
         if "label_embeddings" not in g:
             return {}
         with _quiet_zarr():
-            return committed(g["label_embeddings"].arrays(), plain_needs_complete=False)
+            return committed(g["label_embeddings"].arrays(), g["label_embeddings"].attrs, plain_needs_complete=False)
 
     def read_features(self, dataset: str, name: str) -> np.ndarray:
         g = self._group(dataset)
-        if "features" not in g or name not in g["features"]:
+        array = self._features(g).get(name)
+        if array is None:
             raise StoreError(
                 f"dataset {dataset!r} has no {name!r} features in {self.location}; "
                 f"it has: {', '.join(self.feature_names(dataset)) or '(none)'}"
             )
-        return np.asarray(self._checked(dataset, g["features"][name], "features", f"features/{name}"),
+        return np.asarray(self._checked(dataset, array, "features", f"features/{name}"),
                           dtype=np.float32)
 
     def label_embedding_names(self, dataset: str) -> dict[str, list[int]]:
@@ -326,7 +370,7 @@ class FeatureStore:
         if "splits" not in g:
             return {}
         with _quiet_zarr():
-            return committed(g["splits"].groups())
+            return committed(g["splits"].groups(), g["splits"].attrs)
 
     def split_names(self, dataset: str) -> list[str]:
         return sorted(self._splits(self._group(dataset)))
@@ -351,25 +395,74 @@ class FeatureStore:
 
     # ---------------------------------------------------------------- writing
     def open_for_writing(self) -> None:
-        """Before the first write: check that the location is a clipclap store (or make a new or
-        empty one into one; anything else is refused), then finish what killed writes left and
-        remove their debris (`Location.tidy`): in the root, and in each dataset's splits and
-        label embeddings."""
-        if self._writable:
+        """Before the first write: check that the location is a clipclap store, or make a new or
+        empty one into one (anything else is refused), and finish what killed writes left
+        (`writer`). Done before any long work, so that a location that is no store fails first."""
+        with self.writer():
+            pass
+
+    def _claim(self) -> None:
+        if not self._writable:
+            self.location.claim(SCHEMA_VERSION)
+            self._writable = True
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold the store's writer lock for the block: one command writes the store at a time,
+        from the read its write is based on to its commit, so no write is lost to another. A
+        second writer waits, `on_wait` told once who holds it (host, pid, command), and gives up
+        with a StoreError after `wait_s` seconds. Re-entrant (the write methods hold it too);
+        readers never wait. On first hold, what killed writes left is finished or removed
+        (`Location.tidy`). An object store has no lock: its writers must take turns."""
+        key = str(self.location.recorded())
+        if self._writer_depth or _HELD.get(key):  # this object, or another of this process, holds it
+            self._writer_depth += 1
+            try:
+                yield
+            finally:
+                self._writer_depth -= 1
             return
+        self._claim()
+        with self._writer_lock():
+            self._writer_depth, _HELD[key] = 1, 1
+            try:
+                if not self._tidied:
+                    self._tidy()
+                    self._tidied = True
+                yield
+            finally:
+                self._writer_depth = 0
+                _HELD.pop(key, None)
+
+    @contextlib.contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        command = "clipclap " + " ".join(sys.argv[1:]) if sys.argv and "clipclap" in sys.argv[0] else ""
+        try:
+            with waiting(self.path / WRITER_LOCK, command, self.wait_s, self.on_wait):
+                yield
+        except LockWaitExpired as e:
+            raise StoreError(f"the store {self.location} is being written by {e.holder}; gave up after "
+                             f"{e.waited_s:g} s (wait longer with --wait SECONDS)") from None
+
+    def _tidy(self) -> None:
+        """Finish or roll back what killed writes left: in the root, and in each dataset's
+        splits, label embeddings and features."""
         loc = self.location
-        if not loc.claim(SCHEMA_VERSION):
-            loc.tidy("")
-            for key in [g.path for g in self._committed_datasets().values()]:
-                for part in ("splits", "label_embeddings"):
+        loc.tidy("")
+        for key in self.dataset_keys():
+            for part in ("splits", "label_embeddings", "features"):
+                if loc.exists(f"{key}/{part}"):
                     loc.tidy(f"{key}/{part}")
-        self._writable = True
 
     def _subgroup(self, dataset: str, name: str) -> str:
         """The key of the dataset's `name` group (`splits`, `label_embeddings`), created if missing."""
         g = self._group(dataset)
         if name not in g:
-            _zarr().open_group(self.location.zarr(g.path), mode="a").require_group(name)
+            _zarr().open_group(self.location.zarr(g.path), mode="a").require_group(
+                name, attributes={RECORD: new_record()})
         return f"{g.path}/{name}"
 
     def write_dataset(self, dataset: str, bundle: FeatureBundle, attrs: dict[str, Any],
@@ -382,47 +475,52 @@ class FeatureStore:
         check_name("dataset", dataset)
         for name in [*bundle.features, *bundle.label_embeddings, *(splits or {})]:
             check_name("feature, label embedding or split", name)
-        self.open_for_writing()
-        carried = self._read_derived(dataset, keep)
+        with self.writer():
+            carried = self._read_derived(dataset, keep)
+            with self.location.committing("", dataset) as staging:
+                self._fill_dataset(zarr.open_group(staging, mode="w"), bundle, attrs, splits or {}, carried)
+
+    def _fill_dataset(self, g, bundle: FeatureBundle, attrs: dict[str, Any], splits: dict[str, dict[str, Any]],
+                      carried: dict[str, dict]) -> None:
+        """Write a dataset group's arrays, each subgroup's version record, then its attributes
+        (the commit stamp last). Each array records a digest of its content (`verify`)."""
         n = len(bundle.ids)
-        with self.location.staged("", dataset) as staging:
-            g = zarr.open_group(staging, mode="w")
-            v = g.require_group("videos")
-            ids = v.create_array("ids", shape=(n,), dtype=str, chunks=(max(1, n),), **array_options("ids"))
-            if n:
-                ids[:] = np.asarray(bundle.ids, dtype=str)
-            v.create_array("labels", data=np.asarray(bundle.labels, dtype=np.int32), **array_options("labels"))
-            v.create_array("partition", data=np.asarray(bundle.partition, dtype=np.int8),
-                           **array_options("partition"))
-            f = g.require_group("features")
-            for name, arr in bundle.features.items():
-                chunk_rows = max(1, min(n, 4096))
-                a = f.create_array(name, data=np.ascontiguousarray(arr, dtype=np.float32),
-                                   chunks=(chunk_rows, arr.shape[1]), **array_options("features"))
-                a.attrs.update({"modality": name, "dim": int(arr.shape[1]), "source": attrs.get("source", ""),
-                                "provenance": bundle.provenance.get("features", {}).get(name, {})})
-            e = g.require_group("label_embeddings")
-            for name, (arr, arr_attrs) in carried["label_embeddings"].items():
-                e.create_array(name, data=arr, **array_options("label_embeddings")).attrs.update(arr_attrs)
-            for name, arr in bundle.label_embeddings.items():
-                e.create_array(name, data=np.ascontiguousarray(arr, dtype=np.float32),
-                               **array_options("label_embeddings"))
-            sg = g.require_group("splits")
-            for name, kept in carried["splits"].items():
-                _fill_split(sg.require_group(name), kept.indices, kept.classes, kept.attrs)
-            for name, split in (splits or {}).items():
-                _fill_split(sg.require_group(name), split["indices"], split["classes"],
-                            split["attrs"] | commit_stamp())
-            g.attrs.update(
-                {
-                    "classes": list(bundle.classes),
-                    "prompt_names": list(bundle.prompt_names),
-                    "class_splits": bundle.class_splits,
-                    "provenance": bundle.provenance,
-                    **attrs,
-                    **commit_stamp(),
-                }
-            )
+        v = g.require_group("videos")
+        ids_values = np.asarray(bundle.ids, dtype=str)
+        ids = v.create_array("ids", shape=(n,), dtype=str, chunks=(max(1, n),), **array_options("ids"))
+        if n:
+            ids[:] = ids_values
+        ids.attrs.update({"content_digest": content_digest(ids_values)})
+        _array(v, "labels", np.asarray(bundle.labels, dtype=np.int32), "labels")
+        _array(v, "partition", np.asarray(bundle.partition, dtype=np.int8), "partition")
+        f = g.require_group("features")
+        for name, arr in bundle.features.items():
+            chunk_rows = max(1, min(n, 4096))
+            _array(f, name, np.ascontiguousarray(arr, dtype=np.float32), "features",
+                   {"modality": name, "dim": int(arr.shape[1]), "source": attrs.get("source", ""),
+                    "provenance": bundle.provenance.get("features", {}).get(name, {})},
+                   chunks=(chunk_rows, arr.shape[1]))
+        e = g.require_group("label_embeddings")
+        for name, (arr, arr_attrs) in carried["label_embeddings"].items():
+            _array(e, name, arr, "label_embeddings", arr_attrs)
+        for name, arr in bundle.label_embeddings.items():
+            _array(e, name, np.ascontiguousarray(arr, dtype=np.float32), "label_embeddings")
+        sg = g.require_group("splits")
+        for name, kept in carried["splits"].items():
+            _fill_split(sg.require_group(name), kept.indices, kept.classes, kept.attrs)
+        for name, split in splits.items():
+            _fill_split(sg.require_group(name), split["indices"], split["classes"], split["attrs"] | commit_stamp())
+        for group, names in ((f, bundle.features), (e, [*carried["label_embeddings"], *bundle.label_embeddings]),
+                             (sg, [*carried["splits"], *splits])):
+            group.attrs.update({RECORD: new_record(names)})
+        g.attrs.update({
+            "classes": list(bundle.classes),
+            "prompt_names": list(bundle.prompt_names),
+            "class_splits": bundle.class_splits,
+            "provenance": bundle.provenance,
+            **attrs,
+            **commit_stamp(),
+        })
 
     def _read_derived(self, dataset: str, keep: tuple[str, ...]) -> dict[str, dict]:
         """The splits and label embeddings `keep` names, read from the dataset's current group."""
@@ -440,15 +538,16 @@ class FeatureStore:
         """Write (or replace) one text encoder's label embeddings (C, dim) atomically."""
         zarr = _zarr()
         check_name("label embedding", name)
-        self.open_for_writing()
-        info = self.info(dataset)
-        if matrix.shape[0] != len(info["classes"]):
-            raise StoreError(f"{name} label embeddings have {matrix.shape[0]} rows, dataset {dataset!r} has "
-                             f"{len(info['classes'])} classes")
-        with self.location.staged(self._subgroup(dataset, "label_embeddings"), name) as staging:
-            arr = zarr.create_array(staging, data=np.ascontiguousarray(matrix, dtype=np.float32),
-                                    **array_options("label_embeddings"))
-            arr.attrs.update({**attrs, **commit_stamp()})  # last: commits it on object stores
+        with self.writer():
+            info = self.info(dataset)
+            if matrix.shape[0] != len(info["classes"]):
+                raise StoreError(f"{name} label embeddings have {matrix.shape[0]} rows, dataset {dataset!r} has "
+                                 f"{len(info['classes'])} classes")
+            values = np.ascontiguousarray(matrix, dtype=np.float32)
+            with self.location.committing(self._subgroup(dataset, "label_embeddings"), name,
+                                          plain_needs_complete=False) as staging:
+                arr = zarr.create_array(staging, data=values, **array_options("label_embeddings"))
+                arr.attrs.update({**attrs, "content_digest": content_digest(values), **commit_stamp()})
 
     def write_split(
         self,
@@ -461,8 +560,7 @@ class FeatureStore:
         """Write (or replace) one protocol split atomically."""
         zarr = _zarr()
         check_name("split", split)
-        self.open_for_writing()
-        with self.location.staged(self._subgroup(dataset, "splits"), split) as staging:
+        with self.writer(), self.location.committing(self._subgroup(dataset, "splits"), split) as staging:
             _fill_split(zarr.open_group(staging, mode="w"), indices, classes, attrs | commit_stamp())
 
     def describe(self, dataset: str) -> dict[str, Any]:
@@ -500,5 +598,13 @@ def _fill_split(g, indices: dict[str, np.ndarray], classes: dict[str, list[int]]
     """Write a split's arrays into the group `g`, then its attributes (`attrs` holds the commit
     stamp when `g` is committed by itself)."""
     for p in PARTITIONS:
-        g.create_array(p, data=np.asarray(indices[p], dtype=np.int32), **array_options("split"))
+        _array(g, p, np.asarray(indices[p], dtype=np.int32), "split")
     g.attrs.update({**attrs, "classes": {k: [int(c) for c in v] for k, v in classes.items()}})
+
+
+def _array(group, name: str, values: np.ndarray, kind: str, attrs: dict[str, Any] | None = None, **options):
+    """Create `group/name` holding `values` (checksummed, see `integrity.py`), its attributes
+    with the digest of its content."""
+    array = group.create_array(name, data=values, **array_options(kind), **options)
+    array.attrs.update({**(attrs or {}), "content_digest": content_digest(values)})
+    return array

@@ -6,19 +6,28 @@ Two kinds of location, chosen from what the user passes as `--store`:
 * `ObjectStore`: any other fsspec URL (`s3://`, `gs://`, `az://`, `memory://`, ...).
 
 Both put a group (a dataset, a split, a label-embedding matrix) in place the same way: it is
-written under its own versioned key `name~<time>-<random>` and counts from the moment it is
-complete (its `complete` attribute, written last). Readers take the newest complete version
-(`committed`); the writer then removes the older ones. Nothing is ever replaced in place, so a
-write killed at any point leaves the store reading the old version or the new one. In a folder
-the new version is written in a hidden staging folder that names its writer
-(`.staging~PID~HOST~name~version`) and renamed to its key once complete; behind a URL, which
-cannot rename, it is written at its key directly.
+written under a key of its own, `name~N`, where N is a counter the store assigns, and it counts
+from the moment its parent group's version record (the `clipclap_versions` attribute: the
+counter, the key that is current for each name, and the keys retired or being written) names
+it. Readers read the record, never the folder names: a copy of a version the user made, a key
+written by a host whose clock runs ahead, anything the store did not commit is never read as
+current. Nothing is ever replaced in place, so a write killed at any point leaves the store
+reading the old version or the new one. In a folder the new version is written in a hidden
+staging folder that names its writer (`.staging~PID~HOST~name~N`) and renamed to its key once
+complete; behind a URL, which cannot rename, it is written at its key directly. Writers commit
+one at a time (the store's writer lock, see `feature_store.py`), so the record is never updated
+by two at once.
 
-What a killed write leaves behind (a staging folder, a version not yet superseded, an incomplete
-version) is debris that `tidy` removes the next time the store is opened for writing. Only what
-the store itself wrote is ever removed: a versioned key or staging folder of a valid name, or a
-plain node carrying the store's commit attributes, always inside the store's root. A folder that
-holds other things and no store marker is refused as a store (`claim`).
+Stores written before the record (clipclap 0.3 and earlier: keys `name~<time>-<random>`) are
+read as they were written, by the newest complete version of that form, until a write gives
+each group its record.
+
+What a killed write leaves behind (a staging folder, a retired version, a version written but
+not committed) is debris that `tidy` removes the next time the store is opened for writing.
+Only what the store itself wrote is ever removed: keys its record lists as retired, staging
+folders of a valid name, versions of the earlier form carrying the store's commit attributes,
+always inside the store's root. A folder that holds other things and no store marker is
+refused as a store (`claim`).
 
 Both hand zarr something it opens (a `Path` or a zarr `FsspecStore`), so the store's reading
 and writing code is the same for both.
@@ -36,6 +45,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from clipclap_cli.errors import StoreError
@@ -48,12 +58,18 @@ VERSION_SEP = "~"
 #: The root attribute that marks a folder or URL as a clipclap store (its value: the schema version).
 STORE_MARKER = "clipclap_store"
 
+#: A group's attribute that records which of its children the store committed (`VersionRecord`).
+RECORD = "clipclap_versions"
+
+#: The key of a version in the form of clipclap 0.3 and earlier (`name~<time ns>-<random>`).
+LEGACY_VERSION = re.compile(r"[0-9]{20}-[0-9a-f]{8}")
+
 #: A URL scheme (`s3://`, `gs://`, `file://`), also as `Path` leaves it (`s3:/bucket`); two letters at
 #: least, so that a Windows drive (`C:/`) is not one.
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
 
 #: Debris of clipclap versions that replaced a group by two renames (`.demo.staging-3fa2c1d0`).
-_LEGACY_DEBRIS = re.compile(r"^\.(?P<name>.+)\.(?P<what>staging|old)-[0-9a-f]{8}$")
+LEGACY_DEBRIS = re.compile(r"^\.(?P<name>.+)\.(?P<what>staging|old)-[0-9a-f]{8}$")
 
 
 #: What the root of a store being made by another process holds before its marker is readable.
@@ -74,22 +90,56 @@ def open_location(where: Path | str) -> Folder | ObjectStore:
 
 
 def new_version() -> str:
-    """A version that sorts after every earlier one written from this clock."""
+    """A version in clipclap 0.3's form (only the recovery of that version's debris makes one)."""
     return f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
 
 
-def committed(children: Iterable[tuple[str, Any]], plain_needs_complete: bool = True) -> dict[str, Any]:
-    """The zarr nodes that count, by name: of the versions of a name (`name~v`), the newest
-    complete one; a plain name (written by clipclap before versions) when complete, or always
-    with `plain_needs_complete=False` (arrays, which those versions only ever renamed into place)."""
+def legacy_committed(children: Iterable[tuple[str, Any]], plain_needs_complete: bool = True) -> dict[str, Any]:
+    """How clipclap 0.3 and earlier found a group's current children, for groups without a
+    version record: of the versions of a name (`name~<time>-<random>` only: no other folder
+    counts), the newest complete one; a plain name when complete, or always with
+    `plain_needs_complete=False` (arrays, which those versions only ever renamed into place)."""
     best: dict[str, tuple[str, Any]] = {}
     for key, node in children:
         name, sep, version = key.partition(VERSION_SEP)
-        if not is_valid_name(name) or ((sep or plain_needs_complete) and not node.attrs.get("complete")):
+        if not is_valid_name(name) or (sep and not LEGACY_VERSION.fullmatch(version)):
+            continue
+        if (sep or plain_needs_complete) and not node.attrs.get("complete"):
             continue
         if name not in best or version > best[name][0]:
             best[name] = (version, node)
     return {name: node for name, (_, node) in best.items()}
+
+
+def record_of(attrs: Any) -> dict[str, Any] | None:
+    """A group's version record, checked, or None when it has none (or a malformed one):
+    `{"counter": N, "current": {name: key}, "retired": [key, ...]}`."""
+    record = attrs.get(RECORD) if isinstance(attrs, dict) or hasattr(attrs, "get") else None
+    if not isinstance(record, dict):
+        return None
+    counter, current, retired = record.get("counter"), record.get("current"), record.get("retired", [])
+    if (not isinstance(counter, int) or isinstance(counter, bool) or counter < 0 or not isinstance(current, dict)
+            or not isinstance(retired, list)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in current.items())
+            or not all(isinstance(k, str) for k in retired)):
+        return None
+    return {"counter": counter, "current": dict(current), "retired": list(retired)}
+
+
+def new_record(names: Iterable[str] = ()) -> dict[str, Any]:
+    """The record of a group written whole: each of `names` current under its plain key."""
+    return {"counter": 0, "current": {n: n for n in names}, "retired": []}
+
+
+def committed(children: Iterable[tuple[str, Any]], parent_attrs: Any = None,
+              plain_needs_complete: bool = True) -> dict[str, Any]:
+    """The zarr nodes that count, by name: those the parent's version record names current, or,
+    for a parent without a record (a store of clipclap 0.3 or earlier), `legacy_committed`."""
+    record = record_of(dict(parent_attrs)) if parent_attrs is not None else None
+    if record is None:
+        return legacy_committed(children, plain_needs_complete)
+    by_key = dict(children)
+    return {name: by_key[key] for name, key in record["current"].items() if key in by_key}
 
 
 def _is_stamped(attrs: dict | None) -> bool:
@@ -150,11 +200,87 @@ class _Location:
             return self.claim(schema_version)
         return True
 
-    def supersede(self, parent: str, name: str, version: str) -> None:
-        """Remove what the store holds of `parent/name` older than `version` (just committed)."""
+    # ------------------------------------------------------------ the version record
+    def check_inside(self, key: str) -> None:
+        """Refuse to write at `key` when it would lead outside the store (a link below the root)."""
+
+    def record(self, parent: str, plain_needs_complete: bool = True) -> dict[str, Any]:
+        """`parent`'s version record; for a group without one (written by clipclap 0.3 or
+        earlier), the record its children make: `legacy_committed` current, the other stamped
+        versions of that form retired, so the first write gives the group its record."""
+        found = record_of(self.attrs(parent))
+        if found is not None:
+            return found
+        children = [(c, SimpleNamespace(attrs=self.attrs(_join(parent, c)) or {})) for c in self.children(parent)
+                    if self.exists(_join(parent, c))]
+        current = legacy_committed(children, plain_needs_complete)
+        keys = {key.partition(VERSION_SEP)[0]: key for key, node in children
+                if current.get(key.partition(VERSION_SEP)[0]) is node}
+        retired = [key for key, node in children
+                   if VERSION_SEP in key and LEGACY_VERSION.fullmatch(key.partition(VERSION_SEP)[2])
+                   and key not in keys.values() and _is_stamped(node.attrs)]
+        return {"counter": 0, "current": keys, "retired": retired}
+
+    def write_record(self, parent: str, record: dict[str, Any]) -> None:
+        """Write `parent`'s version record (its zarr.json is replaced whole, never in part)."""
+        import zarr
+
+        self.check_inside(parent)
+        zarr.open_group(self.zarr(parent), mode="r+").attrs.update({RECORD: record})
+
+    @contextlib.contextmanager
+    def committing(self, parent: str, name: str, plain_needs_complete: bool = True) -> Iterator[Any]:
+        """Write a new version of `parent/name` in the block (what it yields: where to write;
+        the `complete` attribute last); when the block ends, the record makes it current and
+        the version it replaces goes. The caller holds the store's writer lock."""
+        self.check_inside(parent)
+        record = self.record(parent, plain_needs_complete)
+        taken = set(self.children(parent))
+        n = record["counter"] + 1
+        while f"{name}{VERSION_SEP}{n}" in taken:  # a folder of that name the store did not commit
+            n += 1
+        key = f"{name}{VERSION_SEP}{n}"
+        record["counter"] = n
+        record["retired"].append(key)  # while it is written: a kill leaves it to `tidy`
+        self.write_record(parent, record)
+        try:
+            with self._written_at(parent, key) as target:
+                yield target
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.drop_retired(parent, record)
+            raise
+        previous = record["current"].get(name)
+        record["current"][name] = key
+        record["retired"].remove(key)
+        if previous is not None and previous != key:
+            record["retired"].append(previous)
+        self.write_record(parent, record)  # the commit
+        self.drop_retired(parent, record)
+
+    def drop_retired(self, parent: str, record: dict[str, Any]) -> None:
+        """Remove the versions `parent`'s record lists as retired (superseded, or left by a
+        write that did not finish), then the list."""
+        for key in record["retired"]:
+            where = _join(parent, key)
+            if key not in record["current"].values() and (self.exists(where) or self.children(where)):
+                self.remove(where)
+        if record["retired"]:
+            record["retired"] = []
+            self.write_record(parent, record)
+
+    @contextlib.contextmanager
+    def _written_at(self, parent: str, key: str) -> Iterator[Any]:
+        """Where to write the version `parent/key` (each kind says how it is put in place)."""
+        raise NotImplementedError
+        yield
+
+    def _supersede_legacy(self, parent: str, name: str, version: str) -> None:
+        """Remove what a group without a record holds of `parent/name` older than `version` (the
+        newest complete one, in clipclap 0.3's form)."""
         for child in self.children(parent):
             other, sep, other_version = child.partition(VERSION_SEP)
-            if other != name or other_version >= version:
+            if other != name or other_version >= version or (sep and not LEGACY_VERSION.fullmatch(other_version)):
                 continue
             key = _join(parent, child)
             attrs = self.attrs(key)
@@ -166,18 +292,24 @@ class _Location:
 
     def tidy(self, parent: str) -> None:
         """Finish or roll back what killed writes left under `parent`, and remove their debris:
-        staging folders of dead writers, versions older than the newest complete one, incomplete
-        versions older than it, and the two-rename debris of earlier clipclap versions."""
+        retired versions (superseded or never committed), staging folders of dead writers, and
+        for a group without a record (clipclap 0.3's form) the versions older than the newest
+        complete one and the two-rename debris of earlier clipclap versions."""
         children = self.children(parent)
         self._recover_legacy(parent, children)
         children = self.children(parent)
-        newest: dict[str, str] = {}
-        for child in children:
-            name, sep, version = child.partition(VERSION_SEP)
-            if sep and is_valid_name(name) and (self.attrs(_join(parent, child)) or {}).get("complete"):
-                newest[name] = max(newest.get(name, ""), version)
-        for name, version in newest.items():
-            self.supersede(parent, name, version)
+        record = record_of(self.attrs(parent))
+        if record is not None:
+            self.drop_retired(parent, record)
+        else:
+            newest: dict[str, str] = {}
+            for child in children:
+                name, sep, version = child.partition(VERSION_SEP)
+                if (sep and is_valid_name(name) and LEGACY_VERSION.fullmatch(version)
+                        and (self.attrs(_join(parent, child)) or {}).get("complete")):
+                    newest[name] = max(newest.get(name, ""), version)
+            for name, version in newest.items():
+                self._supersede_legacy(parent, name, version)
         for child in children:
             if _dead_staging(child):
                 self.remove(_join(parent, child))
@@ -188,7 +320,7 @@ class _Location:
         bring back the new copy when it is complete, else the old one; drop the rest."""
         debris: dict[str, dict[str, list[str]]] = {}
         for child in children:
-            m = _LEGACY_DEBRIS.match(child)
+            m = LEGACY_DEBRIS.match(child)
             if m and is_valid_name(m["name"]):
                 debris.setdefault(m["name"], {"staging": [], "old": []})[m["what"]].append(child)
         if not debris or self.path is None:
@@ -200,11 +332,15 @@ class _Location:
                 continue
             for child in found["staging"] + found["old"]:  # the new copy first
                 if (self.attrs(_join(parent, child)) or {}).get("complete"):
-                    os.rename(self.zarr(_join(parent, child)),
-                              self.zarr(_join(parent, f"{name}{VERSION_SEP}{new_version()}")))
+                    key = f"{name}{VERSION_SEP}{new_version()}"
+                    os.rename(self.zarr(_join(parent, child)), self.zarr(_join(parent, key)))
+                    record = record_of(self.attrs(parent))
+                    if record is not None:  # a group with a record reads only what it names
+                        record["current"][name] = key
+                        self.write_record(parent, record)
                     break
         for child in self.children(parent):
-            if _LEGACY_DEBRIS.match(child) and is_valid_name(_LEGACY_DEBRIS.match(child)["name"]):
+            if LEGACY_DEBRIS.match(child) and is_valid_name(LEGACY_DEBRIS.match(child)["name"]):
                 self.remove(_join(parent, child))
 
 
@@ -298,22 +434,32 @@ class Folder(_Location):
             target = trash
         shutil.rmtree(target)
 
+    def check_inside(self, key: str) -> None:
+        """Refuse a key whose folder, or a folder above it inside the store, is a link, or that
+        resolves outside the store's root: a write through it would land elsewhere."""
+        root = self.path.resolve()
+        target = self.zarr(key)
+        if target.exists() and root not in [target.resolve(), *target.resolve().parents]:
+            raise StoreError(f"refusing to write {target}: it leads outside the store {self.path}")
+        step = target
+        while key and step != self.path and step != step.parent:
+            if step.is_symlink():
+                raise StoreError(f"refusing to write through {step}: it is a link inside the store {self.path} "
+                                 "(a store's folders are its own; `clipclap verify` names what does not belong)")
+            step = step.parent
+
     @contextlib.contextmanager
-    def staged(self, parent: str, name: str) -> Iterator[Path]:
-        """A fresh staging folder to write `parent/name` into (its `complete` attribute last);
-        on success it becomes the version `parent/name~v` and older versions are removed."""
-        version = new_version()
-        final = f"{name}{VERSION_SEP}{version}"
+    def _written_at(self, parent: str, key: str) -> Iterator[Path]:
+        """A fresh staging folder that becomes `parent/key` by one rename once written."""
         base = self.zarr(parent)
         base.mkdir(parents=True, exist_ok=True)
-        staging = base / staging_name(final)
+        staging = base / staging_name(key)
         try:
             yield staging
-            os.rename(staging, base / final)  # a new name: nothing is replaced
+            os.rename(staging, base / key)  # a new name: nothing is replaced
         finally:
             if staging.exists():  # the write failed: its partial copy goes
                 shutil.rmtree(staging, ignore_errors=True)
-        self.supersede(parent, name, version)
 
 
 class ObjectStore(_Location):
@@ -367,14 +513,6 @@ class ObjectStore(_Location):
             self.fs.rm(self._full(key), recursive=True)
 
     @contextlib.contextmanager
-    def staged(self, parent: str, name: str):
-        """A new version `parent/name~v` to write into (its `complete` attribute last); on
-        success the older versions of `name` are removed, on failure this one is."""
-        version = new_version()
-        key = _join(parent, f"{name}{VERSION_SEP}{version}")
-        try:
-            yield self.zarr(key)
-        except BaseException:
-            self.remove(key)
-            raise
-        self.supersede(parent, name, version)
+    def _written_at(self, parent: str, key: str):
+        """The key itself (a URL cannot rename): the record commits it, `tidy` removes it if not."""
+        yield self.zarr(_join(parent, key))

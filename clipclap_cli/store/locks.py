@@ -12,14 +12,16 @@ import contextlib
 import fcntl
 import os
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
 @contextlib.contextmanager
-def exclusive(lock: Path) -> Iterator[str | None]:
+def exclusive(lock: Path, note: str = "") -> Iterator[str | None]:
     """Hold `lock` for the block: yields None when this process holds it, else its holder
-    ('HOST PID', or "another process" while the holder has not written its name yet).
+    ('HOST PID', then what it is doing in parentheses when it said so in `note`; or "another
+    process" while the holder has not written its name yet).
 
     How: open (or create) the file, `flock(LOCK_EX | LOCK_NB)` it, check that the path still
     names the inode locked (a holder that leaves unlinks the file, flocked, before closing it:
@@ -33,7 +35,7 @@ def exclusive(lock: Path) -> Iterator[str | None]:
     Across hosts (a shared folder on NFS) flock is best effort: Linux clients map it onto NFS
     byte-range locks, other systems may keep it local. Another host's name in the file is
     respected either way (its process may live: remove the file by hand if that host died)."""
-    me = f"{socket.gethostname()} {os.getpid()}"
+    me = f"{socket.gethostname()} {os.getpid()}" + (f"\n{note}" if note else "")
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         try:
@@ -59,6 +61,7 @@ def exclusive(lock: Path) -> Iterator[str | None]:
         try:
             yield None
         finally:
+            os.ftruncate(fd, 0)  # first: a file left behind (the unlink failed) names no holder
             lock.unlink(missing_ok=True)  # while flocked: a process that opened this inode retries
     finally:
         os.close(fd)
@@ -74,23 +77,64 @@ def _names(lock: Path, fd: int) -> bool:
     return (path.st_dev, path.st_ino) == (mine.st_dev, mine.st_ino)
 
 
-def _text(lock: Path) -> str | None:
-    """The name in a lock file ('HOST PID'), or None when it has none (yet)."""
+def _described(text: str) -> tuple[str, str, str] | None:
+    """(host, pid, what it does) of a lock file's text ('HOST PID', then a line saying what the
+    holder does), or None when it names no holder."""
+    first, _, note = text.partition("\n")
     try:
-        host, pid = lock.read_text(errors="replace").split()
-    except (FileNotFoundError, ValueError):
+        host, pid = first.split()
+    except ValueError:
         return None
-    return f"{host} {pid}"
+    return host, pid, " ".join(note.split())[:200]
+
+
+def _holder_text(host: str, pid: str, note: str) -> str:
+    return f"{host} {pid}" + (f" ({note})" if note else "")
+
+
+def _text(lock: Path) -> str | None:
+    """Who a lock file names ('HOST PID (what it does)'), or None when it names none (yet)."""
+    try:
+        found = _described(lock.read_text(errors="replace"))
+    except FileNotFoundError:
+        return None
+    return _holder_text(*found) if found else None
 
 
 def _live_holder(text: str) -> str | None:
     """The holder a lock file's text names, or None when it is gone (a dead pid on this host)
     or the text names none."""
-    try:
-        host, pid = text.split()
-    except ValueError:
-        return None
-    return f"{host} {pid}" if may_live(host, pid) else None
+    found = _described(text)
+    return _holder_text(*found) if found and may_live(found[0], found[1]) else None
+
+
+class LockWaitExpired(Exception):
+    """`waiting` gave up: the lock was still held after the time allowed (`holder` names who)."""
+
+    def __init__(self, holder: str, waited_s: float):
+        super().__init__(holder)
+        self.holder, self.waited_s = holder, waited_s
+
+
+@contextlib.contextmanager
+def waiting(lock: Path, note: str, wait_s: float, on_wait: Callable[[str], None] | None = None,
+            poll_s: float = 0.1) -> Iterator[None]:
+    """Hold `lock` (`exclusive`) for the block, waiting for another holder to let go: `on_wait`
+    is called once with the holder's name when the lock is busy, and after `wait_s` seconds of
+    waiting `LockWaitExpired` is raised (0: refused at once)."""
+    deadline = time.monotonic() + max(0.0, wait_s)
+    told = False
+    while True:
+        with exclusive(lock, note) as holder:
+            if holder is None:
+                yield
+                return
+        if time.monotonic() >= deadline:
+            raise LockWaitExpired(holder, wait_s)
+        if not told and on_wait is not None:
+            on_wait(holder)
+            told = True
+        time.sleep(poll_s)
 
 
 def may_live(host: str, pid: str | int, this_host: str | None = None) -> bool:
