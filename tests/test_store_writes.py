@@ -241,3 +241,23 @@ def test_verify_finds_a_chunk_copied_from_another_store(cli, demo_store, tmp_pat
     assert r.exit_code == 1, r
     [row] = [row for row in json.loads(r.stdout) if row["status"] == "damaged"]
     assert row["array"] == "features/video" and "digest" in row["problem"]
+
+
+def test_a_damaged_record_or_a_missing_current_version_is_named(cli, demo_copy):
+    """The record is what readers trust: hand-edited into nonsense it is refused in one line
+    naming the file, and a current version removed by hand is damage `verify` names."""
+    import zarr
+
+    key = _key(demo_copy, "demo")
+    root = zarr.open_group(demo_copy, mode="r+")
+    record = dict(root.attrs)[RECORD]
+    root.attrs.update({RECORD: {"counter": "three", "current": record["current"]}})
+    r = cli("datasets", "show", "demo", "--store", demo_copy)
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1, r
+    assert f"{demo_copy}/zarr.json" in r.stderr and "version record" in r.stderr
+    root.attrs.update({RECORD: record})
+    shutil.rmtree(demo_copy / key)
+    r = cli("verify", "--store", demo_copy, "--json")
+    assert r.exit_code == 1, r
+    [row] = json.loads(r.stdout)
+    assert row["status"] == "damaged" and f"its current version ({key}) is missing" in row["problem"], row

@@ -142,13 +142,13 @@ class FeatureStore:
                     continue
                 if hasattr(node, "groups"):
                     nodes.append((key, node))
-            return committed(nodes, root.attrs)
+            return committed(nodes, root.attrs, where=str(loc))
 
     def damaged_groups(self, only_damaged: bool = True) -> list[str]:
         """Keys in the store's root that look like datasets (a valid name, maybe versioned, with a
         zarr.json) whose metadata cannot be read; with `only_damaged=False`, every such key."""
         loc, out = self.location, []
-        record = record_of(loc.attrs(""))
+        record = record_of(loc.attrs(""), str(loc))
         for key in loc.children(""):
             name = key.partition(VERSION_SEP)[0]
             if key == "zarr.json" or not is_valid_name(name) or loc.read_text(f"{key}/zarr.json") is None:
@@ -157,6 +157,8 @@ class FeatureStore:
                 continue  # not committed: never read (`verify` names it)
             if not only_damaged or loc.attrs(key) is None:
                 out.append(key)
+        if only_damaged and record is not None:  # a current version whose folder is gone
+            out += [key for key in record["current"].values() if not loc.exists(key) and key not in out]
         return out
 
     def dataset_keys(self) -> list[str]:
@@ -174,6 +176,10 @@ class FeatureStore:
         held = self._committed_datasets()
         if dataset not in held:
             damaged = [k for k in self.damaged_groups() if k.partition(VERSION_SEP)[0] == dataset]
+            recorded = (record_of(self.location.attrs(""), str(self.location)) or {}).get("current", {}).get(dataset)
+            if recorded is not None and not self.location.exists(recorded):
+                raise StoreError(f"dataset {dataset!r} in {self.location} is damaged: its current version "
+                                 f"({recorded}) is missing; import, extract or generate it again")
             if damaged:
                 raise StoreError(f"dataset {dataset!r} in {self.location} is damaged: its metadata "
                                  f"({damaged[0]}/zarr.json) cannot be read; import, extract or generate it again "
@@ -282,7 +288,7 @@ class FeatureStore:
         rows = []
         loc = self.location
         for sub in ("videos", "features", "label_embeddings"):  # an array folder whose metadata is gone
-            record = record_of(loc.attrs(f"{g.path}/{sub}"))
+            record = record_of(loc.attrs(f"{g.path}/{sub}"), f"{loc}/{g.path}/{sub}")
             for child in loc.children(f"{g.path}/{sub}"):
                 if record is not None and child not in record["current"].values():
                     continue  # not the store's (`strays` names it)
@@ -337,13 +343,15 @@ class FeatureStore:
         if "features" not in g:
             return {}
         with _quiet_zarr():
-            return committed(g["features"].arrays(), g["features"].attrs, plain_needs_complete=False)
+            return committed(g["features"].arrays(), g["features"].attrs, plain_needs_complete=False,
+                             where=f"{self.location}/{g.path}/features")
 
     def _label_embeddings(self, g) -> dict:
         if "label_embeddings" not in g:
             return {}
         with _quiet_zarr():
-            return committed(g["label_embeddings"].arrays(), g["label_embeddings"].attrs, plain_needs_complete=False)
+            return committed(g["label_embeddings"].arrays(), g["label_embeddings"].attrs, plain_needs_complete=False,
+                             where=f"{self.location}/{g.path}/label_embeddings")
 
     def read_features(self, dataset: str, name: str) -> np.ndarray:
         g = self._group(dataset)
@@ -370,7 +378,8 @@ class FeatureStore:
         if "splits" not in g:
             return {}
         with _quiet_zarr():
-            return committed(g["splits"].groups(), g["splits"].attrs)
+            return committed(g["splits"].groups(), g["splits"].attrs,
+                             where=f"{self.location}/{g.path}/splits")
 
     def split_names(self, dataset: str) -> list[str]:
         return sorted(self._splits(self._group(dataset)))

@@ -111,18 +111,27 @@ def legacy_committed(children: Iterable[tuple[str, Any]], plain_needs_complete: 
     return {name: node for name, (_, node) in best.items()}
 
 
-def record_of(attrs: Any) -> dict[str, Any] | None:
-    """A group's version record, checked, or None when it has none (or a malformed one):
-    `{"counter": N, "current": {name: key}, "retired": [key, ...]}`."""
-    record = attrs.get(RECORD) if isinstance(attrs, dict) or hasattr(attrs, "get") else None
-    if not isinstance(record, dict):
+def record_of(attrs: Any, where: str = "") -> dict[str, Any] | None:
+    """A group's version record, `{"counter": N, "current": {name: key}, "retired": [key, ...]}`,
+    or None when it has none (a group of clipclap 0.3). A record that is there but malformed
+    (hand-edited) is a StoreError naming the group's metadata (`where`): guessing which version
+    is current could read the wrong data."""
+    if not isinstance(attrs, dict) and not hasattr(attrs, "get"):
         return None
-    counter, current, retired = record.get("counter"), record.get("current"), record.get("retired", [])
+    if RECORD not in attrs:
+        return None
+    record = attrs.get(RECORD)
+    counter = record.get("counter") if isinstance(record, dict) else None
+    current = record.get("current") if isinstance(record, dict) else None
+    retired = record.get("retired", []) if isinstance(record, dict) else None
     if (not isinstance(counter, int) or isinstance(counter, bool) or counter < 0 or not isinstance(current, dict)
             or not isinstance(retired, list)
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in current.items())
+            or not all(isinstance(k, str) and isinstance(v, str) and k == v.partition(VERSION_SEP)[0]
+                       for k, v in current.items())
             or not all(isinstance(k, str) for k in retired)):
-        return None
+        raise StoreError(f"{_join(where, 'zarr.json') if where else 'a group'}: its version record ({RECORD}) is "
+                         "damaged (it says which version of each name is current); put back the file from a "
+                         "backup, or write the store again (import, extract or generate into a new --store)")
     return {"counter": counter, "current": dict(current), "retired": list(retired)}
 
 
@@ -132,10 +141,11 @@ def new_record(names: Iterable[str] = ()) -> dict[str, Any]:
 
 
 def committed(children: Iterable[tuple[str, Any]], parent_attrs: Any = None,
-              plain_needs_complete: bool = True) -> dict[str, Any]:
+              plain_needs_complete: bool = True, where: str = "") -> dict[str, Any]:
     """The zarr nodes that count, by name: those the parent's version record names current, or,
-    for a parent without a record (a store of clipclap 0.3 or earlier), `legacy_committed`."""
-    record = record_of(dict(parent_attrs)) if parent_attrs is not None else None
+    for a parent without a record (a store of clipclap 0.3 or earlier), `legacy_committed`.
+    `where` names the parent in messages."""
+    record = record_of(dict(parent_attrs), where) if parent_attrs is not None else None
     if record is None:
         return legacy_committed(children, plain_needs_complete)
     by_key = dict(children)
@@ -158,6 +168,10 @@ class _Location:
     def read_text(self, key: str) -> str | None: ...
     def remove(self, key: str) -> None: ...
     def is_empty_or_missing(self) -> bool: ...
+
+    def _named(self, key: str) -> str:
+        """`key` as a message names it: the store, then the key."""
+        return _join(str(self), key)
 
     def exists(self, key: str = "") -> bool:
         return self.read_text(_join(key, "zarr.json")) is not None
@@ -208,7 +222,7 @@ class _Location:
         """`parent`'s version record; for a group without one (written by clipclap 0.3 or
         earlier), the record its children make: `legacy_committed` current, the other stamped
         versions of that form retired, so the first write gives the group its record."""
-        found = record_of(self.attrs(parent))
+        found = record_of(self.attrs(parent), self._named(parent))
         if found is not None:
             return found
         children = [(c, SimpleNamespace(attrs=self.attrs(_join(parent, c)) or {})) for c in self.children(parent)
@@ -298,7 +312,7 @@ class _Location:
         children = self.children(parent)
         self._recover_legacy(parent, children)
         children = self.children(parent)
-        record = record_of(self.attrs(parent))
+        record = record_of(self.attrs(parent), self._named(parent))
         if record is not None:
             self.drop_retired(parent, record)
         else:

@@ -131,7 +131,7 @@ def clean(store: FeatureStore) -> list[Stray]:
                 store.location.remove(stray.key)
                 removed.append(stray)
         for parent in {s.key.rpartition("/")[0] for s in removed}:
-            record = record_of(store.location.attrs(parent))
+            record = record_of(store.location.attrs(parent), parent)
             if record is not None and record["retired"]:
                 store.location.drop_retired(parent, record)
     return removed
