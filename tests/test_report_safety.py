@@ -215,13 +215,14 @@ DAMAGE = {
 
 @pytest.mark.parametrize("case", list(DAMAGE))
 def test_a_damaged_run_is_left_out_of_the_table_and_the_figures(cli, trained_run, tmp_path, case):
-    """Beside a good run of the same settings (another seed, so it would join its row): one
+    """Beside a good run of the same settings (another seed, so it would join its row; the
+    damaged one under `damaged/`, which the session's walk for NaN in JSON leaves alone): one
     line names the damaged run and what is wrong; the table and the figures have the good run
     only; no traceback, with matplotlib installed."""
     pytest.importorskip("matplotlib")  # the plots extra is part of the test environment (.venv)
     damage, says = DAMAGE[case]
     runs = tmp_path / "runs"
-    good, bad = runs / "good" / "seed42", runs / "bad" / "seed43"
+    good, bad = runs / "good" / "seed42", runs / "damaged" / "seed43"
     shutil.copytree(trained_run, good)
     shutil.copytree(trained_run, bad)
     _edit_results(lambda r: r.update(seed=43))(bad)
@@ -237,13 +238,13 @@ def test_a_damaged_run_is_left_out_of_the_table_and_the_figures(cli, trained_run
     assert cell["mean"]["hm"] == pytest.approx(100 * _results(good)["test"]["hm"])
     names = sorted(p.name for p in plots.iterdir())
     assert len(names) == 4 and names[0] == "comparison-hm.png", names  # the good run's three and the comparison
-    assert all("_good_" in n for n in names[1:]) and not any("bad" in n for n in names)
+    assert all("_good_" in n for n in names[1:]) and not any("damaged" in n for n in names)
 
 
 def test_the_html_page_shows_only_the_runs_the_table_kept(cli, trained_run, tmp_path):
     pytest.importorskip("matplotlib")
     runs = tmp_path / "runs"
-    good, bad = runs / "good" / "seed42", runs / "bad" / "seed43"
+    good, bad = runs / "good" / "seed42", runs / "damaged" / "seed43"
     shutil.copytree(trained_run, good)
     shutil.copytree(trained_run, bad)
     _cut_metrics(bad)
@@ -321,8 +322,10 @@ def test_figures_land_whole_and_say_what_they_replaced(cli, trained_run, tmp_pat
 def test_outputs_inside_a_run_or_a_store_are_refused(cli, trained_run, demo_store, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
+    (tmp_path / "link").symlink_to(run / "stage1")  # a link into the run leads there too
     before, store_before = tree_digest(run), tree_digest(demo_store)
     for args, where in (((run, "-o", run / "results.json"), "inside the run"),
+                        ((run, "-o", tmp_path / "link" / "metrics.jsonl"), "inside the run"),
                         ((run, "-o", run / "stage1" / "table.md"), "inside the run"),
                         ((run, "--plots", run / "plots"), "inside the run"),
                         ((run, "-o", demo_store / "table.md"), "inside the feature store"),

@@ -26,7 +26,7 @@ def install(app, pm) -> None:
             "--legacy-label-order",
             help="Checkpoints: the reference's sorted-key label embeddings, which its ActivityNet and "
                  "VGGSound models were trained with")] = False,
-        output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the results JSON here too, as results.json holds them (fractions; `units` says so); a file there is replaced, and the line says so")] = None,
+        output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the results JSON here, as a run's results.json holds them (fractions; `units` says so); a file there is replaced, and the closing line says so")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout")] = False,
         device: DeviceOpt = "cpu",
         store_path: Annotated[str | None, typer.Option(

@@ -151,7 +151,7 @@ def check_output_place(path: Path) -> None:
 
     from clipclap_cli.errors import RunError
 
-    for folder in [path, *path.absolute().parents]:
+    for folder in dict.fromkeys([path, *path.absolute().parents, *path.resolve().parents]):  # links followed too
         if (folder / "zarr.json").is_file():
             raise RunError(f"{path} is inside the feature store {folder}: write it elsewhere")
         config = folder / "config.json"
