@@ -518,7 +518,8 @@ def test_reimport_through_the_cli_lists_what_it_would_drop(cli, tmp_path):
     (lambda t: t.pop("unseen"), "test unseen is None"),
 ])
 def test_report_leaves_out_a_bad_results_file_and_names_it(cli, tmp_path, trained_run, edit, says):
-    good, bad = tmp_path / "runs" / "good", tmp_path / "runs" / "bad"
+    # a deliberately damaged results file: under damaged/, which the suite's check for NaN in JSON skips
+    good, bad = tmp_path / "runs" / "good", tmp_path / "runs" / "damaged"
     shutil.copytree(trained_run, good)
     shutil.copytree(trained_run, bad)
     results = json.loads((bad / "results.json").read_text())

@@ -119,21 +119,27 @@ def install(app, pm) -> None:
             job.remove()
         report_ingest(result, store_path)
         if failures_csv is not None:
+            replaced = Path(failures_csv).exists()
             _write_failures(failures_csv, failures)
-            err.print(f"{len(failures)} failed videos listed in {failures_csv}")
+            err.print(f"{len(failures)} failed videos listed in {failures_csv}"
+                      + (" (it replaced the file that was there)" if replaced else ""))
         if failures:
             out.print(table(f"{len(failures)} videos could not be read (rerun with --retry-failed)",
                             ["video", "reason"], sorted(failures.items())))
 
 
 def _write_failures(path: Path, failures: dict[str, str]) -> None:
-    """id,reason for every video that failed (a header line even when none did)."""
+    """id,reason for every video that failed (a header line even when none did), written whole."""
     import csv
+    import io
 
-    with Path(path).open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "reason"])
-        writer.writerows(sorted(failures.items()))
+    from clipclap_cli.files import write_text_atomic
+
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["id", "reason"])
+    writer.writerows(sorted(failures.items()))
+    write_text_atomic(Path(path), text.getvalue())
 
 
 def _videos_folder(entry, adapter) -> Path | None:
