@@ -393,7 +393,7 @@ def test_torchrun_spreads_the_runs_over_its_ranks(cli, demo_store, tmp_path):
     (runs / "seed43" / "config.json").write_text('{"spec": {}}')  # but its config cannot be read: rank 1's run fails
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "rank 0 of 2: 2 of 3 runs" in r.stderr and "rank 1 of 2: 1 of 3 runs" in r.stderr
-    assert "1 of 3 runs failed on the ranks" in r.stderr and "seed43: config.json is not one" in r.stderr, r.stderr
+    assert "1 of 3 runs failed on the ranks" in r.stderr and "seed43/config.json is not one" in r.stderr, r.stderr
     assert sorted(p.parent.name for p in runs.glob("*/results.json")) == ["seed42", "seed44"]  # rank 0's
     assert "mean ± std over 2 seeds" in r.stdout
     shutil.rmtree(runs / "seed43")
@@ -561,7 +561,7 @@ def test_damaged_run_files_are_one_clear_line(cli, demo_store, reference_run, tm
     good = json.loads(config.read_text())
     config.write_text(json.dumps({"spec": {"dataset": "demo"}, "clipclap_version": "9.9"}))
     line = _one_error_line(cli("evaluate", run))
-    assert "config.json is not one this clipclap can read (spec.split: missing)" in line and "clipclap 9.9" in line
+    assert "config.json is not one this clipclap can read (store: missing)" in line and "clipclap 9.9" in line
     config.write_text(json.dumps(good)[:40])  # cut short, as by a full disk
     assert "config.json is damaged (not valid JSON" in _one_error_line(cli("evaluate", run))
     assert "config.json is damaged" in _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
