@@ -11,32 +11,43 @@ not at all, and JSON never holds a value another reader cannot parse.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from clipclap_cli.errors import WriteError
 
 
-def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
-    """Write `text` to `path` whole or not at all (a sibling temporary file renamed over it).
-    `mode`, when given, is the new file's permission bits (else the process's default)."""
+@contextlib.contextmanager
+def replacing(path: Path, mode: int | None = None) -> Iterator[Path]:
+    """A temporary path beside `path` to write in the block; when the block ends it is renamed
+    over `path` (whole or not at all). An OSError (a full disk, no permission) becomes a
+    `WriteError` naming `path`, and the temporary file is removed. `mode`: the new file's
+    permission bits (else the process's default)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise WriteError(f"cannot write {path}: {e.strerror or e}; nothing was changed there") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
+    """Write `text` to `path` whole or not at all (`replacing`), flushed to the disk first."""
+    with replacing(path, mode) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def non_finite_path(data: Any, where: str = "") -> str | None:

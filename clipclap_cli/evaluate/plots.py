@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
-from clipclap_cli.errors import WriteError
 from clipclap_cli.evaluate.reporting import Cell, RunResult, layout, run_seed
+from clipclap_cli.files import replacing
 from clipclap_cli.protocol import LABELS
 
 
@@ -36,15 +35,11 @@ def _save(fig, path: Path, title: str, xlabel: str, ylabel: str) -> Path:
     (Title, Description), so a figure sent on its own still says what it shows."""
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fig.tight_layout()
-        fig.savefig(tmp, format="png", dpi=120,
-                    metadata={"Title": title, "Description": f"x: {xlabel}; y: {ylabel}", "Software": "clipclap"})
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise WriteError(f"cannot write {path}: {e.strerror or e}; nothing was changed there") from None
+        with replacing(path) as tmp:  # whole or not at all, like every file clipclap writes
+            fig.savefig(tmp, format="png", dpi=120,
+                        metadata={"Title": title, "Description": f"x: {xlabel}; y: {ylabel}", "Software": "clipclap"})
     finally:
         plt.close(fig)
     return path
