@@ -261,3 +261,15 @@ def test_a_damaged_record_or_a_missing_current_version_is_named(cli, demo_copy):
     assert r.exit_code == 1, r
     [row] = json.loads(r.stdout)
     assert row["status"] == "damaged" and f"its current version ({key}) is missing" in row["problem"], row
+
+
+def test_json_printed_to_stdout_is_strict_json(capsys):
+    """`--json` output follows the rule of every JSON file clipclap writes: a NaN is refused,
+    naming where it is, rather than printed as the bare `NaN` no strict reader parses."""
+    from clipclap_cli.cli.console import print_json
+    from clipclap_cli.errors import WriteError
+
+    print_json({"a": [1.5, "x"], "p": Path("/tmp")})
+    assert json.loads(capsys.readouterr().out) == {"a": [1.5, "x"], "p": "/tmp"}
+    with pytest.raises(WriteError, match=r"a\[1\].b is not a finite number"):
+        print_json({"a": [0, {"b": float("nan")}]})

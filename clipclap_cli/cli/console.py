@@ -102,7 +102,15 @@ def test_figures(results: dict) -> str:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """`--json` output: JSON a strict reader parses (a NaN or infinity is refused, naming where
+    it is, as in every JSON file clipclap writes); other objects (paths) as their text."""
+    from clipclap_cli.errors import WriteError
+    from clipclap_cli.files import non_finite_path
+
+    culprit = non_finite_path(data)
+    if culprit is not None:
+        raise WriteError(f"refusing to print JSON: {culprit} is not a finite number")
+    sys.stdout.write(json.dumps(data, indent=2, default=str, allow_nan=False) + "\n")
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
