@@ -381,3 +381,15 @@ def test_the_json_walk_finds_nan_and_infinity():
         assert non_finite_json(root / "fine.json") is None and non_finite_json(root / "cut.json") is None
         found = non_finite_json_files(root)
         assert found == [f"{root / 'a' / 'results.json'} (NaN)", f"{root / 'metrics.jsonl'} (line 3: -Infinity)"]
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--frames", "0", "from 1 to 1,000"), ("--batch-size", "99999999999", "from 1 to 1,000,000"),
+    ("--workers", "5000", "from 0 to 4,096"), ("--chunk", "0", "from 1 to 10,000,000"),
+])
+def test_extract_counts_are_bounded_before_any_work(cli, tmp_path, option, value, says):
+    """extract's counts outside what a machine can hold are refused naming the option, and no
+    store is made."""
+    r = cli("extract", "demo", option, value, "--store", tmp_path / "s.zarr")
+    assert r.exit_code == 2 and f"Invalid value for '{option}': {value} is not a whole number {says}" in r.stderr, r
+    assert not (tmp_path / "s.zarr").exists()

@@ -88,6 +88,18 @@ def catalog(pm, datasets_file: Path | None):
     return load_catalog(pm, datasets_file)
 
 
+def whole_in(low: int, high: int):
+    """A Typer callback that lets through a whole number from `low` to `high` (Typer's own
+    min/max would print the range into --help as `[1<=x<=...]`); else one line naming it."""
+
+    def callback(value: int | None) -> int | None:
+        if value is not None and not low <= value <= high:
+            raise typer.BadParameter(f"{value} is not a whole number from {low} to {high:,}")
+        return value
+
+    return callback
+
+
 def _wait_seconds(value: float | None) -> float | None:
     """--wait: a finite number of seconds from 0 to a week."""
     import math

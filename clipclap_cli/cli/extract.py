@@ -18,6 +18,7 @@ from clipclap_cli.cli._options import (
     catalog,
     report_ingest,
     store,
+    whole_in,
 )
 from clipclap_cli.cli.console import err, out, table
 
@@ -34,12 +35,12 @@ def install(app, pm) -> None:
         video_encoder: Annotated[str, typer.Option("--video-encoder", metavar="NAME", help="Encoder of the video features")] = "clip",
         audio_encoder: Annotated[str, typer.Option("--audio-encoder", metavar="NAME", help="Encoder of the audio features")] = "clap",
         params: EncoderParamOpt = [],  # noqa: B006 - Typer reads the default
-        frames: Annotated[int, typer.Option("--frames", metavar="N", min=1, help="Frames per video: 1 = the middle frame")] = 1,
+        frames: Annotated[int, typer.Option("--frames", metavar="N", callback=whole_in(1, 1000), help="Frames per video: 1 = the middle frame")] = 1,
         frame_recipe: Annotated[str | None, typer.Option("--frame-recipe", metavar="NAME", help="How each video's frame is taken: clean, or a released feature set's recipe (default: the dataset's, else clean)")] = None,
-        batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", min=1, help="Videos per encoder batch")] = 32,
-        workers: Annotated[int, typer.Option("--workers", min=0, metavar="N", help="Decoding processes (0: decode in this process)")] = 2,
+        batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", callback=whole_in(1, 1_000_000), help="Videos per encoder batch")] = 32,
+        workers: Annotated[int, typer.Option("--workers", metavar="N", callback=whole_in(0, 4096), help="Decoding processes (0: decode in this process)")] = 2,
         shard: Annotated[str | None, typer.Option("--shard", metavar="I/N", help="i/n: this process's share (default: RANK/WORLD_SIZE)")] = None,
-        chunk: Annotated[int, typer.Option("--chunk", metavar="ROWS", min=1, help="Rows per store chunk (a shard owns whole chunks)")] = 64,
+        chunk: Annotated[int, typer.Option("--chunk", metavar="ROWS", callback=whole_in(1, 10_000_000), help="Rows per store chunk (a shard owns whole chunks)")] = 64,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try the videos that failed before again")] = False,
         failures_csv: Annotated[Path | None, typer.Option("--failures-csv", metavar="FILE", help="Write every video that failed, with the reason, to this csv (id,reason)")] = None,
         dtype: Annotated[str, typer.Option("--dtype", metavar="fp32|bf16|fp16", help="fp32, bf16 or fp16 inference")] = "fp32",
