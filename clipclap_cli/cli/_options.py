@@ -20,6 +20,18 @@ def checked_name(kind: str):
     return callback
 
 
+def whole_in(low: int, high: int):
+    """A Typer callback that lets through a whole number from `low` to `high` (Typer's own
+    min/max would print the range into --help as `[1<=x<=...]`); else one line naming it."""
+
+    def callback(value: int | None) -> int | None:
+        if value is not None and not low <= value <= high:
+            raise typer.BadParameter(f"{value} is not a whole number from {low} to {high:,}")
+        return value
+
+    return callback
+
+
 StoreOpt = Annotated[
     str,
     typer.Option("--store", "-s", metavar="PATH|URL", envvar="CLIPCLAP_STORE",
@@ -50,7 +62,7 @@ def split_option(help: str):
     return Annotated[str | None, typer.Option("--split", metavar="NAME", callback=checked_name("split"), help=help)]
 
 
-SeedOpt = Annotated[int | None, typer.Option("--seed", metavar="N", min=0, max=2**32 - 1,
+SeedOpt = Annotated[int | None, typer.Option("--seed", metavar="N", callback=whole_in(0, 2**32 - 1),
                                              help="Random seed (default: the dataset's, 42)")]
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="cpu, cuda or cuda:N")]
 
@@ -86,18 +98,6 @@ def catalog(pm, datasets_file: Path | None):
     from clipclap_cli.data.datasets_toml import load_catalog
 
     return load_catalog(pm, datasets_file)
-
-
-def whole_in(low: int, high: int):
-    """A Typer callback that lets through a whole number from `low` to `high` (Typer's own
-    min/max would print the range into --help as `[1<=x<=...]`); else one line naming it."""
-
-    def callback(value: int | None) -> int | None:
-        if value is not None and not low <= value <= high:
-            raise typer.BadParameter(f"{value} is not a whole number from {low} to {high:,}")
-        return value
-
-    return callback
 
 
 def _wait_seconds(value: float | None) -> float | None:
