@@ -94,20 +94,35 @@ def new_version() -> str:
     return f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
 
 
+def _version_rank(version: str) -> tuple | None:
+    """How a version key's part after `~` sorts among a name's versions when there is no record:
+    a plain name first, then clipclap 0.3's `<time>-<random>`, then the counter's `N`; None
+    for anything else (a user's `backup`: never a version)."""
+    if version == "":
+        return (0,)
+    if LEGACY_VERSION.fullmatch(version):
+        return (1, version)
+    if version.isdigit() and len(version) < 20:
+        return (2, int(version))
+    return None
+
+
 def legacy_committed(children: Iterable[tuple[str, Any]], plain_needs_complete: bool = True) -> dict[str, Any]:
-    """How clipclap 0.3 and earlier found a group's current children, for groups without a
-    version record: of the versions of a name (`name~<time>-<random>` only: no other folder
-    counts), the newest complete one; a plain name when complete, or always with
-    `plain_needs_complete=False` (arrays, which those versions only ever renamed into place)."""
-    best: dict[str, tuple[str, Any]] = {}
+    """A group's current children when it has no version record: a group of clipclap 0.3 and
+    earlier, or one whose metadata was written back by hand after damage. Of the versions of a
+    name (of the forms `_version_rank` knows: no other folder counts), the newest complete one;
+    a plain name when complete, or always with `plain_needs_complete=False` (arrays, which those
+    versions only ever renamed into place)."""
+    best: dict[str, tuple[tuple, Any]] = {}
     for key, node in children:
         name, sep, version = key.partition(VERSION_SEP)
-        if not is_valid_name(name) or (sep and not LEGACY_VERSION.fullmatch(version)):
+        rank = _version_rank(version)
+        if not is_valid_name(name) or (sep and not version) or rank is None:
             continue
         if (sep or plain_needs_complete) and not node.attrs.get("complete"):
             continue
-        if name not in best or version > best[name][0]:
-            best[name] = (version, node)
+        if name not in best or rank > best[name][0]:
+            best[name] = (rank, node)
     return {name: node for name, (_, node) in best.items()}
 
 
@@ -230,10 +245,12 @@ class _Location:
         current = legacy_committed(children, plain_needs_complete)
         keys = {key.partition(VERSION_SEP)[0]: key for key, node in children
                 if current.get(key.partition(VERSION_SEP)[0]) is node}
-        retired = [key for key, node in children
-                   if VERSION_SEP in key and LEGACY_VERSION.fullmatch(key.partition(VERSION_SEP)[2])
-                   and key not in keys.values() and _is_stamped(node.attrs)]
-        return {"counter": 0, "current": keys, "retired": retired}
+        versions = [key for key, node in children if VERSION_SEP in key and _is_stamped(node.attrs)
+                    and _version_rank(key.partition(VERSION_SEP)[2]) is not None]
+        retired = [key for key in versions if key not in keys.values()]
+        counter = max([int(v) for k in versions for v in [k.partition(VERSION_SEP)[2]] if v.isdigit()
+                       and len(v) < 20], default=0)
+        return {"counter": counter, "current": keys, "retired": retired}
 
     def write_record(self, parent: str, record: dict[str, Any]) -> None:
         """Write `parent`'s version record (its zarr.json is replaced whole, never in part)."""
