@@ -393,3 +393,15 @@ def test_extract_counts_are_bounded_before_any_work(cli, tmp_path, option, value
     r = cli("extract", "demo", option, value, "--store", tmp_path / "s.zarr")
     assert r.exit_code == 2 and f"Invalid value for '{option}': {value} is not a whole number {says}" in r.stderr, r
     assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ("train", "demo", "--threads", "99999"), ("train", "demo", "--lr", "inf"),
+    ("train", "demo", "--beta-grid", "0:nan:3"), ("demo", "--epochs", "999999999"),
+])
+def test_train_and_demo_refuse_bad_numbers_before_any_work(cli, tmp_path, command):
+    """Nothing is generated, read or written before the numbers are checked: no store, no runs."""
+    r = cli(*command, "--store", tmp_path / "s.zarr", "--runs-dir", tmp_path / "runs")
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1, r
+    assert command[-2] in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -65,13 +65,16 @@ def install(app, pm) -> None:
         """Train fusion heads with the two-stage protocol. Rerun the same command to resume."""
         from clipclap_cli.errors import ClipclapError
         from clipclap_cli.plugins.registry import list_heads
-        from clipclap_cli.protocol import DEFAULT_BETA_GRID
+        from clipclap_cli.protocol import DEFAULT_BETA_GRID, check_options
         from clipclap_cli.train.distributed import torchrun_ranks
         from clipclap_cli.train.runs.folder import check_run_folder, check_runs_dir
         from clipclap_cli.train.runs.plan import RunRequest, parse_grid, plan_runs
 
         if stage not in STAGES:
             raise ClipclapError(f"--stage must be 1, 2 or all, not {stage!r}")
+        check_options({"epochs": epochs, "batches_per_epoch": batches, "batch_size": batch_size, "lr": lr,
+                       "seed": seed, "seeds": seeds, "threads": threads, "jobs": jobs})  # before any work
+        grid = parse_grid(beta_grid)
         heads = list_heads(pm)
         names = heads.names() if head == "all" else [h.strip() for h in head.split(",") if h.strip()]
         for name in names:
@@ -91,7 +94,6 @@ def install(app, pm) -> None:
             return
         fs = store(store_path or DEFAULT_STORE)
         entry = catalog(pm, datasets_file).get(stored_dataset(fs, dataset))
-        grid = parse_grid(beta_grid)
         ranks = torchrun_ranks()  # under torchrun: this process trains its share of the runs
         if ranks is not None:
             device = ranks.device(device)
