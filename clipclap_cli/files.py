@@ -23,11 +23,11 @@ from clipclap_cli.errors import WriteError
 
 
 @contextlib.contextmanager
-def replacing(path: Path, mode: int | None = None) -> Iterator[Path]:
+def replacing(path: Path, mode: int | None = None, after: str = "nothing was changed there") -> Iterator[Path]:
     """A temporary path beside `path` to write in the block; when the block ends it is renamed
     over `path` (whole or not at all). An OSError (a full disk, no permission) becomes a
-    `WriteError` naming `path`, and the temporary file is removed. `mode`: the new file's
-    permission bits (else the process's default)."""
+    `WriteError` naming `path` and ending with `after` (what the user can do), and the temporary
+    file is removed. `mode`: the new file's permission bits (else the process's default)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -37,7 +37,7 @@ def replacing(path: Path, mode: int | None = None) -> Iterator[Path]:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as e:
-        raise WriteError(f"cannot write {path}: {e.strerror or e}; nothing was changed there") from None
+        raise WriteError(f"cannot write {path}: {e.strerror or e}; {after}") from None
     finally:
         tmp.unlink(missing_ok=True)
 

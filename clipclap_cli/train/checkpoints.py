@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, safe_open, save
 
 from clipclap_cli.errors import CheckpointError, WriteError
+from clipclap_cli.files import replacing
 from clipclap_cli.train.run_format import RUN_FORMAT, numbered_from_one
 
 
@@ -27,18 +28,11 @@ def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: P
         blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata={"clipclap": meta_text})
     except Exception as e:  # safetensors' SafetensorError, of several causes
         raise WriteError(f"cannot write {path}: {type(e).__name__}: {str(e)[:120]}") from None
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise WriteError(f"cannot write {path}: {e.strerror or e}; the run resumes from its last "
-                         "checkpoint once there is room (rerun the same command)") from None
+    after = "the run resumes from its last checkpoint once there is room (rerun the same command)"
+    with replacing(path, after=after) as tmp, open(tmp, "wb") as fh:
+        fh.write(blob)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 _RETRAIN = "remove its stage folder and rerun the same command to train that stage again"
