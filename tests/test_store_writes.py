@@ -273,3 +273,14 @@ def test_json_printed_to_stdout_is_strict_json(capsys):
     assert json.loads(capsys.readouterr().out) == {"a": [1.5, "x"], "p": "/tmp"}
     with pytest.raises(WriteError, match=r"a\[1\].b is not a finite number"):
         print_json({"a": [0, {"b": float("nan")}]})
+
+
+def test_evaluate_never_writes_a_run_inside_a_store(cli, demo_copy, trained_run):
+    """A run folder copied into a store: `evaluate RUN` (which writes results.json into the run)
+    refuses it in one line, and the store is as it was."""
+    inside = demo_copy / "myrun"
+    shutil.copytree(trained_run, inside)
+    before = tree_digest(demo_copy)
+    r = cli("evaluate", inside, "--store", demo_copy)
+    assert r.exit_code == 1 and "inside the clipclap store" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r
+    assert tree_digest(demo_copy) == before

@@ -73,6 +73,9 @@ def install(app, pm) -> None:
             run = Path(target)
             if not (run / "config.json").exists():
                 raise RunError(not_a_run(run))
+            from clipclap_cli.train.runs.folder import check_run_folder
+
+            check_run_folder(run)  # it writes results.json there: never into a store
             results = evaluate_run(run, None if store_path is None else store(store_path), pm)
             where = run / "results.json"
         if output is not None:
