@@ -147,21 +147,15 @@ def _html_page(cells, metrics, runs, folder: Path | None) -> str:
 def check_output_place(path: Path) -> None:
     """Refuse an output (a table, figures, results) that would land inside a run folder or a
     feature store: a report written over a run's or a store's own file would destroy it."""
-    import json
-
     from clipclap_cli.errors import RunError
+    from clipclap_cli.train.runs.folder import run_around, store_around
 
-    for folder in dict.fromkeys([path, *path.absolute().parents, *path.resolve().parents]):  # links followed too
-        if (folder / "zarr.json").is_file():
-            raise RunError(f"{path} is inside the feature store {folder}: write it elsewhere")
-        config = folder / "config.json"
-        if config.is_file():
-            try:
-                made_by_clipclap = {"spec", "clipclap_version"} <= set(json.loads(config.read_text("utf-8")))
-            except (OSError, ValueError, TypeError):
-                made_by_clipclap = False
-            if made_by_clipclap:
-                raise RunError(f"{path} is inside the run {folder}: write it elsewhere")
+    store = store_around(path)
+    if store is not None:
+        raise RunError(f"{path} is inside the feature store {store}: write it elsewhere")
+    run = run_around(path)
+    if run is not None:
+        raise RunError(f"{path} is inside the run {run}: write it elsewhere")
 
 
 def data_lines(cells) -> list[str]:

@@ -76,6 +76,15 @@ LEGACY_DEBRIS = re.compile(r"^\.(?P<name>.+)\.(?P<what>staging|old)-[0-9a-f]{8}$
 _ROOT_BEING_MADE = re.compile(r"zarr\.json|zarr\.[0-9a-f]+\.partial")
 
 
+def is_store_root(folder: Path) -> bool:
+    """Whether `folder` is a clipclap store's root: its zarr.json carries the store marker."""
+    try:
+        attrs = Folder(Path(folder)).attrs("")
+    except OSError:  # unreadable: not one we can tell is a store
+        return False
+    return attrs is not None and STORE_MARKER in attrs
+
+
 def open_location(where: Path | str) -> Folder | ObjectStore:
     """The location `where` names: a folder for paths and `file://` URLs, else an object store."""
     text = str(where)

@@ -25,7 +25,7 @@ from clipclap_cli.errors import RunError
 from clipclap_cli.files import write_json
 from clipclap_cli.protocol import SCHEDULE_SETTINGS, SettingError, TrainSettings, run_name_parts, setting_problem
 from clipclap_cli.store.feature_store import FeatureStore, now_iso
-from clipclap_cli.store.locations import STORE_MARKER
+from clipclap_cli.store.locations import is_store_root
 from clipclap_cli.train.run_format import RUN_FORMAT, numbered_from_one
 from clipclap_cli.train.runs.spec import RunSpec
 
@@ -42,22 +42,13 @@ RUN_MARKER = ".clipclap-run"
 """The file clipclap writes first into every run folder it makes (JSON: the run's format)."""
 
 
-def _is_store_root(folder: Path) -> bool:
-    """Whether `folder` is a clipclap store's root: its zarr.json carries the store marker."""
-    try:
-        attrs = json.loads((folder / "zarr.json").read_text(encoding="utf-8")).get("attributes")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(attrs, dict) and STORE_MARKER in attrs
-
-
 def store_around(path: Path, store: FeatureStore | None = None) -> Path | None:
     """The clipclap store that `path` is, or is inside, with links resolved (a folder whose
     zarr.json carries the store marker, or `store`'s folder, which may not exist yet), or None."""
     resolved = Path(path).expanduser().resolve()
     own = store.path.expanduser().resolve() if store is not None and store.path is not None else None
     for folder in (resolved, *resolved.parents):
-        if folder == own or _is_store_root(folder):
+        if folder == own or is_store_root(folder):
             return folder
     return None
 
@@ -73,6 +64,15 @@ def is_run_folder(path: Path) -> bool:
         return False
     spec = raw.get("spec") if isinstance(raw, dict) else None
     return isinstance(spec, dict) and {"dataset", "head", "train"} <= set(spec)
+
+
+def run_around(path: Path) -> Path | None:
+    """The run folder that `path` is, or is inside (as written and with links resolved), or None."""
+    path = Path(path).expanduser()
+    for folder in dict.fromkeys([path, *path.absolute().parents, *path.resolve().parents]):
+        if is_run_folder(folder):
+            return folder
+    return None
 
 
 def check_runs_dir(runs_dir: Path, store: FeatureStore | None = None) -> None:
