@@ -61,6 +61,9 @@ STORE_MARKER = "clipclap_store"
 #: A group's attribute that records which of its children the store committed (`VersionRecord`).
 RECORD = "clipclap_versions"
 
+#: The key of a version the counter numbers (`name~N`; behind a URL `name~N-<random>`, see `committing`).
+COUNTER_VERSION = re.compile(r"([0-9]{1,19})(?:-[0-9a-f]{8})?")
+
 #: The key of a version in the form of clipclap 0.3 and earlier (`name~<time ns>-<random>`).
 LEGACY_VERSION = re.compile(r"[0-9]{20}-[0-9a-f]{8}")
 
@@ -111,8 +114,9 @@ def _version_rank(version: str) -> tuple | None:
         return (0,)
     if LEGACY_VERSION.fullmatch(version):
         return (1, version)
-    if version.isdigit() and len(version) < 20:
-        return (2, int(version))
+    counter = COUNTER_VERSION.fullmatch(version)
+    if counter:
+        return (2, int(counter[1]), version)
     return None
 
 
@@ -257,8 +261,8 @@ class _Location:
         versions = [key for key, node in children if VERSION_SEP in key and _is_stamped(node.attrs)
                     and _version_rank(key.partition(VERSION_SEP)[2]) is not None]
         retired = [key for key in versions if key not in keys.values()]
-        counter = max([int(v) for k in versions for v in [k.partition(VERSION_SEP)[2]] if v.isdigit()
-                       and len(v) < 20], default=0)
+        counter = max([int(m[1]) for k in versions if (m := COUNTER_VERSION.fullmatch(k.partition(VERSION_SEP)[2]))],
+                      default=0)
         return {"counter": counter, "current": keys, "retired": retired}
 
     def write_record(self, parent: str, record: dict[str, Any]) -> None:
@@ -279,7 +283,8 @@ class _Location:
         n = record["counter"] + 1
         while f"{name}{VERSION_SEP}{n}" in taken:  # a folder of that name the store did not commit
             n += 1
-        key = f"{name}{VERSION_SEP}{n}"
+        # behind a URL there is no writer lock: two writers may take the same N, so each key is its own
+        key = f"{name}{VERSION_SEP}{n}" + ("" if self.path is not None else f"-{uuid.uuid4().hex[:8]}")
         record["counter"] = n
         record["retired"].append(key)  # while it is written: a kill leaves it to `tidy`
         self.write_record(parent, record)
