@@ -50,10 +50,10 @@ from clipclap_cli.evaluate.metrics import evaluate_distances
 from clipclap_cli.plugins.manager import make_plugin_manager
 from clipclap_cli.plugins.registry import create_head
 from clipclap_cli.protocol import TrainSettings
+from clipclap_cli.runs.spec import RunSpec, store_dims
 from clipclap_cli.store.feature_store import FeatureStore
-from clipclap_cli.train.runs.spec import RunSpec, store_dims
-from clipclap_cli.train.runs.stages import Callbacks, own_dropout_generator, train_run
 from clipclap_cli.train.stacking import stacked_epoch
+from clipclap_cli.train.stages import Callbacks, own_dropout_generator, train_run
 from clipclap_cli.train.trainer import Trainer
 
 

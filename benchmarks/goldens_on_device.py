@@ -25,7 +25,7 @@ from clipclap_cli.evaluate.metrics import evaluate_distances
 from clipclap_cli.plugins.fusion_head import Batch
 from clipclap_cli.plugins.manager import make_plugin_manager
 from clipclap_cli.plugins.registry import create_head
-from clipclap_cli.train.checkpoints import load_into
+from clipclap_cli.runs.checkpoints import load_into
 from shared_material import GOLDENS
 
 

@@ -16,6 +16,8 @@ from clipclap_cli.errors import ClipclapError
 #: The test metrics (SPEC.md "Evaluation"): seen and unseen accuracy, their harmonic mean, ZSL.
 METRICS = ("seen", "unseen", "hm", "zsl")
 LABELS = {"seen": "S", "unseen": "U", "hm": "HM", "zsl": "ZSL"}
+FILE_UNITS = {"accuracy": "fraction", "epoch": "counted from 1"}
+"What every JSON file of a run says its numbers are (`units`): accuracies as fractions, epochs from 1"
 
 #: ClipClap's bias grid, linspace(0, 5, 76); AVCA-GZSL's was (0, 3, 16).
 DEFAULT_BETA_GRID = (0.0, 5.0, 76)

@@ -167,7 +167,7 @@ def _check_stacked_form(head_cls: type, parsed: Any, dims, origin: str, seed: in
     from clipclap_cli.plugins.contracts import check_stacked_loss
     from clipclap_cli.plugins.fusion_head import Batch
     from clipclap_cli.plugins.stacked_blocks import StackedParameters
-    from clipclap_cli.train.runs.stacked import can_stack
+    from clipclap_cli.train.stacked import can_stack
 
     if not can_stack(head_cls):
         return

@@ -9,7 +9,8 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = {"base": 0, "plugins": 1, "store": 2, "data": 3, "evaluate": 4, "train": 5, "extract": 5, "cli": 6}
+LAYERS = {"base": 0, "plugins": 1, "store": 2, "data": 3, "evaluate": 4, "runs": 5, "train": 6, "extract": 6,
+          "report": 6, "cli": 7}
 "As docs/architecture.md's table; `base` is the top-level modules of clipclap_cli"
 PUBLIC_FACADE = ("clipclap_cli.api", "clipclap_cli.plugins")
 "api.py re-exports the fusion-head contract lazily: the one import allowed to go up a layer"

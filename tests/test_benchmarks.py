@@ -35,8 +35,8 @@ def test_the_compute_floor_counts_the_clipclap_epoch_by_hand(demo_store, replay)
     from clipclap_cli.plugins.manager import make_plugin_manager
     from clipclap_cli.plugins.registry import create_head
     from clipclap_cli.protocol import TrainSettings
+    from clipclap_cli.runs.spec import store_dims
     from clipclap_cli.store.feature_store import FeatureStore
-    from clipclap_cli.train.runs.spec import store_dims
     from clipclap_cli.train.trainer import Trainer
 
     bench = _bench_protocol()

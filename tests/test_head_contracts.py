@@ -16,7 +16,7 @@ from clipclap_cli.api import FeatureDims
 from clipclap_cli.data.protocol_data import legacy_label_permutation
 from clipclap_cli.plugins.fusion_head import Batch
 from clipclap_cli.plugins.registry import create_head, list_heads
-from clipclap_cli.train.checkpoints import load_into, load_model, save_model
+from clipclap_cli.runs.checkpoints import load_into, load_model, save_model
 from example_plugin import manager_with_example
 from shared_material import BENCHMARKS, GOLDENS
 

@@ -13,7 +13,7 @@ from clipclap_cli.api import FeatureDims
 from clipclap_cli.errors import CheckpointError
 from clipclap_cli.plugins.fusion_head import Batch
 from clipclap_cli.plugins.registry import create_head
-from clipclap_cli.train.checkpoints import load_checkpoint_file, load_into, load_model, save_model
+from clipclap_cli.runs.checkpoints import load_checkpoint_file, load_into, load_model, save_model
 from shared_material import GOLDENS
 
 DIMS = FeatureDims(audio=1024, video=512, text_parts=(("clip", 512), ("clap", 1024)))

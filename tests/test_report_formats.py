@@ -20,7 +20,7 @@ NAME = "my_head & co <b>50% #1</b> {x}~^\\"
 
 
 def _compared():
-    from clipclap_cli.evaluate.reporting import compare
+    from clipclap_cli.report.tables import compare
 
     cells = [_cell("clipclap", [1, 2, 3], [60.0, 61.0, 59.5]), _cell("zeroshot", [1, 2, 3], [30.0, 30.0, 30.0]),
              _cell(NAME, [1, 2, 3], [60.2, 60.0, 59.9])]
@@ -28,7 +28,7 @@ def _compared():
 
 
 def test_every_format_has_the_same_columns_in_the_same_order():
-    from clipclap_cli.evaluate.reporting import render
+    from clipclap_cli.report.tables import render
 
     cells = _compared()
     md = render(cells, "markdown").splitlines()[0]
@@ -44,7 +44,7 @@ def test_every_format_has_the_same_columns_in_the_same_order():
 
 
 def test_markdown_prints_the_paired_tests_with_scipys_p_values():
-    from clipclap_cli.evaluate.reporting import render
+    from clipclap_cli.report.tables import render
 
     md = render(_compared(), "markdown")
     table = md.split("Paired t-tests against clipclap")[1]
@@ -59,7 +59,7 @@ def test_markdown_prints_the_paired_tests_with_scipys_p_values():
 def test_the_latex_table_compiles_or_at_least_balances(tmp_path):
     """With a TeX engine (pdflatex) the table is compiled inside a minimal document; without one
     the environments must balance and every special character of the names be escaped."""
-    from clipclap_cli.evaluate.reporting import render
+    from clipclap_cli.report.tables import render
 
     latex = render(_compared(), "latex")
     body = "\n".join(line for line in latex.splitlines() if not line.startswith("%"))

@@ -359,7 +359,7 @@ def test_evaluate_output_writes_the_results_as_results_json_holds_them(cli, trai
 
 
 def test_evaluate_never_prints_or_writes_nan(cli, trained_run, tmp_path, monkeypatch):
-    from clipclap_cli.train.runs import results as results_mod
+    from clipclap_cli.runs import results as results_mod
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
@@ -377,7 +377,7 @@ def test_evaluate_never_prints_or_writes_nan(cli, trained_run, tmp_path, monkeyp
 
 def test_a_report_in_json_never_holds_nan():
     from clipclap_cli.errors import WriteError
-    from clipclap_cli.evaluate.reporting import Cell, render
+    from clipclap_cli.report.tables import Cell, render
 
     cell = Cell("clipclap", "demo", 1, {m: 50.0 for m in METRICS} | {"hm": float("inf")}, {m: 0.0 for m in METRICS})
     with pytest.raises(WriteError, match=r"\[0\]\.mean\.hm is not a finite number"):

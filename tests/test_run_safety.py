@@ -141,8 +141,8 @@ def test_demo_refuses_runs_inside_its_store_before_generating(cli, tmp_path):
 
 
 def test_a_new_or_empty_folder_becomes_a_marked_run(cli, demo_store, reference, tmp_path):
-    from clipclap_cli.train.run_format import RUN_FORMAT
-    from clipclap_cli.train.runs.folder import RUN_MARKER
+    from clipclap_cli.runs.folder import RUN_MARKER
+    from clipclap_cli.runs.run_format import RUN_FORMAT
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -158,7 +158,7 @@ def test_a_new_or_empty_folder_becomes_a_marked_run(cli, demo_store, reference, 
 
 
 def _interrupt_after_first_epoch(monkeypatch):
-    import clipclap_cli.train.runs.stages as stages
+    import clipclap_cli.train.stages as stages
 
     original = stages.save_trainer
 
@@ -174,7 +174,7 @@ def _interrupt_after_first_epoch(monkeypatch):
 def test_an_interrupted_run_resumes_to_the_same_bytes(cli, demo_store, reference, tmp_path, monkeypatch, marked):
     """A marked run resumes; so does a run of a clipclap from before the marker (its config.json
     says it is a run), which gets the marker of its run format when it resumes."""
-    from clipclap_cli.train.runs.folder import RUN_MARKER
+    from clipclap_cli.runs.folder import RUN_MARKER
 
     run = tmp_path / "run"
     _interrupt_after_first_epoch(monkeypatch)
@@ -255,7 +255,7 @@ def test_a_hand_edited_config_is_one_line_naming_the_file_and_field(cli, demo_st
 def test_a_config_of_an_earlier_clipclap_still_reads(trained_run, tmp_path):
     """What a run of an earlier clipclap lacks (settings added since, the digest, the threads, the
     run format) is no error: the check refuses what is wrong, not what is old."""
-    from clipclap_cli.train.runs.folder import config_problem, load_spec
+    from clipclap_cli.runs.folder import config_problem, load_spec
 
     config = json.loads((trained_run / "config.json").read_text())
     assert config_problem(config) is None
@@ -322,7 +322,7 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(cli, demo_store, reference,
 def test_a_safetensors_failure_is_one_line_naming_the_file(cli, demo_store, tmp_path, monkeypatch):
     from safetensors import SafetensorError
 
-    import clipclap_cli.train.checkpoints as checkpoints
+    import clipclap_cli.runs.checkpoints as checkpoints
 
     def refuse(*args, **kwargs):
         raise SafetensorError("Error while serializing: IoError(No space left on device)")
@@ -366,7 +366,7 @@ def test_every_json_a_run_writes_is_finite(reference):
 
 def test_a_non_finite_metric_is_refused_naming_where(tmp_path):
     from clipclap_cli.errors import WriteError
-    from clipclap_cli.train.runs.stages import write_metrics
+    from clipclap_cli.train.stages import write_metrics
 
     write_metrics(tmp_path, [{"epoch": 1, "val": {"hm": 0.5}}])
     before = (tmp_path / "metrics.jsonl").read_bytes()

@@ -50,7 +50,7 @@ def _assert_same_run(a, b, stages=(1, 2)):
 def _interrupted_stack(cli, store, runs, monkeypatch, saves: int):
     """`train --seeds 2` (stacked) interrupted as Ctrl-C would, right after its `saves`-th
     checkpoint; returns the command's result, with checkpoints saved normally again."""
-    import clipclap_cli.train.runs.stages as stages
+    import clipclap_cli.train.stages as stages
 
     original, calls = stages.save_trainer, {"n": 0}
 
@@ -98,10 +98,10 @@ def test_a_stacked_step_draws_each_runs_own_batches_and_masks(demo_store):
     from clipclap_cli.data.protocol_data import load_protocol_data
     from clipclap_cli.plugins.manager import make_plugin_manager
     from clipclap_cli.protocol import TrainSettings
+    from clipclap_cli.runs.spec import RunSpec, build_head, store_dims
     from clipclap_cli.store.feature_store import FeatureStore
-    from clipclap_cli.train.runs.spec import RunSpec, build_head, store_dims
-    from clipclap_cli.train.runs.stages import own_dropout_generator
     from clipclap_cli.train.stacking import stacked_epoch
+    from clipclap_cli.train.stages import own_dropout_generator
     from clipclap_cli.train.trainer import Trainer
 
     pm = make_plugin_manager(entrypoints=False)

@@ -95,7 +95,7 @@ def test_other_seed_gives_other_results(cli, demo_store, reference_run, tmp_path
 ], ids=["stage1", "stage2"])
 def test_interrupted_run_resumes_to_the_same_results(cli, demo_store, reference_run, tmp_path, monkeypatch,
                                                      saves, resumes):
-    import clipclap_cli.train.runs.stages as runs_mod
+    import clipclap_cli.train.stages as runs_mod
 
     original = runs_mod.save_trainer
     calls = {"n": 0}
@@ -165,7 +165,7 @@ def test_a_run_written_by_clipclap_0_1_resumes_to_the_same_results(cli, demo_sto
     results are read as what they are, and the run ends with the bytes of an uninterrupted one."""
     from safetensors.torch import load_file, save_file
 
-    import clipclap_cli.train.runs.stages as runs_mod
+    import clipclap_cli.train.stages as runs_mod
 
     run = tmp_path / "demo" / FAST_RUN / "seed42"
     if left == "a resume state":  # interrupted after stage 1's first epoch
@@ -218,7 +218,7 @@ def test_a_run_keeps_the_cpu_threads_it_started_with(cli, demo_store, tmp_path, 
     interrupted under --threads N and resumed without the option, it trains every epoch with N
     threads and ends with the bytes of an uninterrupted --threads N run; another count is
     refused; the process's own setting is restored afterwards."""
-    import clipclap_cli.train.runs.stages as runs_mod
+    import clipclap_cli.train.stages as runs_mod
 
     default = torch.get_num_threads()
     other = 1 if default > 1 else 2
@@ -456,8 +456,8 @@ def test_a_head_reads_only_the_label_embeddings_it_needs(cli, demo_store, tmp_pa
 
 def test_a_head_must_name_known_label_embeddings_in_order(demo_store):
     from clipclap_cli.plugins.contracts import HeadContractError
+    from clipclap_cli.runs.spec import check_label_parts, store_dims
     from clipclap_cli.store.feature_store import FeatureStore
-    from clipclap_cli.train.runs.spec import check_label_parts, store_dims
 
     store = FeatureStore(demo_store)
     dims = store_dims(store, "demo")
@@ -473,7 +473,7 @@ def test_a_run_trains_in_one_process_at_a_time(cli, demo_store, reference_run, t
     run ends with the bytes of an uninterrupted one, without the lock."""
     import socket
 
-    from clipclap_cli.train.runs.folder import RUN_MARKER
+    from clipclap_cli.runs.folder import RUN_MARKER
 
     run = tmp_path / "locked"
     run.mkdir()
@@ -1006,8 +1006,8 @@ def test_every_head_trains_both_stages_above_chance(cli, demo_store, tmp_path):
 def test_head_training_defaults_sit_between_dataset_and_command_line(demo_store, tmp_path):
     from clipclap_cli.data.datasets_toml import load_catalog
     from clipclap_cli.plugins.manager import make_plugin_manager
+    from clipclap_cli.runs.plan import RunRequest, plan_runs
     from clipclap_cli.store.feature_store import FeatureStore
-    from clipclap_cli.train.runs.plan import RunRequest, plan_runs
 
     pm = make_plugin_manager(entrypoints=False)
     entry = load_catalog(pm).get("demo")
@@ -1030,8 +1030,8 @@ def test_dataset_head_training_settings_sit_between_head_and_command_line(demo_s
     head's defaults and loses to the command line; only a departure from it names the run."""
     from clipclap_cli.data.datasets_toml import load_catalog
     from clipclap_cli.plugins.manager import make_plugin_manager
+    from clipclap_cli.runs.plan import RunRequest, plan_runs
     from clipclap_cli.store.feature_store import FeatureStore
-    from clipclap_cli.train.runs.plan import RunRequest, plan_runs
 
     pm = make_plugin_manager(entrypoints=False)
     assert load_catalog(pm).get("vggsound").head_train["tcaf"] == {"lr": 6e-5, "lr_scheduler": False}

@@ -48,8 +48,8 @@ def install(app, pm) -> None:
         from clipclap_cli.data.ingest import generate_dataset
         from clipclap_cli.errors import ClipclapError
         from clipclap_cli.protocol import check_options
-        from clipclap_cli.train.runs.folder import check_runs_dir
-        from clipclap_cli.train.runs.plan import RunRequest, plan_runs
+        from clipclap_cli.runs.folder import check_runs_dir
+        from clipclap_cli.runs.plan import RunRequest, plan_runs
 
         check_options({"seed": seed, "seeds": seeds, "epochs": epochs, "batches_per_epoch": batches})  # before any work
         cat = catalog(pm, datasets_file)

@@ -45,11 +45,11 @@ def install(app, pm) -> None:
 
         from clipclap_cli.cli.report import check_output_place
         from clipclap_cli.errors import RunError
-        from clipclap_cli.evaluate.reporting import as_percent
         from clipclap_cli.files import json_text
-        from clipclap_cli.train.reference_checkpoints import evaluate_checkpoints
-        from clipclap_cli.train.runs.plan import parse_grid
-        from clipclap_cli.train.runs.results import evaluate_run
+        from clipclap_cli.report.tables import as_percent
+        from clipclap_cli.runs.plan import parse_grid
+        from clipclap_cli.runs.reference_checkpoints import evaluate_checkpoints
+        from clipclap_cli.runs.results import evaluate_run
 
         if (stage1 is None) != (stage2 is None):
             raise RunError("evaluating checkpoints needs both --stage1 and --stage2")
@@ -73,7 +73,7 @@ def install(app, pm) -> None:
             run = Path(target)
             if not (run / "config.json").exists():
                 raise RunError(not_a_run(run))
-            from clipclap_cli.train.runs.folder import check_run_folder
+            from clipclap_cli.runs.folder import check_run_folder
 
             check_run_folder(run)  # it writes results.json there: never into a store
             results = evaluate_run(run, None if store_path is None else store(store_path), pm)

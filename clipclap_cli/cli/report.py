@@ -49,7 +49,7 @@ def print_report(paths: list[Path], fmt: str = "markdown", su: bool = True, plot
     from rich.markup import escape
 
     from clipclap_cli.errors import RunError
-    from clipclap_cli.evaluate import reporting
+    from clipclap_cli.report import tables as reporting
 
     reporting.check_format(fmt)  # before anything is read
     for place in (output, plots):
@@ -104,7 +104,7 @@ def _write_plots(cells, runs, folder: Path, say: bool = True) -> list[Path]:
     many of them replaced a figure of the same name."""
     from rich.markup import escape
 
-    from clipclap_cli.evaluate import plots
+    from clipclap_cli.report import plots
 
     before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     stems = plots.plot_stems(runs)
@@ -125,8 +125,8 @@ def _html_page(cells, metrics, runs, folder: Path | None) -> str:
     import importlib.util
     import tempfile
 
-    from clipclap_cli.evaluate.html_page import page
-    from clipclap_cli.evaluate.plots import plot_stems
+    from clipclap_cli.report.html_page import page
+    from clipclap_cli.report.plots import plot_stems
 
     if folder is None and importlib.util.find_spec("matplotlib") is None:
         return page(cells, metrics, runs, figures_note="No figures: pip install 'clipclap[plots]' for them.")
@@ -148,7 +148,7 @@ def check_output_place(path: Path) -> None:
     """Refuse an output (a table, figures, results) that would land inside a run folder or a
     feature store: a report written over a run's or a store's own file would destroy it."""
     from clipclap_cli.errors import RunError
-    from clipclap_cli.train.runs.folder import run_around, store_around
+    from clipclap_cli.runs.folder import run_around, store_around
 
     store = store_around(path)
     if store is not None:

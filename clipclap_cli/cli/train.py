@@ -66,9 +66,9 @@ def install(app, pm) -> None:
         from clipclap_cli.errors import ClipclapError
         from clipclap_cli.plugins.registry import list_heads
         from clipclap_cli.protocol import DEFAULT_BETA_GRID, check_options
+        from clipclap_cli.runs.folder import check_run_folder, check_runs_dir
+        from clipclap_cli.runs.plan import RunRequest, parse_grid, plan_runs
         from clipclap_cli.train.distributed import torchrun_ranks
-        from clipclap_cli.train.runs.folder import check_run_folder, check_runs_dir
-        from clipclap_cli.train.runs.plan import RunRequest, parse_grid, plan_runs
 
         if stage not in STAGES:
             raise ClipclapError(f"--stage must be 1, 2 or all, not {stage!r}")
@@ -117,7 +117,7 @@ def train_plan(plan, fs, stages, jobs, threads, pm, stack=True) -> tuple[list[Pa
     seed as one stacked model: the folders that finished, and how many failed (a run alone
     raises its failure)."""
     from clipclap_cli.plugins.registry import get_head
-    from clipclap_cli.train.runs.stacked import stack_groups
+    from clipclap_cli.train.stacked import stack_groups
 
     failed = 0
     if jobs > 1 and len(plan) > 1:
@@ -171,7 +171,7 @@ def _continue_run(path: Path, dataset: str | None, store_path: str | None, stage
     recorded dataset, split, head, parameters and settings, on its recorded store (unless
     --store names where the store is now). This is what the hints the tool prints run."""
     from clipclap_cli.errors import RunError
-    from clipclap_cli.train.runs.folder import load_spec
+    from clipclap_cli.runs.folder import load_spec
 
     spec, raw = load_spec(path)
     if dataset is not None and dataset != spec.dataset:
@@ -193,8 +193,8 @@ def train_one(path, spec, fs, stages, pm, threads=None):
 
     from clipclap_cli import __version__
     from clipclap_cli.cli.console import progress
-    from clipclap_cli.train.runs.folder import load_spec
-    from clipclap_cli.train.runs.stages import Callbacks, train_run
+    from clipclap_cli.runs.folder import load_spec
+    from clipclap_cli.train.stages import Callbacks, train_run
 
     with progress(TextColumn("{task.fields[info]}")) as bar:
         task = bar.add_task("", total=spec.train.batches_per_epoch, info="")
@@ -241,8 +241,8 @@ def train_stacked(runs, fs, stages, threads, pm):
     from rich.progress import TextColumn
 
     from clipclap_cli.cli.console import progress
-    from clipclap_cli.train.runs.stacked import train_stack
-    from clipclap_cli.train.runs.stages import Callbacks
+    from clipclap_cli.train.stacked import train_stack
+    from clipclap_cli.train.stages import Callbacks
 
     spec = runs[0][1]
     seeds = ", ".join(str(s.train.seed) for _, s in runs)

@@ -9,10 +9,9 @@ import torch
 
 from clipclap_cli.data.protocol_data import EvalSet, ProtocolData
 from clipclap_cli.evaluate.metrics import GridResult, beta_star, bias_grid, evaluate_distances
-from clipclap_cli.evaluate.reporting import FILE_UNITS
 from clipclap_cli.plugins.contracts import check_distances, head_code
 from clipclap_cli.plugins.fusion_head import MODES, FusionHead
-from clipclap_cli.protocol import DEFAULT_BETA_GRID
+from clipclap_cli.protocol import DEFAULT_BETA_GRID, FILE_UNITS
 
 
 def evaluate_models(data: ProtocolData, stage1_head, stage2_head,

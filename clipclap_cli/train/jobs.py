@@ -23,9 +23,9 @@ from typing import Any
 from clipclap_cli.errors import ClipclapError
 from clipclap_cli.plugins.manager import PortablePlugin, rebuild_plugin_manager
 from clipclap_cli.processes import die_with
+from clipclap_cli.runs.spec import RunSpec
 from clipclap_cli.store.feature_store import FeatureStore
-from clipclap_cli.train.runs.spec import RunSpec
-from clipclap_cli.train.runs.stages import Callbacks, train_run
+from clipclap_cli.train.stages import Callbacks, train_run
 
 
 @dataclass(frozen=True)

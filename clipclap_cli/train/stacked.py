@@ -14,13 +14,13 @@ from pathlib import Path
 from clipclap_cli.data.protocol_data import load_protocol_data
 from clipclap_cli.errors import RunError
 from clipclap_cli.plugins.fusion_head import FusionHead
+from clipclap_cli.runs.folder import cpu_threads, load_spec, open_run
+from clipclap_cli.runs.results import evaluate_loaded_run
+from clipclap_cli.runs.spec import RunSpec
 from clipclap_cli.store.feature_store import FeatureStore
 from clipclap_cli.store.locks import exclusive
-from clipclap_cli.train.runs.folder import cpu_threads, load_spec, open_run
-from clipclap_cli.train.runs.results import evaluate_loaded_run
-from clipclap_cli.train.runs.spec import RunSpec
-from clipclap_cli.train.runs.stages import Callbacks, StageRun, busy, start_stage
 from clipclap_cli.train.stacking import stacked_epoch
+from clipclap_cli.train.stages import Callbacks, StageRun, busy, start_stage
 
 
 def can_stack(head_cls: type) -> bool:

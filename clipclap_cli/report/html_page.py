@@ -14,7 +14,7 @@ import json
 from html import escape as e
 from pathlib import Path
 
-from clipclap_cli.evaluate.reporting import (
+from clipclap_cli.report.tables import (
     LABELS,
     Cell,
     RunResult,
@@ -49,7 +49,7 @@ pre { background: #f6f6f6; padding: 0.6rem; overflow-x: auto; font-size: 0.85em;
 def page(cells: list[Cell], metrics: tuple[str, ...], runs: list[RunResult] | None = None,
          figures: list[Path] | None = None, figures_note: str = "") -> str:
     """The whole page. `runs` adds their settings; `figures` (PNG files written by
-    `clipclap_cli.evaluate.plots`) are embedded with their titles as captions, `figures_note`
+    `clipclap_cli.report.plots`) are embedded with their titles as captions, `figures_note`
     above them (or in their place, when there are none)."""
     from clipclap_cli import __version__
 

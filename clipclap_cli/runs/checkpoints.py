@@ -14,7 +14,7 @@ from safetensors.torch import load_file, safe_open, save
 
 from clipclap_cli.errors import CheckpointError, WriteError
 from clipclap_cli.files import replacing
-from clipclap_cli.train.run_format import RUN_FORMAT, numbered_from_one
+from clipclap_cli.runs.run_format import RUN_FORMAT, numbered_from_one
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> None:

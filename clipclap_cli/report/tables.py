@@ -18,11 +18,10 @@ from typing import Any
 
 from clipclap_cli.errors import RunError
 from clipclap_cli.files import json_text, non_finite_path
-from clipclap_cli.protocol import LABELS, METRICS, completed_train_settings, run_name_parts, setting_problem
+from clipclap_cli.protocol import FILE_UNITS, LABELS, METRICS, completed_train_settings, run_name_parts, setting_problem
 
 FORMATS = ("markdown", "latex", "html", "csv", "json")
 
-FILE_UNITS = {"accuracy": "fraction", "epoch": "counted from 1"}
 "What the numbers of a results file are: accuracies as fractions (0-1, the exact values computed)"
 PERCENT_UNITS = {"accuracy": "percent", "epoch": "counted from 1"}
 "What people read (the console, tables, `evaluate --json`): accuracies in percent"
@@ -560,7 +559,7 @@ def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = METRICS) -> s
             w.writerow(row)
         return buf.getvalue()
     if fmt == "html":
-        from clipclap_cli.evaluate.html_page import page
+        from clipclap_cli.report.html_page import page
 
         return page(cells, metrics)
     methods, datasets, by = layout(cells)

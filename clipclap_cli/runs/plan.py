@@ -12,9 +12,9 @@ from clipclap_cli.data.splits import check_training_videos
 from clipclap_cli.devices import check_device
 from clipclap_cli.errors import RunError
 from clipclap_cli.protocol import SCHEDULE_SETTINGS, merge_settings, parse_beta_grid, setting_problem
+from clipclap_cli.runs.folder import check_run_folder, default_run_dir
+from clipclap_cli.runs.spec import RunSpec, check_label_parts, checked_head, store_dims
 from clipclap_cli.store.feature_store import FeatureStore
-from clipclap_cli.train.runs.folder import check_run_folder, default_run_dir
-from clipclap_cli.train.runs.spec import RunSpec, check_label_parts, checked_head, store_dims
 
 
 @dataclass(frozen=True)

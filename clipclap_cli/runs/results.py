@@ -8,10 +8,8 @@ from pathlib import Path
 from clipclap_cli.data.protocol_data import ProtocolData, load_protocol_data
 from clipclap_cli.errors import RunError
 from clipclap_cli.evaluate.evaluation import evaluate_models
-from clipclap_cli.store.feature_store import FeatureStore
-from clipclap_cli.train.checkpoints import load_into, load_model
-from clipclap_cli.train.run_format import RUN_FORMAT
-from clipclap_cli.train.runs.folder import (
+from clipclap_cli.runs.checkpoints import load_into, load_model
+from clipclap_cli.runs.folder import (
     check_same_data,
     cpu_threads,
     load_spec,
@@ -19,7 +17,9 @@ from clipclap_cli.train.runs.folder import (
     stage_result,
     write_json,
 )
-from clipclap_cli.train.runs.spec import RunSpec, build_head
+from clipclap_cli.runs.run_format import RUN_FORMAT
+from clipclap_cli.runs.spec import RunSpec, build_head
+from clipclap_cli.store.feature_store import FeatureStore
 
 
 def evaluate_run(path: Path, store: FeatureStore | None = None, pm=None, data: ProtocolData | None = None) -> dict:

@@ -12,15 +12,15 @@ import torch
 from clipclap_cli.data.protocol_data import ProtocolData, load_protocol_data
 from clipclap_cli.errors import RunError
 from clipclap_cli.evaluate.metrics import beta_star
-from clipclap_cli.evaluate.reporting import FILE_UNITS
 from clipclap_cli.files import json_text, write_text_atomic
+from clipclap_cli.protocol import FILE_UNITS
+from clipclap_cli.runs.checkpoints import load_trainer, save_model, save_trainer
+from clipclap_cli.runs.folder import cpu_threads, load_spec, open_run, stage_result, write_json
+from clipclap_cli.runs.results import evaluate_loaded_run
+from clipclap_cli.runs.run_format import RUN_FORMAT
+from clipclap_cli.runs.spec import RunSpec, build_head
 from clipclap_cli.store.feature_store import FeatureStore
 from clipclap_cli.store.locks import exclusive
-from clipclap_cli.train.checkpoints import load_trainer, save_model, save_trainer
-from clipclap_cli.train.run_format import RUN_FORMAT
-from clipclap_cli.train.runs.folder import cpu_threads, load_spec, open_run, stage_result, write_json
-from clipclap_cli.train.runs.results import evaluate_loaded_run
-from clipclap_cli.train.runs.spec import RunSpec, build_head
 from clipclap_cli.train.trainer import EpochRecord, Trainer
 
 

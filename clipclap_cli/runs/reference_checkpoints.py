@@ -13,9 +13,9 @@ from clipclap_cli.devices import check_device
 from clipclap_cli.errors import CheckpointError
 from clipclap_cli.evaluate.evaluation import evaluate_models
 from clipclap_cli.protocol import DEFAULT_BETA_GRID, TrainSettings
+from clipclap_cli.runs.checkpoints import load_into
+from clipclap_cli.runs.spec import RunSpec, check_label_parts, checked_head, store_dims
 from clipclap_cli.store.feature_store import FeatureStore
-from clipclap_cli.train.checkpoints import load_into
-from clipclap_cli.train.runs.spec import RunSpec, check_label_parts, checked_head, store_dims
 
 
 def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: str, param_pairs: list[str],
@@ -34,7 +34,7 @@ def evaluate_checkpoints(store: FeatureStore, dataset: str, split: str, head: st
     """
     from clipclap_cli.params import parse_params
     from clipclap_cli.plugins.registry import get_head
-    from clipclap_cli.train.checkpoints import load_checkpoint_file
+    from clipclap_cli.runs.checkpoints import load_checkpoint_file
 
     check_device(device)
     dims = store_dims(store, dataset)

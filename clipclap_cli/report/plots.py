@@ -16,9 +16,9 @@ import json
 import re
 from pathlib import Path
 
-from clipclap_cli.evaluate.reporting import Cell, RunResult, layout, run_seed
 from clipclap_cli.files import replacing
 from clipclap_cli.protocol import LABELS
+from clipclap_cli.report.tables import Cell, RunResult, layout, run_seed
 
 
 def _pyplot():

@@ -14,7 +14,9 @@
 Epochs count from 1 in every file, as on the console (`trainer.RUN_FORMAT`); accuracies in
 files are fractions (0-1), each JSON file says so in `units`, and what people read is percent.
 
-spec: what a run is (RunSpec) and the head it builds; folder: the run folder, its files and
-names; plan: from a `train` command to the runs it asks for; stages: training them.
-Evaluation of a run is clipclap_cli.evaluate.evaluation.
+This layer holds what both training and evaluation read and write about runs: spec (what a run
+is, the head it builds), folder (the folder, its files and names), plan (from a `train` command
+to its runs), results (a run's test evaluation), checkpoints and run_format (the files' bytes and
+versions), reference_checkpoints (the reference's own models). Training them is clipclap_cli.train;
+the arithmetic of evaluation is clipclap_cli.evaluate.
 """

@@ -24,10 +24,10 @@ from clipclap_cli.data.protocol_data import ProtocolData
 from clipclap_cli.errors import RunError
 from clipclap_cli.files import write_json
 from clipclap_cli.protocol import SCHEDULE_SETTINGS, SettingError, TrainSettings, run_name_parts, setting_problem
+from clipclap_cli.runs.run_format import RUN_FORMAT, numbered_from_one
+from clipclap_cli.runs.spec import RunSpec
 from clipclap_cli.store.feature_store import FeatureStore, now_iso
 from clipclap_cli.store.locations import is_store_root
-from clipclap_cli.train.run_format import RUN_FORMAT, numbered_from_one
-from clipclap_cli.train.runs.spec import RunSpec
 
 
 def read_json(path: Path) -> Any:
