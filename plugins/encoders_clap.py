@@ -87,7 +87,7 @@ class ClapEncoder(Encoder):
         checkpoint = self._checkpoint()
         if checkpoint is None:
             return None
-        from clipclap_cli.train.checkpoints import torch_load_failure
+        from clipclap_cli.runs.checkpoints import torch_load_failure
 
         try:
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
