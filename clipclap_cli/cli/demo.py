@@ -43,13 +43,13 @@ def install(app, pm) -> None:
         ClipClap and the training-free zeroshot floor for --seeds seeds, evaluates, prints the
         table with error bars and the paired tests of zeroshot against ClipClap."""
         from clipclap_cli.cli.inspect import _show
+        from clipclap_cli.cli.progress import train_drawn
         from clipclap_cli.cli.report import print_report
-        from clipclap_cli.cli.train import train_plan
         from clipclap_cli.data.ingest import generate_dataset
-        from clipclap_cli.errors import ClipclapError
         from clipclap_cli.protocol import check_options
         from clipclap_cli.runs.folder import check_runs_dir
         from clipclap_cli.runs.plan import RunRequest, plan_runs
+        from clipclap_cli.train.launchers import InProcess
 
         check_options({"seed": seed, "seeds": seeds, "epochs": epochs, "batches_per_epoch": batches})  # before any work
         cat = catalog(pm, datasets_file)
@@ -67,11 +67,10 @@ def install(app, pm) -> None:
         request = RunRequest(heads=("clipclap", "zeroshot"), seeds=seeds, epochs=epochs, batches_per_epoch=batches,
                              device=device)
         # the seeds of clipclap train as one stack (docs/train.md "Stacked runs"), zeroshot's one by one
-        runs, failed = train_plan(plan_runs(fs, cat.get(dataset), request, runs_dir, pm=pm), fs, (1, 2), 1, None, pm)
-        if failed:
-            raise ClipclapError(f"{failed} runs failed (above); rerun the same command to retry them")
+        outcome = train_drawn(plan_runs(fs, cat.get(dataset), request, runs_dir, pm=pm), fs, (1, 2), InProcess(), pm)
+        outcome.check()
         # the plots need the plots extra; without it the demo still ends with its table
         plots = base / "plots" if importlib.util.find_spec("matplotlib") is not None else None
-        print_report(runs, "markdown", True, plots)
+        print_report(list(outcome.finished), "markdown", True, plots)
         err.print(f"run folders: {runs_dir}\n" + (f"plots: {plots}" if plots else
                                                   "plots: none (pip install 'clipclap[plots]' for them)"))

@@ -5,7 +5,7 @@ threads each finish sooner than the same runs one after the other. Each worker t
 through `train_run` (so a run trained here has the bytes of the same run trained alone with the
 same `--threads`) with the caller's plugins (`portable_plugins`: the same modules, under the same
 names, whether they came from entry points or were registered by hand), and reports progress as
-events on a queue, which the caller turns into its display.
+scheduler events (`train/scheduler.py`) on a queue, which the caller passes on.
 """
 
 from __future__ import annotations
@@ -16,39 +16,15 @@ import queue as queue_module
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from clipclap_cli.errors import ClipclapError
 from clipclap_cli.plugins.manager import PortablePlugin, rebuild_plugin_manager
 from clipclap_cli.processes import die_with
 from clipclap_cli.runs.spec import RunSpec
 from clipclap_cli.store.feature_store import FeatureStore
-from clipclap_cli.train.stages import Callbacks, train_run
-
-
-@dataclass(frozen=True)
-class RunEvent:
-    """What a worker reports: `kind` is start, epoch or reused; `run` indexes the task list."""
-
-    run: int
-    kind: str
-    stage: int
-    epoch: int = 0
-    "start: the epochs done before this start (0 unless resuming); epoch: the epoch's number (from 1)"
-    epochs: int = 0
-    record: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """How a run ended: its test results (None when only stage 1 was asked), or an error line."""
-
-    run: int
-    results: dict | None = None
-    error: str | None = None
-
+from clipclap_cli.train.scheduler import Failed, Finished, RunEvent, callbacks
+from clipclap_cli.train.stages import train_run
 
 _events = None  # the worker's end of the event queue (set by _init_worker)
 _plugins: list[PortablePlugin] = []  # the caller's plugins (set by _init_worker)
@@ -80,33 +56,29 @@ def _plugin_manager():
 
 
 def _train_in_worker(run: int, path: Path, spec: RunSpec, store: str, stages: tuple[int, ...],
-                     threads: int | None) -> RunOutcome:
-    def put(kind: str, stage: int, **fields) -> None:
-        _events.put(RunEvent(run, kind, stage, **fields))
-
-    cb = Callbacks(stage_start=lambda stage, done, epochs: put("start", stage, epoch=done, epochs=epochs),
-                   epoch_end=lambda stage, record: put("epoch", stage, epoch=record.epoch, record=record.as_dict()),
-                   stage_reused=lambda stage, result: put("reused", stage, record=result))
+                     threads: int | None) -> Finished | Failed:
+    """Train run `run` of the plan here, its events on the queue (no Step events: the caller's
+    bars count epochs); its end is returned."""
     try:
-        return RunOutcome(run, results=train_run(path, spec, FeatureStore(store), stages, cb,
-                                                 _plugin_manager(), threads))
+        return Finished(run, train_run(path, spec, FeatureStore(store), stages,
+                                       callbacks(run, path, _events.put, steps=False), _plugin_manager(), threads))
     except ClipclapError as e:
-        return RunOutcome(run, error=str(e))
+        return Failed(run, str(e))
 
 
 def train_in_workers(plan: list[tuple[Path, RunSpec]], store: str, stages: tuple[int, ...], jobs: int,
                      threads: int | None, on_event: Callable[[RunEvent], None],
-                     plugins: list[PortablePlugin]) -> list[RunOutcome]:
+                     plugins: list[PortablePlugin]) -> list[Finished | Failed]:
     """Train every (folder, spec) of `plan`, `jobs` at a time in worker processes that load
     `plugins` (`portable_plugins` of the caller's manager); `on_event` sees every worker's
     events in this process. Threads per run: `threads`, else what a run
-    recorded, else an equal share of this machine's cores. Returns the outcomes in `plan`'s order."""
+    recorded, else an equal share of this machine's cores. Returns how each run ended, in `plan`'s order."""
     import torch
 
     share = max(1, torch.get_num_threads() // jobs)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
     events = context.Queue()
-    outcomes: dict[int, RunOutcome] = {}
+    outcomes: dict[int, Finished | Failed] = {}
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
                              initargs=(events, share, plugins, os.getpid())) as pool:
         pending: set[Future] = {pool.submit(_train_in_worker, i, path, spec, store, stages, threads)
