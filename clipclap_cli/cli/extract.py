@@ -89,10 +89,10 @@ def install(app, pm) -> None:
         job = Extraction(fs, dataset, samples, encoders, chunk, frames, description, recipe.name)
         job.refuse_other_source(replace)
         job.reuse_stored = not replace
-        group = job.open(part, on_wait=lambda: err.print(
+        job.open(part, on_wait=lambda: err.print(
             f"waiting for shard 0 to create the working group in {fs} (up to 10 minutes)"))
         if retry_failed:
-            err.print(f"retrying {job.retry_failed(group)} failed videos")
+            err.print(f"retrying {job.retry_failed()} failed videos")
         with progress(TextColumn("{task.fields[rate]}")) as bar:
             task = bar.add_task(f"extract {dataset}" + (f" shard {part.index}/{part.count}" if part.count > 1 else ""),
                                 total=None, rate="")
@@ -103,14 +103,14 @@ def install(app, pm) -> None:
 
             counts = job.run(part, workers, batch_size, on_progress)
         err.print(f"{counts['videos']} videos processed, {counts['failed']} failed")
-        if not job.finished(group):
+        if not job.finished():
             err.print("other shards still have videos to do; the last one to finish writes the dataset")
             return
         with job.writer_lock() as mine:
             if not mine:
                 err.print("another process is writing the finished dataset")
                 return
-            bundle, failures = job.bundle(group, f"extract({videos})")
+            bundle, failures = job.bundle(f"extract({videos})")
             try:
                 result = store_bundle(fs, entry, bundle, replace=replace)
             except SplitError as e:  # the features are still worth keeping; the split can come later

@@ -1,11 +1,8 @@
 """`clipclap extract`: features of every video of a dataset, resumable and shardable.
 
-Work happens in a working group `<store>/.extract-<dataset>/` beside the datasets:
-
-    videos/ids, videos/labels          the adapter's videos, in its order
-    features/<modality>   (N, dim)     pre-allocated float32, chunks of `chunk` rows, no compression
-    status/<modality>     (N,) int8    0 pending, 1 done, 2 failed (same chunking)
-    reasons               (N,) str     why a video failed
+Work happens in a working group `<store>/.extract-<dataset>/` beside the datasets, which the
+store lays out and writes (`store/extraction_group.py`): the videos' ids and labels, each
+modality's features and each row's status (pending, done, failed), and why a video failed.
 
 Rows are processed in whole chunks and each chunk belongs to exactly one shard (`--shard i/n`
 or torchrun's RANK/WORLD_SIZE), so ranks never write the same chunk file. In a folder the first
@@ -25,7 +22,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -41,14 +37,10 @@ from clipclap_cli.errors import ClipclapError, StoreError
 from clipclap_cli.extract.media import CLIP_SECONDS, SAMPLE_RATE
 from clipclap_cli.frame_recipes import DEFAULT as DEFAULT_RECIPE
 from clipclap_cli.frame_recipes import get_recipe
-from clipclap_cli.names import check_name
 from clipclap_cli.plugins.contracts import check_encoded
 from clipclap_cli.processes import die_with
+from clipclap_cli.store.extraction_group import DONE, FAILED, PENDING, Blueprint, ExtractionGroup, Rows
 from clipclap_cli.store.feature_store import FeatureStore
-from clipclap_cli.store.locations import staging_name
-from clipclap_cli.store.locks import exclusive
-
-PENDING, DONE, FAILED = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -148,8 +140,8 @@ class Extraction:
         self.chunk, self.frames, self.recipe = chunk, frames, recipe
         self.reuse_stored = True
         "Start from the store's dataset of this name where it was extracted the same way (`prefill`)"
-        self.key = f".extract-{check_name('dataset', dataset)}"
-        self.path = None if store.path is None else store.path / self.key  # a folder store's working folder
+        self.group = ExtractionGroup(store, dataset)
+        self.path = self.group.path  # a folder store's working folder
         self.description = description or {
             "classes": sorted({s.label for s in samples}), "partition": [-1] * len(samples), "class_splits": {}}
         self.classes = list(self.description["classes"])
@@ -167,81 +159,51 @@ class Extraction:
 
     # ------------------------------------------------------------------ working group
     def open(self, shard: Shard = Shard(), wait_s: float = 600.0, on_wait: Callable[[], None] | None = None,
-             _again: bool = False):
+             _again: bool = False) -> ExtractionGroup:
         """Create the working group, or check an existing one's settings (see the module's doc).
         On an object store, shards other than 0 wait for shard 0 to create it (`on_wait` is
         called once when they start waiting)."""
-        import zarr
-
-        location = self.store.location
+        group = self.group
         self.store.open_for_writing()  # a clipclap store, or a new one: never a folder of the user's
-        if self.path is not None and not self.path.exists():
-            with self.store.writer():  # staging is made under the writer lock only (`strays`)
-                staging = self.path.parent / staging_name(self.path.name)
-                self._create(staging)
-                try:
-                    os.rename(staging, self.path)
-                except OSError:  # another rank created it first
-                    shutil.rmtree(staging, ignore_errors=True)
-        elif self.path is None and not self._created():
-            if shard.index == 0:
-                self._create(location.zarr(self.key))
+        if not group.ready():
+            if group.renamed_into_place or shard.index == 0:
+                group.create(self._blueprint)
             else:
                 deadline = time.monotonic() + wait_s
                 if on_wait is not None:
                     on_wait()
-                while not self._created():
+                while not group.ready():
                     if time.monotonic() > deadline:
-                        raise StoreError(f"shard 0 has not created the working group {location}/{self.key} "
+                        raise StoreError(f"shard 0 has not created the working group {group} "
                                          f"in {wait_s:.0f} s; start shard 0 (it creates it on object stores)")
                     time.sleep(1.0)
-        group = zarr.open_group(location.zarr(self.key), mode="r+")
-        if not _again and self._stale(group):  # a finished extraction whose dataset is written: leftovers
-            location.remove(self.key)
+        group.open()
+        if not _again and self._stale():  # a finished extraction whose dataset is written: leftovers
+            group.remove()
             return self.open(shard, wait_s, on_wait, _again=True)
-        if _comparable(group.attrs.get("settings")) != json.loads(json.dumps(self.settings)):
+        if _comparable(group.settings) != json.loads(json.dumps(self.settings)):
             raise StoreError(f"an extraction of {self.dataset!r} with other settings (videos, encoders or their "
-                             f"parameters) is in {location}/{self.key}; rerun it as it was, or remove that folder "
+                             f"parameters) is in {group}; rerun it as it was, or remove that folder "
                              "to start over")
         return group
 
-    def _created(self) -> bool:
-        """Whether the working group exists with its settings (they are written last)."""
-        import zarr
+    def _blueprint(self) -> Blueprint:
+        """What the new working group holds, settings last (`ExtractionGroup.create` calls it)."""
+        return Blueprint(ids=[s.id for s in self.samples],
+                         labels=np.asarray([self.classes.index(s.label) for s in self.samples], dtype=np.int32),
+                         dims={modality: enc.dim for modality, enc in self.encoders.items()}, chunk=self.chunk,
+                         attrs={"settings": self.settings, "classes": self.classes}, prefill=self._prefill())
 
-        if not self.store.location.exists(self.key):
-            return False
-        return "settings" in zarr.open_group(self.store.location.zarr(self.key), mode="r").attrs
-
-    def _create(self, where) -> None:
-        """Build the working group at `where` (a folder or a zarr store), settings last."""
-        import zarr
-
-        n = len(self.samples)
-        g = zarr.open_group(where, mode="w")
-        ids = g.create_array("videos/ids", shape=(n,), dtype=str, chunks=(self.chunk,))
-        ids[:] = np.asarray([s.id for s in self.samples], dtype=str)
-        g.create_array("videos/labels", data=np.asarray([self.classes.index(s.label) for s in self.samples],
-                                                        dtype=np.int32))
-        for modality, enc in self.encoders.items():
-            g.create_array(f"features/{modality}", shape=(n, enc.dim), dtype=np.float32,
-                           chunks=(self.chunk, enc.dim), compressors=None, fill_value=0.0)
-            g.create_array(f"status/{modality}", shape=(n,), dtype=np.int8, chunks=(self.chunk,), fill_value=0)
-        reasons = g.create_array("reasons", shape=(n,), dtype=str, chunks=(self.chunk,))
-        reasons[:] = np.asarray([""] * n, dtype=str)
-        self._prefill(g)
-        g.attrs.update({"settings": self.settings, "classes": self.classes})
-
-    def _prefill(self, g) -> None:
+    def _prefill(self) -> Rows | None:
         """Rows the store's dataset already holds, extracted the same way (`refuse_other_source`
         has compared the settings): their features are taken, and the videos that failed then
         stay failed (`--retry-failed` tries them again). So adding videos to a folder and
         running `extract` again extracts only the new ones."""
         if not self.reuse_stored or not self.store.has_dataset(self.dataset):
-            return
+            return None
         info = self.store.info(self.dataset)
         if not isinstance(info.get("provenance", {}).get("extraction"), dict):
-            return  # imported features are not this extraction's to take
+            return None  # imported features are not this extraction's to take
         stored_ids, _, _ = self.store.read_videos(self.dataset)
         where = {str(v): i for i, v in enumerate(stored_ids)}
         ids = [s.id for s in self.samples]
@@ -250,38 +212,38 @@ class Extraction:
         lost = np.asarray([i for i, v in enumerate(ids) if v in failed], dtype=np.int64)
         reasons = np.asarray([""] * len(ids), dtype=object)
         reasons[lost] = [failed[ids[i]] for i in lost]
+        out = Rows(features={}, status={}, reasons=reasons)
         for modality, enc in self.encoders.items():
             features = np.zeros((len(ids), enc.dim), dtype=np.float32)
             if len(rows):
                 features[rows] = self.store.read_features(self.dataset, modality)[[where[ids[i]] for i in rows]]
             status = np.full(len(ids), PENDING, dtype=np.int8)
             status[rows], status[lost] = DONE, FAILED
-            g[f"features/{modality}"][:] = features
-            g[f"status/{modality}"][:] = status
-        g["reasons"][:] = reasons.astype(str)
+            out.features[modality], out.status[modality] = features, status
+        return out
 
-    def _stale(self, group) -> bool:
-        """Whether `group` is a finished extraction whose dataset the store holds already."""
-        recorded = group.attrs.get("settings")
+    def _stale(self) -> bool:
+        """Whether the working group is a finished extraction whose dataset the store holds already."""
+        recorded = self.group.settings
         if recorded is None or not self.store.has_dataset(self.dataset):
             return False
-        done = all((np.asarray(group[f"status/{m}"][:]) != PENDING).all() for m in recorded.get("encoders", {}))
+        done = all((st != PENDING).all() for st in self.group.status(recorded.get("encoders", {})).values())
         extraction = self.store.info(self.dataset).get("provenance", {}).get("extraction")
         return done and json.loads(json.dumps(extraction)) == json.loads(json.dumps(recorded))
 
     def remove(self) -> None:
         """Remove the working group (after its dataset is written)."""
-        self.store.location.remove(self.key)
+        self.group.remove()
 
-    def status(self, group) -> dict[str, np.ndarray]:
-        return {m: np.asarray(group[f"status/{m}"][:]) for m in self.encoders}
+    def status(self) -> dict[str, np.ndarray]:
+        """Each encoder's status of every row."""
+        return self.group.status(self.encoders)
 
-    def retry_failed(self, group) -> int:
-        count = 0
-        for m in self.encoders:
-            st = np.asarray(group[f"status/{m}"][:])
-            count = max(count, int((st == FAILED).sum()))
-            group[f"status/{m}"][:] = np.where(st == FAILED, PENDING, st).astype(np.int8)
+    def retry_failed(self) -> int:
+        """Put the failed rows back to pending; how many videos had failed (in any encoder)."""
+        status = self.status()
+        count = max((int((st == FAILED).sum()) for st in status.values()), default=0)
+        self.group.write_status({m: np.where(st == FAILED, PENDING, st) for m, st in status.items()})
         return count
 
     # ------------------------------------------------------------------ the work
@@ -290,17 +252,17 @@ class Extraction:
         """Extract this shard's pending videos (those not done or failed: a rerun, or
         `--retry-failed`, does only those), chunk by chunk. A decoding worker that dies (a
         crash, an out-of-memory kill) fails the video it was decoding, and the run goes on."""
-        group = self.open()
+        self.open()
         n = len(self.samples)
         chunks = shard.chunks((n + self.chunk - 1) // self.chunk)
-        pending = np.logical_or.reduce([st == PENDING for st in self.status(group).values()])
+        pending = np.logical_or.reduce([st == PENDING for st in self.status().values()])
         todo = [c for c in chunks if pending[c * self.chunk:(c + 1) * self.chunk].any()]
         total = int(sum(pending[c * self.chunk:(c + 1) * self.chunk].sum() for c in todo))
         counts = {"videos": 0, "failed": 0}
         decoder = _Decoder(workers)
         try:
             for c in todo:
-                videos, failed = self._chunk(group, c, decoder, batch_size)
+                videos, failed = self._chunk(c, decoder, batch_size)
                 counts["videos"] += videos
                 counts["failed"] += failed
                 if on_progress is not None:
@@ -309,23 +271,22 @@ class Extraction:
             decoder.close()
         return counts
 
-    def _chunk(self, group, c: int, decoder: _Decoder, batch_size: int) -> tuple[int, int]:
+    def _chunk(self, c: int, decoder: _Decoder, batch_size: int) -> tuple[int, int]:
         """Decode and encode the pending rows of chunk `c`; the others keep what they hold.
         Returns (videos done now, of which failed)."""
         lo, hi = c * self.chunk, min((c + 1) * self.chunk, len(self.samples))
-        rows = np.flatnonzero(np.logical_or.reduce(
-            [np.asarray(group[f"status/{m}"][lo:hi]) == PENDING for m in self.encoders]))
+        block = self.group.read(self.encoders, lo, hi)
+        rows = np.flatnonzero(np.logical_or.reduce([st == PENDING for st in block.status.values()]))
         modalities = tuple(sorted(self.encoders))
         samples = [self.samples[lo + i] for i in rows]
         jobs = [(s.id, str(s.video_path) if s.video_path else None, str(s.audio_path) if s.audio_path else None,
                  modalities, self.frames, self.recipe) for s in samples]
         decoded = decoder.decode(jobs)
         ok = [i for i, (inputs, _) in enumerate(decoded) if inputs is not None]
-        reasons = np.asarray(group["reasons"][lo:hi]).astype(object)
+        reasons = block.reasons
         reasons[rows] = [reason or "" for _, reason in decoded]
         non_finite = np.zeros(len(rows), dtype=bool)
         for modality, enc in self.encoders.items():
-            feats = np.asarray(group[f"features/{modality}"][lo:hi])
             mine = np.zeros((len(rows), enc.dim), dtype=np.float32)
             for start in range(0, len(ok), batch_size):
                 batch = ok[start:start + batch_size]
@@ -334,45 +295,37 @@ class Extraction:
             bad[ok] = ~np.isfinite(mine[ok]).all(axis=1)  # such a video fails, like one that cannot be decoded
             reasons[rows[bad & ~non_finite]] = f"encoder {enc.encoder_id!r} gave non-finite {modality} features"
             non_finite |= bad
-            feats[rows] = np.where(bad[:, None], 0.0, mine)
-            group[f"features/{modality}"][lo:hi] = feats
-        group["reasons"][lo:hi] = reasons.astype(str)
-        status = np.asarray(group[f"status/{modalities[0]}"][lo:hi]).copy()
+            block.features[modality][rows] = np.where(bad[:, None], 0.0, mine)
+        status = block.status[modalities[0]].copy()
         now = np.full(len(rows), FAILED, dtype=np.int8)
         now[ok] = DONE
         now[non_finite] = FAILED
         status[rows] = now
-        for modality in self.encoders:  # written last: a chunk counts as done only once its rows are in
-            group[f"status/{modality}"][lo:hi] = status
+        self.group.write(lo, Rows(block.features, {m: status for m in self.encoders}, reasons))  # statuses last
         return len(rows), int((now == FAILED).sum())
 
     # ------------------------------------------------------------------ the end
     @contextlib.contextmanager
     def writer_lock(self) -> Iterator[bool]:
-        """True for the one process that writes the finished dataset (`locks.exclusive` on the
-        working folder's `write.lock`). On an object store always True: each writer commits its
-        own version (see the module's doc)."""
-        if self.path is None:
-            yield True
-            return
-        with exclusive(self.path / "write.lock") as holder:
-            yield holder is None
+        """True for the one process that writes the finished dataset. On an object store always
+        True: each writer commits its own version (see the module's doc)."""
+        with self.group.committer() as mine:
+            yield mine
 
-    def finished(self, group) -> bool:
-        return all((st != PENDING).all() for st in self.status(group).values())
+    def finished(self) -> bool:
+        return all((st != PENDING).all() for st in self.status().values())
 
-    def bundle(self, group, source: str) -> tuple[FeatureBundle, dict[str, str]]:
+    def bundle(self, source: str) -> tuple[FeatureBundle, dict[str, str]]:
         """The dataset as it goes into the store: the videos that decoded; failures by id."""
-        status = self.status(group)
-        ok = np.logical_and.reduce([st == DONE for st in status.values()])
-        ids = np.array(group["videos/ids"][:].tolist(), dtype=str)
-        reasons = np.array(group["reasons"][:].tolist(), dtype=str)
+        block = self.group.read(self.encoders)
+        ok = np.logical_and.reduce([st == DONE for st in block.status.values()])
+        ids, labels = self.group.videos()
+        reasons = np.array(block.reasons.tolist(), dtype=str)
         failures = {ids[i]: reasons[i] or "failed" for i in np.flatnonzero(~ok)}
-        labels = np.asarray(group["videos/labels"][:], dtype=np.int64)[ok]
         d = self.description
         bundle = FeatureBundle(
             classes=list(self.classes), prompt_names=list(d.get("prompt_names", self.classes)), ids=ids[ok].tolist(),
-            labels=labels, features={m: np.asarray(group[f"features/{m}"][:])[ok] for m in self.encoders},
+            labels=labels[ok], features={m: block.features[m][ok] for m in self.encoders},
             label_embeddings={}, partition=np.asarray(d["partition"], dtype=np.int8)[ok],
             class_splits=d.get("class_splits", {}),
             provenance={"source": source, "extraction": self.settings, "failed": failures,
@@ -382,7 +335,6 @@ class Extraction:
                                        + f"-{len(failures)}"},
         )
         return bundle, failures
-
 
     def feature_provenance(self) -> dict[str, dict]:
         """Per feature array: the encoder and its weights, library versions, and how its input
