@@ -1,13 +1,16 @@
-"""The three plugin contracts: DatasetAdapter, Encoder and FusionHead (plus small dataclasses).
+"""The public face of clipclap for plugin authors: every name a plugin needs, in one list
+(`__all__`; `clipclap_cli` re-exports the same names). The built-in plugins import from here
+only; every other module of clipclap is internal and may move (docs/architecture.md).
 
-This module must not import torch at module level: `clipclap --help` loads every plugin.
-`FusionHead` and its building blocks (`HEAD_API`) are therefore defined in
-`clipclap_cli.plugins.fusion_head` and re-exported lazily. Plugins import from here or from
-`clipclap_cli`; every other module is internal and may move.
+The three plugin contracts (DatasetAdapter, Encoder, FusionHead) and their small dataclasses
+are defined here or below; the other public names live where the core uses them and are
+re-exported lazily (`_ELSEWHERE`), on first use: this module must not import torch, pluggy or
+the registries when it is imported, because `clipclap --help` loads every plugin.
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -204,20 +207,40 @@ def offers_label_embeddings(encoder: Any) -> bool:
     return callable(getattr(encoder, "label_embedding", None))
 
 
-HEAD_API = ("FusionHead", "Batch", "Block", "Dropout", "MODES", "fbrd")
-"The fusion-head contract and its building blocks (clipclap_cli.plugins.fusion_head), imported lazily"
-STACKED_API = ("StackedBlock", "StackedParameters", "per_run_mse")
-"Building blocks of a head's stacked form (`FusionHead.stacked`; clipclap_cli.plugins.stacked_blocks)"
+_ELSEWHERE = {
+    # the fusion-head contract and its building blocks (they import torch)
+    **dict.fromkeys(("FusionHead", "Batch", "Block", "Dropout", "MODES", "fbrd"), "clipclap_cli.plugins.fusion_head"),
+    # building blocks of a head's stacked form (`FusionHead.stacked`)
+    **dict.fromkeys(("StackedBlock", "StackedParameters", "per_run_mse"), "clipclap_cli.plugins.stacked_blocks"),
+    "hookimpl": "clipclap_cli.plugins.hookspecs",
+    **dict.fromkeys(("create_head", "get_encoder", "get_head", "list_dataset_kinds", "list_encoders", "list_heads"),
+                    "clipclap_cli.plugins.registry"),
+    "check_ranges": "clipclap_cli.params",
+    **dict.fromkeys(("ClipclapError", "ConfigError", "ImportDataError", "MissingExtraError", "ParamError"),
+                    "clipclap_cli.errors"),
+    **dict.fromkeys(("ContractError", "EncoderContractError", "HeadContractError"), "clipclap_cli.plugins.contracts"),
+    # helpers the built-in plugins use, for any plugin that reads the same kind of data
+    "need": "clipclap_cli.extras",
+    **dict.fromkeys(("ClassResolver", "read_class_split"), "clipclap_cli.data.splits"),
+    "torch_load_failure": "clipclap_cli.runs.checkpoints",
+}
+"Public names defined elsewhere -> their module, imported on first use"
+
+__all__ = [
+    "LABEL_PARTS", "PARTITIONS", "DatasetAdapter", "Encoder", "FeatureBundle", "FeatureDims", "KindExample",
+    "Modality", "Sample", *_ELSEWHERE,
+]
 
 
-def __getattr__(name: str):
-    # lazy: importing torch here would slow down `clipclap --help`
-    if name in HEAD_API:
-        from clipclap_cli.plugins import fusion_head
+def __getattr__(name: str) -> Any:
+    """A public name defined elsewhere, imported on first use (torch only for the head's names)."""
+    module = _ELSEWHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-        return getattr(fusion_head, name)
-    if name in STACKED_API:
-        from clipclap_cli.plugins import stacked_blocks
 
-        return getattr(stacked_blocks, name)
-    raise AttributeError(name)
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ELSEWHERE})

@@ -310,7 +310,7 @@ def check_dataset_kind(adapter_cls: type, folder: Path | None = None) -> None:
     written to a temporary store with its split; `samples` gives unique ids with labels, and
     `describe_samples` classes that hold them. Raises ContractError naming the format, or
     SkipCheck when it offers no example."""
-    from clipclap_cli.data.datasets_toml import _build
+    from clipclap_cli.data.datasets_toml import build_entry
     from clipclap_cli.data.ingest import store_bundle
     from clipclap_cli.plugins.registry import Registered, Registry
     from clipclap_cli.store.feature_store import FeatureStore
@@ -323,7 +323,8 @@ def check_dataset_kind(adapter_cls: type, folder: Path | None = None) -> None:
             raise SkipCheck("it offers no example(folder) to read; the registration alone was checked")
         table = {**example.table, "kind": adapter_cls.kind}
         only = Registry("dataset kind", {adapter_cls.kind: [Registered(adapter_cls.kind, adapter_cls, "check")]})
-        entry = _run(origin, "its example's table", lambda: _build("contract-check", table, f"{origin} example", only))
+        entry = _run(origin, "its example's table",
+                     lambda: build_entry("contract-check", table, f"{origin} example", only))
         adapter = adapter_cls(entry, entry.params)
         exercised = False
         if _overrides(adapter_cls, "load_features"):
@@ -409,10 +410,11 @@ def check_plugin(plugin: str | types.ModuleType | object, *, allow_skips: bool =
     if isinstance(plugin, str):
         pm = make_plugin_manager()
         from clipclap_cli.plugins.manager import distribution
-        from clipclap_cli.plugins.registry import _canonical
+        from clipclap_cli.plugins.registry import canonical_source
 
+        wanted = canonical_source(plugin)
         mine = {name for name, _ in pm.list_name_plugin()
-                if name == plugin or _canonical((distribution(pm, name) or " ").split(" ")[0]) == _canonical(plugin)}
+                if name == plugin or canonical_source((distribution(pm, name) or " ").split(" ")[0]) == wanted}
         label = plugin
     else:
         pm = make_plugin_manager(entrypoints=False)

@@ -8,8 +8,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from clipclap_cli import check_ranges
-from clipclap_cli.api import LABEL_PARTS, Batch, Block, FusionHead, StackedBlock, per_run_mse
+from clipclap_cli.api import LABEL_PARTS, Batch, Block, FusionHead, StackedBlock, check_ranges, per_run_mse
 
 
 class ClipClapHead(FusionHead):

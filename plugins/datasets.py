@@ -4,7 +4,7 @@ per class (datasets_videos)."""
 
 from __future__ import annotations
 
-from clipclap_cli import hookimpl
+from clipclap_cli.api import hookimpl
 from clipclap_plugins.datasets_released import ReleasedFeatures
 from clipclap_plugins.datasets_synthetic import SyntheticBenchmark
 from clipclap_plugins.datasets_videos import VideoFolder

@@ -13,10 +13,16 @@ from typing import Literal
 
 import numpy as np
 
-from clipclap_cli import Sample
-from clipclap_cli.api import PARTITIONS, DatasetAdapter, FeatureBundle, KindExample
-from clipclap_cli.data.splits import ClassResolver, read_class_split
-from clipclap_cli.errors import ImportDataError
+from clipclap_cli.api import (
+    PARTITIONS,
+    ClassResolver,
+    DatasetAdapter,
+    FeatureBundle,
+    ImportDataError,
+    KindExample,
+    Sample,
+    read_class_split,
+)
 from clipclap_plugins.datasets_videos import VIDEO_SUFFIXES, VideoFolder
 from clipclap_plugins.pickles import UnsafePickleError, load_npy_restricted, loads_restricted
 

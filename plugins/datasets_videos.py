@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipclap_cli import Sample
-from clipclap_cli.api import DatasetAdapter, KindExample
-from clipclap_cli.errors import ImportDataError
+from clipclap_cli.api import DatasetAdapter, ImportDataError, KindExample, Sample
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
 

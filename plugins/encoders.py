@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clipclap_cli import Encoder, hookimpl
+from clipclap_cli.api import Encoder, hookimpl
 
 
 class RandomProjection(Encoder):

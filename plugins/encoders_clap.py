@@ -21,8 +21,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from clipclap_cli import Encoder
-from clipclap_cli.extras import need
+from clipclap_cli.api import Encoder, need
 from clipclap_plugins.encoders_provenance import file_sha256, package_versions
 
 from .encoders_clip import EncoderError, _autocast
@@ -87,7 +86,7 @@ class ClapEncoder(Encoder):
         checkpoint = self._checkpoint()
         if checkpoint is None:
             return None
-        from clipclap_cli.runs.checkpoints import torch_load_failure
+        from clipclap_cli.api import torch_load_failure
 
         try:
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)

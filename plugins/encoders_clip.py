@@ -22,9 +22,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from clipclap_cli import Encoder
-from clipclap_cli.errors import ClipclapError
-from clipclap_cli.extras import need
+from clipclap_cli.api import ClipclapError, Encoder, need
 from clipclap_plugins.encoders_provenance import file_sha256, package_versions
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"

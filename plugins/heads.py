@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clipclap_cli import hookimpl
+from clipclap_cli.api import hookimpl
 
 
 @hookimpl

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipclap_cli import check_ranges
-from clipclap_cli.api import Batch, Dropout, FusionHead
+from clipclap_cli.api import Batch, Dropout, FusionHead, check_ranges
 
 BASELINE_TRAINING = {"lr": 1e-3, "batch_size": 256, "batches_per_epoch": 500, "epochs": 50, "weight_decay": 0.0}
 

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipclap_cli import check_ranges
-from clipclap_cli.api import Batch, Block, Dropout, FusionHead
+from clipclap_cli.api import Batch, Block, Dropout, FusionHead, check_ranges
 
 TCAF_TRAINING = {"lr": 7e-5, "batch_size": 64, "batches_per_epoch": 300, "epochs": 50, "weight_decay": 1e-5}
 

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipclap_cli import check_ranges
-from clipclap_cli.api import Batch, Dropout, FusionHead
+from clipclap_cli.api import Batch, Dropout, FusionHead, check_ranges
 
 from .heads_compat import BASELINE_TRAINING
 

@@ -1,10 +1,12 @@
 """docs/plugins.md is a plugin author's whole guide, so its code is run: its Python blocks,
 put together, are one plugin module that must pass the contract kit, register what the page
-says and add its command; its TOML blocks are what they claim to be."""
+says and add its command; its TOML blocks are what they claim to be; every clipclap name it
+gives is there, in the public face."""
 
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -66,3 +68,31 @@ def test_the_pages_toml_blocks_say_what_they_claim(tmp_path, pm):
     assert tomllib.loads(packaging)["project"]["entry-points"]["clipclap"] == {"myplugin": "my_module"}
     (tmp_path / "mine.toml").write_text(datasets_file)
     assert load_catalog(pm, tmp_path / "mine.toml").get("ucf").kind == "released-features"
+
+
+def _resolve(dotted: str):
+    """The object `dotted` names: the longest importable module prefix, then attributes."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ModuleNotFoundError(dotted)
+
+
+def test_every_clipclap_name_the_page_gives_is_there_in_the_public_face():
+    """What the page tells plugin authors to use lives in `clipclap_cli.api` (or the contract
+    kit, `clipclap_cli.testing`); the one other module it names is the deprecated shim."""
+    import clipclap_cli.api as api
+
+    dotted = set(re.findall(r"clipclap_cli(?:\.\w+)+", PAGE.read_text()))
+    assert {d.split(".")[1] for d in dotted} <= {"api", "testing", "heads_base"}, dotted
+    for name in sorted(dotted):
+        assert _resolve(name) is not None, name
+    listed = re.search(r"## The public API\n(.+?)\n## ", PAGE.read_text(), re.S).group(1)
+    not_names = {"clipclap_cli", "__all__", "DeprecationWarning", "register_datasets"}
+    assert set(re.findall(r"`(\w+)`", listed)) - not_names <= set(api.__all__)

@@ -1,6 +1,6 @@
 """Plugins that cannot break the tool (issue "Plugins that cannot break the tool"): a plugin that
-fails to load or to register costs one warning line naming it and the reason, and is left out;
-every other plugin and every built-in works.
+fails to load or to register costs one warning line naming it and the reason, and is left out
+of every command alike; every other plugin and every built-in works.
 
 The broken plugins are real installed distributions (a .dist-info folder with an entry point,
 on PYTHONPATH), made here, each broken the way real plugins break."""
@@ -13,9 +13,9 @@ import subprocess
 import pytest
 
 from broken_heads import BROKEN_HEADS, broken_head
-from clipclap_cli import hookimpl
+from clipclap_cli import DatasetAdapter, hookimpl
 from clipclap_cli.plugins.manager import failures
-from clipclap_cli.plugins.registry import list_heads
+from clipclap_cli.plugins.registry import list_dataset_kinds, list_heads
 from installed_plugins import VENV_BIN, clipclap, environment, install
 
 BROKEN = {
@@ -218,3 +218,105 @@ def test_a_head_whose_code_raises_stops_the_run_with_one_named_line(cli, pm, dem
     assert errors[0] == (f"Error: fusion head 'broken-head' (module broken_heads): {call} raised RuntimeError: "
                          "plugin bug"), r.stderr
     assert not list(tmp_path.rglob("results.json"))
+
+
+# ---------------------------------------------------------------- left out of every command alike
+HALF = """
+    from clipclap_cli.api import DatasetAdapter, hookimpl
+    {top}
+
+    class Tiny(DatasetAdapter):
+        kind = "tiny-kind"
+
+
+    @hookimpl
+    def register_dataset_kinds(register):
+        register(Tiny)
+
+
+    @hookimpl
+    def register_dataset_entries(register):
+        register("tiny", {{"kind": "tiny-kind", "dims": {{"audio": 4, "video": 4, "clip": 4, "clap": 4}}}})
+
+
+    @hookimpl
+    def register_heads(register):
+        {heads}
+    """
+HALVES = {  # plugin -> (its module's extra top line, its heads hook's body, the notice's reason)
+    "whole": ("", "pass", None),
+    "headsfail": ("", "import missing_dependency", "its register_heads hook failed (ModuleNotFoundError: No module "
+                                                    "named 'missing_dependency')"),
+    "headsbad": ("", "register(Tiny)", "has no `head_id`"),
+    "importfails": ("import missing_dependency", "pass", "it cannot be imported (ModuleNotFoundError: No module "
+                                                         "named 'missing_dependency'"),
+}
+
+
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("halves")
+    for name, (top, heads, _) in HALVES.items():
+        install(root, name, HALF.format(top=top, heads=heads))
+    return environment(root)
+
+
+@pytest.mark.parametrize("plugin", [p for p in HALVES if p != "whole"])
+def test_a_plugin_left_out_is_left_out_of_every_command_alike(halves, plugin, tmp_path):
+    """A plugin that registers a dataset format, a dataset and a head, and whose head hook fails
+    (or whose module does not import), is absent from every command, whichever registry the
+    command reads first, with the same one-line notice: `datasets list` does not show the dataset
+    that `import` and `train` then call unknown."""
+    env = halves | {"CLIPCLAP_LOAD_PLUGINS": plugin}
+    notice = f"Warning: plugin '{plugin}' of clipclap-{plugin} 1.0 is left out: "
+    store = tmp_path / "s.zarr"
+    listed = clipclap(env, "datasets", "list", "--json")
+    kinds = clipclap(env, "datasets", "kinds", "--json")
+    heads = clipclap(env, "heads", "list", "--json")
+    imported = clipclap(env, "import", "tiny", tmp_path, "--store", store)
+    trained = clipclap(env, "train", "tiny", "--store", store, "--runs-dir", tmp_path / "runs")
+    assert "tiny" not in [d["name"] for d in json.loads(listed.stdout)], listed.stdout
+    assert "tiny-kind" not in [k["kind"] for k in json.loads(kinds.stdout)]
+    assert plugin not in [h["plugin"] for h in json.loads(heads.stdout)]
+    for r in (imported, trained):
+        assert r.returncode == 1 and "Error: unknown dataset 'tiny'. Available: " in r.stderr, r.stderr
+    first_lines = set()
+    for r in (listed, kinds, heads, imported, trained):
+        lines = r.stderr.splitlines()
+        assert not [x for x in lines[1:] if x.startswith("Warning:")], r.stderr
+        first_lines.add(lines[0])
+    [line] = first_lines  # the same notice in every command
+    assert line.startswith(notice) and HALVES[plugin][2] in line, line
+    assert not store.exists()
+
+
+def test_the_same_plugin_whole_is_in_every_command(halves):
+    """The control: the plugin above, its head hook working, shows its dataset and format."""
+    env = halves | {"CLIPCLAP_LOAD_PLUGINS": "whole"}
+    listed = clipclap(env, "datasets", "list", "--json")
+    assert listed.returncode == 0 and listed.stderr == "", listed.stderr
+    assert {"name": "tiny", "kind": "tiny-kind", "plugin": "whole"}.items() <= {
+        d["name"]: d for d in json.loads(listed.stdout)}["tiny"].items()
+    assert "tiny-kind" in [k["kind"] for k in json.loads(clipclap(env, "datasets", "kinds", "--json").stdout)]
+
+
+def test_a_plugin_left_out_by_one_hook_registers_nothing_in_process(pm):
+    """In process: the first registry read leaves out a plugin whose other registering hook
+    fails, so its dataset kind is not in the kinds registry built first."""
+    class Adapter(DatasetAdapter):
+        kind = "half-kind"
+
+    class Half:
+        @hookimpl
+        def register_dataset_kinds(self, register):
+            register(Adapter)
+
+        @hookimpl
+        def register_encoders(self, register):
+            raise RuntimeError("boom")
+
+    pm.register(Half(), name="half")
+    assert "half-kind" not in list_dataset_kinds(pm)
+    [failure] = failures(pm)
+    assert (failure.plugin, failure.reason) == ("half", "its register_encoders hook failed (RuntimeError: boom)")
+    assert not pm.has_plugin("half")

@@ -215,3 +215,60 @@ def test_example_plugin_listed_and_usable(example_plugin, tmp_path):
     results = json.loads((runs / "toy-drawn" / "bilinear" / "seed42" / "results.json").read_text())
     assert results["head"] == "bilinear" and results["test"]["zsl"] > 1 / 3  # 3 unseen classes: chance 1/3
     assert "| bilinear |" in r.stdout
+
+
+# ---------------------------------------------------------------- names released versions documented
+# What clipclap 0.1 and 0.2 told plugin authors to import: the package's public names (its
+# __init__ then), docs/plugins.md and the example plugin of 0.2.0 (`git show 40e3cce:docs/plugins.md`).
+DOCUMENTED_IN_PLACE = [
+    *(f"clipclap_cli.{name}" for name in (
+        "PARTITIONS", "LABEL_PARTS", "ClipclapError", "DatasetAdapter", "Encoder", "FeatureBundle", "FeatureDims",
+        "FusionHead", "Sample", "__version__", "check_ranges", "create_head", "get_encoder", "get_head", "hookimpl",
+        "list_encoders", "list_heads")),
+    "clipclap_cli.errors.ClipclapError", "clipclap_cli.cli.run",
+    # and what docs/plugins.md added before 0.3 (`git show 622c4b4^:docs/plugins.md`)
+    "clipclap_cli.api.FusionHead", "clipclap_cli.extras.need", "clipclap_cli.errors.ImportDataError",
+    *(f"clipclap_cli.testing.{name}" for name in (
+        "check_plugin", "check_head", "check_encoder", "check_dataset_kind", "ContractError")),
+]
+"Still where they were documented: they import without a warning"
+MOVED = {f"clipclap_cli.heads_base.{name}": f"clipclap_cli.api.{name}"
+         for name in ("FusionHead", "Batch", "Block", "Dropout", "MODES", "fbrd")}
+"Moved since: each still imports from its old place until 0.5, warning where it went"
+
+
+def _resolve(dotted: str):
+    import importlib
+
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("dotted", DOCUMENTED_IN_PLACE)
+def test_a_name_a_released_version_documented_imports_as_it_was_documented(dotted):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _resolve(dotted) is not None
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_a_name_that_moved_still_imports_with_a_warning_naming_its_new_place(old):
+    module, _, name = old.rpartition(".")
+    with pytest.warns(DeprecationWarning) as caught:
+        namespace: dict = {}
+        exec(f"from {module} import {name}", namespace)  # as a 0.2 plugin wrote it
+    [warning] = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert MOVED[old] in str(warning.message) and "0.5" in str(warning.message), warning.message
+    assert namespace[name] is _resolve(MOVED[old])
+
+
+def test_the_shims_go_in_0_5():
+    """The deprecated names keep working for one more minor version: from 0.5 this test fails
+    until the shim modules (and MOVED) are removed."""
+    import clipclap_cli
+    import clipclap_cli.heads_base as shim
+
+    assert "removed in clipclap 0.5" in " ".join(shim.__doc__.split())
+    assert tuple(int(x) for x in clipclap_cli.__version__.split(".")[:2]) < (0, 5), "remove clipclap_cli/heads_base.py"

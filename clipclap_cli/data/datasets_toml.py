@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from clipclap_cli.api import FeatureDims
-from clipclap_cli.errors import AmbiguousNameError, ClipclapError, ConfigError, DuplicateNameError, UnknownNameError
+from clipclap_cli.errors import AmbiguousNameError, ClipclapError, ConfigError, UnknownNameError
 from clipclap_cli.frame_recipes import DEFAULT as DEFAULT_RECIPE
 from clipclap_cli.frame_recipes import get_recipe
 from clipclap_cli.names import RULE as NAME_RULE
@@ -231,6 +231,12 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
     )
 
 
+def build_entry(name: str, table: dict, where: str, adapters) -> DatasetEntry:
+    """One `[datasets.NAME]` table (from `where`) checked and built against the dataset kinds
+    `adapters`, as the catalog builds each entry (the contract kit builds its examples so)."""
+    return _build(name, table, where, adapters)
+
+
 def _value_problem(value: Any) -> str | None:
     """Whether `value` can be a parameter (`-p KEY=VALUE`'s, from TOML): a string, a whole or
     finite number, or true/false."""
@@ -263,7 +269,7 @@ def load_catalog(pm, user_file: Path | None = None, project_file: Path | None = 
     the project's file). An entry whose `kind` several plugins registered is refused the same way
     when it is used; every other entry works."""
     from clipclap_cli.plugins.manager import distribution, in_precedence, leave_out, trace
-    from clipclap_cli.plugins.registry import list_dataset_kinds
+    from clipclap_cli.plugins.registry import check_entry, list_dataset_kinds
 
     adapters = list_dataset_kinds(pm)
     project_file = project_file or project_datasets_toml()
@@ -277,10 +283,7 @@ def load_catalog(pm, user_file: Path | None = None, project_file: Path | None = 
 
         def register(name: str, table: dict, _plugin: str = impl.plugin_name, _mine: dict = mine,
                      _where: str | None = where) -> None:
-            if name in _mine:
-                raise DuplicateNameError(f"it registers dataset {name!r} twice")
-            if not isinstance(table, dict):
-                raise ConfigError(f"dataset {name!r}: the table must be a dict, not {type(table).__name__}")
+            check_entry(name, table, _mine)  # as `settle` checks it
             origin = f"plugin {_plugin}" + (f" ({_where})" if _where else "")
             _mine[name] = _Definition(dict(table), origin, _where.split(" ")[0] if _where else _plugin, _plugin)
 
@@ -329,7 +332,7 @@ class _Definition:
 def _over(bases: list[_Definition], table: dict, name: str, where: str) -> list[_Definition]:
     """The user's table for `name` over the definition it picks (`from`), key by key. Over
     several definitions and no `from`, the name stays ambiguous: using it says to pick one."""
-    from clipclap_cli.plugins.registry import _canonical
+    from clipclap_cli.plugins.registry import canonical_source
 
     table = dict(table)
     pick = table.pop("from", None)
@@ -337,7 +340,8 @@ def _over(bases: list[_Definition], table: dict, name: str, where: str) -> list[
         raise ConfigError(f"{where} [datasets.{name}] from: expected the name of a definition (a string), "
                           f"got {_shown(pick)}")
     if pick is not None:
-        chosen = [d for d in bases if _canonical(str(pick)) in {_canonical(d.source), _canonical(d.plugin or "")}]
+        chosen = [d for d in bases
+                  if canonical_source(str(pick)) in {canonical_source(d.source), canonical_source(d.plugin or "")}]
         if len(chosen) != 1:
             raise ConfigError(f"{where} [datasets.{name}] from={pick!r}: "
                               + ("no such definition" if not chosen else "names several definitions")

@@ -1,7 +1,8 @@
 """The registries: heads, encoders, dataset kinds (collected from the plugins' `register_*`
 hooks, with attribution and did-you-mean for unknown names) and the dataset catalog. Each is
 collected once per plugin manager, so once per command, and again only when the manager's
-plugins change.
+plugins change. Before the first, a plugin that cannot run all its registering hooks is left out
+(`settle`), so that it is absent from every registry, in every command alike.
 
 A name two plugins register is kept twice: both are listed, and using the bare name is an
 `AmbiguousNameError` that says how to pick one, `SOURCE:NAME`, where SOURCE is the
@@ -16,7 +17,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from clipclap_cli.errors import AmbiguousNameError, ClipclapError, DuplicateNameError, UnknownNameError
+from clipclap_cli.errors import (
+    AmbiguousNameError,
+    ClipclapError,
+    ConfigError,
+    DuplicateNameError,
+    UnknownNameError,
+)
 from clipclap_cli.names import check_name
 from clipclap_cli.plugins.contracts import validate_adapter, validate_encoder, validate_head
 
@@ -26,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 T = TypeVar("T")
 
 
-def _canonical(source: str) -> str:
+def canonical_source(source: str) -> str:
     """Distribution names compare as pip compares them: case and runs of '-_.' do not count."""
     return re.sub(r"[-_.]+", "-", source).lower()
 
@@ -48,7 +55,7 @@ class Registered(Generic[T]):
         return self.distribution.split(" ")[0] if self.distribution else self.plugin
 
     def picked_by(self, source: str) -> bool:
-        return _canonical(source) in {_canonical(self.plugin), _canonical(self.source)}
+        return canonical_source(source) in {canonical_source(self.plugin), canonical_source(self.source)}
 
     def origin(self) -> str:
         """'plugin 'p' (dist 1.0)', or 'the built-ins (clipclap 0.2.0)'."""
@@ -93,8 +100,8 @@ class Registry(Generic[T]):
     @staticmethod
     def _picks(found: list[Registered[T]]) -> list[str]:
         """The SOURCE that picks each of `found`: its distribution where that tells them apart."""
-        sources = [_canonical(r.source) for r in found]
-        return [r.source if sources.count(_canonical(r.source)) == 1 else r.plugin for r in found]
+        sources = [canonical_source(r.source) for r in found]
+        return [r.source if sources.count(canonical_source(r.source)) == 1 else r.plugin for r in found]
 
     def get(self, name: str) -> T:
         return self.entry(name).obj
@@ -131,6 +138,37 @@ class Registry(Generic[T]):
 
 _collected: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 "Per plugin manager: hook names -> (the implementations it was collected from, the Registry)"
+_settled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"Per plugin manager: plugin name -> the plugin object `settle` has called the hooks of"
+
+
+def _registrar(kind: str, name_of: Callable[[T], str], validate: Callable[[T], None] | None,
+               mine: dict[str, Registered[T]], plugin: str, where: str | None) -> Callable[..., None]:
+    """The `register(obj, aliases=())` callback a plugin's hook is given: each registration
+    checked (its contract, its aliases, the name rule, no name twice) and kept in `mine`."""
+
+    def register(obj: T, aliases: Sequence[str] = ()) -> None:
+        if validate is not None:
+            validate(obj)
+        if isinstance(aliases, str) or not all(isinstance(a, str) for a in aliases):
+            raise ClipclapError(f"aliases must be a list of names, not {aliases!r}")
+        entry = Registered(name_of(obj), obj, plugin, tuple(aliases), where)
+        for key in (entry.name, *entry.aliases):  # names become folders (runs/<dataset>/<head>/)
+            check_name(kind, key)
+            if key in mine:
+                raise DuplicateNameError(f"it registers {kind} {key!r} twice")
+            mine[key] = entry
+
+    return register
+
+
+def check_entry(name: str, table: object, mine: dict) -> None:
+    """What `register(name, table)` of `register_dataset_entries` is checked for (`mine`: the
+    names this plugin's hook registered so far); the table itself is checked where it is built."""
+    if name in mine:
+        raise DuplicateNameError(f"it registers dataset {name!r} twice")
+    if not isinstance(table, dict):
+        raise ConfigError(f"dataset {name!r}: the table must be a dict, not {type(table).__name__}")
 
 
 def collect(
@@ -143,9 +181,11 @@ def collect(
 ) -> Registry[T]:
     """Call every implementation of the hook(s) `hook_names` (a hook and its deprecated old name)
     with a `register(obj, aliases=())` callback; the Registry is kept for the manager and built
-    again only when its implementations change. A plugin whose hook raises is left out whole."""
+    again only when its implementations change. A plugin whose hook raises is left out whole,
+    and so is, first (`settle`), one whose other registering hooks cannot run."""
     from clipclap_cli.plugins.manager import distribution, in_precedence, leave_out, trace
 
+    settle(pm)
     hooks = (hook_names,) if isinstance(hook_names, str) else hook_names
 
     def implementations() -> list:
@@ -162,21 +202,7 @@ def collect(
     for impl in in_precedence([impl for _, impl in impls]):
         hook_name = by_impl[id(impl)]
         mine: dict[str, Registered[T]] = {}
-        where = distribution(pm, impl.plugin_name)
-
-        def register(obj: T, aliases: Sequence[str] = (), _plugin: str = impl.plugin_name,
-                     _mine: dict = mine, _where: str | None = where) -> None:
-            if validate is not None:
-                validate(obj)
-            if isinstance(aliases, str) or not all(isinstance(a, str) for a in aliases):
-                raise ClipclapError(f"aliases must be a list of names, not {aliases!r}")
-            entry = Registered(name_of(obj), obj, _plugin, tuple(aliases), _where)
-            for key in (entry.name, *entry.aliases):  # names become folders (runs/<dataset>/<head>/)
-                check_name(kind, key)
-                if key in _mine:
-                    raise DuplicateNameError(f"it registers {kind} {key!r} twice")
-                _mine[key] = entry
-
+        register = _registrar(kind, name_of, validate, mine, impl.plugin_name, distribution(pm, impl.plugin_name))
         try:
             impl.function(register=register)
         except (Exception, SystemExit) as e:  # a plugin's hook may raise anything: it is left out, the rest works
@@ -191,6 +217,34 @@ def collect(
     cache[hooks] = (key, registry)
     return registry
 
+
+def settle(pm) -> None:
+    """Leave out, before any registry is collected, every plugin that implements several
+    registering hooks and cannot run one of them: its dataset kinds, dataset entries, encoders
+    and heads are then absent from every command alike, with the same one-line notice, whichever
+    registry a command reads first (`datasets list` reads no heads, `train` does). Each plugin is
+    settled once per manager. A plugin with one registering hook needs no settling (its failure
+    empties only the registry that calls it), which spares the built-ins, one hook each: heads
+    import torch, and `datasets list` does not pay for it."""
+    from clipclap_cli.plugins.manager import leave_out
+
+    settled = _settled.setdefault(pm, {})
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None or settled.get(name) is plugin:
+            continue
+        settled[name] = plugin
+        impls = [(caller.name, impl) for caller in pm.get_hookcallers(plugin) or [] if caller.name in _REGISTERING
+                 for impl in caller.get_hookimpls() if impl.plugin is plugin]
+        if len(impls) < 2:
+            continue
+        for hook_name, impl in impls:
+            try:
+                impl.function(register=_REGISTERING[hook_name](name))
+            except (Exception, SystemExit) as e:  # whatever collect would meet later, met now
+                leave_out(pm, name, hook_name, e)
+                break
+
+
 def _manager(pm):
     if pm is None:
         from clipclap_cli.plugins.manager import get_plugin_manager
@@ -199,19 +253,46 @@ def _manager(pm):
     return pm
 
 
+_KINDS = ("dataset kind", lambda c: c.kind, validate_adapter, "clipclap datasets kinds")
+_ENCODERS = ("encoder", lambda e: e.encoder_id, validate_encoder, "clipclap encoders list")
+_HEADS = ("fusion head", lambda c: c.head_id, validate_head, "clipclap heads list")
+
+
+def _checking(kind: str, name_of, validate, _hint: str = ""):
+    """A register callback for `settle`: the checks of `collect`, the registrations dropped."""
+    return lambda plugin: _registrar(kind, name_of, validate, {}, plugin, None)
+
+
+def _checking_entries(plugin: str):
+    mine: dict = {}
+
+    def register(name: str, table: dict) -> None:
+        check_entry(name, table, mine)
+        mine[name] = table
+
+    return register
+
+
+_REGISTERING = {
+    "register_dataset_kinds": _checking(*_KINDS),
+    "register_datasets": _checking(*_KINDS),
+    "register_dataset_entries": _checking_entries,
+    "register_encoders": _checking(*_ENCODERS),
+    "register_heads": _checking(*_HEADS),
+}
+"Every registering hook -> a checking register callback for `settle`, given the plugin's name"
+
+
 def list_dataset_kinds(pm=None) -> Registry:
-    return collect(_manager(pm), ("register_dataset_kinds", "register_datasets"), "dataset kind",
-                   lambda c: c.kind, validate_adapter, "clipclap datasets kinds")
+    return collect(_manager(pm), ("register_dataset_kinds", "register_datasets"), *_KINDS)
 
 
 def list_encoders(pm=None) -> Registry:
-    return collect(_manager(pm), "register_encoders", "encoder", lambda e: e.encoder_id,
-                   validate_encoder, "clipclap encoders list")
+    return collect(_manager(pm), "register_encoders", *_ENCODERS)
 
 
 def list_heads(pm=None) -> Registry:
-    return collect(_manager(pm), "register_heads", "fusion head", lambda c: c.head_id,
-                   validate_head, "clipclap heads list")
+    return collect(_manager(pm), "register_heads", *_HEADS)
 
 
 def get_encoder(name: str, pm=None):
