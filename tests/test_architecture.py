@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -155,6 +157,10 @@ def test_the_public_face_imports_only_the_base_when_imported():
     imports nothing above the base when it is imported; the rest comes on first use."""
     imported = [m for m, _ in _imports(REPO / "clipclap_cli" / "api.py") if m.startswith("clipclap_cli")]
     assert [m for m in imported if _layer(m) not in ("base", None)] == []
+    code = ("import sys, clipclap_cli, clipclap_cli.api; "
+            "print(sorted(m for m in sys.modules if m.startswith(('clipclap_cli.', 'torch', 'pluggy'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert loaded.strip() == "['clipclap_cli.api']", loaded
 
 
 def test_what_the_architecture_page_says_of_the_public_face_holds():
