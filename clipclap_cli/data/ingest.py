@@ -128,8 +128,7 @@ def _store_bundle(store: FeatureStore, entry: DatasetEntry, bundle: FeatureBundl
         # a copy that lost label embeddings the data holds is written again, as a damaged one is
         and set(bundle.label_embeddings) <= set(store.label_embedding_names(entry.name))
         # a damaged copy of the same data is written again: that is how `verify`'s repair works
-        and not any(row["status"] == "damaged" and not row["array"].startswith("splits/")
-                    for row in store.verify(entry.name))
+        and not store.data_damaged(entry.name)
     )
     splits = {}
     if write_split and entry.split in bundle.class_splits:

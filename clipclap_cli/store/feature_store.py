@@ -314,6 +314,13 @@ class FeatureStore:
                          "repair": self.repair_hint(dataset, what) if problem else ""})
         return rows
 
+    def data_damaged(self, dataset: str) -> bool:
+        """Whether `verify` finds any array of the dataset's data damaged: its videos, features or
+        label embeddings (its splits are not counted: they are drawn from the data, and a write
+        of the same data writes them again where they apply)."""
+        return any(row["status"] == "damaged" and not row["array"].startswith("splits/")
+                   for row in self.verify(dataset))
+
     def repair_hint(self, dataset: str, what: str) -> str:
         """The command that writes `what` (an array's name) of the dataset again."""
         info = dict(self._group(dataset).attrs)
