@@ -16,6 +16,7 @@ from broken_heads import BROKEN_HEADS, broken_head
 from clipclap_cli import DatasetAdapter, hookimpl
 from clipclap_cli.plugins.manager import failures
 from clipclap_cli.plugins.registry import list_dataset_kinds, list_heads
+from helpers import register_plugin
 from installed_plugins import VENV_BIN, clipclap, environment, install
 
 BROKEN = {
@@ -169,12 +170,7 @@ def test_a_head_breaking_its_contract_stops_the_run_with_a_short_named_error(cli
     methods, came = BROKEN_HEADS[case]
     head = broken_head(**methods)
 
-    class Plugin:
-        @hookimpl
-        def register_heads(self, register):
-            register(head)
-
-    pm.register(Plugin(), name="brokenheads")
+    register_plugin(pm, "brokenheads", heads=[head])
     r = cli("train", "demo", "--head", "broken-head", "--store", demo_store, "--runs-dir", tmp_path,
             "--epochs", "1", "--batches-per-epoch", "2", manager=pm)
     lines = r.stderr.strip().splitlines()
@@ -205,12 +201,7 @@ def test_a_head_whose_code_raises_stops_the_run_with_one_named_line(cli, pm, dem
     call, extra = RAISING_HEADS[method]
     head = broken_head(**{method: classmethod(_raises) if method == "stacked" else _raises})
 
-    class Plugin:
-        @hookimpl
-        def register_heads(self, register):
-            register(head)
-
-    pm.register(Plugin(), name="raisingheads")
+    register_plugin(pm, "raisingheads", heads=[head])
     r = cli("train", "demo", "--head", "broken-head", "--store", demo_store, "--runs-dir", tmp_path,
             "--epochs", "1", "--batches-per-epoch", "2", *extra, manager=pm)
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
@@ -275,13 +266,16 @@ def test_a_plugin_left_out_is_left_out_of_every_command_alike(halves, plugin, tm
     heads = clipclap(env, "heads", "list", "--json")
     imported = clipclap(env, "import", "tiny", tmp_path, "--store", store)
     trained = clipclap(env, "train", "tiny", "--store", store, "--runs-dir", tmp_path / "runs")
+    plugins = clipclap(env, "plugins", "--json")
+    [row] = [r for r in json.loads(plugins.stdout) if r["name"] == plugin]
+    assert row["status"].startswith("failed: ") and HALVES[plugin][2] in row["status"], row
     assert "tiny" not in [d["name"] for d in json.loads(listed.stdout)], listed.stdout
     assert "tiny-kind" not in [k["kind"] for k in json.loads(kinds.stdout)]
     assert plugin not in [h["plugin"] for h in json.loads(heads.stdout)]
     for r in (imported, trained):
         assert r.returncode == 1 and "Error: unknown dataset 'tiny'. Available: " in r.stderr, r.stderr
     first_lines = set()
-    for r in (listed, kinds, heads, imported, trained):
+    for r in (listed, kinds, heads, imported, trained, plugins):
         lines = r.stderr.splitlines()
         assert not [x for x in lines[1:] if x.startswith("Warning:")], r.stderr
         first_lines.add(lines[0])
