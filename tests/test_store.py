@@ -176,3 +176,57 @@ def test_consistent_read_finds_the_dataset_once(where, monkeypatch):
     np.testing.assert_array_equal(data.audio.numpy(), b.features["audio"])
     np.testing.assert_array_equal(data.class_text.numpy(), np.concatenate([b.label_embeddings["clip"],
                                                                            b.label_embeddings["clap"]], axis=1))
+
+
+def test_the_extraction_working_group(where):
+    """An extraction's working group, laid out and written by the store: it counts once created
+    (in a folder renamed into place, behind a URL its settings last), is no dataset, takes rows
+    with their statuses and any reason's length, and in a folder one process commits it."""
+    from clipclap_cli.store.extraction_group import DONE, FAILED, PENDING, Blueprint, ExtractionGroup, Rows
+
+    fs = FeatureStore(where)
+    fs.open_for_writing()
+    group = ExtractionGroup(fs, "d")
+    assert not group.ready() and group.renamed_into_place == (fs.path is not None)
+    plan = Blueprint(ids=[f"v{i}" for i in range(5)], labels=np.array([0, 1, 0, 1, 1]), dims={"video": 3, "audio": 2},
+                     chunk=2, attrs={"settings": {"x": 1}, "classes": ["a", "b"]})
+    group.create(lambda: plan)
+    assert group.ready() and group.settings == {"x": 1} and fs.datasets() == []
+    assert all(st.tolist() == [PENDING] * 5 for st in group.status(["video", "audio"]).values())
+    reason = "a reason longer than any before it " * 3
+    group.write(2, Rows(features={"video": np.ones((2, 3), np.float32), "audio": np.full((2, 2), 2, np.float32)},
+                        status={m: np.array([DONE, FAILED]) for m in ("video", "audio")},
+                        reasons=np.array(["", reason], dtype=object)))
+    block = group.read(["video", "audio"])
+    assert block.features["video"].tolist() == [[0] * 3] * 2 + [[1] * 3] * 2 + [[0] * 3]
+    assert block.features["audio"][2:4].tolist() == [[2, 2]] * 2
+    assert block.status["audio"].tolist() == [PENDING, PENDING, DONE, FAILED, PENDING]
+    assert block.reasons.tolist() == ["", "", "", reason, ""]
+    ids, labels = group.videos()
+    assert ids.tolist() == plan.ids and labels.tolist() == [0, 1, 0, 1, 1]
+    group.write_status({"video": np.zeros(5, np.int8)})
+    assert group.status(["video", "audio"])["video"].tolist() == [PENDING] * 5
+    if fs.path is not None:
+        group.create(lambda: pytest.fail("a group that is there is not built again"))
+        with group.committer() as first, group.committer() as second:
+            assert first and not second
+    group.remove()
+    assert not group.ready()
+
+
+def test_only_the_store_imports_zarr():
+    """The store owns its layout: no module outside clipclap_cli/store/ (nor a built-in plugin)
+    imports zarr; extraction writes through `store/extraction_group.py`."""
+    import ast
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    found = []
+    for path in [*(repo / "clipclap_cli").rglob("*.py"), *(repo / "plugins").glob("*.py")]:
+        if (repo / "clipclap_cli" / "store") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(repo)}:{node.lineno}" for n in names if n.split(".")[0] == "zarr"]
+    assert found == []
