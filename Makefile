@@ -1,11 +1,16 @@
-# The two commands: `make demo` (install, run the pipeline on the demo benchmark) and `make test`.
+# The two commands: `make demo` (install, run the pipeline on the demo benchmark) and `make test`
+# (`make test-fast`: the same less the slow-marked end-to-end tests, for the inner loop).
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_STORE ?= demo-output/clipclap.zarr
+# pytest-xdist workers: one per core (`make test TEST_WORKERS=0` runs the tests in one process). Tests
+# sharing a module fixture that they change (the wheel's environment) keep together (xdist_group).
+TEST_WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -22,7 +27,11 @@ demo: $(STAMP)
 
 # ruff first (its rules are in pyproject.toml): a style finding fails CI like a failing test
 test: lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
+
+# every test but those marked slow (training to compare numbers, killed processes, the wheel)
+test-fast: lint
+	$(PYTEST) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,15 +1,31 @@
+"""The suite's fixtures and session checks. Helpers that tests call are in helpers.py.
+
+Fixtures, one meaning per name:
+  pm, cli          a fresh plugin manager (built-ins only) per test; `clipclap ARGS` run in-process
+  demo_store       the demo benchmark's store (read-only)
+  demo_copy        a copy of it, this test's to change
+  trained_run      a run of 1 epoch x 2 batches on the demo (read-only: copy it to change it)
+  tiny_run         a run of 2 epochs x 2 batches, trained with --run (read-only)
+  reference_run    seed 42 with helpers.FAST (3 epochs x 30 batches), what determinism tests compare with
+  stacked_runs     seeds 42 and 43 with helpers.FAST, trained as one stack: their method folder
+The read-only ones are made once per test session, also under pytest-xdist: the first worker to
+need one builds it under the session's temporary root, the others wait for it (a file lock)."""
+
 from __future__ import annotations
 
-import hashlib
+import fcntl
 import json
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from clipclap_cli.cli import run
 from clipclap_cli.plugins.manager import make_plugin_manager
+from helpers import FAST, FAST_RUN, tree_digest  # noqa: F401  (tree_digest: re-exported for older imports)
 from released_tree import BENCHMARKS, write_released_tree  # noqa: F401  (re-exported for tests)
 from shared_material import missing
 
@@ -20,6 +36,15 @@ from shared_material import missing
 for _name in [n for n in os.environ if n.startswith("CLIPCLAP_") and n != "CLIPCLAP_SHARED"] + ["RANK", "WORLD_SIZE"]:
     os.environ.pop(_name, None)
 os.environ["CLIPCLAP_BENCHMARKS"] = str(BENCHMARKS)
+
+# Under pytest-xdist (`make test`) each worker, and every process it starts, computes with one CPU
+# thread: workers as many as cores do not fight over them. Every comparison of numbers is between
+# runs of one session, so all sides have the same count (a run records it, and the tests that
+# vary it say so). Set before torch is loaded; torch's own setting too, should a plugin load it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 
 def pytest_sessionstart(session):
@@ -90,10 +115,20 @@ def non_finite_json_files(root: Path) -> list[str]:
 def pytest_sessionfinish(session, exitstatus):
     """No JSON file clipclap writes may hold NaN or infinity (issue 39): after the tests, every
     *.json and *.jsonl file under this session's temporary folder is read strictly, and one that
-    parses only with NaN/Infinity fails the session, named."""
-    if not _BASETEMP or not _BASETEMP[0].exists():
+    parses only with NaN/Infinity fails the session, named. Under pytest-xdist the controller
+    walks the folder of all the workers' folders, once they have finished (a worker's own
+    verdict would not reach the exit status)."""
+    if hasattr(session.config, "workerinput"):
         return
-    bad = non_finite_json_files(_BASETEMP[0])
+    if session.config.pluginmanager.has_plugin("dsession"):  # the xdist controller: it ran no test itself
+        root = session.config._tmp_path_factory.getbasetemp()
+    elif _BASETEMP:
+        root = _BASETEMP[0]
+    else:
+        return
+    if not root.exists():
+        return
+    bad = non_finite_json_files(root)
     if bad:
         title = "JSON files holding NaN or Infinity (not JSON: clipclap must refuse to write them)"
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -134,28 +169,82 @@ def cli(pm, capsys):
     return invoke
 
 
-def tree_digest(path: Path) -> dict[str, str]:
-    """sha256 of every file under `path` (the store's bytes, to prove nothing changed)."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+# ---------------------------------------------------------------- made once per session, shared
+def _session_root(tmp_path_factory) -> Path:
+    """The folder every process of this session writes under: the basetemp, or under
+    pytest-xdist the folder that holds each worker's basetemp."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """The folder `name` under the session's root, made by `make(folder)` in the first process
+    that asks (the others wait on a file lock and reuse it; a failed `make` leaves nothing)."""
+    root = _session_root(tmp_path_factory) / "made-once"
+    root.mkdir(exist_ok=True)
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            make(folder)
+            done.touch()
+    return folder
+
+
+def _train(*args: str) -> None:
+    assert run(["train", "demo", *map(str, args)], make_plugin_manager(entrypoints=False)) == 0
 
 
 @pytest.fixture(scope="session")
 def demo_store(tmp_path_factory):
     """The demo benchmark, generated once per session (read-only for tests)."""
-    store = tmp_path_factory.mktemp("demo") / "store.zarr"
-    assert run(["demo", "--no-train", "--store", str(store)], make_plugin_manager(entrypoints=False)) == 0
+    def make(folder):
+        assert run(["demo", "--no-train", "--store", str(folder / "store.zarr")],
+                   make_plugin_manager(entrypoints=False)) == 0
+
+    return made_once(tmp_path_factory, "demo", make) / "store.zarr"
+
+
+@pytest.fixture
+def demo_copy(demo_store, tmp_path):
+    """A copy of the demo store, this test's to change or damage."""
+    store = tmp_path / "s.zarr"
+    shutil.copytree(demo_store, store)
     return store
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, demo_store):
     """One short real run on the demo benchmark (read-only: tests copy it to edit its results)."""
-    root = tmp_path_factory.mktemp("report")
-    assert run(["train", "demo", "--store", str(demo_store), "--runs-dir", str(root / "runs"), "--epochs", "1",
-                "--batches-per-epoch", "2"], make_plugin_manager(entrypoints=False)) == 0
+    root = made_once(tmp_path_factory, "report",
+                     lambda folder: _train("--store", demo_store, "--runs-dir", folder / "runs", "--epochs", "1",
+                                           "--batches-per-epoch", "2"))
     [path] = [p.parent for p in (root / "runs").rglob("results.json")]
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, demo_store):
+    """One uninterrupted run of 2 epochs x 2 batches, trained with --run (read-only)."""
+    root = made_once(tmp_path_factory, "tiny",
+                     lambda folder: _train("--store", demo_store, "--run", folder / "run", "--epochs", "2",
+                                           "--batches-per-epoch", "2"))
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, demo_store):
+    """One uninterrupted run (seed 42, FAST) that resumed, repeated and moved runs are compared
+    with byte for byte (read-only: copy it to change it)."""
+    runs = made_once(tmp_path_factory, "runs", lambda folder: _train("--store", demo_store, "--runs-dir", folder,
+                                                                      *FAST))
+    return runs / "demo" / FAST_RUN / "seed42"
+
+
+@pytest.fixture(scope="session")
+def stacked_runs(tmp_path_factory, demo_store):
+    """Seeds 42 and 43, uninterrupted (FAST), as one stack: the folder of their method."""
+    runs = made_once(tmp_path_factory, "stacked",
+                     lambda folder: _train("--store", demo_store, "--runs-dir", folder, *FAST, "--seeds", "2"))
+    return runs / "demo" / FAST_RUN

@@ -19,9 +19,11 @@ import torch
 from clipclap_cli.api import PARTITIONS, Sample
 from clipclap_cli.errors import StoreError
 from clipclap_cli.store.feature_store import FeatureStore
-from conftest import tree_digest
+from helpers import register_plugin, tree_digest
 from media_files import write_video
 
+# one pytest-xdist worker runs them all: they share the module's extracted reference store
+pytestmark = pytest.mark.xdist_group("extract")
 TINY = ("-e", "clip:model=clipclap-tiny-clip", "-e", "clap:size=tiny")
 DATASETS = """
 [datasets.mine]
@@ -246,7 +248,7 @@ def test_a_plugin_s_encoders_extract_through_the_cli(videos, cli, pm, tmp_path):
     holds ~127 there; a tone of RMS ~0.395 for 1-2 s, zero-padded to 10 s)."""
     from dataclasses import dataclass
 
-    from clipclap_cli import Encoder, hookimpl
+    from clipclap_cli import Encoder
 
     @dataclass(frozen=True)
     class NoParams:
@@ -265,13 +267,7 @@ def test_a_plugin_s_encoders_extract_through_the_cli(videos, cli, pm, tmp_path):
             rms = [np.sqrt(np.mean(np.square(wave, dtype=np.float64))) for wave in items]
             return np.asarray(rms, np.float32)[:, None]
 
-    class Plugin:
-        @hookimpl
-        def register_encoders(self, register):
-            register(MeanColour())
-            register(Rms())
-
-    pm.register(Plugin(), name="my-encoders")
+    register_plugin(pm, "my-encoders", encoders=[MeanColour(), Rms()])
     root, _ = videos
     datasets = tmp_path / "datasets.toml"
     datasets.write_text(DATASETS.replace("video = 32, audio = 32,", "video = 3, audio = 1,"))
@@ -357,7 +353,7 @@ def test_devices_this_machine_lacks_are_refused_before_any_work(videos, cli, dem
     """A device torch cannot run on here (cuda:99: no machine of ours has a hundred GPUs) is one
     line naming how it was given, before extract creates its working group and before train or
     embed write anything; a name that is no device is one line too."""
-    from conftest import tree_digest
+    from helpers import tree_digest
 
     root, datasets = videos
     before = tree_digest(demo_store)

@@ -50,6 +50,8 @@ def write_textured(path: Path, frames: int, fps: int, size=(64, 48), codec="mpeg
     return path
 
 
+# one pytest-xdist worker runs them all: they share the module's videos and ViT-B/32
+pytestmark = pytest.mark.xdist_group("frame-recipes")
 VIDEOS = {"odd frames, mpeg4": dict(frames=23, fps=15), "even frames, h264": dict(frames=24, fps=15, codec="libx264"),
           "longer, 10 fps": dict(frames=31, fps=10, size=(96, 72)),
           "rotated 90 degrees": dict(frames=22, fps=15, size=(64, 48), rotation=90),

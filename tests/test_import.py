@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from clipclap_cli.store.feature_store import FeatureStore
-from conftest import tree_digest
+from helpers import tree_digest
 from released_tree import write_released_tree
 
 UCF_CLS_COUNTS = {  # SPEC.md: video counts, UCF with cls_split

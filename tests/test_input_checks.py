@@ -25,17 +25,10 @@ from clipclap_cli.protocol import (
     merge_settings,
     parse_beta_grid,
 )
-from conftest import non_finite_json, non_finite_json_files, tree_digest
+from conftest import non_finite_json, non_finite_json_files
+from helpers import one_error_line, tree_digest
 
 HUGE = "1" + "0" * 119  # a number with 120 digits
-
-
-def _one_error_line(r, code: int = 1) -> str:
-    assert r.exit_code == code, r
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
-    assert "Traceback" not in r.stderr
-    return lines[0]
 
 
 # ---------------------------------------------------------------- train's numbers, before any work
@@ -74,7 +67,7 @@ def test_train_refuses_bad_numbers_before_any_work(cli, demo_store, tmp_path, ar
     before = tree_digest(demo_store)
     r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "runs", "--epochs", "1",
             "--batches-per-epoch", "2", *args)
-    line = _one_error_line(r)
+    line = one_error_line(r)
     named = "Error: parameter " if args[0] == "-p" else f"Error: {args[0]} "
     assert line.startswith(named) and fragment in line, line
     assert not (tmp_path / "runs").exists()
@@ -292,7 +285,7 @@ def test_datasets_file_not_utf8_or_not_a_table_is_one_line_and_nothing_written(c
                             (b"[datasets]\nmine = 5\n", "[datasets] mine = 5: expected a table")):
         user = tmp_path / "mine.toml"
         user.write_bytes(content)
-        line = _one_error_line(cli(*command, "--datasets", user, "--store", store) if command[0] == "demo"
+        line = one_error_line(cli(*command, "--datasets", user, "--store", store) if command[0] == "demo"
                                else cli(*command, "--datasets", user))
         assert line.startswith(f"Error: {user}") and needle in line, line
         assert not store.exists()
@@ -355,7 +348,7 @@ def test_embed_with_a_bad_prompts_file_is_one_line_and_writes_nothing(cli, demo_
     before = tree_digest(store)
     prompts = tmp_path / "prompts.toml"
     prompts.write_bytes(content)
-    line = _one_error_line(cli("embed", "demo", "--store", store, "--prompts", prompts))
+    line = one_error_line(cli("embed", "demo", "--store", store, "--prompts", prompts))
     assert line.startswith(f"Error: {prompts}") and needle in line, line
     assert tree_digest(store) == before
 

@@ -100,7 +100,7 @@ def test_a_plugin_s_text_encoder_embeds_labels_and_they_train(pm, cli, tmp_path)
 
     from clipclap_cli import Encoder
     from clipclap_cli.store.feature_store import FeatureStore
-    from conftest import tree_digest
+    from helpers import register_plugin, tree_digest
 
     class Letters(Encoder):
         encoder_id, modality, dim = "letters", "text", 26
@@ -116,12 +116,7 @@ def test_a_plugin_s_text_encoder_embeds_labels_and_they_train(pm, cli, tmp_path)
             total = self.encode_batch(prompts).sum(axis=0)
             return total / np.linalg.norm(total)
 
-    class Plugin:
-        @hookimpl
-        def register_encoders(self, register):
-            register(Letters())
-
-    pm.register(Plugin(), name="letters-plugin")
+    register_plugin(pm, "letters-plugin", encoders=[Letters()])
     store = tmp_path / "s.zarr"
     assert cli("demo", "--no-train", "--store", store).exit_code == 0
     before = tree_digest(store)

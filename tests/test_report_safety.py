@@ -17,17 +17,11 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from conftest import tree_digest
+from helpers import one_error_line as _one_error_line
+from helpers import tree_digest
 
 TINY = ("--epochs", "1", "--batches-per-epoch", "2")
 METRICS = ("seen", "unseen", "hm", "zsl")
-
-
-def _one_error_line(r) -> str:
-    assert r.exit_code == 1, r
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
-    return lines[0]
 
 
 def _results(run: Path) -> dict:

@@ -21,18 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tree_digest
+from helpers import interrupt_after, one_error_line, tree_digest
 
 TINY = ("--epochs", "2", "--batches-per-epoch", "2")
 RUN_FILES = ("config.json", "results.json", "stage1/metrics.jsonl", "stage1/result.json", "stage2/metrics.jsonl",
              "stage2/result.json")
-
-
-def _one_error_line(r) -> str:
-    assert r.exit_code == 1, r
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
-    return lines[0]
 
 
 def _error_after_progress(r) -> str:
@@ -47,21 +40,9 @@ def _train(cli, store, run, *extra):
     return cli("train", "demo", "--store", store, "--run", run, *TINY, *extra)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, demo_store):
-    """One uninterrupted run with the TINY settings, that the other runs here are compared with."""
-    from clipclap_cli.cli import run
-    from clipclap_cli.plugins.manager import make_plugin_manager
-
-    path = tmp_path_factory.mktemp("reference") / "run"
-    assert run(["train", "demo", "--store", str(demo_store), "--run", str(path), *TINY],
-               make_plugin_manager(entrypoints=False)) == 0
-    return path
-
-
-def _same_as_reference(run: Path, reference: Path) -> None:
+def _same_as_reference(run: Path, tiny_run: Path) -> None:
     for name in RUN_FILES[1:]:  # config.json records when the run was created
-        assert (run / name).read_bytes() == (reference / name).read_bytes(), name
+        assert (run / name).read_bytes() == (tiny_run / name).read_bytes(), name
 
 
 def _fake_store(folder: Path) -> Path:
@@ -80,7 +61,7 @@ def test_a_folder_of_the_users_files_is_refused_and_left_as_it_was(cli, demo_sto
     (mine / "results.json").write_text('{"my": "results"}')
     (mine / "stage1" / "metrics.jsonl").write_text('{"my": "metrics"}\n')
     before = tree_digest(mine)
-    line = _one_error_line(_train(cli, demo_store, mine))
+    line = one_error_line(_train(cli, demo_store, mine))
     assert line == (f"Error: {mine} is not a run folder clipclap made (it holds results.json, stage1); runs are "
                     "written only into such a folder or a new or empty one: choose another (--run or --runs-dir)")
     assert tree_digest(mine) == before and sorted(p.name for p in mine.iterdir()) == ["results.json", "stage1"]
@@ -91,7 +72,7 @@ def test_a_folder_of_the_users_files_is_refused_and_left_as_it_was(cli, demo_sto
     other = runs / "demo" / made.parent.name / "seed7"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--runs-dir", runs, *TINY, "--seed", "7"))
+    line = one_error_line(cli("train", "demo", "--store", demo_store, "--runs-dir", runs, *TINY, "--seed", "7"))
     assert line.startswith(f"Error: {other} is not a run folder clipclap made (it holds notes.txt)")
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
 
@@ -99,15 +80,15 @@ def test_a_folder_of_the_users_files_is_refused_and_left_as_it_was(cli, demo_sto
 def test_a_file_or_a_link_to_nothing_is_no_run_folder(cli, demo_store, tmp_path):
     file = tmp_path / "file"
     file.write_text("mine")
-    assert _one_error_line(_train(cli, demo_store, file)).startswith(f"Error: {file} is a file, not a run folder")
+    assert one_error_line(_train(cli, demo_store, file)).startswith(f"Error: {file} is a file, not a run folder")
     assert file.read_text() == "mine"
     dangling = tmp_path / "dangling"
     dangling.symlink_to(tmp_path / "nowhere")
-    assert _one_error_line(_train(cli, demo_store, dangling)).startswith(f"Error: {dangling} is a link to nothing")
+    assert one_error_line(_train(cli, demo_store, dangling)).startswith(f"Error: {dangling} is a link to nothing")
     assert not (tmp_path / "nowhere").exists()
     runs_file = tmp_path / "runs-file"
     runs_file.write_text("mine")
-    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--runs-dir", runs_file, *TINY))
+    line = one_error_line(cli("train", "demo", "--store", demo_store, "--runs-dir", runs_file, *TINY))
     assert line.startswith(f"Error: {runs_file} is a file, not a folder of runs") and runs_file.read_text() == "mine"
 
 
@@ -127,7 +108,7 @@ def test_nothing_is_written_into_a_store(cli, demo_store, tmp_path):
         (("--runs-dir", other), other, other),
     ]
     for option, named, store in cases:
-        line = _one_error_line(cli("train", "demo", "--store", demo_store, *option, *TINY))
+        line = one_error_line(cli("train", "demo", "--store", demo_store, *option, *TINY))
         assert line.startswith(f"Error: {named} is inside the clipclap store {store.resolve()}: "), line
     assert tree_digest(demo_store) == before
     assert sorted(p.name for p in other.iterdir()) == ["zarr.json"]
@@ -135,12 +116,12 @@ def test_nothing_is_written_into_a_store(cli, demo_store, tmp_path):
 
 def test_demo_refuses_runs_inside_its_store_before_generating(cli, tmp_path):
     store = tmp_path / "s.zarr"
-    line = _one_error_line(cli("demo", "--store", store, "--runs-dir", store / "runs", "--seeds", "1", *TINY))
+    line = one_error_line(cli("demo", "--store", store, "--runs-dir", store / "runs", "--seeds", "1", *TINY))
     assert line.startswith(f"Error: {store / 'runs'} is inside the clipclap store {store}: ")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_new_or_empty_folder_becomes_a_marked_run(cli, demo_store, reference, tmp_path):
+def test_a_new_or_empty_folder_becomes_a_marked_run(cli, demo_store, tiny_run, tmp_path):
     from clipclap_cli.runs.folder import RUN_MARKER
     from clipclap_cli.runs.run_format import RUN_FORMAT
 
@@ -148,36 +129,23 @@ def test_a_new_or_empty_folder_becomes_a_marked_run(cli, demo_store, reference, 
     empty.mkdir()
     assert _train(cli, demo_store, empty).exit_code == 0
     assert json.loads((empty / RUN_MARKER).read_text()) == {"run_format": RUN_FORMAT}
-    _same_as_reference(empty, reference)
+    _same_as_reference(empty, tiny_run)
     # a folder holding only the marker (a run killed before its config.json) is a run to start
     marked = tmp_path / "marked"
     marked.mkdir()
     shutil.copy(empty / RUN_MARKER, marked / RUN_MARKER)
     assert _train(cli, demo_store, marked).exit_code == 0
-    _same_as_reference(marked, reference)
-
-
-def _interrupt_after_first_epoch(monkeypatch):
-    import clipclap_cli.train.stages as stages
-
-    original = stages.save_trainer
-
-    def save_then_interrupt(path, trainer):
-        original(path, trainer)
-        monkeypatch.setattr(stages, "save_trainer", original)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(stages, "save_trainer", save_then_interrupt)
+    _same_as_reference(marked, tiny_run)
 
 
 @pytest.mark.parametrize("marked", [True, False], ids=["marked", "written-before-the-marker"])
-def test_an_interrupted_run_resumes_to_the_same_bytes(cli, demo_store, reference, tmp_path, monkeypatch, marked):
+def test_an_interrupted_run_resumes_to_the_same_bytes(cli, demo_store, tiny_run, tmp_path, monkeypatch, marked):
     """A marked run resumes; so does a run of a clipclap from before the marker (its config.json
     says it is a run), which gets the marker of its run format when it resumes."""
     from clipclap_cli.runs.folder import RUN_MARKER
 
     run = tmp_path / "run"
-    _interrupt_after_first_epoch(monkeypatch)
+    interrupt_after(monkeypatch, 1)
     assert _train(cli, demo_store, run).exit_code == 130
     assert (run / "stage1" / "checkpoint-last.safetensors").exists()
     if not marked:
@@ -186,7 +154,7 @@ def test_an_interrupted_run_resumes_to_the_same_bytes(cli, demo_store, reference
         (run / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "run_format"}))
     r = _train(cli, demo_store, run)
     assert r.exit_code == 0 and "stage 1: resuming at epoch 2/2" in r.stderr, r
-    _same_as_reference(run, reference)
+    _same_as_reference(run, tiny_run)
     assert json.loads((run / RUN_MARKER).read_text()) == {"run_format": 2 if marked else 1}
 
 
@@ -247,7 +215,7 @@ def test_a_hand_edited_config_is_one_line_naming_the_file_and_field(cli, demo_st
     before = tree_digest(run)
     for args in (("train", "--run", run), ("train", "demo", "--store", demo_store, "--run", run, *TINY),
                  ("evaluate", run)):
-        line = _one_error_line(cli(*args))
+        line = one_error_line(cli(*args))
         assert line.startswith(f"Error: {run / 'config.json'} is not one this clipclap can read ({field}"), line
     assert tree_digest(run) == before
 
@@ -298,7 +266,7 @@ def _disk_full_at(monkeypatch, name: str, nth: int = 1):
     ("config.json", 1, None),  # the run's first file after its marker
     ("results.json", 1, None),  # the test evaluation, after both stages (no resume state left)
 ])
-def test_a_full_disk_is_one_line_and_the_run_resumes(cli, demo_store, reference, tmp_path, monkeypatch, name, nth,
+def test_a_full_disk_is_one_line_and_the_run_resumes(cli, demo_store, tiny_run, tmp_path, monkeypatch, name, nth,
                                                      epochs_kept):
     from safetensors import safe_open
 
@@ -316,7 +284,7 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(cli, demo_store, reference,
     monkeypatch.undo()
     r = _train(cli, demo_store, run)
     assert r.exit_code == 0, r
-    _same_as_reference(run, reference)
+    _same_as_reference(run, tiny_run)
 
 
 def test_a_safetensors_failure_is_one_line_naming_the_file(cli, demo_store, tmp_path, monkeypatch):
@@ -356,8 +324,8 @@ def _strict(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def test_every_json_a_run_writes_is_finite(reference):
-    for path in reference.rglob("*"):
+def test_every_json_a_run_writes_is_finite(tiny_run):
+    for path in tiny_run.rglob("*"):
         if path.suffix == ".jsonl":
             assert all(_strict(line) for line in path.read_text().splitlines())
         elif path.suffix == ".json" or path.name == ".clipclap-run":

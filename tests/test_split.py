@@ -7,18 +7,11 @@ import pytest
 
 from clipclap_cli.data.splits import draw_split
 from clipclap_cli.store.feature_store import FeatureStore
-from conftest import tree_digest
+from helpers import tree_digest
 
 
-@pytest.fixture
-def store(tmp_path, cli):
-    path = tmp_path / "s.zarr"
-    assert cli("demo", "--no-train", "--store", path).exit_code == 0
-    return path
-
-
-def test_demo_split_has_ucf_structure(store):
-    fs = FeatureStore(store)
+def test_demo_split_has_ucf_structure(demo_copy):
+    fs = FeatureStore(demo_copy)
     split = fs.read_split("demo", "cls_split")
     c = split.classes
     assert (len(c["stage_1_train"]), len(c["stage_1_val_unseen"]), len(c["stage_2_test_unseen"])) == (30, 12, 6)
@@ -31,19 +24,19 @@ def test_demo_split_has_ucf_structure(store):
     assert len(all_idx) == len(np.unique(all_idx)) == len(labels)
 
 
-def test_rewrite_split_from_stored_class_lists(cli, store):
-    before = FeatureStore(store).read_split("demo", "cls_split").indices
-    r = cli("split", "demo", "--store", store)
+def test_rewrite_split_from_stored_class_lists(cli, demo_copy):
+    before = FeatureStore(demo_copy).read_split("demo", "cls_split").indices
+    r = cli("split", "demo", "--store", demo_copy)
     assert r.exit_code == 0, r
-    after = FeatureStore(store).read_split("demo", "cls_split").indices
+    after = FeatureStore(demo_copy).read_split("demo", "cls_split").indices
     for p in before:
         np.testing.assert_array_equal(before[p], after[p])
 
 
-def test_drawn_split_structure_and_determinism(cli, store):
-    r = cli("split", "demo", "--seen", 20, "--unseen", 5, "--seed", 7, "--split", "mine", "--store", store)
+def test_drawn_split_structure_and_determinism(cli, demo_copy):
+    r = cli("split", "demo", "--seen", 20, "--unseen", 5, "--seed", 7, "--split", "mine", "--store", demo_copy)
     assert r.exit_code == 0, r
-    fs = FeatureStore(store)
+    fs = FeatureStore(demo_copy)
     s = fs.read_split("demo", "mine")
     c = s.classes
     assert len(c["stage_2_train"]) == 20 and len(c["stage_2_test_unseen"]) == 5
@@ -70,42 +63,42 @@ def _fails(cli, store, *args, needle):
     return r
 
 
-def test_error_unknown_split_folder(cli, store):
-    r = _fails(cli, store, "demo", "--split", "main_split", needle="without class-split folder 'main_split'")
+def test_error_unknown_split_folder(cli, demo_copy):
+    r = _fails(cli, demo_copy, "demo", "--split", "main_split", needle="without class-split folder 'main_split'")
     assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_error_seen_without_unseen(cli, store):
-    _fails(cli, store, "demo", "--seen", 10, needle="needs both --seen and --unseen")
+def test_error_seen_without_unseen(cli, demo_copy):
+    _fails(cli, demo_copy, "demo", "--seen", 10, needle="needs both --seen and --unseen")
 
 
-def test_error_too_many_classes(cli, store):
-    _fails(cli, store, "demo", "--seen", 45, "--unseen", 5, needle="exceeds the 48 classes")
+def test_error_too_many_classes(cli, demo_copy):
+    _fails(cli, demo_copy, "demo", "--seen", 45, "--unseen", 5, needle="exceeds the 48 classes")
 
 
-def test_error_from_folder_with_unknown_class(cli, store, tmp_path):
+def test_error_from_folder_with_unknown_class(cli, demo_copy, tmp_path):
     folder = tmp_path / "cs" / "cls_split"
     folder.mkdir(parents=True)
     for stage in ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_test_seen",
                   "stage_2_test_unseen"):
         (folder / f"{stage}.txt").write_text("class_000\nnot_a_class\n")
-    _fails(cli, store, "demo", "--from", tmp_path / "cs",
+    _fails(cli, demo_copy, "demo", "--from", tmp_path / "cs",
            needle="'not_a_class' is not in the classes of dataset 'demo'")
 
 
-def test_error_from_missing_folder(cli, store, tmp_path):
-    _fails(cli, store, "demo", "--from", tmp_path / "nowhere", needle="no class-split folder")
+def test_error_from_missing_folder(cli, demo_copy, tmp_path):
+    _fails(cli, demo_copy, "demo", "--from", tmp_path / "nowhere", needle="no class-split folder")
 
 
-def test_error_dataset_not_in_store(cli, store):
-    _fails(cli, store, "ucf", needle="'ucf' is not in the store")
+def test_error_dataset_not_in_store(cli, demo_copy):
+    _fails(cli, demo_copy, "ucf", needle="'ucf' is not in the store")
 
 
-def test_error_usage_exit_code_2(cli, store):
-    r = cli("split", "demo", "--seen", "many", "--store", store)
+def test_error_usage_exit_code_2(cli, demo_copy):
+    r = cli("split", "demo", "--seen", "many", "--store", demo_copy)
     assert r.exit_code == 2
     # a negative seed (numpy's generator takes none) is a usage error, not a traceback
-    r = cli("split", "demo", "--seen", "20", "--unseen", "5", "--seed", "-1", "--split", "neg", "--store", store)
+    r = cli("split", "demo", "--seen", "20", "--unseen", "5", "--seed", "-1", "--split", "neg", "--store", demo_copy)
     assert r.exit_code == 2 and "Invalid value for '--seed'" in r.stderr
 
 

@@ -15,15 +15,12 @@ import time
 import pytest
 import torch
 
-FAST = ("--epochs", "3", "--batches-per-epoch", "30")
-FAST_RUN = "clipclap,epochs=3,batches-per-epoch=30"
+from helpers import FAST, FAST_RUN, interrupt_after, register_plugin
+from helpers import train_fast as _train
+
 SEEDS = (42, 43)
 LOSS_TOLERANCE = 1e-5
 "Relative difference allowed between a stacked run's epoch losses and the run's alone (measured: ~2e-7)"
-
-
-def _train(cli, store, runs, *extra, manager=None):
-    return cli("train", "demo", "--store", store, "--runs-dir", runs, *FAST, *extra, manager=manager)
 
 
 def _records(run, stage):
@@ -50,35 +47,11 @@ def _assert_same_run(a, b, stages=(1, 2)):
 def _interrupted_stack(cli, store, runs, monkeypatch, saves: int):
     """`train --seeds 2` (stacked) interrupted as Ctrl-C would, right after its `saves`-th
     checkpoint; returns the command's result, with checkpoints saved normally again."""
-    import clipclap_cli.train.stages as stages
-
-    original, calls = stages.save_trainer, {"n": 0}
-
-    def save_then_interrupt(path, trainer):
-        original(path, trainer)
-        calls["n"] += 1
-        if calls["n"] == saves:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(stages, "save_trainer", save_then_interrupt)
-    result = _train(cli, store, runs, "--seeds", "2")
-    monkeypatch.setattr(stages, "save_trainer", original)
-    return result
+    interrupt_after(monkeypatch, saves)
+    return _train(cli, store, runs, "--seeds", "2")
 
 
-@pytest.fixture(scope="module")
-def stacked_runs(tmp_path_factory, demo_store):
-    """Seeds 42 and 43, uninterrupted, as one stack (what the other tests compare with)."""
-    from clipclap_cli.cli import run
-    from clipclap_cli.plugins.manager import make_plugin_manager
-
-    runs = tmp_path_factory.mktemp("stacked")
-    code = run(["train", "demo", "--store", str(demo_store), "--runs-dir", str(runs), *FAST, "--seeds", "2"],
-               make_plugin_manager(entrypoints=False))
-    assert code == 0
-    return runs / "demo" / FAST_RUN
-
-
+@pytest.mark.slow
 def test_stacked_runs_match_the_same_runs_alone(cli, demo_store, stacked_runs, tmp_path):
     r = _train(cli, demo_store, tmp_path, "--seeds", "2", "--no-stack")
     assert r.exit_code == 0, r
@@ -142,6 +115,7 @@ def test_a_stacked_step_draws_each_runs_own_batches_and_masks(demo_store):
     assert torch.get_rng_state().equal(together[-1].dropout_generator.get_state())
 
 
+@pytest.mark.slow
 def test_runs_that_end_at_other_epochs_leave_the_stack(cli, demo_store, stacked_runs, tmp_path):
     """Stage 2 trains as many epochs as each run's stage 1 chose: a run that ends sooner leaves
     the stack and the other goes on, each as it would alone."""
@@ -165,6 +139,7 @@ def test_runs_that_end_at_other_epochs_leave_the_stack(cli, demo_store, stacked_
         _assert_same_run(alone, stacked, stages=(2,))
 
 
+@pytest.mark.slow
 def test_an_interrupted_stack_resumes_to_the_same_results(cli, demo_store, stacked_runs, tmp_path, monkeypatch):
     """Interrupted after seed 42's second epoch and seed 43's first (the checkpoints of one stacked
     epoch written in part), the stack resumes each run where it stood and ends with the bytes of
@@ -182,6 +157,7 @@ def test_an_interrupted_stack_resumes_to_the_same_results(cli, demo_store, stack
                 (stacked_runs / f"seed{seed}" / stage / "metrics.jsonl").read_bytes()
 
 
+@pytest.mark.slow
 def test_a_killed_stack_resumes_every_run(demo_store, stacked_runs, tmp_path):
     cmd = [sys.executable, "-m", "clipclap_cli", "train", "demo", "--store", str(demo_store),
            "--runs-dir", str(tmp_path), *FAST, "--seeds", "2"]
@@ -201,6 +177,7 @@ def test_a_killed_stack_resumes_every_run(demo_store, stacked_runs, tmp_path):
         assert (run / "results.json").read_bytes() == (stacked_runs / f"seed{seed}" / "results.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_a_stacked_run_resumes_alone_and_a_lone_run_in_a_stack(cli, demo_store, stacked_runs, tmp_path, monkeypatch):
     """A run's checkpoint is the same whether it trained stacked or alone (its dropout generator
     under the key a run alone uses): interrupted in a stack and resumed with --no-stack, the runs
@@ -215,7 +192,6 @@ def test_a_stacked_run_resumes_alone_and_a_lone_run_in_a_stack(cli, demo_store, 
 def test_a_broken_stacked_form_is_one_clear_error(cli, demo_store, tmp_path):
     """A plugin head whose stacked loss does not give one value per run is refused with the
     contract's message naming the head, before any epoch is recorded."""
-    from clipclap_cli import hookimpl
     from clipclap_cli.plugins.manager import make_plugin_manager
     from clipclap_cli.plugins.registry import get_head
 
@@ -238,13 +214,8 @@ def test_a_broken_stacked_form_is_one_clear_error(cli, demo_store, tmp_path):
 
             return Wrong()
 
-    class Plugin:
-        @hookimpl
-        def register_heads(self, register):
-            register(Summed)
-
     pm = make_plugin_manager(entrypoints=False)
-    pm.register(Plugin(), "summed")
+    register_plugin(pm, "summed", heads=[Summed])
     r = _train(cli, demo_store, tmp_path, "--head", "summed", "--seeds", "2", manager=pm)
     assert r.exit_code == 1
     assert "stacked loss" in r.stderr and "summed" in r.stderr and "came: total is a torch.float32 tensor of shape ()" \

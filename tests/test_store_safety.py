@@ -23,7 +23,7 @@ from clipclap_cli.errors import NameRuleError, StoreError
 from clipclap_cli.names import check_name, is_valid_name
 from clipclap_cli.store.feature_store import FeatureStore
 from clipclap_cli.store.locations import VERSION_SEP
-from conftest import tree_digest
+from helpers import register_plugin, tree_digest
 
 # ---------------------------------------------------------------- names
 
@@ -132,18 +132,12 @@ def test_datasets_file_split_with_a_path_is_refused(cli, playground):
 
 
 def test_plugin_registering_a_path_as_a_head_name_is_refused(cli, pm):
-    from clipclap_cli import hookimpl
     from clipclap_plugins.clipclap_head import ClipClapHead
 
     class Sneaky(ClipClapHead):
         head_id = "../../escape"
 
-    class Plugin:
-        @hookimpl
-        def register_heads(self, register):
-            register(Sneaky)
-
-    pm.register(Plugin(), name="sneaky")
+    register_plugin(pm, "sneaky", heads=[Sneaky])
     r = cli("heads", "list", "--json")  # the plugin is left out, named; every other head is there
     assert r.exit_code == 0 and "../../escape" not in r.stdout and '"clipclap"' in r.stdout, r
     assert "plugin 'sneaky' is left out: its register_heads hook failed (fusion head name '../../escape' is not " \
@@ -155,7 +149,6 @@ def test_a_parameter_value_cannot_lead_the_run_folder_elsewhere(cli, pm, playgro
     value that is not finite, or that holds a path, is refused before any folder is made."""
     from dataclasses import dataclass
 
-    from clipclap_cli import hookimpl
     from clipclap_plugins.clipclap_head import ClipClapHead
 
     class Tagged(ClipClapHead):
@@ -165,12 +158,7 @@ def test_a_parameter_value_cannot_lead_the_run_folder_elsewhere(cli, pm, playgro
         class Params(ClipClapHead.Params):
             tag: str = "x"
 
-    class Plugin:
-        @hookimpl
-        def register_heads(self, register):
-            register(Tagged)
-
-    pm.register(Plugin(), name="tagged")
+    register_plugin(pm, "tagged", heads=[Tagged])
     work, store = playground
     before = _outside(work, store)
     for head, pair, says in (("clipclap", "dropout=nan", "expected a finite number"),

@@ -17,7 +17,7 @@ import pytest
 
 from clipclap_cli.store.feature_store import WRITER_LOCK, FeatureStore
 from clipclap_cli.store.locations import RECORD
-from conftest import tree_digest
+from helpers import tree_digest
 from released_tree import write_released_tree
 
 SMALL = ["Archery", "BalanceBeam", "HandStandPushups", "Drumming", "Fencing", "Bowling",
@@ -36,13 +36,6 @@ def _small_tree(root: Path, seed: int) -> Path:
 def _clipclap(*args, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "clipclap_cli", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kwargs)
-
-
-@pytest.fixture
-def demo_copy(demo_store, tmp_path):
-    store = tmp_path / "s.zarr"
-    shutil.copytree(demo_store, store)
-    return store
 
 
 def _key(store: Path, dataset: str) -> str:

@@ -18,28 +18,8 @@ import pytest
 import torch
 
 from clipclap_cli.train.trainer import ClassBalancedSampler, improves
-from conftest import tree_digest
-
-FAST = ("--epochs", "3", "--batches-per-epoch", "30")
-#: FAST departs from the demo's schedule (20 epochs of 300 batches), so its runs' folders say so
-FAST_RUN = "clipclap,epochs=3,batches-per-epoch=30"
-
-
-def _train(cli, store, runs, *extra, manager=None):
-    return cli("train", "demo", "--store", store, "--runs-dir", runs, *FAST, *extra, manager=manager)
-
-
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory, demo_store):
-    """One uninterrupted run (seed 42) that the other tests compare with."""
-    from clipclap_cli.cli import run
-    from clipclap_cli.plugins.manager import make_plugin_manager
-
-    runs = tmp_path_factory.mktemp("runs")
-    code = run(["train", "demo", "--store", str(demo_store), "--runs-dir", str(runs), *FAST],
-               make_plugin_manager(entrypoints=False))
-    assert code == 0
-    return runs / "demo" / FAST_RUN / "seed42"
+from helpers import FAST, FAST_RUN, interrupt_after, one_error_line, register_plugin, tree_digest
+from helpers import train_fast as _train
 
 
 def test_sampler_is_class_balanced_with_replacement():
@@ -77,41 +57,32 @@ def test_run_is_complete_and_far_above_chance(reference_run):
     assert len(results["test_curve"]["hm"]) == 76
 
 
+@pytest.mark.slow
 def test_same_seed_gives_byte_identical_results(cli, demo_store, reference_run, tmp_path):
     assert _train(cli, demo_store, tmp_path).exit_code == 0
     again = tmp_path / "demo" / FAST_RUN / "seed42" / "results.json"
     assert again.read_bytes() == (reference_run / "results.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_other_seed_gives_other_results(cli, demo_store, reference_run, tmp_path):
     assert _train(cli, demo_store, tmp_path, "--seed", "7").exit_code == 0
     other = json.loads((tmp_path / "demo" / FAST_RUN / "seed7" / "results.json").read_text())
     assert other["test"] != json.loads((reference_run / "results.json").read_text())["test"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("saves", "resumes"), [
     (2, "stage 1: resuming at epoch 3/3"),  # after stage 1's second epoch
     (4, "stage 2: resuming at epoch 2/3"),  # after stage 2's first (the run's best stage-1 epoch is its third)
 ], ids=["stage1", "stage2"])
 def test_interrupted_run_resumes_to_the_same_results(cli, demo_store, reference_run, tmp_path, monkeypatch,
                                                      saves, resumes):
-    import clipclap_cli.train.stages as runs_mod
-
-    original = runs_mod.save_trainer
-    calls = {"n": 0}
-
-    def save_then_interrupt(path, trainer):
-        original(path, trainer)
-        calls["n"] += 1
-        if calls["n"] == saves:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(runs_mod, "save_trainer", save_then_interrupt)
+    interrupt_after(monkeypatch, saves)
     r = _train(cli, demo_store, tmp_path)
     assert r.exit_code == 130 and "Interrupted. Rerun the same command to resume." in r.stderr
     run = tmp_path / "demo" / FAST_RUN / "seed42"
     assert not (run / "results.json").exists()
-    monkeypatch.setattr(runs_mod, "save_trainer", original)
     r = _train(cli, demo_store, tmp_path)
     assert r.exit_code == 0, r
     assert resumes in r.stderr
@@ -158,6 +129,7 @@ def _as_format_1(record: dict) -> dict:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("left", ["a resume state", "a finished stage 1"])
 def test_a_run_written_by_clipclap_0_1_resumes_to_the_same_results(cli, demo_store, reference_run, tmp_path,
                                                                    monkeypatch, left):
@@ -165,19 +137,10 @@ def test_a_run_written_by_clipclap_0_1_resumes_to_the_same_results(cli, demo_sto
     results are read as what they are, and the run ends with the bytes of an uninterrupted one."""
     from safetensors.torch import load_file, save_file
 
-    import clipclap_cli.train.stages as runs_mod
-
     run = tmp_path / "demo" / FAST_RUN / "seed42"
     if left == "a resume state":  # interrupted after stage 1's first epoch
-        original = runs_mod.save_trainer
-
-        def save_then_interrupt(path, trainer):
-            original(path, trainer)
-            raise KeyboardInterrupt
-
-        monkeypatch.setattr(runs_mod, "save_trainer", save_then_interrupt)
+        interrupt_after(monkeypatch, 1)
         assert _train(cli, demo_store, tmp_path).exit_code == 130
-        monkeypatch.setattr(runs_mod, "save_trainer", original)
         ckpt = run / "stage1" / "checkpoint-last.safetensors"
         meta = _meta(ckpt)  # its metadata as 0.1 wrote it
         old = _as_format_1(meta) | {"epoch": meta["epochs_done"] - 1,
@@ -196,6 +159,7 @@ def test_a_run_written_by_clipclap_0_1_resumes_to_the_same_results(cli, demo_sto
         assert (run / stage / "metrics.jsonl").read_bytes() == (reference_run / stage / "metrics.jsonl").read_bytes()
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_to_the_same_results(demo_store, reference_run, tmp_path):
     cmd = [sys.executable, "-m", "clipclap_cli", "train", "demo", "--store", str(demo_store),
            "--runs-dir", str(tmp_path), *FAST]
@@ -213,6 +177,7 @@ def test_killed_process_resumes_to_the_same_results(demo_store, reference_run, t
     assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_a_run_keeps_the_cpu_threads_it_started_with(cli, demo_store, tmp_path, monkeypatch):
     """A run's numbers depend on its CPU thread count at the last bit, so the run records it:
     interrupted under --threads N and resumed without the option, it trains every epoch with N
@@ -230,18 +195,9 @@ def test_a_run_keeps_the_cpu_threads_it_started_with(cli, demo_store, tmp_path, 
     whole = tmp_path / "whole" / "demo" / FAST_RUN / "seed42"
     assert json.loads((whole / "config.json").read_text())["threads"] == other
 
-    save_trainer, calls = runs_mod.save_trainer, {"n": 0}
-
-    def save_then_interrupt(path, trainer):
-        save_trainer(path, trainer)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(runs_mod, "save_trainer", save_then_interrupt)
+    interrupt_after(monkeypatch, 2)
     assert _train(cli, demo_store, tmp_path / "cut", "--threads", str(other)).exit_code == 130
     assert torch.get_num_threads() == default
-    monkeypatch.setattr(runs_mod, "save_trainer", save_trainer)
     r = _train(cli, demo_store, tmp_path / "cut", "--threads", str(default))
     assert r.exit_code == 1 and f"trains with {other} CPU thread(s)" in r.stderr
     assert _train(cli, demo_store, tmp_path / "cut").exit_code == 0
@@ -253,6 +209,7 @@ def test_a_run_keeps_the_cpu_threads_it_started_with(cli, demo_store, tmp_path, 
     assert f"left out: {whole}" in r.stderr, r
 
 
+@pytest.mark.slow
 def test_runs_side_by_side_match_the_same_runs_alone(cli, demo_store, tmp_path):
     """--jobs trains runs in worker processes with a share of the cores each: every run has the
     bytes of the same run trained alone with that many threads; a run that fails is one error
@@ -283,6 +240,7 @@ def test_runs_side_by_side_match_the_same_runs_alone(cli, demo_store, tmp_path):
     assert r.exit_code == 1 and len(errors) == 3 and errors[2].startswith("Error: 2 of 2 runs failed"), r.stderr
 
 
+@pytest.mark.slow
 def test_side_by_side_workers_load_the_callers_plugins(cli, demo_store, tmp_path):
     """Workers train with the plugins of the command that started them, also a module registered
     by hand from a folder no longer on sys.path (the example plugin's head): the bytes of the
@@ -303,7 +261,7 @@ def test_side_by_side_workers_load_the_callers_plugins(cli, demo_store, tmp_path
         pass
 
     pm.register(LocalPlugin(), "local")
-    line = _one_error_line(_train(cli, demo_store, tmp_path / "refused", *settings, "--jobs", "2", manager=pm))
+    line = one_error_line(_train(cli, demo_store, tmp_path / "refused", *settings, "--jobs", "2", manager=pm))
     assert line.startswith("Error: plugin 'local' cannot be sent to worker processes (") and line.endswith(
         "register a module, or train without --jobs")
     assert not (tmp_path / "refused").exists()
@@ -330,6 +288,7 @@ def _running(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_stopping_side_by_side_runs_stops_every_worker_and_they_resume(cli, demo_store, tmp_path):
     """A `train --jobs 2` command stopped three ways while its workers train: SIGTERM to the
     command alone (one 'Stopped' line, exit 143), kill -9 of the command alone (nothing can run in
@@ -377,6 +336,7 @@ def test_stopping_side_by_side_runs_stops_every_worker_and_they_resume(cli, demo
         assert a.read_bytes() == b.read_bytes()
 
 
+@pytest.mark.slow
 def test_torchrun_spreads_the_runs_over_its_ranks(cli, demo_store, tmp_path):
     """`torchrun --nproc-per-node 2 -m clipclap_cli train ...` on the CPU (gloo): each rank
     trains a disjoint share of the runs into the shared runs folder and rank 0 prints one table
@@ -425,6 +385,7 @@ def _store_with_clip_labels_only(demo_store, path):
     return out
 
 
+@pytest.mark.slow
 def test_a_head_reads_only_the_label_embeddings_it_needs(cli, demo_store, tmp_path):
     """`-p labels=clip` trains on a dataset without CLAP label embeddings, to the numbers of the
     same run on the full store (the head reads only the CLIP columns there); the default head,
@@ -433,7 +394,7 @@ def test_a_head_reads_only_the_label_embeddings_it_needs(cli, demo_store, tmp_pa
     store = _store_with_clip_labels_only(demo_store, tmp_path / "clip-only.zarr")
     before = tree_digest(tmp_path / "clip-only.zarr")
     for params in ([], ["-p", "modality=audio"]):
-        line = _one_error_line(_train(cli, store.location, tmp_path / "refused", *params))
+        line = one_error_line(_train(cli, store.location, tmp_path / "refused", *params))
         assert line == ("Error: head 'clipclap' reads " + ("clap" if params else "clip and clap")
                         + " label embeddings; dataset 'demo' in " + str(store)
                         + " has clip (run `clipclap embed demo --encoder clap` first)")
@@ -467,6 +428,7 @@ def test_a_head_must_name_known_label_embeddings_in_order(demo_store):
             check_label_parts(store, "demo", dims, head, None)
 
 
+@pytest.mark.slow
 def test_a_run_trains_in_one_process_at_a_time(cli, demo_store, reference_run, tmp_path):
     """The same run started twice (two terminals, a job launched twice): the second is refused in
     one line while the first lives; a lock left by a process that died is taken over, and the
@@ -480,7 +442,7 @@ def test_a_run_trains_in_one_process_at_a_time(cli, demo_store, reference_run, t
     (run / RUN_MARKER).write_text('{"run_format": 2}')  # a run folder clipclap made (runs write only into runs)
     lock = run / "train.lock"
     lock.write_text(f"{socket.gethostname()} {os.getpid()}")  # a live process: this one
-    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
+    line = one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
     assert line == (f"Error: run {run} is being trained by another process (host and pid: {socket.gethostname()} "
                     f"{os.getpid()}); wait for it or stop it; if it died on another machine, remove {lock}")
     assert not (run / "stage1").exists()
@@ -491,6 +453,7 @@ def test_a_run_trains_in_one_process_at_a_time(cli, demo_store, reference_run, t
     assert not lock.exists()
 
 
+@pytest.mark.slow
 def test_a_head_named_twice_is_one_run(cli, demo_store, reference_run, tmp_path):
     """`--head clipclap,clipclap --jobs 2` asks for one run, not for two workers racing on one
     folder (which failed on config.json's atomic write)."""
@@ -534,7 +497,7 @@ def test_run_written_before_a_setting_existed_still_resumes(cli, demo_store, ref
     assert row["n"] == "2"
     config["spec"]["train"]["weight_decay"] = 0.5  # a real difference still stops it
     (run / "config.json").write_text(json.dumps(config))
-    assert "(train.weight_decay)" in _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
+    assert "(train.weight_decay)" in one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
 
 
 def test_finished_run_is_reused_and_says_so(cli, demo_store, reference_run, tmp_path):
@@ -560,27 +523,27 @@ def test_damaged_run_files_are_one_clear_line(cli, demo_store, reference_run, tm
     config = run / "config.json"
     good = json.loads(config.read_text())
     config.write_text(json.dumps({"spec": {"dataset": "demo"}, "clipclap_version": "9.9"}))
-    line = _one_error_line(cli("evaluate", run))
+    line = one_error_line(cli("evaluate", run))
     assert "config.json is not one this clipclap can read (store: missing)" in line and "clipclap 9.9" in line
     config.write_text(json.dumps(good)[:40])  # cut short, as by a full disk
-    assert "config.json is damaged (not valid JSON" in _one_error_line(cli("evaluate", run))
-    assert "config.json is damaged" in _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
+    assert "config.json is damaged (not valid JSON" in one_error_line(cli("evaluate", run))
+    assert "config.json is damaged" in one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
     config.write_text("[]")  # valid JSON, but not a run's
     for args in (("evaluate", run), ("train", "demo", "--store", demo_store, "--run", run, *FAST)):
-        assert "config.json is not one this clipclap can read" in _one_error_line(cli(*args))
+        assert "config.json is not one this clipclap can read" in one_error_line(cli(*args))
     config.write_text(json.dumps(good))
     result = (run / "stage1" / "result.json").read_bytes()
     (run / "stage1" / "result.json").write_bytes(b"\xff\xfe")
-    assert "result.json is damaged" in _one_error_line(cli("evaluate", run))
+    assert "result.json is damaged" in one_error_line(cli("evaluate", run))
     # a model cut short (a partial copy), and a resume state that cannot be read back
     (run / "stage1" / "result.json").write_bytes(result)
     best = run / "stage1" / "best.safetensors"
     best.write_bytes(best.read_bytes()[:100])
-    assert _one_error_line(cli("evaluate", run)).startswith(f"Error: {best} is damaged (SafetensorError: ")
+    assert one_error_line(cli("evaluate", run)).startswith(f"Error: {best} is damaged (SafetensorError: ")
     shutil.rmtree(run / "stage2")
     (run / "stage1" / "result.json").unlink()
     (run / "stage1" / "checkpoint-last.safetensors").write_bytes(b"\x08" + bytes(15))
-    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
+    line = one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
     assert "checkpoint-last.safetensors is damaged" in line and line.endswith(
         "remove its stage folder and rerun the same command to train that stage again")
 
@@ -591,7 +554,7 @@ def test_run_whose_store_moved_evaluates_with_store_option(cli, demo_store, refe
     config = json.loads((run / "config.json").read_text())
     config["store"] = str(tmp_path / "gone.zarr")
     (run / "config.json").write_text(json.dumps(config))
-    line = _one_error_line(cli("evaluate", run))
+    line = one_error_line(cli("evaluate", run))
     assert "gone.zarr, which is not there any more; pass --store" in line
     assert cli("evaluate", run, "--store", demo_store).exit_code == 0
     assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
@@ -619,7 +582,7 @@ def test_run_on_changed_data_is_refused_not_mixed(cli, demo_store, reference_run
     fs.write_label_embeddings("demo", "clip", fs.read_label_embeddings("demo", "clip")[::-1].copy(), {})
     before = tree_digest(run)
     for args in (["evaluate", run], ["train", "demo", "--store", store, "--run", run, *FAST]):
-        line = _one_error_line(cli(*args))
+        line = one_error_line(cli(*args))
         assert "was trained on other 'demo' data (split 'cls_split') than the store now holds" in line
     assert tree_digest(run) == before
     # a run written before clipclap recorded the digest is taken as it is
@@ -641,6 +604,7 @@ def test_run_is_evaluated_on_its_own_store_not_the_environments(cli, demo_store,
     assert not (tmp_path / "elsewhere.zarr").exists()
 
 
+@pytest.mark.slow
 def test_a_run_on_an_object_store_matches_the_folder_run(cli, reference_run, tmp_path):
     """The same data behind an fsspec URL (the in-memory file system, an object store) trains to
     byte-identical results; the run records the URL and `evaluate RUN` reads it back from there."""
@@ -662,48 +626,41 @@ def test_a_run_on_an_object_store_matches_the_folder_run(cli, reference_run, tmp
         fsspec.filesystem("memory").rm(f"/{bucket}", recursive=True)
 
 
-def _one_error_line(r):
-    assert r.exit_code == 1, r
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
-    return lines[0]
-
-
 def test_bad_inputs_fail_cleanly(cli, demo_store, reference_run, tmp_path):
     # unknown run
-    assert "no such run" in _one_error_line(cli("evaluate", tmp_path / "nope"))
+    assert "no such run" in one_error_line(cli("evaluate", tmp_path / "nope"))
     # a folder above a run, and a stage folder inside one: the message names the run
     runs = reference_run.parents[2]
-    assert _one_error_line(cli("evaluate", runs)) == (
+    assert one_error_line(cli("evaluate", runs)) == (
         f"Error: {runs} is a folder of runs, not a run: evaluate one of them ({reference_run}), "
         f"or tabulate them all with `clipclap report {runs}`")
-    assert _one_error_line(cli("evaluate", reference_run / "stage1")) == (
+    assert one_error_line(cli("evaluate", reference_run / "stage1")) == (
         f"Error: {reference_run / 'stage1'} is inside the run {reference_run}: evaluate that folder")
     # stage 2 without stage 1, then evaluate of a run with stage 1 missing
     run = tmp_path / "fresh"
-    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, "--stage", "2", *FAST))
+    line = one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, "--stage", "2", *FAST))
     assert "no completed stage 1" in line and not run.exists()
     # evaluate a run whose stage 2, then whose stage 1, is missing
     assert cli("train", "demo", "--store", demo_store, "--run", run, "--stage", "1",
                "--epochs", "1", "--batches-per-epoch", "5").exit_code == 0
-    assert "no completed stage 2" in _one_error_line(cli("evaluate", run))
+    assert "no completed stage 2" in one_error_line(cli("evaluate", run))
     shutil.rmtree(run / "stage1")
-    assert "no completed stage 1" in _one_error_line(cli("evaluate", run))
+    assert "no completed stage 1" in one_error_line(cli("evaluate", run))
     # a dataset without the requested split: nothing written
-    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--run", tmp_path / "r2",
+    line = one_error_line(cli("train", "demo", "--store", demo_store, "--run", tmp_path / "r2",
                                "--split", "main_split"))
     assert "has no split 'main_split'" in line and not (tmp_path / "r2").exists()
     # unknown head and bad head parameter
-    assert "Did you mean 'clipclap'" in _one_error_line(
+    assert "Did you mean 'clipclap'" in one_error_line(
         cli("train", "demo", "--store", demo_store, "--head", "clipclp"))
-    assert "unknown parameter 'widht'" in _one_error_line(
+    assert "unknown parameter 'widht'" in one_error_line(
         cli("train", "demo", "--store", demo_store, "-p", "widht=3", "--run", tmp_path / "r3"))
     # a checkpoint whose shapes do not fit the head
     state = {k: v for k, v in _safetensors(reference_run / "stage2" / "final.safetensors").items()}
     good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
     torch.save({"model": state, "epoch": 2}, good)
     torch.save({"model": state | {"W_proj.fc.0.weight": torch.zeros(64, 100)}, "epoch": 2}, bad)
-    line = _one_error_line(cli("evaluate", "demo", "--store", demo_store, "--stage1", good, "--stage2", bad))
+    line = one_error_line(cli("evaluate", "demo", "--store", demo_store, "--stage1", good, "--stage2", bad))
     assert "W_proj.fc.0.weight has shape (64, 100)" in line
 
 
@@ -712,11 +669,10 @@ def test_heads_that_cannot_be_built_are_one_clear_line(cli, demo_store, tmp_path
     error line before any run folder is written."""
     from dataclasses import dataclass
 
-    from clipclap_cli import hookimpl
     from clipclap_cli.plugins.fusion_head import FusionHead
     from clipclap_cli.plugins.manager import make_plugin_manager
 
-    assert _one_error_line(_train(cli, demo_store, tmp_path / "runs", "-p", "dropout=1.5")) == (
+    assert one_error_line(_train(cli, demo_store, tmp_path / "runs", "-p", "dropout=1.5")) == (
         "Error: parameter dropout=1.5: expected 0 <= dropout < 1")
 
     class Broken(FusionHead):
@@ -729,15 +685,10 @@ def test_heads_that_cannot_be_built_are_one_clear_line(cli, demo_store, tmp_path
         def __init__(self, dims, params):
             raise RuntimeError(f"no room for {params.size}")
 
-    class Plugin:
-        @hookimpl
-        def register_heads(self, register):
-            register(Broken)
-
     pm = make_plugin_manager(entrypoints=False)
-    pm.register(Plugin(), "broken")
+    register_plugin(pm, "broken", heads=[Broken])
     for extra, said, size in (((), "its defaults", 4), (("-p", "size=5"), "{'size': 5}", 5)):
-        line = _one_error_line(_train(cli, demo_store, tmp_path / "runs", "--head", "broken", *extra, manager=pm))
+        line = one_error_line(_train(cli, demo_store, tmp_path / "runs", "--head", "broken", *extra, manager=pm))
         assert line == f"Error: head 'broken' cannot be built with {said} (RuntimeError: no room for {size})"
     assert not (tmp_path / "runs").exists()
 
@@ -754,7 +705,7 @@ def test_split_whose_training_class_lost_its_videos_is_one_clear_line(cli, demo_
     lost = split.classes["stage_1_train"][3]
     train = split.indices["stage_1_train"]
     fs.write_split("demo", "holey", {**split.indices, "stage_1_train": train[labels[train] != lost]}, split.classes, {})
-    line = _one_error_line(_train(cli, store, tmp_path / "runs", "--split", "holey"))
+    line = one_error_line(_train(cli, store, tmp_path / "runs", "--split", "holey"))
     assert line == (f"Error: split 'holey' of dataset 'demo' has training classes without training videos "
                     f"(stage_1_train: {fs.info('demo')['classes'][lost]}), which class-balanced sampling cannot "
                     "draw: extract their videos, or write another split")
@@ -770,7 +721,7 @@ def test_split_whose_training_class_lost_its_videos_is_one_clear_line(cli, demo_
     ("--seeds", "0", "must be at least 1, not 0"),
 ])
 def test_out_of_range_settings_are_refused_before_any_write(cli, demo_store, tmp_path, option, value, problem):
-    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "runs", option, value))
+    line = one_error_line(cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "runs", option, value))
     assert line == f"Error: {option} {problem}" and not (tmp_path / "runs").exists()
 
 
@@ -860,9 +811,9 @@ def test_reference_experiment_folders_evaluate_like_get_evaluation(cli, demo_sto
     assert r.exit_code == 0 and json.loads(r.stdout)["checkpoints"]["stage2"] == str(stage2_file), r
     # a folder without the file it should hold: one line, naming the pattern
     stage2_file.unlink()
-    line = _one_error_line(cli("evaluate", "demo", "--stage1", a, "--stage2", b, "--store", demo_store))
+    line = one_error_line(cli("evaluate", "demo", "--stage1", a, "--stage2", b, "--store", demo_store))
     assert line.startswith(f"Error: {b}: no checkpoints/*_ckpt_{best}.pt (stage 2's checkpoint of the epoch")
-    line = _one_error_line(cli("evaluate", "demo", "--stage1", tmp_path, "--stage2", b, "--store", demo_store))
+    line = one_error_line(cli("evaluate", "demo", "--stage1", tmp_path, "--stage2", b, "--store", demo_store))
     assert line.startswith(f"Error: {tmp_path}: no *_score.pt (the best model by validation HM")
 
 
@@ -885,6 +836,7 @@ def test_checkpoint_evaluation_shows_the_papers_figures(cli, demo_store, referen
         assert r.exit_code == 0 and len(r.stderr.strip().splitlines()) == 1 and "paper" not in r.stderr, r
 
 
+@pytest.mark.slow
 def test_report_groups_seeds_as_mean_and_std(cli, demo_store, tmp_path):
     r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--seeds", "2", "--seed", "1", *FAST)
     assert r.exit_code == 0, r
@@ -958,19 +910,19 @@ def test_report_names_the_runs_it_leaves_out(cli, reference_run, tmp_path):
     assert r.exit_code == 0 and r.stdout == cli("report", done).stdout, r
     assert r.stderr.strip() == f"not in the table: 1 run(s) without results yet ({pending})"
     shutil.rmtree(done)
-    line = _one_error_line(cli("report", tmp_path / "runs"))
+    line = one_error_line(cli("report", tmp_path / "runs"))
     assert line == (f"Error: no evaluated runs under {tmp_path / 'runs'} "
                     "(1 run(s) there have no results yet: finish them with `clipclap train`)")
 
 
 def test_report_errors(cli, reference_run, tmp_path):
-    assert "no such run" in _one_error_line(cli("report", tmp_path / "nothing"))
-    assert "no evaluated runs" in _one_error_line(cli("report", tmp_path))
-    assert "unknown format 'pdf'" in _one_error_line(cli("report", tmp_path, "--format", "pdf"))
+    assert "no such run" in one_error_line(cli("report", tmp_path / "nothing"))
+    assert "no evaluated runs" in one_error_line(cli("report", tmp_path))
+    assert "unknown format 'pdf'" in one_error_line(cli("report", tmp_path, "--format", "pdf"))
     # an output the system refuses (a folder inside a file) is the shell's line, not a traceback
     (tmp_path / "a-file").write_text("")
     for option in ("--plots", "--output"):
-        line = _one_error_line(cli("report", reference_run, option, tmp_path / "a-file" / "out"))
+        line = one_error_line(cli("report", reference_run, option, tmp_path / "a-file" / "out"))
         assert line.startswith(f"Error: {tmp_path / 'a-file'}"), line
         assert line.endswith((": Not a directory", ": File exists")), line  # as mkdir meets it
 
@@ -983,6 +935,7 @@ def test_training_leaves_the_store_untouched(cli, demo_store, tmp_path):
     assert json.loads((tmp_path / "r" / "stage1" / "result.json").read_text())["best_epoch"] == 1  # the only one
 
 
+@pytest.mark.slow
 def test_every_head_trains_both_stages_above_chance(cli, demo_store, tmp_path):
     """`--head all`: each registered head through stage 1, stage 2 and the test evaluation."""
     from clipclap_cli.plugins.registry import list_heads
@@ -1101,7 +1054,7 @@ def test_a_head_with_bad_training_defaults_is_named(pm):
 def test_misspelt_head_in_datasets_toml_is_one_clear_error(cli, demo_store, tmp_path):
     user = tmp_path / "mine.toml"
     user.write_text('[datasets.demo.head_train]\ntcfa = { lr = 6e-5 }\n')
-    line = _one_error_line(cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "runs",
+    line = one_error_line(cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "runs",
                                "--datasets", user))
     assert "[datasets.demo] head_train.tcfa" in line and "'tcaf'" in line
     assert not (tmp_path / "runs").exists()
@@ -1117,7 +1070,7 @@ def test_bias_grid_and_scheduler_are_protocol_options(cli, demo_store, tmp_path)
     assert len(results["test_curve"]["beta"]) == 16 and results["test_curve"]["beta"][-1] == pytest.approx(3.0)
     assert round(results["val"]["beta"] / 0.2, 4) == round(results["val"]["beta"] / 0.2)  # on AVCA's 0.2 steps
     assert "| clipclap (epochs=2, batches-per-epoch=10, beta-grid=0:3:16, no-lr-scheduler) |" in r.stdout
-    assert "--beta-grid '0:x'" in _one_error_line(cli("train", "demo", "--store", demo_store, "--beta-grid", "0:x"))
+    assert "--beta-grid '0:x'" in one_error_line(cli("train", "demo", "--store", demo_store, "--beta-grid", "0:x"))
 
 
 def test_no_lr_scheduler_never_steps_it(demo_store):

@@ -17,17 +17,9 @@ from clipclap_cli.api import PARTITIONS, FeatureBundle
 from clipclap_cli.data.splits import check_scorable
 from clipclap_cli.errors import ImportDataError, SplitError
 from clipclap_cli.store.feature_store import FeatureStore
-from conftest import tree_digest
+from helpers import register_plugin, tree_digest
 
 TRAIN = ["--epochs", "1", "--batches-per-epoch", "2"]
-
-
-@pytest.fixture
-def store(tmp_path, demo_store) -> Path:
-    """A copy of the demo store to damage."""
-    path = tmp_path / "s.zarr"
-    shutil.copytree(demo_store, path)
-    return path
 
 
 def _array(store: Path, name: str) -> Path:
@@ -69,22 +61,21 @@ def test_import_refuses_non_finite_data_by_name(tmp_path, where, row, value, say
     assert not (tmp_path / "s.zarr").exists() or fs.datasets() == []
 
 
-def test_train_refuses_a_store_holding_nan_and_writes_no_run(cli, store, tmp_path):
+def test_train_refuses_a_store_holding_nan_and_writes_no_run(cli, demo_copy, tmp_path):
     """NaN in the stored features (a store written by hand, or by a version that did not check):
     train stops before any work, naming the dataset, the array, the rows and the first ids."""
     import zarr
 
-    arr = zarr.open_array(_array(store, "features/video"), mode="r+")
-    ids = FeatureStore(store).read_videos("demo")[0]
+    arr = zarr.open_array(_array(demo_copy, "features/video"), mode="r+")
+    ids = FeatureStore(demo_copy).read_videos("demo")[0]
     arr[[5, 9], 3] = np.nan
-    line = _one_line(cli("train", "demo", "--store", store, "--runs-dir", tmp_path / "runs", *TRAIN))
+    line = _one_line(cli("train", "demo", "--store", demo_copy, "--runs-dir", tmp_path / "runs", *TRAIN))
     assert f"features/video is damaged: 2 of {len(ids)} rows hold non-finite values (videos: {ids[5]}, {ids[9]})" \
         in line, line
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_loss_that_turns_non_finite_stops_the_run_and_keeps_the_last_good_checkpoint(cli, pm, store, tmp_path):
-    from clipclap_cli import hookimpl
+def test_a_loss_that_turns_non_finite_stops_the_run_and_keeps_the_last_good_checkpoint(cli, pm, demo_copy, tmp_path):
     from clipclap_plugins.clipclap_head import ClipClapHead
 
     calls = {"n": 0}
@@ -99,14 +90,9 @@ def test_a_loss_that_turns_non_finite_stops_the_run_and_keeps_the_last_good_chec
             calls["n"] += 1
             return (loss * float("nan") if calls["n"] == 5 else loss), parts
 
-    class Plugin:
-        @hookimpl
-        def register_heads(self, register):
-            register(Exploding)
-
-    pm.register(Plugin(), name="exploding")
+    register_plugin(pm, "exploding", heads=[Exploding])
     runs = tmp_path / "runs"
-    r = cli("train", "demo", "--head", "exploding", "--store", store, "--runs-dir", runs, "--epochs", "3",
+    r = cli("train", "demo", "--head", "exploding", "--store", demo_copy, "--runs-dir", runs, "--epochs", "3",
             "--batches-per-epoch", "3")
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]  # after the epoch-1 progress
     assert r.exit_code == 1 and len(errors) == 1, r
@@ -145,29 +131,29 @@ def _damage(store: Path, how: str) -> str:
 
 @pytest.mark.parametrize("how", ["deleted chunk", "truncated chunk", "altered byte", "array cut short",
                                  "split chunk deleted"])
-def test_damage_is_one_line_naming_the_array_and_its_repair_which_works(cli, store, tmp_path, how):
+def test_damage_is_one_line_naming_the_array_and_its_repair_which_works(cli, demo_copy, tmp_path, how):
     """Training on a damaged store stops in one line that names the dataset, the array and the
     command that writes it again; `verify` lists it and exits 1; the printed repair, run as
     printed, leaves a store that verifies clean."""
-    array = _damage(store, how)
-    before = tree_digest(store)
-    line = _one_line(cli("train", "demo", "--store", store, "--runs-dir", tmp_path / "runs", *TRAIN))
-    assert f"dataset 'demo' in {store}: {array} is damaged" in line, line
+    array = _damage(demo_copy, how)
+    before = tree_digest(demo_copy)
+    line = _one_line(cli("train", "demo", "--store", demo_copy, "--runs-dir", tmp_path / "runs", *TRAIN))
+    assert f"dataset 'demo' in {demo_copy}: {array} is damaged" in line, line
     assert not (tmp_path / "runs").exists()
-    r = cli("verify", "--store", store, "--json")
+    r = cli("verify", "--store", demo_copy, "--json")
     assert r.exit_code == 1, r
     [row] = [row for row in json.loads(r.stdout) if row["status"] != "ok"]
     assert row["array"] == array and row["status"] == "damaged", row
-    assert tree_digest(store) == before  # verify and the refused train only read
+    assert tree_digest(demo_copy) == before  # verify and the refused train only read
     repair = re.search(r"`(clipclap [^`]+)`", row["repair"]).group(1)
     r = cli(*shlex.split(repair)[1:])
     assert r.exit_code == 0, (repair, r)
-    r = cli("verify", "--store", store, "--json")
+    r = cli("verify", "--store", demo_copy, "--json")
     assert r.exit_code == 0 and {row["status"] for row in json.loads(r.stdout)} == {"ok"}, (repair, r)
 
 
-def test_verify_of_an_intact_store_and_of_one_written_without_checksums(cli, store, tmp_path, monkeypatch):
-    r = cli("verify", "--store", store)
+def test_verify_of_an_intact_store_and_of_one_written_without_checksums(cli, demo_copy, tmp_path, monkeypatch):
+    r = cli("verify", "--store", demo_copy)
     assert r.exit_code == 0 and "0 damaged" in r.stderr, r
     # a store as clipclap wrote it before checksums: arrays with no CRC codec
     from clipclap_cli.store import feature_store as store_module
@@ -210,10 +196,10 @@ def test_check_scorable_by_hand():
         check_scorable(indices, classes, labels, names, "s")
 
 
-def test_a_stored_split_with_an_empty_test_class_is_refused_before_training(cli, store, tmp_path):
+def test_a_stored_split_with_an_empty_test_class_is_refused_before_training(cli, demo_copy, tmp_path):
     """A split written before `split` checked (here: by hand) that lists a test-unseen class
     with no test videos: train and evaluate refuse it, naming the class, instead of scoring it 0 %."""
-    fs = FeatureStore(store)
+    fs = FeatureStore(demo_copy)
     s = fs.read_split("demo", "cls_split")
     _, labels, _ = fs.read_videos("demo")
     indices = dict(s.indices)
@@ -221,7 +207,8 @@ def test_a_stored_split_with_an_empty_test_class_is_refused_before_training(cli,
     indices["stage_2_test_unseen"] = indices["stage_2_test_unseen"][labels[indices["stage_2_test_unseen"]] != victim]
     fs.write_split("demo", "holey", indices, s.classes, {})
     name = fs.info("demo")["classes"][victim]
-    line = _one_line(cli("train", "demo", "--split", "holey", "--store", store, "--runs-dir", tmp_path / "r", *TRAIN))
+    line = _one_line(cli("train", "demo", "--split", "holey", "--store", demo_copy, "--runs-dir", tmp_path / "r",
+                         *TRAIN))
     assert "split 'holey' of dataset 'demo' cannot be scored honestly" in line, line
     assert f"stage_2_test_unseen lists 1 class(es) without videos there ({name})" in line, line
     assert not (tmp_path / "r").exists()
@@ -295,29 +282,29 @@ def test_evaluate_states_how_many_classes_each_metric_averages(cli, demo_store, 
 
 
 @pytest.mark.parametrize("how", ["array metadata deleted", "dataset metadata truncated", "root metadata truncated"])
-def test_damaged_metadata_is_named_and_repairable(cli, store, tmp_path, how):
+def test_damaged_metadata_is_named_and_repairable(cli, demo_copy, tmp_path, how):
     """Damage to the metadata rather than to the chunks: one line, no traceback; `verify` names
     it; generating the dataset again (what the line says) repairs it (the root's metadata is
     written by hand, as the line says)."""
-    group = _array(store, "")
+    group = _array(demo_copy, "")
     if how == "array metadata deleted":
         (group / "features" / "audio" / "zarr.json").unlink()
     elif how == "dataset metadata truncated":
         (group / "zarr.json").write_text((group / "zarr.json").read_text()[:30])
     else:
-        (store / "zarr.json").write_text('{"zarr_format": 3,')
-    r = cli("train", "demo", "--store", store, "--runs-dir", tmp_path / "runs", *TRAIN)
+        (demo_copy / "zarr.json").write_text('{"zarr_format": 3,')
+    r = cli("train", "demo", "--store", demo_copy, "--runs-dir", tmp_path / "runs", *TRAIN)
     line = _one_line(r)
     assert "damaged" in line or "lacks audio features" in line, line
-    r = cli("verify", "--store", store)
+    r = cli("verify", "--store", demo_copy)
     assert r.exit_code == 1 and "Traceback" not in r.stderr, r
     if how == "root metadata truncated":
         assert "root metadata (zarr.json) cannot be read" in r.stderr
-        (store / "zarr.json").write_text(re.search(r"write it again as (\{.*\}) to open", r.stderr).group(1))
+        (demo_copy / "zarr.json").write_text(re.search(r"write it again as (\{.*\}) to open", r.stderr).group(1))
     else:
         assert "damaged" in r.stdout, r
-        assert cli("demo", "--no-train", "--store", store).exit_code == 0
-    r = cli("verify", "--store", store, "--json")
+        assert cli("demo", "--no-train", "--store", demo_copy).exit_code == 0
+    r = cli("verify", "--store", demo_copy, "--json")
     assert r.exit_code == 0 and {row["status"] for row in json.loads(r.stdout)} == {"ok"}, r
 
 
@@ -344,12 +331,12 @@ def test_a_dataset_whose_videos_are_damaged_is_repaired_by_importing_it_again(tm
     assert [row for row in fs.verify("d") if row["status"] != "ok"] == []
 
 
-def test_generating_the_same_data_again_restores_lost_label_embeddings(cli, store):
+def test_generating_the_same_data_again_restores_lost_label_embeddings(cli, demo_copy):
     """A store that lost the label embeddings its data holds (a deleted folder) is not taken as
     unchanged: generating the same dataset again writes them back, as it does a damaged array."""
-    shutil.rmtree(_array(store, "label_embeddings"))
-    assert FeatureStore(store).label_embedding_names("demo") == {}
-    r = cli("demo", "--no-train", "--store", store)
+    shutil.rmtree(_array(demo_copy, "label_embeddings"))
+    assert FeatureStore(demo_copy).label_embedding_names("demo") == {}
+    r = cli("demo", "--no-train", "--store", demo_copy)
     assert r.exit_code == 0, r
-    assert set(FeatureStore(store).label_embedding_names("demo")) == {"clip", "clap"}
-    assert cli("verify", "--store", store).exit_code == 0
+    assert set(FeatureStore(demo_copy).label_embedding_names("demo")) == {"clip", "clap"}
+    assert cli("verify", "--store", demo_copy).exit_code == 0

@@ -28,7 +28,8 @@ import pytest
 from released_tree import write_released_tree
 from shared_material import BENCHMARKS
 
-pytestmark = pytest.mark.slow
+# one pytest-xdist worker runs them all: the tests take dependencies away from one shared environment
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheel")]
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRACT = ("av", "open_clip", "open_clip_torch", "transformers")
@@ -99,15 +100,15 @@ def _clipclap(env: dict, cwd: Path, *args) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def fresh(tmp_path_factory, wheel):
+def wheel_venv(tmp_path_factory, wheel):
     root = tmp_path_factory.mktemp("fresh")
     return root, _environment(root, wheel)
 
 
 @pytest.fixture
-def installed(fresh):
+def wheel_env(wheel_venv):
     """The fresh environment with every dependency (a test may take some away for itself)."""
-    root, env = fresh
+    root, env = wheel_venv
     yield root, env
     _use_dependencies(env, root / "deps", ())
 
@@ -130,8 +131,8 @@ def test_the_wheel_holds_the_benchmarks_data_unchanged(wheel):
             assert (gzip.decompress(data) if packed.endswith(".gz") else data) == (BENCHMARKS / rel).read_bytes(), rel
 
 
-def test_the_installed_wheel_works_outside_the_repository(installed, tmp_path):
-    root, env = installed
+def test_the_installed_wheel_works_outside_the_repository(wheel_env, tmp_path):
+    root, env = wheel_env
     where = _clipclap(env, tmp_path, "--version")
     assert where.returncode == 0, where.stderr
     python = Path(env["PATH"].split(os.pathsep)[0]) / "python"
@@ -159,10 +160,10 @@ def test_the_installed_wheel_works_outside_the_repository(installed, tmp_path):
     assert list((tmp_path / "runs").rglob("results.json")), r.stderr
 
 
-def test_embed_reads_the_prompts_the_wheel_ships(installed, tmp_path):
+def test_embed_reads_the_prompts_the_wheel_ships(wheel_env, tmp_path):
     """`embed` fills the shipped prompt templates (`{benchmarks}` is the package's copy): all of
     UCF's CLIP templates, as the public prompts file lists them."""
-    _, env = installed
+    _, env = wheel_env
     store = tmp_path / "s.zarr"
     assert _clipclap(env, tmp_path, "demo", "--store", store, "--no-train").returncode == 0
     r = _clipclap(env, tmp_path, "embed", "demo", "--store", store, "--encoder", "clip",
@@ -172,8 +173,8 @@ def test_embed_reads_the_prompts_the_wheel_ships(installed, tmp_path):
 
 
 @pytest.mark.parametrize("install", sorted(INSTALLS))
-def test_a_missing_extra_is_named_and_the_core_works(installed, tmp_path, install):
-    _, env = installed
+def test_a_missing_extra_is_named_and_the_core_works(wheel_env, tmp_path, install):
+    _, env = wheel_env
     _use_dependencies(env, tmp_path / "deps", INSTALLS[install])
     store = tmp_path / "s.zarr"
     r = _clipclap(env, tmp_path, "demo", "--store", store, "--epochs", "1", "--batches-per-epoch", "5", "--seeds", "1")
