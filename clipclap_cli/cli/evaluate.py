@@ -43,10 +43,12 @@ def install(app, pm) -> None:
         """
         from rich.markup import escape
 
-        from clipclap_cli.cli.report import check_output_place
         from clipclap_cli.errors import RunError
         from clipclap_cli.files import json_text
         from clipclap_cli.report.tables import as_percent
+        from clipclap_cli.runs.files import RESULTS
+        from clipclap_cli.runs.finding import check_output_place, find_run
+        from clipclap_cli.runs.folder import check_run_folder
         from clipclap_cli.runs.plan import parse_grid
         from clipclap_cli.runs.reference_checkpoints import evaluate_checkpoints
         from clipclap_cli.runs.results import evaluate_run
@@ -70,14 +72,10 @@ def install(app, pm) -> None:
         else:
             if legacy:  # a run records its label order; evaluating it with another would mix the two
                 raise RunError("--legacy-label-order is for checkpoints; a run uses the label order it was trained with")
-            run = Path(target)
-            if not (run / "config.json").exists():
-                raise RunError(not_a_run(run))
-            from clipclap_cli.runs.folder import check_run_folder
-
+            run = find_run(Path(target))
             check_run_folder(run)  # it writes results.json there: never into a store
             results = evaluate_run(run, None if store_path is None else store(store_path), pm)
-            where = run / "results.json"
+            where = run / RESULTS
         if output is not None:
             where = f"{where} and {output}" if where else output
             if _write_results(output, results):
@@ -99,20 +97,3 @@ def _write_results(path: Path, results: dict) -> bool:
     write_json(path, results)
     return replaced
 
-
-def not_a_run(path: Path) -> str:
-    """Why PATH is not a run folder, pointing at the run(s) the user most likely meant."""
-    if path.is_dir():
-        # runs sit up to three levels down (runs/DATASET/HEAD/seedN); a bounded search keeps a
-        # mistyped large folder (a store, a home directory) from being walked whole
-        runs = sorted(c.parent for depth in range(1, 4) for c in path.glob("*/" * depth + "config.json"))
-        if runs:
-            more = f" and {len(runs) - 1} more" if len(runs) > 1 else ""
-            return (f"{path} is a folder of runs, not a run: evaluate one of them ({runs[0]}{more}), "
-                    f"or tabulate them all with `clipclap report {path}`")
-        parents = list(path.parents) + list(path.absolute().parents)
-        inside = next((p for p in parents if (p / "config.json").exists()), None)
-        if inside is not None:
-            return f"{path} is inside the run {inside}: evaluate that folder"
-    return (f"{path}: no such run (a run folder holds config.json; "
-            "for a dataset with checkpoints pass --stage1 and --stage2)")

@@ -13,6 +13,7 @@ from rich.progress import TextColumn
 
 from clipclap_cli import __version__
 from clipclap_cli.cli.console import err, progress, test_figures
+from clipclap_cli.runs.files import RESULTS
 from clipclap_cli.train.scheduler import (
     Epoch,
     Failed,
@@ -151,7 +152,7 @@ class TrainingProgress:
             self._close()
 
     def _finished(self, e: Finished) -> None:
-        path = self.plan[e.run][0] / "results.json"
+        path = self.plan[e.run][0] / RESULTS
         self._ended(e.run, None if e.results is None else
                     f"{self._prefix(e.run)}test: {test_figures(e.results)} -> {path}")
 

@@ -56,6 +56,7 @@ def install(app, pm) -> None:
         from clipclap_cli.errors import ClipclapError
         from clipclap_cli.plugins.registry import list_heads
         from clipclap_cli.protocol import DEFAULT_BETA_GRID, check_options
+        from clipclap_cli.runs.finding import has_config
         from clipclap_cli.runs.folder import check_run_folder, check_runs_dir
         from clipclap_cli.runs.plan import RunRequest, parse_grid, plan_runs
         from clipclap_cli.train.distributed import torchrun_ranks
@@ -77,7 +78,7 @@ def install(app, pm) -> None:
         settings_given = (head != "clipclap" or params or seed is not None or split is not None or legacy
                           or any(v is not None for v in (epochs, lr, batches, batch_size, lr_scheduler))
                           or beta_grid != "0:5:76" or not replay)
-        if run_dir is not None and (run_dir / "config.json").exists() and not settings_given:
+        if run_dir is not None and has_config(run_dir) and not settings_given:
             _continue_run(run_dir, dataset, store_path, STAGES[stage], pm, threads)
             return
         fs = store(store_path or DEFAULT_STORE)

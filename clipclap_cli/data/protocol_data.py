@@ -1,30 +1,40 @@
-"""Features, label embeddings and split of one dataset as tensors, and the protocol's subsets."""
+"""One dataset as a run reads it: features, label embeddings, labels and split as tensors, the
+protocol's subsets and a digest of it all, from ONE consistent read that checks what it reads.
+
+A command reads a dataset once (`load_protocol_data`) and hands the result down: to training
+(trainer, stages), to evaluation (evaluate/evaluation.py), which go down from here and never
+back for more. The checks are done inside the read, before anything uses the data: arrays
+damaged or non-finite (the store), features missing, training classes without training videos
+(`Expected.trainable`), a split that cannot be scored honestly, and data other than a run was
+trained on (`Expected.digest`).
+"""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from clipclap_cli.api import LABEL_PARTS
-from clipclap_cli.data.splits import TRAINING_VIDEOS, check_scorable
-from clipclap_cli.errors import StoreError
+from clipclap_cli.data.splits import TRAINING_VIDEOS, check_scorable, check_training_videos
+from clipclap_cli.errors import RunError, StoreError
 from clipclap_cli.store.feature_store import FeatureStore
 
 
 @dataclass(frozen=True)
 class EvalSet:
-    """Videos to evaluate and the split's seen/unseen class ids."""
+    """Videos to evaluate, the split's seen/unseen class ids, and both together (ascending)."""
 
     videos: torch.Tensor
     seen: torch.Tensor
     unseen: torch.Tensor
+    classes: torch.Tensor = field(init=False)
 
-    @property
-    def classes(self) -> torch.Tensor:
-        return torch.sort(torch.cat([self.seen, self.unseen])).values
+    def __post_init__(self) -> None:  # made with the set, so that evaluation only reads it
+        object.__setattr__(self, "classes", torch.sort(torch.cat([self.seen, self.unseen])).values)
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,30 @@ class TrainSet:
 
     videos: torch.Tensor
     classes: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ProtocolSets:
+    """The protocol's subsets of a dataset (SPEC.md "Benchmarks and splits"), made by the read:
+    validation (stage 1's), test (stage 2's), and the training set of each stage."""
+
+    val: EvalSet
+    test: EvalSet
+    train: dict[int, TrainSet]
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the caller knows the data must be, checked inside the read (`load_protocol_data`).
+
+    `digest`: the digest a run recorded when it started (None: it recorded none, as runs of
+    clipclaps before the digest; they are taken as they are), `run` the run's folder, named in the
+    refusal. `trainable`: the data is read to train on, so every training class must have
+    training videos (class-balanced sampling draws each)."""
+
+    run: Path | None = None
+    digest: str | None = None
+    trainable: bool = False
 
 
 @dataclass
@@ -52,24 +86,28 @@ class ProtocolData:
     #: digest of every number read (features, label embeddings, labels, split): a run records it,
     #: so that resuming or evaluating it on data that has changed since is refused, not mixed
     digest: str = ""
+    sets: ProtocolSets = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sets = protocol_sets(self.indices, self.classes)
 
     def stage(self, stage: int) -> tuple[TrainSet, EvalSet]:
-        """Training set and validation set of stage 1 or 2 (SPEC.md "Benchmarks and splits")."""
-        val = EvalSet(torch.cat([self.indices["stage_1_val_seen"], self.indices["stage_1_val_unseen"]]),
-                      self.classes["stage_1_train"], self.classes["stage_1_val_unseen"])
-        classes = f"stage_{stage}_train"
-        videos = torch.cat([self.indices[p] for p in TRAINING_VIDEOS[classes]])
-        return TrainSet(videos, self.classes[classes]), val
+        """Training set and validation set of stage 1 or 2 (made once, by the read)."""
+        return self.sets.train[stage], self.sets.val
 
     def test(self) -> EvalSet:
-        return EvalSet(torch.cat([self.indices["stage_2_test_seen"], self.indices["stage_2_test_unseen"]]),
-                       self.classes["stage_2_test_seen"], self.classes["stage_2_test_unseen"])
+        return self.sets.test
 
 
-def label_matrix(store: FeatureStore, dataset: str, parts: tuple[str, ...] = LABEL_PARTS) -> np.ndarray:
-    """The label embedding of every class (rows by class id): the `parts` side by side,
-    [CLIP | CLAP] by default."""
-    return np.concatenate([store.read_label_embeddings(dataset, p) for p in parts], axis=1)
+def protocol_sets(indices: dict[str, torch.Tensor], classes: dict[str, torch.Tensor]) -> ProtocolSets:
+    """Validation, test and the stages' training sets from a split's indices and classes."""
+    val = EvalSet(torch.cat([indices["stage_1_val_seen"], indices["stage_1_val_unseen"]]),
+                  classes["stage_1_train"], classes["stage_1_val_unseen"])
+    test = EvalSet(torch.cat([indices["stage_2_test_seen"], indices["stage_2_test_unseen"]]),
+                   classes["stage_2_test_seen"], classes["stage_2_test_unseen"])
+    train = {stage: TrainSet(torch.cat([indices[p] for p in TRAINING_VIDEOS[f"stage_{stage}_train"]]),
+                             classes[f"stage_{stage}_train"]) for stage in (1, 2)}
+    return ProtocolSets(val, test, train)
 
 
 def legacy_label_permutation(prompt_names: list[str]) -> np.ndarray:
@@ -84,13 +122,16 @@ def legacy_label_permutation(prompt_names: list[str]) -> np.ndarray:
 
 
 def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: str = "cpu",
-                       legacy_label_order: bool = False, label_parts: tuple[str, ...] = LABEL_PARTS) -> ProtocolData:
-    """Read a dataset's features, label embeddings (`label_parts`, side by side) and split from
-    the store into tensors.
+                       legacy_label_order: bool = False, label_parts: tuple[str, ...] = LABEL_PARTS,
+                       expected: Expected | None = None) -> ProtocolData:
+    """Read a dataset's features, label embeddings (`label_parts`, side by side), labels and split
+    from the store into tensors, each array once, and check them (`expected`: what the caller
+    knows the data must be) before anything uses them.
 
     Classes get their own label embedding by name; `legacy_label_order` reproduces the
     reference's sorted-key misalignment instead (for matching old numbers). Everything comes
-    from one version of the dataset, even while another process writes it (`consistent_read`)."""
+    from one version of the dataset, even while another process writes it (`consistent_read`);
+    the store refuses a damaged or non-finite array as it reads it."""
     with store.consistent_read(dataset):
         split_data = store.read_split(dataset, split)
         info = store.info(dataset)
@@ -100,22 +141,26 @@ def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: st
             if needed not in names:
                 raise StoreError(f"dataset {dataset!r} has no {needed} features "
                                  "(run `clipclap extract` or `clipclap import`)")
-        class_text = label_matrix(store, dataset, label_parts)
+        class_text = np.concatenate([store.read_label_embeddings(dataset, p) for p in label_parts], axis=1)
         audio, video = store.read_features(dataset, "audio"), store.read_features(dataset, "video")
     dev = torch.device(device)
+    expected = expected or Expected()
     if legacy_label_order:
         class_text = class_text[legacy_label_permutation(list(info["prompt_names"]))]
+    classes = {k: sorted(v) for k, v in split_data.classes.items()}
+    class_names, where = list(info["classes"]), f"split {split!r} of dataset {dataset!r}"
+    if expected.trainable:  # first: a class without training videos would read as unscorable below
+        check_training_videos(split_data.indices, split_data.classes, labels, class_names, where)
+    # a split written before `split` refused unscorable ones, or by hand: checked before any work
+    check_scorable(split_data.indices, classes, labels, class_names, where)
+    digest = content_digest(audio, video, class_text, labels,
+                            *(split_data.indices[k] for k in sorted(split_data.indices)),
+                            *(np.asarray(classes[k], dtype=np.int64) for k in sorted(classes)))
+    check_same_data(expected, digest, dataset, split)
 
     def t(x, dtype=None):
         return torch.as_tensor(x, dtype=dtype).to(dev)
 
-    classes = {k: sorted(v) for k, v in split_data.classes.items()}
-    # a split written before `split` refused unscorable ones, or by hand: checked before any work
-    check_scorable(split_data.indices, classes, labels, list(info["classes"]),
-                   f"split {split!r} of dataset {dataset!r}")
-    digest = content_digest(audio, video, class_text, labels,
-                            *(split_data.indices[k] for k in sorted(split_data.indices)),
-                            *(np.asarray(classes[k], dtype=np.int64) for k in sorted(classes)))
     return ProtocolData(
         dataset=dataset,
         split=split,
@@ -125,10 +170,19 @@ def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: st
         labels=t(labels, torch.long),
         indices={k: t(v, torch.long) for k, v in split_data.indices.items()},
         classes={k: t(v, torch.long) for k, v in classes.items()},
-        num_classes=len(info["classes"]),
-        class_names=list(info["classes"]),
+        num_classes=len(class_names),
+        class_names=class_names,
         digest=digest,
     )
+
+
+def check_same_data(expected: Expected, digest: str, dataset: str, split: str) -> None:
+    """Refuse data other than a run was started on (`expected.digest`): its features, label
+    embeddings or split changed since. A run that recorded no digest is taken as it is."""
+    if expected.digest and expected.digest != digest:
+        raise RunError(f"run {expected.run} was trained on other {dataset!r} data (split {split!r}) than the store "
+                       "now holds: its features, label embeddings or split changed since; train a new run on this "
+                       "data (another --run folder), or point --store at the data the run was trained on")
 
 
 def content_digest(*arrays: np.ndarray) -> str:

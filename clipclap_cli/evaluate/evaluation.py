@@ -18,11 +18,11 @@ def evaluate_models(data: ProtocolData, stage1_head, stage2_head,
                     grid: tuple[float, float, int] = DEFAULT_BETA_GRID) -> dict[str, Any]:
     """S, U, HM, ZSL on test at beta*, per-class accuracy, and the S/U/HM curves over the grid."""
     betas = bias_grid(*grid)
-    _, val = data.stage(1)
+    val = data.sets.val  # the read made the subsets: nothing here reads or computes them again
     val_results = evaluate_head(stage1_head, data, val, betas=betas)
     val_betas = {m: r.best.beta for m, r in val_results.items()}
     beta = beta_star(val_betas)
-    test = data.test()
+    test = data.sets.test
     fixed = evaluate_head(stage2_head, data, test, fixed_beta=beta)["both"].best
     curve = evaluate_head(stage2_head, data, test, betas=betas)["both"]
     names = data.class_names

@@ -14,9 +14,11 @@
 Epochs count from 1 in every file, as on the console (`trainer.RUN_FORMAT`); accuracies in
 files are fractions (0-1), each JSON file says so in `units`, and what people read is percent.
 
-This layer holds what both training and evaluation read and write about runs: spec (what a run
-is, the head it builds), folder (the folder, its files and names), plan (from a `train` command
-to its runs), results (a run's test evaluation), checkpoints and run_format (the files' bytes and
-versions), reference_checkpoints (the reference's own models). Training them is clipclap_cli.train;
-the arithmetic of evaluation is clipclap_cli.evaluate.
+The names above are spelled in one place, files.py. This layer holds what both training and
+evaluation read and write about runs: spec (what a run is, the head it builds), files (the
+names), config (config.json read and checked), finding (is this a run, which run or store is a
+path in), folder (creating or reopening a run folder, its threads, the data it recorded), plan
+(from a `train` command to its runs), results (a run's test evaluation), checkpoints and
+run_format (the files' bytes and versions), reference_checkpoints (the reference's own models).
+Training them is clipclap_cli.train; the arithmetic of evaluation is clipclap_cli.evaluate.
 """

@@ -1,78 +1,38 @@
-"""A run folder: its name, its files (written atomically), the CPU threads and data it was started with.
+"""A run folder: its name, creating or reopening it, its CPU threads and its stages' results.
 
 Runs write only into runs: a run folder is one clipclap made (its marker file `RUN_MARKER`,
 written before anything else; a run of an earlier clipclap is recognised by its config.json),
 or a new or empty folder, never a folder inside a clipclap store (`check_run_folder`). Its
-config.json is checked whole when it is read (`load_spec`): a hand-edited field of the wrong
-type or out of range is one line naming the file and the field, before anything is written.
+config.json is checked whole when it is read (runs/config.py `load_spec`); the files' names are
+runs/files.py's, finding runs is runs/finding.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import math
-import typing
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from clipclap_cli.data.protocol_data import ProtocolData
+from clipclap_cli.data.protocol_data import Expected, ProtocolData, check_same_data
 from clipclap_cli.errors import RunError
 from clipclap_cli.files import write_json
-from clipclap_cli.protocol import SCHEDULE_SETTINGS, SettingError, TrainSettings, run_name_parts, setting_problem
+from clipclap_cli.protocol import SCHEDULE_SETTINGS, run_name_parts
+from clipclap_cli.runs.config import config_problem, load_spec, read_json
+from clipclap_cli.runs.files import CONFIG, RUN_MARKER, STAGE_RESULT, stage_file
+from clipclap_cli.runs.finding import is_run_folder, run_around, store_around
 from clipclap_cli.runs.run_format import RUN_FORMAT, numbered_from_one
 from clipclap_cli.runs.spec import RunSpec
 from clipclap_cli.store.feature_store import FeatureStore, now_iso
-from clipclap_cli.store.locations import is_store_root
 
-
-def read_json(path: Path) -> Any:
-    """A run's JSON file; a damaged one is a RunError naming it, not a traceback."""
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{path} is damaged (not valid JSON: {e})") from None
-
-
-RUN_MARKER = ".clipclap-run"
-"""The file clipclap writes first into every run folder it makes (JSON: the run's format)."""
-
-
-def store_around(path: Path, store: FeatureStore | None = None) -> Path | None:
-    """The clipclap store that `path` is, or is inside, with links resolved (a folder whose
-    zarr.json carries the store marker, or `store`'s folder, which may not exist yet), or None."""
-    resolved = Path(path).expanduser().resolve()
-    own = store.path.expanduser().resolve() if store is not None and store.path is not None else None
-    for folder in (resolved, *resolved.parents):
-        if folder == own or is_store_root(folder):
-            return folder
-    return None
-
-
-def is_run_folder(path: Path) -> bool:
-    """Whether clipclap made `path` as a run folder: it holds the marker, or (a run of a clipclap
-    from before the marker) a config.json that holds a run's spec."""
-    if (path / RUN_MARKER).is_file():
-        return True
-    try:
-        raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    spec = raw.get("spec") if isinstance(raw, dict) else None
-    return isinstance(spec, dict) and {"dataset", "head", "train"} <= set(spec)
-
-
-def run_around(path: Path) -> Path | None:
-    """The run folder that `path` is, or is inside (as written and with links resolved), or None."""
-    path = Path(path).expanduser()
-    for folder in dict.fromkeys([path, *path.absolute().parents, *path.resolve().parents]):
-        if is_run_folder(folder):
-            return folder
-    return None
+#: names other modules import from here (their homes are runs/config, runs/files, runs/finding)
+__all__ = ["RUN_MARKER", "check_run", "check_run_folder", "check_runs_dir", "config_problem", "cpu_threads",
+           "default_run_dir", "is_run_folder", "load_spec", "mark_run", "open_run", "read_json", "recorded_data",
+           "run_around", "run_threads", "stage_result", "start_run", "store_around", "write_json"]
 
 
 def check_runs_dir(runs_dir: Path, store: FeatureStore | None = None) -> None:
@@ -152,34 +112,82 @@ def _differing(a: Any, b: Any) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def open_run(path: Path, spec: RunSpec, store: FeatureStore, data: ProtocolData, threads: int | None) -> int:
-    """Create the run folder, or check that an existing one was started with the same spec, data
-    and threads; returns the CPU threads to train with (see `run_threads`)."""
+@dataclass(frozen=True)
+class RunOpening:
+    """A run folder checked before its data is read (`check_run`): what `start_run` then writes or keeps."""
+
+    path: Path
+    spec: RunSpec
+    store: str
+    "The store as config.json records it"
+    raw: dict | None
+    "The run's config.json as recorded; None for a new run"
+    threads: int
+    "The CPU threads to train with (`run_threads`)"
+
+    def expected(self, trainable: bool = False) -> Expected:
+        """What the run's data must be (the digest it recorded), for the read (`load_protocol_data`)."""
+        return recorded_data(self.path, self.raw or {}, trainable)
+
+
+def check_run(path: Path, spec: RunSpec, store: FeatureStore, threads: int | None,
+              digest: str | None = None) -> RunOpening:
+    """Check, before anything is written, that the run folder may be written (`check_run_folder`)
+    and, for an existing run, that it was started with the same spec, data (`digest`: the data's,
+    when read already; else the read checks it, `RunOpening.expected`) and threads."""
     check_run_folder(path, store)
-    config = path / "config.json"
-    if config.exists():
-        # read back through RunSpec: settings added since the run was written take their
-        # defaults, which keep the earlier behaviour, so such runs resume instead of failing
-        recorded, raw = load_spec(path)
-        old, new = _settings(recorded), _settings(spec)
-        if old != new:
-            diff = [f"{k}.{sub}" if sub else k for k in _differing(old, new)
-                    for sub in _differing(old.get(k), new.get(k)) or [""]]
-            raise RunError(f"run {path} exists with different settings ({', '.join(diff)}); "
-                           "choose another --run folder or remove it")
-        check_same_data(path, raw, data)
-        threads = run_threads(path, raw, threads)
+    config = path / CONFIG
+    if not config.exists():
+        return RunOpening(path, spec, store.location.recorded(), None, run_threads(path, None, threads))
+    # read back through RunSpec: settings added since the run was written take their
+    # defaults, which keep the earlier behaviour, so such runs resume instead of failing
+    recorded, raw = load_spec(path)
+    old, new = _settings(recorded), _settings(spec)
+    if old != new:
+        diff = [f"{k}.{sub}" if sub else k for k in _differing(old, new)
+                for sub in _differing(old.get(k), new.get(k)) or [""]]
+        raise RunError(f"run {path} exists with different settings ({', '.join(diff)}); "
+                       "choose another --run folder or remove it")
+    if digest is not None:
+        check_same_data(recorded_data(path, raw), digest, spec.dataset, spec.split)
+    return RunOpening(path, spec, store.location.recorded(), raw, run_threads(path, raw, threads))
+
+
+def start_run(opening: RunOpening, digest: str) -> int:
+    """Write a new run's marker and config.json (`digest`: of the data it trains on), or mark an
+    existing one; returns the CPU threads to train with."""
+    path, raw = opening.path, opening.raw
+    if raw is not None:
         mark_run(path, raw.get("run_format", 1))
-        return threads
+        return opening.threads
     from clipclap_cli import __version__
 
-    threads = run_threads(path, None, threads)
     mark_run(path, RUN_FORMAT)  # first: a folder holding only the marker is a run not yet started
-    write_json(config, {"spec": spec.as_dict(), "store": store.location.recorded(), "data_digest": data.digest,
-                        "threads": threads, "created": now_iso(), "clipclap_version": __version__,
-                        "torch_version": torch.__version__, "run_format": RUN_FORMAT,
-                        "settings_sources": spec.sources})
-    return threads
+    write_json(path / CONFIG, {"spec": opening.spec.as_dict(), "store": opening.store, "data_digest": digest,
+                               "threads": opening.threads, "created": now_iso(), "clipclap_version": __version__,
+                               "torch_version": torch.__version__, "run_format": RUN_FORMAT,
+                               "settings_sources": opening.spec.sources})
+    return opening.threads
+
+
+def open_run(path: Path, spec: RunSpec, store: FeatureStore, data: ProtocolData, threads: int | None) -> int:
+    """`check_run` then `start_run` for data read already (a stack's runs share one read);
+    returns the CPU threads to train with (see `run_threads`)."""
+    return start_run(check_run(path, spec, store, threads, data.digest), data.digest)
+
+
+def recorded_data(path: Path, raw: dict | None = None, trainable: bool = False) -> Expected:
+    """What the data of the run at `path` must be, for the read (`load_protocol_data`): the digest
+    its config.json (`raw`, read here when not given) recorded; none for a new run, or a run of a
+    clipclap before the digest. A config.json that cannot be read gives none here: `load_spec`
+    names what is wrong with it. `trainable`: the data is read to train on."""
+    if raw is None:
+        try:
+            raw = json.loads((path / CONFIG).read_text())
+        except (OSError, ValueError):
+            raw = None
+    digest = raw.get("data_digest") if isinstance(raw, dict) else None
+    return Expected(path, digest if isinstance(digest, str) else None, trainable)
 
 
 def run_threads(path: Path, raw: dict | None, threads: int | None) -> int:
@@ -204,189 +212,10 @@ def cpu_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def check_same_data(path: Path, raw: dict, data: ProtocolData) -> None:
-    """Refuse a run whose features, label embeddings or split changed since it was started (runs
-    written before clipclap recorded the digest are taken as they are)."""
-    recorded = raw.get("data_digest")
-    if recorded and recorded != data.digest:
-        raise RunError(f"run {path} was trained on other {data.dataset!r} data (split {data.split!r}) than the store "
-                       "now holds: its features, label embeddings or split changed since; train a new run on this "
-                       "data (another --run folder), or point --store at the data the run was trained on")
-
-
 def stage_result(path: Path, stage: int) -> dict | None:
     """A finished stage's result.json (epochs counted from 1, whichever run format wrote it)."""
-    f = path / f"stage{stage}" / "result.json"
+    f = stage_file(path, stage, STAGE_RESULT)
     if not f.exists():
         return None
     result = read_json(f)
     return result if result.get("run_format", 1) >= 2 else numbered_from_one(result) | {"run_format": RUN_FORMAT}
-
-
-def load_spec(path: Path) -> tuple[RunSpec, dict]:
-    """A run's spec and its config.json as recorded, the whole file checked (`config_problem`):
-    a field a run cannot use is one RunError naming the file and the field, before any write."""
-    config = path / "config.json"
-    if not config.exists():
-        raise RunError(f"{path}: not a clipclap run (no config.json)")
-    raw = read_json(config)
-    problem = config_problem(raw)
-    if problem is not None:
-        made_by = raw.get("clipclap_version", "?") if isinstance(raw, dict) else "?"
-        raise RunError(f"{config} is not one this clipclap can read ({problem}); it was written by clipclap "
-                       f"{made_by}, or edited since")
-    s = raw["spec"]
-    spec = RunSpec(s["dataset"], s["split"], s["head"], s["params"], s["dims"], TrainSettings(**s["train"]),
-                   s.get("variant", {}), s.get("legacy_label_order", False), s.get("protocol_defaults", {}),
-                   raw.get("settings_sources", {}))
-    return spec, raw
-
-
-# ---------------------------------------------------------------- what a run's config.json must hold
-
-_INT64 = 2**63 - 1
-
-
-def _text(value: Any) -> str | None:
-    return None if isinstance(value, str) and value else "expected a non-empty string"
-
-
-def _digest(value: Any) -> str | None:
-    return None if value is None or isinstance(value, str) else "expected a string"
-
-
-def _table(value: Any) -> str | None:
-    return None if isinstance(value, dict) else "expected a JSON object"
-
-
-def _flag(value: Any) -> str | None:
-    return None if isinstance(value, bool) else "expected true or false"
-
-
-def _whole(value: Any, least: int = 1) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"expected a whole number of at least {least}"
-    if value < least:
-        return f"must be at least {least}"
-    return None if value <= _INT64 else "is too large"
-
-
-def _threads(value: Any) -> str | None:
-    return _whole(value) or setting_problem("threads", value)  # the command line's bounds of --threads
-
-
-def _run_format(value: Any) -> str | None:
-    problem = _whole(value)
-    if problem is None and value > RUN_FORMAT:
-        return f"run format {value} is newer than this clipclap reads ({RUN_FORMAT}); update clipclap"
-    return problem
-
-
-def _sources(value: Any) -> str | None:
-    ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-    return None if ok else "expected a JSON object of strings"
-
-
-def _dims(value: Any) -> str | None:
-    if not isinstance(value, dict):
-        return "expected a JSON object"
-    for key in ("audio", "video"):
-        if key not in value:
-            return f"{key} is missing"
-        if _whole(value[key]) is not None:
-            return f"{key}: {_whole(value[key])}"
-    parts = value.get("text_parts")
-    ok = isinstance(parts, list) and all(
-        isinstance(p, list) and len(p) == 2 and _text(p[0]) is None and _whole(p[1]) is None for p in parts)
-    return None if ok else "text_parts: expected a list of [name, width] pairs"
-
-
-#: config.json's fields: (what checks the value, whether a run needs it); others are kept unread
-_CONFIG_FIELDS = {
-    "spec": (_table, True), "store": (_text, True), "data_digest": (_digest, False), "threads": (_threads, False),
-    "created": (_text, False), "clipclap_version": (_text, False), "torch_version": (_text, False),
-    "run_format": (_run_format, False), "settings_sources": (_sources, False),
-}
-_SPEC_FIELDS = {
-    "dataset": (_text, True), "split": (_text, True), "head": (_text, True), "params": (_table, True),
-    "dims": (_dims, True), "train": (_table, True), "variant": (_table, False), "legacy_label_order": (_flag, False),
-    "protocol_defaults": (_table, False),
-}
-
-
-def _fields_problem(data: dict, fields: dict, where: str) -> str | None:
-    for key, (check, required) in fields.items():
-        if key not in data:
-            if required:
-                return f"{where}{key}: missing"
-            continue
-        problem = check(data[key])
-        if problem is not None:
-            return f"{where}{key}{_shown(data[key])}: {problem}"
-    return None
-
-
-def _shown(value: Any) -> str:
-    """` = VALUE` for a value short enough to quote in a message, else nothing."""
-    if isinstance(value, (dict, list)):
-        return ""
-    text = json.dumps(value)
-    return f" = {text if len(text) <= 40 else text[:37] + '...'}"
-
-
-def _setting_type_problem(hint: Any, value: Any) -> str | None:
-    """Whether `value` (as JSON holds it) is of the type `hint` of a TrainSettings field."""
-    if hint is bool:
-        return _flag(value)
-    if hint is int:
-        return None if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= _INT64 \
-            else "expected a whole number"
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return None if ok else "expected a finite number"
-    if hint is str:
-        return _text(value)
-    if typing.get_origin(hint) is tuple:
-        args = typing.get_args(hint)
-        ok = isinstance(value, list) and len(value) == len(args) and all(
-            _setting_type_problem(a, v) is None for a, v in zip(args, value, strict=True))
-        return None if ok else f"expected a list of {len(args)} numbers"
-    return None
-
-
-def _train_problem(train: dict) -> str | None:
-    """What is wrong with a run's recorded training settings: each of its type as JSON holds it,
-    then the settings' own check (`TrainSettings.checked`: finite and in range, as for the command
-    line and datasets.toml), then a device torch can parse."""
-    hints = typing.get_type_hints(TrainSettings)
-    known = {f.name for f in dataclasses.fields(TrainSettings)}
-    for key, value in train.items():
-        if key not in known:
-            return f"spec.train.{key}: not a training setting (valid: {', '.join(sorted(known))})"
-        problem = _setting_type_problem(hints[key], value)
-        if problem:
-            return f"spec.train.{key}{_shown(value)}: {problem}"
-    try:
-        TrainSettings(**train).checked("spec.train")
-    except SettingError as e:
-        if e.key in train:
-            return f"spec.train.{e.key}{_shown(train[e.key])}: {e.problem}"
-        return str(e)
-    if "device" in train:
-        try:
-            torch.device(train["device"])
-        except (RuntimeError, ValueError):
-            return f"spec.train.device{_shown(train['device'])}: is not a device (cpu, cuda, cuda:N)"
-    return None
-
-
-def config_problem(raw: Any) -> str | None:
-    """What makes a run's config.json (as read) one that a run cannot use: the first field missing,
-    of the wrong type or out of range, as `FIELD: VALUE: what is wrong`, or None. Settings added
-    since a run was written may be missing (they take the earlier behaviour's defaults)."""
-    if not isinstance(raw, dict):
-        return "expected a JSON object"
-    problem = _fields_problem(raw, _CONFIG_FIELDS, "")
-    if problem is None:
-        problem = _fields_problem(raw["spec"], _SPEC_FIELDS, "spec.")
-    return problem or _train_problem(raw["spec"]["train"])

@@ -14,6 +14,7 @@ from pathlib import Path
 from clipclap_cli.data.protocol_data import load_protocol_data
 from clipclap_cli.errors import RunError
 from clipclap_cli.plugins.fusion_head import FusionHead
+from clipclap_cli.runs.files import LOCK
 from clipclap_cli.runs.folder import cpu_threads, load_spec, open_run
 from clipclap_cli.runs.results import evaluate_loaded_run
 from clipclap_cli.runs.spec import RunSpec
@@ -66,7 +67,7 @@ def train_stack(runs: list[tuple[Path, RunSpec]], store: FeatureStore, stages: t
             except RunError as e:
                 outcomes[i] = e
                 continue
-            holder = held.enter_context(exclusive(path / "train.lock"))
+            holder = held.enter_context(exclusive(path / LOCK))
             if holder is not None:
                 outcomes[i] = busy(path, holder)
                 continue

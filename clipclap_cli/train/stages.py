@@ -11,12 +11,14 @@ import torch
 
 from clipclap_cli.data.protocol_data import ProtocolData, load_protocol_data
 from clipclap_cli.errors import RunError
+from clipclap_cli.evaluate.evaluation import evaluate_models
 from clipclap_cli.evaluate.metrics import beta_star
 from clipclap_cli.files import json_text, write_text_atomic
 from clipclap_cli.protocol import FILE_UNITS
 from clipclap_cli.runs.checkpoints import load_trainer, save_model, save_trainer
-from clipclap_cli.runs.folder import cpu_threads, load_spec, open_run, stage_result, write_json
-from clipclap_cli.runs.results import evaluate_loaded_run
+from clipclap_cli.runs.files import BEST_MODEL, CHECKPOINT, FINAL_MODEL, LOCK, METRICS, STAGE_RESULT, stage_folder
+from clipclap_cli.runs.folder import check_run, cpu_threads, load_spec, stage_result, start_run, write_json
+from clipclap_cli.runs.results import check_stages, stage_models, write_results
 from clipclap_cli.runs.run_format import RUN_FORMAT
 from clipclap_cli.runs.spec import RunSpec, build_head
 from clipclap_cli.store.feature_store import FeatureStore
@@ -50,11 +52,11 @@ class StageRun:
 
     @property
     def folder(self) -> Path:
-        return self.path / f"stage{self.stage}"
+        return stage_folder(self.path, self.stage)
 
     @property
     def checkpoint(self) -> Path:
-        return self.folder / "checkpoint-last.safetensors"
+        return self.folder / CHECKPOINT
 
     @property
     def unfinished(self) -> bool:
@@ -68,7 +70,7 @@ class StageRun:
         """After an epoch: the best model, the metrics line, the resumable checkpoint."""
         head = self.trainer.head
         if record.best_epoch == record.epoch:
-            save_model(self.folder / "best.safetensors", head,
+            save_model(self.folder / BEST_MODEL, head,
                        self.meta | {"epoch": record.epoch, "val_hm": record.best_hm})
         write_metrics(self.folder, self.trainer.state.history)
         save_trainer(self.checkpoint, self.trainer)
@@ -77,11 +79,11 @@ class StageRun:
     def finish(self) -> dict:
         """The last epoch done: the final model and the stage's result."""
         s = self.trainer.state
-        save_model(self.folder / "final.safetensors", self.trainer.head, self.meta | {"epoch": s.epochs_done})
+        save_model(self.folder / FINAL_MODEL, self.trainer.head, self.meta | {"epoch": s.epochs_done})
         result = {"stage": self.stage, "epochs": self.epochs, "best_epoch": s.best_epoch, "best_val_hm": s.best_hm,
                   "val_betas": s.best_betas, "beta_star": beta_star(s.best_betas), "run_format": RUN_FORMAT,
                   "units": FILE_UNITS}
-        write_json(self.folder / "result.json", result)
+        write_json(self.folder / STAGE_RESULT, result)
         self.checkpoint.unlink(missing_ok=True)
         return result
 
@@ -106,7 +108,7 @@ def start_stage(path: Path, spec: RunSpec, data: ProtocolData, stage: int, cb: C
     head = build_head(spec, pm).to(cfg.device)
     if head.training_free:  # its one epoch is the validation pass; more would repeat it
         cfg = dataclasses.replace(cfg, epochs=1)
-    train_set, val = data.stage(stage)
+    train_set, val = data.sets.train[stage], data.sets.val  # made by the read
     trainer = Trainer(head, data, train_set, val, cfg, own_dropout_generator(data) if stacked else None)
     run = StageRun(path, spec, stage, cb, trainer, cfg.epochs,
                    {"head": spec.head, "params": spec.params, "dims": spec.dims, "dataset": spec.dataset,
@@ -122,7 +124,7 @@ def write_metrics(folder: Path, history: list[dict]) -> None:
     """A stage's metrics.jsonl: one line per completed epoch, the file replaced whole (a full disk
     leaves the previous one, never a cut line) and finite numbers only. A stage that resumes
     writes it from its checkpoint's history, so it never holds an epoch the checkpoint does not."""
-    path = folder / "metrics.jsonl"
+    path = folder / METRICS
     write_text_atomic(path, "".join(json_text(r, indent=None, what=f"{path} (epoch {r.get('epoch')})") + "\n"
                                     for r in history))
 
@@ -154,7 +156,7 @@ def busy(path: Path, holder: str) -> RunError:
     """The error of a run that another process trains (the same command started twice would
     append to one metrics.jsonl)."""
     return RunError(f"run {path} is being trained by another process (host and pid: {holder}); wait for it or "
-                    f"stop it; if it died on another machine, remove {path / 'train.lock'}")
+                    f"stop it; if it died on another machine, remove {path / LOCK}")
 
 
 def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int, ...], cb: Callbacks | None = None,
@@ -165,14 +167,19 @@ def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int,
     if stages[0] == 2 and stage_result(path, 1) is None:
         raise RunError(f"run {path} has no completed stage 1; "
                        f"run `clipclap train {spec.dataset} --stage 1 --run {path}` first")
-    # fails before any write
+    # the folder first (`check_run`), then the one read of the run's data, checked inside the read
+    # against what the run recorded: both before any write. From here the data only goes down.
+    opening = check_run(path, spec, store, threads)
     data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order,
-                              spec.label_parts)
-    with cpu_threads(open_run(path, spec, store, data, threads)), exclusive(path / "train.lock") as holder:
+                              spec.label_parts, opening.expected(trainable=True))
+    with cpu_threads(start_run(opening, data.digest)), exclusive(path / LOCK) as holder:
         if holder is not None:  # the same command started twice would append to one metrics.jsonl
             raise busy(path, holder)
         for stage in stages:
             train_stage(path, spec, data, stage, cb, pm)
         if 2 in stages:
-            return evaluate_loaded_run(path, *load_spec(path), store, pm, data)
+            recorded, _ = load_spec(path)  # the run as its config.json holds it, as `evaluate RUN` reads it
+            check_stages(path, recorded)
+            models = stage_models(path, recorded, pm)
+            return write_results(path, recorded, evaluate_models(data, *models, tuple(recorded.train.beta_grid)))
     return None
