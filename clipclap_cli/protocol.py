@@ -1,6 +1,6 @@
-"""The protocol's definitions shared by data, training, evaluation and reports: the metrics, the
-bias grid, the training settings and how their layers merge (no torch: `clipclap report` stays
-quick)."""
+"""The protocol's definitions shared by data, training, evaluation and reports: the bias grid, the
+training settings and how their layers merge, the units of run files (no torch: `clipclap report`
+stays quick). The metrics are `metric_table.py`'s."""
 
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ from typing import Any
 
 from clipclap_cli.errors import ClipclapError
 
-#: The test metrics (SPEC.md "Evaluation"): seen and unseen accuracy, their harmonic mean, ZSL.
-METRICS = ("seen", "unseen", "hm", "zsl")
-LABELS = {"seen": "S", "unseen": "U", "hm": "HM", "zsl": "ZSL"}
 FILE_UNITS = {"accuracy": "fraction", "epoch": "counted from 1"}
 "What every JSON file of a run says its numbers are (`units`): accuracies as fractions, epochs from 1"
 

@@ -108,7 +108,8 @@ def test_beta_star_is_reference_average():
 
 # --- report's statistics: against scipy and by hand --------------------------------------------
 def _cell(method, seeds, hm, dataset="demo"):
-    from clipclap_cli.report.tables import Cell, confidence_interval
+    from clipclap_cli.report.grouping import Cell
+    from clipclap_cli.report.seed_statistics import confidence_interval
 
     values = {m: {str(s): v for s, v in zip(seeds, hm, strict=True)} for m in ("seen", "unseen", "hm", "zsl")}
     mean = {m: statistics.fmean(hm) for m in values}
@@ -119,7 +120,7 @@ def _cell(method, seeds, hm, dataset="demo"):
 
 def test_the_confidence_interval_is_students_t_by_hand():
     """n = 3 values 50, 52, 57: mean 53, s = sqrt(13), t(0.975, 2) = 4.302653 (tables)."""
-    from clipclap_cli.report.tables import confidence_interval
+    from clipclap_cli.report.seed_statistics import confidence_interval
 
     low, high = confidence_interval([50.0, 52.0, 57.0])
     half = 4.302652729911275 * math.sqrt(13) / math.sqrt(3)
@@ -129,7 +130,8 @@ def test_the_confidence_interval_is_students_t_by_hand():
 def test_rows_are_compared_with_the_reference_by_a_paired_t_test_over_shared_seeds():
     from scipy import stats
 
-    from clipclap_cli.report.tables import compare, render
+    from clipclap_cli.report.seed_statistics import compare
+    from clipclap_cli.report.tables import render
 
     ref = _cell("clipclap", [1, 2, 3, 4], [60.0, 61.0, 59.5, 60.5])
     close = _cell("tcaf", [2, 3, 4, 5], [60.2, 59.0, 61.0, 40.0])  # seed 5 has no pair: left out of the test
@@ -156,7 +158,8 @@ def test_rows_are_compared_with_the_reference_by_a_paired_t_test_over_shared_see
 
 
 def test_identical_seeds_do_not_differ_and_latex_and_html_escape_names():
-    from clipclap_cli.report.tables import compare, render
+    from clipclap_cli.report.seed_statistics import compare
+    from clipclap_cli.report.tables import render
 
     ref = _cell("clipclap", [1, 2], [60.0, 61.0])
     twin = _cell("my_head & co (50% #1)", [1, 2], [60.0, 61.0])

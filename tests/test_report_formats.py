@@ -20,7 +20,7 @@ NAME = "my_head & co <b>50% #1</b> {x}~^\\"
 
 
 def _compared():
-    from clipclap_cli.report.tables import compare
+    from clipclap_cli.report.seed_statistics import compare
 
     cells = [_cell("clipclap", [1, 2, 3], [60.0, 61.0, 59.5]), _cell("zeroshot", [1, 2, 3], [30.0, 30.0, 30.0]),
              _cell(NAME, [1, 2, 3], [60.2, 60.0, 59.9])]
@@ -128,3 +128,95 @@ def test_the_html_report_is_one_standalone_page_with_figures_and_settings(cli, t
     assert parser.headings == ["Results", "Figures", "Runs"]
     assert '"batches_per_epoch": 2' in html.unescape(text)  # the run's settings
     assert re.findall(r"<th>(S|U|HM|ZSL)</th>", text)[:4] == ["S", "U", "HM", "ZSL"]
+
+
+# ---------------------------------------------------------------- a results.json from before a metric
+
+
+def _copy_run(trained_run, to, edit_test=None, seed=None):
+    """A copy of the trained run; `edit_test` edits its results.json's test figures by hand."""
+    import json
+
+    shutil.copytree(trained_run, to)
+    results = json.loads((to / "results.json").read_text())
+    if seed is not None:
+        results["seed"] = seed  # another seed of the same settings: it joins the row
+    if edit_test is not None:
+        edit_test(results["test"])
+    (to / "results.json").write_text(json.dumps(results))
+    return to
+
+
+def _cells(r) -> dict[str, dict]:
+    import json
+
+    assert r.exit_code == 0 and "Traceback" not in r.stderr, r
+    return {c["method"]: c for c in json.loads(r.stdout)}
+
+
+def test_a_results_json_without_a_metric_still_reports_with_that_cell_marked_missing(cli, trained_run, tmp_path):
+    """A results.json written by hand without ZSL (as a run from before a metric was added would
+    be): the run is in every format, its ZSL cell marked missing ('–', an empty CSV cell, no key
+    in the JSON cell), and every other cell exactly as the complete run's."""
+    pytest.importorskip("matplotlib")  # the figures are drawn too
+    complete = tmp_path / "complete" / "seed42"
+    shutil.copytree(trained_run, complete)
+    older = _copy_run(trained_run, tmp_path / "older" / "seed42", lambda test: test.pop("zsl"))
+    [full] = _cells(cli("report", complete, "--format", "json")).values()
+    [lacking] = _cells(cli("report", older, "--format", "json")).values()
+    assert lacking["n"] == 1 and "zsl" not in lacking["mean"] and "zsl" not in lacking["std"]
+    assert "zsl" not in lacking["values"]
+    for key in ("mean", "std", "values"):
+        assert lacking[key] == {m: v for m, v in full[key].items() if m != "zsl"}, key
+
+    md_full, md = cli("report", complete).stdout.splitlines(), cli("report", older).stdout.splitlines()
+    assert md[0] == md_full[0] == "| Method | demo S | demo U | demo HM | demo ZSL |"
+    cells_full, cells = md_full[2].split(" | "), md[2].split(" | ")
+    assert cells[1:4] == cells_full[1:4] and cells[4] == "– |" and cells_full[4] != "– |"
+    assert "–: ZSL not in the results.json of every run of the entry" in md[4]
+    assert "not in the results.json" not in "\n".join(md_full)
+
+    rows_full = next(csv.DictReader(io.StringIO(cli("report", complete, "--format", "csv").stdout)))
+    row = next(csv.DictReader(io.StringIO(cli("report", older, "--format", "csv").stdout)))
+    assert row["zsl_mean"] == row["zsl_std"] == "" and rows_full["zsl_mean"] != ""
+    assert {k: v for k, v in row.items() if not k.startswith("zsl_")} == {
+        k: v for k, v in rows_full.items() if not k.startswith("zsl_")}
+
+    latex = cli("report", older, "--format", "latex").stdout
+    assert latex.splitlines()[6].endswith(r" & – \\")
+    page = cli("report", older, "--format", "html", "--plots", tmp_path / "plots")
+    assert page.exit_code == 0 and "Traceback" not in page.stderr, page
+    assert '<td class="num">–</td><td class="num">' in page.stdout  # the runs table: ZSL, then β*
+    assert len(list((tmp_path / "plots").iterdir())) == 4
+
+
+def test_a_metric_some_seeds_lack_is_missing_from_the_row_never_a_mean_over_fewer_seeds(cli, trained_run, tmp_path):
+    """Two seeds of one row, one from before HM was written: the row counts both seeds for S, U
+    and ZSL, and its HM is missing (not one seed's HM shown as the row's), in the table and the
+    comparison figure alike."""
+    pytest.importorskip("matplotlib")
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / "a" / "seed42")
+    _copy_run(trained_run, runs / "b" / "seed43", lambda test: test.pop("hm"), seed=43)
+    [cell] = _cells(cli("report", runs, "--format", "json", "--plots", tmp_path / "plots")).values()
+    assert cell["n"] == 2 and cell["seeds"] == [42, 43]
+    assert sorted(cell["mean"]) == ["seen", "unseen", "zsl"] and "hm" not in cell["values"]
+    assert sorted((tmp_path / "plots").iterdir())[0].name == "comparison-hm.png"
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    (lambda test: test.update(zsl="n/a"), "results.json: test zsl is 'n/a', not a number"),
+    (lambda test: test.update(zsl=float("inf")), "results.json: test zsl is inf, outside 0..1"),
+    (lambda test: test.pop("seen"), "results.json: test seen is None, not a number"),  # HM needs S to be checked
+    (lambda test: [test.pop(m) for m in ("seen", "unseen", "hm", "zsl")], "test has none of the metrics"),
+])
+def test_a_metric_that_is_there_but_wrong_still_leaves_the_run_out(cli, trained_run, tmp_path, edit, says):
+    """Missing is marked; present but not a finite fraction (or HM without the S it follows
+    from) is refused as before: no silent wrong number."""
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / "good" / "seed42")
+    bad = _copy_run(trained_run, runs / "damaged" / "seed43", edit, seed=43)
+    r = cli("report", runs, "--format", "json")
+    [cell] = _cells(r).values()
+    assert cell["n"] == 1 and cell["runs"] == [str(runs / "good" / "seed42")]
+    assert f"left out: {bad}: " in r.stderr and says in r.stderr, r.stderr

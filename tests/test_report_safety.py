@@ -371,7 +371,8 @@ def test_evaluate_never_prints_or_writes_nan(cli, trained_run, tmp_path, monkeyp
 
 def test_a_report_in_json_never_holds_nan():
     from clipclap_cli.errors import WriteError
-    from clipclap_cli.report.tables import Cell, render
+    from clipclap_cli.report.grouping import Cell
+    from clipclap_cli.report.tables import render
 
     cell = Cell("clipclap", "demo", 1, {m: 50.0 for m in METRICS} | {"hm": float("inf")}, {m: 0.0 for m in METRICS})
     with pytest.raises(WriteError, match=r"\[0\]\.mean\.hm is not a finite number"):

@@ -88,7 +88,7 @@ def progress(*extra_columns) -> Progress:
 
 def figures_line(percent: dict[str, float]) -> str:
     """S, U, HM and ZSL (those given, in percent) on one line: 'S 76.49  U 66.48  HM ...'."""
-    from clipclap_cli.protocol import LABELS, METRICS
+    from clipclap_cli.metric_table import LABELS, METRICS
 
     return "  ".join(f"{LABELS[m]} {percent[m]:.2f}" for m in METRICS if m in percent)
 

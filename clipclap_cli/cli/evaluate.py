@@ -45,7 +45,7 @@ def install(app, pm) -> None:
 
         from clipclap_cli.errors import RunError
         from clipclap_cli.files import json_text
-        from clipclap_cli.report.tables import as_percent
+        from clipclap_cli.report.percent import as_percent
         from clipclap_cli.runs.files import RESULTS
         from clipclap_cli.runs.finding import check_output_place, find_run
         from clipclap_cli.runs.folder import check_run_folder

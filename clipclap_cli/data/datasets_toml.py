@@ -22,11 +22,12 @@ from clipclap_cli.api import FeatureDims
 from clipclap_cli.errors import AmbiguousNameError, ClipclapError, ConfigError, UnknownNameError
 from clipclap_cli.frame_recipes import DEFAULT as DEFAULT_RECIPE
 from clipclap_cli.frame_recipes import get_recipe
+from clipclap_cli.metric_table import METRICS
 from clipclap_cli.names import RULE as NAME_RULE
 from clipclap_cli.names import is_valid_name
 from clipclap_cli.params import build_params
 from clipclap_cli.plugins.registry import DatasetCatalog
-from clipclap_cli.protocol import METRICS, SettingError, TrainSettings, checked_settings, merge_settings
+from clipclap_cli.protocol import SettingError, TrainSettings, checked_settings, merge_settings
 
 
 def _resources() -> Path:

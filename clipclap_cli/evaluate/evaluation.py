@@ -9,6 +9,7 @@ import torch
 
 from clipclap_cli.data.protocol_data import EvalSet, ProtocolData
 from clipclap_cli.evaluate.metrics import GridResult, beta_star, bias_grid, evaluate_distances
+from clipclap_cli.metric_table import figures_of
 from clipclap_cli.plugins.contracts import check_distances, head_code
 from clipclap_cli.plugins.fusion_head import MODES, FusionHead
 from clipclap_cli.protocol import DEFAULT_BETA_GRID, FILE_UNITS
@@ -34,7 +35,7 @@ def evaluate_models(data: ProtocolData, stage1_head, stage2_head,
         "val": {"betas": val_betas, **{k: v for k, v in val_results["both"].best.as_dict().items()
                                        if not k.startswith("per_class")},
                 "curve": val_results["both"].as_dict()["curve"]},
-        "test": {"seen": fixed.seen, "unseen": fixed.unseen, "hm": fixed.hm, "zsl": fixed.zsl, "beta": beta},
+        "test": {**figures_of(fixed), "beta": beta},  # every metric of metric_table.METRIC_TABLE
         # what each mean runs over: S over the seen test classes, U and ZSL over the unseen ones
         "classes": {"seen": len(seen), "unseen": len(unseen)},
         "per_class_accuracy": {

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from clipclap_cli.metric_table import curves_of, figures_of
 from clipclap_cli.protocol import SettingError, grid_problem
 
 EPS = float(np.finfo(float).eps)
@@ -34,7 +35,8 @@ def bias_grid(start: float = 0.0, stop: float = 5.0, steps: int = 76) -> torch.T
 
 @dataclass
 class GZSLResult:
-    """Seen, unseen, harmonic-mean and zero-shot accuracy (fractions) at bias `beta`.
+    """Seen, unseen, harmonic-mean and zero-shot accuracy (fractions) at bias `beta`: the
+    computed values that `metric_table.METRIC_TABLE`'s rows read (a new metric adds its field here).
 
     `per_class_recall` is the reference's: the ZSL recall of each unseen class, 0 elsewhere
     (indexed by class id). `per_class_accuracy` is the GZSL accuracy of every class of the split
@@ -50,14 +52,15 @@ class GZSLResult:
     per_class_accuracy: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"seen": self.seen, "unseen": self.unseen, "hm": self.hm, "zsl": self.zsl,
-                "beta": self.beta, "per_class_recall": self.per_class_recall,
+        """Every metric of the table (`figures_of`), the bias and the per-class figures."""
+        return {**figures_of(self), "beta": self.beta, "per_class_recall": self.per_class_recall,
                 "per_class_accuracy": self.per_class_accuracy}
 
 
 @dataclass
 class GridResult:
-    """The best point of the bias grid plus the whole S/U/HM curve."""
+    """The best point of the bias grid plus the whole S/U/HM curve (the table's metrics with
+    `over_grid`)."""
 
     best: GZSLResult
     betas: list[float]
@@ -66,8 +69,7 @@ class GridResult:
     hm: list[float]
 
     def as_dict(self) -> dict:
-        return {"best": self.best.as_dict(), "curve": {"beta": self.betas, "seen": self.seen,
-                                                       "unseen": self.unseen, "hm": self.hm}}
+        return {"best": self.best.as_dict(), "curve": {"beta": self.betas, **curves_of(self)}}
 
 
 def _nearest(dist: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

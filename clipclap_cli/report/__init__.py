@@ -1,2 +1,3 @@
-"""Reports over finished runs: results tables in every format, error bars and paired tests, the
-figures and the standalone HTML page."""
+"""Reports over finished runs: the runs read and their files checked, seeds grouped into cells,
+error bars and paired tests, results tables in every format, the figures and the standalone
+HTML page; `assemble` puts them together."""

@@ -14,17 +14,10 @@ import json
 from html import escape as e
 from pathlib import Path
 
-from clipclap_cli.report.tables import (
-    LABELS,
-    Cell,
-    RunResult,
-    format_cell,
-    layout,
-    run_seed,
-    significance_rows,
-    significance_title,
-    table_note,
-)
+from clipclap_cli.metric_table import LABELS, METRIC_TABLE
+from clipclap_cli.report.grouping import Cell, layout
+from clipclap_cli.report.loading import RunResult
+from clipclap_cli.report.tables import MISSING, format_cell, significance_rows, significance_title, table_note
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 72rem;
@@ -115,20 +108,23 @@ def _figure(path: Path) -> str:
 
 
 def _runs_table(runs: list[RunResult]) -> str:
-    """One row per run: what it is and its test results; its whole settings under a fold."""
+    """One row per run: what it is and its test results (MISSING for a metric its results.json
+    lacks); its whole settings under a fold."""
     rows = []
     for run in runs:
         test, train = run.results["test"], run.spec.get("train", {})
         settings = {k: run.spec[k] for k in ("head", "params", "dataset", "split", "train")
                     if k in run.spec}
-        nums = "".join(f'<td class="num">{100 * test[m]:.2f}</td>' for m in ("seen", "unseen", "hm", "zsl"))
-        beta = f'{test["beta"]:.4f}' if isinstance(test.get("beta"), (int, float)) else "–"
+        nums = "".join(f'<td class="num">{100 * test[m.name]:.2f}</td>' if m.name in test
+                       else f'<td class="num">{MISSING}</td>' for m in METRIC_TABLE)
+        beta = f'{test["beta"]:.4f}' if isinstance(test.get("beta"), (int, float)) else MISSING
         rows.append(
-            f"<tr><td>{e(run.method)}</td><td>{e(run.dataset)}</td><td>{run_seed(run)}</td>{nums}"
+            f"<tr><td>{e(run.method)}</td><td>{e(run.dataset)}</td><td>{run.seed}</td>{nums}"
             f'<td class="num">{beta}</td><td class="num">{e(str(train.get("epochs", "")))}</td>'
             f"<td><details><summary>{e(str(run.path))}</summary><pre>{e(json.dumps(settings, indent=2))}</pre>"
             "</details></td></tr>\n")
-    return ("<table>\n<thead><tr><th>Method</th><th>Dataset</th><th>Seed</th><th>S</th><th>U</th><th>HM</th>"
-            "<th>ZSL</th><th>β*</th><th>Epochs</th><th>Folder and settings</th></tr></thead>\n"
+    labels = "".join(f"<th>{m.label}</th>" for m in METRIC_TABLE)
+    return ("<table>\n<thead><tr><th>Method</th><th>Dataset</th><th>Seed</th>"
+            f"{labels}<th>β*</th><th>Epochs</th><th>Folder and settings</th></tr></thead>\n"
             f"<tbody>\n{''.join(rows)}</tbody>\n<caption>Test results in percent at β*, the bias chosen on "
             "validation; epochs: stage 1.</caption>\n</table>")

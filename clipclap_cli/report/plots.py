@@ -6,7 +6,8 @@ and tells its series apart by line style, marker or hatch (readable in greyscale
 carries the title and axis labels as text, so a figure sent on its own still says what it shows.
 matplotlib is the `plots` extra. Each PNG is rendered beside its name and renamed over it: a
 kill or a full disk leaves the old figure or the new one, never half a file. The runs drawn are
-those `reporting.load_run` checked, so every number a figure reads is there and finite.
+those `loading.load_run` checked, so every number a figure reads is finite; a metric a run's
+results.json lacks (written before clipclap computed it) has no line or bar, not a zero.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import re
 from pathlib import Path
 
 from clipclap_cli.files import replacing
-from clipclap_cli.protocol import LABELS
-from clipclap_cli.report.tables import Cell, RunResult, layout, run_seed
+from clipclap_cli.metric_table import CURVE_METRICS, LABELS
+from clipclap_cli.report.grouping import Cell, layout
+from clipclap_cli.report.loading import RunResult
+from clipclap_cli.runs.files import METRICS as TRAINING_LOG
+from clipclap_cli.runs.files import stage_file
 
 
 def _pyplot():
@@ -86,15 +90,15 @@ def write_plots(run: RunResult, out_dir: Path, stem: str | None = None) -> list[
     stem = stem or plot_stem(run)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = f", {run.data_tag}" if run.data_tag else ""
-    who = f"{run.method} on {run.spec['dataset']} ({run.spec['split']}{data}), seed {run_seed(run)}"
+    who = f"{run.method} on {run.spec['dataset']} ({run.spec['split']}{data}), seed {run.seed}"
     written = []
     curve, beta = res["test_curve"], res["test"]["beta"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    styles = (("seen", "S (seen)", "-", "o"), ("unseen", "U (unseen)", "--", "s"), ("hm", "HM", ":", "^"))
     every = max(1, len(curve["beta"]) // 12)
-    for key, label, line, marker in styles:
-        ax.plot(curve["beta"], [100 * v for v in curve[key]], line, marker=marker, markevery=every, color="0.1",
-                linewidth=2 if key == "hm" else 1.3, label=label)
+    for metric in (m for m in CURVE_METRICS if m.name in curve):
+        style = metric.curve
+        ax.plot(curve["beta"], [100 * v for v in curve[metric.name]], style.line, marker=style.marker,
+                markevery=every, color="0.1", linewidth=style.width, label=style.legend)
     ax.axvline(beta, color="0.4", linestyle="-.", linewidth=1.2, label=f"chosen β* = {beta:.3f}")
     labels = _axes(ax, f"Test accuracy against the calibration bias β\n{who}", "calibration bias β (distance units)",
                    "accuracy (%)")
@@ -123,7 +127,7 @@ def _training_curves(run: RunResult, who: str, path: Path) -> Path | None:
     plt = _pyplot()
     stages = []
     for stage in (1, 2):
-        f = run.path / f"stage{stage}" / "metrics.jsonl"
+        f = stage_file(run.path, stage, TRAINING_LOG)
         if f.exists():
             rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
             if rows:
@@ -156,7 +160,7 @@ def _training_curves(run: RunResult, who: str, path: Path) -> Path | None:
     return _save(fig, path, title, "epoch (counted from 1)", "training loss; validation HM (%)")
 
 
-def write_comparison(cells: list[Cell], out_dir: Path, metric: str = "hm") -> Path | None:
+def write_comparison(cells: list[Cell], out_dir: Path, metric: str) -> Path | None:
     """Methods x datasets: the mean `metric` over seeds as bars, the standard deviation as error
     bars, n under each method; hatched bars tell methods apart in greyscale."""
     measured = [c for c in cells if c.n]
@@ -172,8 +176,10 @@ def write_comparison(cells: list[Cell], out_dir: Path, metric: str = "hm") -> Pa
         cells_here = [by.get((method, d)) for d in datasets]
         n = sorted({c.n for c in cells_here if c})
         seeds = sorted({s for c in cells_here if c for s in c.seeds})
-        ax.bar(xs, [c.mean[metric] if c else 0 for c in cells_here], width,
-               yerr=[c.std[metric] if c and c.n > 1 else 0 for c in cells_here], capsize=3,
+        # no bar where the cell lacks the metric (runs written before it was computed), not a zero
+        drawn = [(x, c) for x, c in zip(xs, cells_here, strict=True) if c is None or metric in c.mean]
+        ax.bar([x for x, _ in drawn], [c.mean[metric] if c else 0 for _, c in drawn], width,
+               yerr=[c.std[metric] if c and c.n > 1 else 0 for _, c in drawn], capsize=3,
                color=str(0.25 + 0.6 * i / max(1, len(methods) - 1)), edgecolor="0.1", hatch=hatches[i % len(hatches)],
                label=f"{method} (n = {'/'.join(map(str, n))}; seeds {_ranges(seeds)})")
     ax.set_xticks(range(len(datasets)), datasets)
