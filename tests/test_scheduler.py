@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from clipclap_cli.data.datasets_toml import load_catalog
+from clipclap_cli.errors import ClipclapError
 from clipclap_cli.runs.plan import RunRequest, plan_runs
 from clipclap_cli.store.feature_store import FeatureStore
 from clipclap_cli.train.launchers import InProcess, OnRanks, Workers, here, launcher_for
@@ -79,7 +80,7 @@ def test_a_failing_run_fails_alone_and_the_others_finish(pm, demo_store, tmp_pat
         assert isinstance(events[mine[0]], Started) and isinstance(events[mine[-1]], Finished)
     finished = (plan[0][0], plan[2][0], plan[3][0])
     assert outcome == Outcome(finished, 1, 4) and reported == [finished]
-    with pytest.raises(Exception, match=r"^1 of 4 runs failed \(above\); rerun the same command to retry them$"):
+    with pytest.raises(ClipclapError, match=r"^1 of 4 runs failed \(above\); rerun the same command to retry them$"):
         outcome.check()
 
 
@@ -106,7 +107,7 @@ def test_the_launcher_is_picked_from_the_options():
     assert renumber(Launched((0, 1), stacked=True), (1, 3)) == Launched((1, 3), stacked=True)
     assert renumber(Step(1, 5), (1, 3)) == Step(3, 5)
     failed = Outcome((), 2, 5, " on the ranks")
-    with pytest.raises(Exception, match="^2 of 5 runs failed on the ranks"):
+    with pytest.raises(ClipclapError, match=r"^2 of 5 runs failed on the ranks"):
         failed.check()
-    with pytest.raises(Exception, match="^its own error$"):
+    with pytest.raises(ClipclapError, match=r"^its own error$"):
         Outcome((), 1, 5, " on the ranks", "its own error").check()
