@@ -4,7 +4,7 @@ Fixtures, one meaning per name:
   pm, cli          a fresh plugin manager (built-ins only) per test; `clipclap ARGS` run in-process
   demo_store       the demo benchmark's store (read-only)
   demo_copy        a copy of it, this test's to change
-  trained_run      a run of 1 epoch x 2 batches on the demo (read-only: copy it to change it)
+  trained_run      a run with helpers.SMOKE (1 epoch x 2 batches) on the demo (read-only: copy it to change it)
   tiny_run         a run of 2 epochs x 2 batches, trained with --run (read-only)
   reference_run    seed 42 with helpers.FAST (3 epochs x 30 batches), what determinism tests compare with
   stacked_runs     seeds 42 and 43 with helpers.FAST, trained as one stack: their method folder
@@ -25,7 +25,7 @@ import pytest
 
 from clipclap_cli.cli import run
 from clipclap_cli.plugins.manager import make_plugin_manager
-from helpers import FAST, FAST_RUN, tree_digest  # noqa: F401  (tree_digest: re-exported for older imports)
+from helpers import FAST, FAST_RUN, SMOKE, tree_digest  # noqa: F401  (tree_digest: re-exported for older imports)
 from released_tree import BENCHMARKS, write_released_tree  # noqa: F401  (re-exported for tests)
 from shared_material import missing
 
@@ -218,8 +218,7 @@ def demo_copy(demo_store, tmp_path):
 def trained_run(tmp_path_factory, demo_store):
     """One short real run on the demo benchmark (read-only: tests copy it to edit its results)."""
     root = made_once(tmp_path_factory, "report",
-                     lambda folder: _train("--store", demo_store, "--runs-dir", folder / "runs", "--epochs", "1",
-                                           "--batches-per-epoch", "2"))
+                     lambda folder: _train("--store", demo_store, "--runs-dir", folder / "runs", *SMOKE))
     [path] = [p.parent for p in (root / "runs").rglob("results.json")]
     return path
 

@@ -16,11 +16,15 @@ from pathlib import Path
 FAST = ("--epochs", "3", "--batches-per-epoch", "30")
 #: FAST departs from the demo's schedule (20 epochs of 300 batches), so its runs' folders say so
 FAST_RUN = "clipclap,epochs=3,batches-per-epoch=30"
+#: The cheapest whole run (both stages and the test evaluation), for checks that do not depend on
+#: what the run learns: files, messages, bytes equal between two ways of training one run
+SMOKE = ("--epochs", "1", "--batches-per-epoch", "2")
+SMOKE_RUN = "clipclap,epochs=1,batches-per-epoch=2"
 
 
-def train_fast(cli, store, runs, *extra, manager=None):
-    """`clipclap train demo` with the FAST schedule into the runs folder `runs`."""
-    return cli("train", "demo", "--store", store, "--runs-dir", runs, *FAST, *extra, manager=manager)
+def train_fast(cli, store, runs, *extra, manager=None, schedule=FAST):
+    """`clipclap train demo` with the FAST schedule (or `schedule`) into the runs folder `runs`."""
+    return cli("train", "demo", "--store", store, "--runs-dir", runs, *schedule, *extra, manager=manager)
 
 
 def interrupt_after(monkeypatch, saves: int = 1) -> None:

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from clipclap_cli.train.trainer import ClassBalancedSampler, improves
-from helpers import FAST, FAST_RUN, interrupt_after, one_error_line, register_plugin, tree_digest
+from helpers import FAST, FAST_RUN, SMOKE, SMOKE_RUN, interrupt_after, one_error_line, register_plugin, tree_digest
 from helpers import train_fast as _train
 
 
@@ -58,10 +58,11 @@ def test_run_is_complete_and_far_above_chance(reference_run):
 
 
 @pytest.mark.slow
-def test_same_seed_gives_byte_identical_results(cli, demo_store, reference_run, tmp_path):
-    assert _train(cli, demo_store, tmp_path).exit_code == 0
-    again = tmp_path / "demo" / FAST_RUN / "seed42" / "results.json"
-    assert again.read_bytes() == (reference_run / "results.json").read_bytes()
+def test_same_seed_gives_byte_identical_results(cli, demo_store, trained_run, tmp_path):
+    assert _train(cli, demo_store, tmp_path, schedule=SMOKE).exit_code == 0
+    again = tmp_path / "demo" / SMOKE_RUN / "seed42"
+    for name in ("results.json", "stage1/metrics.jsonl", "stage2/metrics.jsonl"):
+        assert (again / name).read_bytes() == (trained_run / name).read_bytes(), name
 
 
 @pytest.mark.slow
@@ -177,6 +178,11 @@ def test_killed_process_resumes_to_the_same_results(demo_store, reference_run, t
     assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
 
 
+#: Three epochs (a resume after the second), of 2 batches: for checks on the run's course, not its numbers
+THREE_SHORT = ("--epochs", "3", "--batches-per-epoch", "2")
+THREE_SHORT_RUN = "clipclap,epochs=3,batches-per-epoch=2"
+
+
 @pytest.mark.slow
 def test_a_run_keeps_the_cpu_threads_it_started_with(cli, demo_store, tmp_path, monkeypatch):
     """A run's numbers depend on its CPU thread count at the last bit, so the run records it:
@@ -191,17 +197,17 @@ def test_a_run_keeps_the_cpu_threads_it_started_with(cli, demo_store, tmp_path, 
     run_epoch = runs_mod.Trainer.run_epoch
     monkeypatch.setattr(runs_mod.Trainer, "run_epoch",
                         lambda self, *a, **k: seen.append(torch.get_num_threads()) or run_epoch(self, *a, **k))
-    assert _train(cli, demo_store, tmp_path / "whole", "--threads", str(other)).exit_code == 0
-    whole = tmp_path / "whole" / "demo" / FAST_RUN / "seed42"
+    assert _train(cli, demo_store, tmp_path / "whole", "--threads", str(other), schedule=THREE_SHORT).exit_code == 0
+    whole = tmp_path / "whole" / "demo" / THREE_SHORT_RUN / "seed42"
     assert json.loads((whole / "config.json").read_text())["threads"] == other
 
     interrupt_after(monkeypatch, 2)
-    assert _train(cli, demo_store, tmp_path / "cut", "--threads", str(other)).exit_code == 130
+    assert _train(cli, demo_store, tmp_path / "cut", "--threads", str(other), schedule=THREE_SHORT).exit_code == 130
     assert torch.get_num_threads() == default
-    r = _train(cli, demo_store, tmp_path / "cut", "--threads", str(default))
+    r = _train(cli, demo_store, tmp_path / "cut", "--threads", str(default), schedule=THREE_SHORT)
     assert r.exit_code == 1 and f"trains with {other} CPU thread(s)" in r.stderr
-    assert _train(cli, demo_store, tmp_path / "cut").exit_code == 0
-    cut = tmp_path / "cut" / "demo" / FAST_RUN / "seed42"
+    assert _train(cli, demo_store, tmp_path / "cut", schedule=THREE_SHORT).exit_code == 0
+    cut = tmp_path / "cut" / "demo" / THREE_SHORT_RUN / "seed42"
     assert (cut / "results.json").read_bytes() == (whole / "results.json").read_bytes()
     assert seen and set(seen) == {other} and torch.get_num_threads() == default
     r = cli("report", whole, cut)  # the same seed twice: one sample, by its newest run
@@ -214,28 +220,29 @@ def test_runs_side_by_side_match_the_same_runs_alone(cli, demo_store, tmp_path):
     """--jobs trains runs in worker processes with a share of the cores each: every run has the
     bytes of the same run trained alone with that many threads; a run that fails is one error
     line naming it, the others finish, and the command exits non-zero."""
-    alone = _train(cli, demo_store, tmp_path / "alone", "--seeds", "2", "--threads", "1", "--no-stack")
+    alone = _train(cli, demo_store, tmp_path / "alone", "--seeds", "2", "--threads", "1", "--no-stack",
+                   schedule=SMOKE)
     assert alone.exit_code == 0, alone
-    r = _train(cli, demo_store, tmp_path / "jobs", "--seeds", "2", "--jobs", "2", "--threads", "1")
+    r = _train(cli, demo_store, tmp_path / "jobs", "--seeds", "2", "--jobs", "2", "--threads", "1", schedule=SMOKE)
     assert r.exit_code == 0, r
     assert "training 2 runs, 2 at a time" in r.stderr and "mean ± std over 2 seeds" in r.stdout
     for seed in (42, 43):
-        a, b = (tmp_path / d / "demo" / FAST_RUN / f"seed{seed}" for d in ("alone", "jobs"))
+        a, b = (tmp_path / d / "demo" / SMOKE_RUN / f"seed{seed}" for d in ("alone", "jobs"))
         assert (b / "results.json").read_bytes() == (a / "results.json").read_bytes()
         assert json.loads((b / "config.json").read_text())["threads"] == 1
     clash = tmp_path / "clash"  # seed 43's folder holds a run with other settings (weight decay)
-    shutil.copytree(tmp_path / "alone" / "demo" / FAST_RUN / "seed43", clash / "demo" / FAST_RUN / "seed43")
-    config = json.loads((clash / "demo" / FAST_RUN / "seed43" / "config.json").read_text())
+    shutil.copytree(tmp_path / "alone" / "demo" / SMOKE_RUN / "seed43", clash / "demo" / SMOKE_RUN / "seed43")
+    config = json.loads((clash / "demo" / SMOKE_RUN / "seed43" / "config.json").read_text())
     config["spec"]["train"]["weight_decay"] = 0.5
-    (clash / "demo" / FAST_RUN / "seed43" / "config.json").write_text(json.dumps(config))
-    r = _train(cli, demo_store, clash, "--seeds", "2", "--jobs", "2", "--threads", "1")
+    (clash / "demo" / SMOKE_RUN / "seed43" / "config.json").write_text(json.dumps(config))
+    r = _train(cli, demo_store, clash, "--seeds", "2", "--jobs", "2", "--threads", "1", schedule=SMOKE)
     assert r.exit_code == 1
     assert "Error: clipclap seed 43: run" in r.stderr and "exists with different settings" in r.stderr
     assert "1 of 2 runs failed" in r.stderr
-    assert (clash / "demo" / FAST_RUN / "seed42" / "results.json").read_bytes() == \
-        (tmp_path / "alone" / "demo" / FAST_RUN / "seed42" / "results.json").read_bytes()
+    assert (clash / "demo" / SMOKE_RUN / "seed42" / "results.json").read_bytes() == \
+        (tmp_path / "alone" / "demo" / SMOKE_RUN / "seed42" / "results.json").read_bytes()
     # every run failing (seed 42 now trained with one thread): their error lines and the count, nothing else
-    r = _train(cli, demo_store, clash, "--seeds", "2", "--jobs", "2", "--threads", "2")
+    r = _train(cli, demo_store, clash, "--seeds", "2", "--jobs", "2", "--threads", "2", schedule=SMOKE)
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error: ")]
     assert r.exit_code == 1 and len(errors) == 3 and errors[2].startswith("Error: 2 of 2 runs failed"), r.stderr
 
@@ -248,12 +255,12 @@ def test_side_by_side_workers_load_the_callers_plugins(cli, demo_store, tmp_path
     from example_plugin import manager_with_example
 
     pm = manager_with_example()
-    settings = ("--head", "bilinear", "--seeds", "2", "--threads", "1")
+    settings = ("--head", "bilinear", "--seeds", "2", "--threads", "1", *SMOKE)
     r = _train(cli, demo_store, tmp_path / "jobs", *settings, "--jobs", "2", manager=pm)
     assert r.exit_code == 0, r
     assert _train(cli, demo_store, tmp_path / "alone", *settings, manager=pm).exit_code == 0
     for seed in (42, 43):
-        a, b = (tmp_path / d / "demo" / FAST_RUN.replace("clipclap", "bilinear") / f"seed{seed}" / "results.json"
+        a, b = (tmp_path / d / "demo" / SMOKE_RUN.replace("clipclap", "bilinear") / f"seed{seed}" / "results.json"
                 for d in ("alone", "jobs"))
         assert a.read_bytes() == b.read_bytes()
 
@@ -296,10 +303,10 @@ def test_stopping_side_by_side_runs_stops_every_worker_and_they_resume(cli, demo
     one 'Interrupted' line, exit 130). Each time no worker survives the command, and the next run
     of the same command resumes; the runs end with the bytes of runs trained without a stop."""
     epochs = 8  # not the demo's 10: a schedule of its own names the runs' folder
-    alone = ["--seeds", "2", "--threads", "1", "--epochs", str(epochs), "--batches-per-epoch", "40", "--no-stack"]
+    alone = ["--seeds", "2", "--threads", "1", "--epochs", str(epochs), "--batches-per-epoch", "20", "--no-stack"]
     cmd = [sys.executable, "-m", "clipclap_cli", "train", "demo", "--store", str(demo_store), "--runs-dir",
            str(tmp_path / "cut"), *alone, "--jobs", "2"]
-    method = f"clipclap,epochs={epochs},batches-per-epoch=40"
+    method = f"clipclap,epochs={epochs},batches-per-epoch=20"
     metrics = [tmp_path / "cut" / "demo" / method / f"seed{s}" / "stage1" / "metrics.jsonl" for s in (42, 43)]
 
     def epochs_done() -> int:
@@ -400,9 +407,9 @@ def test_a_head_reads_only_the_label_embeddings_it_needs(cli, demo_store, tmp_pa
                         + " has clip (run `clipclap embed demo --encoder clap` first)")
     assert not (tmp_path / "refused").exists() and tree_digest(tmp_path / "clip-only.zarr") == before
     for where, runs in ((store.location, "clip-only"), (demo_store, "full")):
-        r = _train(cli, where, tmp_path / runs, "-p", "labels=clip")
+        r = _train(cli, where, tmp_path / runs, "-p", "labels=clip", schedule=SMOKE)
         assert r.exit_code == 0, r
-    method = "clipclap,labels=clip,epochs=3,batches-per-epoch=30"
+    method = "clipclap,labels=clip,epochs=1,batches-per-epoch=2"
     a, b = (tmp_path / d / "demo" / method / "seed42" for d in ("clip-only", "full"))
     assert (a / "results.json").read_bytes() == (b / "results.json").read_bytes()
     assert json.loads((a / "config.json").read_text())["spec"]["dims"]["text_parts"] == [["clip", 512]]
@@ -429,7 +436,7 @@ def test_a_head_must_name_known_label_embeddings_in_order(demo_store):
 
 
 @pytest.mark.slow
-def test_a_run_trains_in_one_process_at_a_time(cli, demo_store, reference_run, tmp_path):
+def test_a_run_trains_in_one_process_at_a_time(cli, demo_store, trained_run, tmp_path):
     """The same run started twice (two terminals, a job launched twice): the second is refused in
     one line while the first lives; a lock left by a process that died is taken over, and the
     run ends with the bytes of an uninterrupted one, without the lock."""
@@ -442,26 +449,26 @@ def test_a_run_trains_in_one_process_at_a_time(cli, demo_store, reference_run, t
     (run / RUN_MARKER).write_text('{"run_format": 2}')  # a run folder clipclap made (runs write only into runs)
     lock = run / "train.lock"
     lock.write_text(f"{socket.gethostname()} {os.getpid()}")  # a live process: this one
-    line = one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *FAST))
+    line = one_error_line(cli("train", "demo", "--store", demo_store, "--run", run, *SMOKE))
     assert line == (f"Error: run {run} is being trained by another process (host and pid: {socket.gethostname()} "
                     f"{os.getpid()}); wait for it or stop it; if it died on another machine, remove {lock}")
     assert not (run / "stage1").exists()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock.write_text(f"{socket.gethostname()} {dead.stdout.strip()}")
-    assert cli("train", "demo", "--store", demo_store, "--run", run, *FAST).exit_code == 0
-    assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
+    assert cli("train", "demo", "--store", demo_store, "--run", run, *SMOKE).exit_code == 0
+    assert (run / "results.json").read_bytes() == (trained_run / "results.json").read_bytes()
     assert not lock.exists()
 
 
 @pytest.mark.slow
-def test_a_head_named_twice_is_one_run(cli, demo_store, reference_run, tmp_path):
+def test_a_head_named_twice_is_one_run(cli, demo_store, trained_run, tmp_path):
     """`--head clipclap,clipclap --jobs 2` asks for one run, not for two workers racing on one
     folder (which failed on config.json's atomic write)."""
-    r = _train(cli, demo_store, tmp_path / "dup", "--head", "clipclap,clipclap", "--jobs", "2")
+    r = _train(cli, demo_store, tmp_path / "dup", "--head", "clipclap,clipclap", "--jobs", "2", schedule=SMOKE)
     assert r.exit_code == 0, r
-    assert [p.name for p in (tmp_path / "dup" / "demo").iterdir()] == [FAST_RUN]
-    results = tmp_path / "dup" / "demo" / FAST_RUN / "seed42" / "results.json"
-    assert results.read_bytes() == (reference_run / "results.json").read_bytes()
+    assert [p.name for p in (tmp_path / "dup" / "demo").iterdir()] == [SMOKE_RUN]
+    results = tmp_path / "dup" / "demo" / SMOKE_RUN / "seed42" / "results.json"
+    assert results.read_bytes() == (trained_run / "results.json").read_bytes()
 
 
 def test_changed_settings_do_not_silently_mix(cli, demo_store, reference_run, tmp_path):
@@ -605,7 +612,7 @@ def test_run_is_evaluated_on_its_own_store_not_the_environments(cli, demo_store,
 
 
 @pytest.mark.slow
-def test_a_run_on_an_object_store_matches_the_folder_run(cli, reference_run, tmp_path):
+def test_a_run_on_an_object_store_matches_the_folder_run(cli, trained_run, tmp_path):
     """The same data behind an fsspec URL (the in-memory file system, an object store) trains to
     byte-identical results; the run records the URL and `evaluate RUN` reads it back from there."""
     import fsspec
@@ -614,14 +621,14 @@ def test_a_run_on_an_object_store_matches_the_folder_run(cli, reference_run, tmp
     url = f"memory://{bucket}/store.zarr"
     try:
         assert cli("demo", "--no-train", "--store", url).exit_code == 0
-        r = _train(cli, url, tmp_path / "runs")
+        r = _train(cli, url, tmp_path / "runs", schedule=SMOKE)
         assert r.exit_code == 0, r
-        run = tmp_path / "runs" / "demo" / FAST_RUN / "seed42"
+        run = tmp_path / "runs" / "demo" / SMOKE_RUN / "seed42"
         assert json.loads((run / "config.json").read_text())["store"] == url
-        assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
+        assert (run / "results.json").read_bytes() == (trained_run / "results.json").read_bytes()
         (run / "results.json").unlink()
         assert cli("evaluate", run).exit_code == 0
-        assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
+        assert (run / "results.json").read_bytes() == (trained_run / "results.json").read_bytes()
     finally:
         fsspec.filesystem("memory").rm(f"/{bucket}", recursive=True)
 
