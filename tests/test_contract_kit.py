@@ -20,6 +20,7 @@ from clipclap_cli import Encoder
 from clipclap_cli.plugins.contracts import ContractError
 from clipclap_cli.plugins.registry import list_dataset_kinds, list_encoders, list_heads
 from clipclap_cli.testing import SkipCheck, check_dataset_kind, check_encoder, check_head, check_plugin
+from helpers import register_plugin
 from installed_plugins import clipclap, environment, install
 
 REPO = Path(__file__).resolve().parents[1]
@@ -255,14 +256,7 @@ def test_a_format_giving_a_malformed_bundle_stops_the_import_naming_it(cli, pm, 
             return bundle
     broken = type("Malformed", (base,), {"kind": "malformed", "load_features": load})
 
-    class Plugin:
-        from clipclap_cli import hookimpl
-
-        @hookimpl
-        def register_dataset_kinds(self, register):
-            register(broken)
-
-    pm.register(Plugin(), name="malformed-plugin")
+    register_plugin(pm, "malformed-plugin", dataset_kinds=[broken])
     (tmp_path / "d.toml").write_text('[datasets.bad]\nkind = "malformed"\nvideos_per_class = 5\n')
     r = cli("demo", "--dataset", "bad", "--no-train", "--store", tmp_path / "s.zarr", "--datasets", tmp_path / "d.toml",
             manager=pm)

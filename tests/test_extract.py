@@ -304,7 +304,7 @@ def test_malformed_plugin_output_stops_extraction_naming_the_plugin(videos, cli,
     three lines naming the plugin, before anything is written to the store."""
     from dataclasses import dataclass
 
-    from clipclap_cli import Encoder, hookimpl
+    from clipclap_cli import Encoder
     from clipclap_plugins.datasets_videos import VideoFolder
 
     method, broken, came = BROKEN_OUTPUT[case]
@@ -325,17 +325,7 @@ def test_malformed_plugin_output_stops_extraction_naming_the_plugin(videos, cli,
     else:
         kind = type("Folder", (VideoFolder,), {"kind": "broken-folder", method: broken})
 
-    class Plugin:
-        @hookimpl
-        def register_encoders(self, register):
-            register(Colour())
-
-        @hookimpl
-        def register_dataset_kinds(self, register):
-            if kind is not VideoFolder:
-                register(kind)
-
-    pm.register(Plugin(), name="broken-output")
+    register_plugin(pm, "broken-output", encoders=[Colour()], dataset_kinds=[kind] if kind is not VideoFolder else [])
     root, _ = videos
     datasets = tmp_path / "datasets.toml"
     datasets.write_text(DATASETS.replace("video = 32, audio = 32,", "video = 3, audio = 16,")
