@@ -112,6 +112,13 @@ def non_finite_json_files(root: Path) -> list[str]:
     return found
 
 
+def pytest_collection_modifyitems(config, items):
+    """The slow-marked tests first (stable: the others keep their order). Under pytest-xdist the
+    workers then finish together, instead of one worker training the suite's longest tests alone
+    at the end; no test depends on the order (each one makes or copies what it changes)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_sessionfinish(session, exitstatus):
     """No JSON file clipclap writes may hold NaN or infinity (issue 39): after the tests, every
     *.json and *.jsonl file under this session's temporary folder is read strictly, and one that

@@ -303,10 +303,10 @@ def test_stopping_side_by_side_runs_stops_every_worker_and_they_resume(cli, demo
     one 'Interrupted' line, exit 130). Each time no worker survives the command, and the next run
     of the same command resumes; the runs end with the bytes of runs trained without a stop."""
     epochs = 8  # not the demo's 10: a schedule of its own names the runs' folder
-    alone = ["--seeds", "2", "--threads", "1", "--epochs", str(epochs), "--batches-per-epoch", "20", "--no-stack"]
+    alone = ["--seeds", "2", "--threads", "1", "--epochs", str(epochs), "--batches-per-epoch", "40", "--no-stack"]
     cmd = [sys.executable, "-m", "clipclap_cli", "train", "demo", "--store", str(demo_store), "--runs-dir",
            str(tmp_path / "cut"), *alone, "--jobs", "2"]
-    method = f"clipclap,epochs={epochs},batches-per-epoch=20"
+    method = f"clipclap,epochs={epochs},batches-per-epoch=40"
     metrics = [tmp_path / "cut" / "demo" / method / f"seed{s}" / "stage1" / "metrics.jsonl" for s in (42, 43)]
 
     def epochs_done() -> int:
