@@ -295,6 +295,11 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """In the child before exec: SIGINT's default action, as a terminal's Ctrl-C finds it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_stopping_side_by_side_runs_stops_every_worker_and_they_resume(cli, demo_store, tmp_path):
     """A `train --jobs 2` command stopped three ways while its workers train: SIGTERM to the
@@ -314,8 +319,10 @@ def test_stopping_side_by_side_runs_stops_every_worker_and_they_resume(cli, demo
 
     for how in ("SIGTERM", "SIGKILL", "SIGINT to the group"):
         before = epochs_done()
+        # Ctrl-C as in a terminal: a suite started in the background of a shell without job control
+        # inherits SIGINT ignored, and Python keeps an ignored SIGINT ignored
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_sigint_as_in_a_terminal)
         started = time.monotonic()
         while time.monotonic() < started + 120 and proc.poll() is None and epochs_done() < before + 1:
             time.sleep(0.05)  # the workers train: an epoch more is saved
