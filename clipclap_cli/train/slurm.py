@@ -1,0 +1,337 @@
+"""`train --launcher slurm`: each run of a plan (a stack of seeds counts as one) as one task of a
+SLURM job array, through submitit (the `clipclap[cluster]` extra).
+
+A task trains its runs with the functions the in-process launcher calls (`train_run`,
+`train_stack`) on the store's recorded path, so its files are those of the same runs trained
+here. Tasks are requeued on preemption or timeout (submitit signals the task before its time
+limit and calls `TrainTask.checkpoint`) and resume from their runs' last epoch checkpoints.
+submitit's folders (job scripts, pickles, logs) go under RUNS_DIR/.slurm/; RUNS_DIR/.slurm/jobs.json
+records which task trains which run folder, so that the same command run again (after
+`--no-wait`, or after Ctrl-C) follows a task still queued or running instead of submitting it
+twice, and resubmits the runs whose task ended without finishing them. The queue is read with
+squeue (a cluster without an accounting database has no sacct); a task that left the queue is
+judged by its runs' files and by the result submitit wrote for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clipclap_cli.errors import ClipclapError, ConfigError, RunError
+from clipclap_cli.extras import need
+from clipclap_cli.files import write_json
+from clipclap_cli.runs.config import read_json
+from clipclap_cli.runs.files import RESULTS
+from clipclap_cli.runs.folder import stage_result
+from clipclap_cli.train.scheduler import Emit, Failed, Launched, Outcome, Report, Reused, Tally, Work
+
+
+@dataclass(frozen=True)
+class Queued:
+    """Run `run`'s SLURM task `task` is in `state` (PENDING, RUNNING, ...), as squeue says."""
+
+    run: int
+    state: str
+    task: str
+
+#: States in which a task is still the queue's: the launcher waits on it and does not resubmit it
+LIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
+        "SUSPENDED", "STAGE_OUT", "SIGNALING"}
+JOBS = "jobs.json"
+_SETTINGS = {"partition": str, "time": int, "gpus": int, "cpus": int, "mem_gb": int, "array_parallelism": int,
+             "sbatch": list}
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """What each task asks SLURM for; None: the cluster's default. `time` in minutes, `sbatch`:
+    extra "--key=value" arguments (or "--flag")."""
+
+    partition: str | None = None
+    time: int | None = None
+    gpus: int | None = None
+    cpus: int | None = None
+    mem_gb: int | None = None
+    array_parallelism: int | None = None
+    sbatch: tuple[str, ...] = ()
+
+    def parameters(self) -> dict:
+        """submitit's `update_parameters` arguments."""
+        given = {"slurm_partition": self.partition, "timeout_min": self.time, "gpus_per_node": self.gpus,
+                 "cpus_per_task": self.cpus, "mem_gb": self.mem_gb, "slurm_array_parallelism": self.array_parallelism}
+        extra = {}
+        for arg in self.sbatch:
+            key, _, value = arg.removeprefix("--").partition("=")
+            extra[key] = value if value else True
+        if self.time is not None:  # submitit's signal to requeue comes this long before the limit
+            given["slurm_signal_delay_s"] = min(90, max(10, self.time * 15))
+        return {k: v for k, v in given.items() if v is not None} | (
+            {"slurm_additional_parameters": extra} if extra else {})
+
+
+def slurm_settings(datasets_file: Path | None, **given) -> SlurmSettings:
+    """The [slurm] table of the datasets file (if any), each key the command line `given` (not
+    None) overriding; a key or value of the wrong kind is a ConfigError naming it."""
+    from clipclap_cli.data.datasets_toml import read_toml_text
+
+    table = read_toml_text(datasets_file, "datasets file").get("slurm", {}) if datasets_file else {}
+    where = f"{datasets_file} [slurm]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    for key, value in table.items():
+        kind = _SETTINGS.get(key)
+        if kind is None:
+            raise ConfigError(f"{where} {key}: unknown; valid: {', '.join(_SETTINGS)}")
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 1) or (
+                kind is list and not all(isinstance(a, str) and a.startswith("--") for a in value)):
+            wanted = {str: "a name", int: "a whole number of 1 or more", list: 'a list of "--key=value" strings'}
+            raise ConfigError(f"{where} {key}: expected {wanted[kind]}, got {value!r}")
+    merged = table | {k: v for k, v in given.items() if v is not None and v != ()}
+    return SlurmSettings(**{k: tuple(v) if k == "sbatch" else v for k, v in merged.items()})
+
+
+def check_slurm(settings: SlurmSettings) -> None:
+    """SLURM answers here and knows the partition asked for: else one line, before any write."""
+    if shutil.which("sbatch") is None:
+        raise ClipclapError("SLURM is not reachable from here: no sbatch on PATH (train on a cluster's login "
+                            "node, or with --launcher local)")
+    if settings.partition is not None:
+        known = _slurm("sinfo", "-h", "-o", "%R").split()
+        if settings.partition not in known:
+            raise ClipclapError(f"SLURM has no partition {settings.partition!r}; sinfo lists: "
+                                f"{', '.join(sorted(set(known))) or 'none'}")
+
+
+def _slurm(*cmd: str) -> str:
+    """A SLURM command's output; its failure is one line with its message."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ClipclapError(f"{cmd[0]} failed: {e}") from None
+    if done.returncode != 0:
+        raise ClipclapError(f"{cmd[0]} failed: {(done.stderr or done.stdout).strip() or done.returncode}")
+    return done.stdout
+
+
+class TrainTask:
+    """What one array task runs: the requested stages of its runs (one run, or a stack of runs
+    that differ only in the seed), with the caller's plugins. A checkpointable callable for
+    submitit (its `checkpoint` method): preempted or out of time, it is requeued as it is and the
+    runs resume from their epoch checkpoints. A run that fails makes the task fail, its error
+    in the task's result and log."""
+
+    def __init__(self, runs: list, store: str, stages: tuple[int, ...], plugins: list, threads: int | None):
+        self.runs, self.store, self.stages, self.plugins, self.threads = runs, store, stages, plugins, threads
+
+    def __call__(self) -> list[str]:
+        import torch
+
+        from clipclap_cli.plugins.manager import rebuild_plugin_manager
+        from clipclap_cli.store.feature_store import FeatureStore
+        from clipclap_cli.train.scheduler import callbacks
+        from clipclap_cli.train.stacked import train_stack
+        from clipclap_cli.train.stages import train_run
+
+        if os.environ.get("SLURM_CPUS_PER_TASK"):  # the task's cores: what a new run records without --threads
+            torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
+        pm, store = rebuild_plugin_manager(self.plugins), FeatureStore(self.store)
+        log = [callbacks(i, path, lambda event: print(event, flush=True), steps=False)
+               for i, (path, _) in enumerate(self.runs)]
+        if len(self.runs) == 1:
+            path, spec = self.runs[0]
+            try:
+                outcomes = [train_run(path, spec, store, self.stages, log[0], pm, self.threads)]
+            except ClipclapError as e:
+                outcomes = [e]
+        else:
+            outcomes = train_stack(self.runs, store, self.stages, log, None, pm, self.threads)
+        errors = [f"{path}: {e}" for (path, _), e in zip(self.runs, outcomes, strict=True) if isinstance(e, Exception)]
+        if errors:
+            raise RunError("; ".join(errors))
+        return [str(path) for path, _ in self.runs]
+
+    def checkpoint(self, *args, **kwargs):
+        """submitit calls this before the task is requeued: the same task, to run again."""
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+@dataclass(frozen=True)
+class Slurm:
+    """The runs of a plan as the tasks of one SLURM job array (`settings`), submitit's files under
+    `runs_dir`/.slurm; with `wait`, follows the tasks' states until they end. `stack`: runs that
+    differ only in the seed share a task, trained as one stack."""
+
+    settings: SlurmSettings = field(default_factory=SlurmSettings)
+    runs_dir: Path = Path("runs")
+    wait: bool = True
+    stack: bool = True
+    poll: float = 2.0
+
+    @property
+    def folder(self) -> Path:
+        return self.runs_dir / ".slurm"
+
+    def run(self, work: Work, emit: Emit, report: Report) -> Outcome:
+        need("submitit", "cluster", "train --launcher slurm")
+        check_slurm(self.settings)
+        tally = Tally(emit)
+        groups = self._groups(work)
+        done = [g for g in groups if all(_done(work, i) for i in g)]
+        if done:
+            self._reused(work, [i for g in done for i in g], tally)
+        jobs = self._jobs()
+        queue = _queue()
+        live = {tuple(g): jobs[key(work, g[0])] for g in groups if g not in done
+                and jobs.get(key(work, g[0]), {}).get("task") in queue}
+        new = [g for g in groups if g not in done and tuple(g) not in live]
+        if new:
+            live |= self._submit(work, new, jobs)
+        if live:
+            arrays = sorted({task["task"].split("_")[0] for task in live.values()}, key=int)
+            tally(Launched(tuple(i for g in live for i in g), at_once=min(len(live), self.settings.array_parallelism
+                                                                         or len(live)),
+                           where=f"SLURM job{'s' if len(arrays) > 1 else ''} {', '.join(arrays)}"))
+        if self.wait:
+            self._follow(work, live, tally)
+        else:
+            for group, task in live.items():
+                for i in group:
+                    tally(Queued(i, queue.get(task["task"], "PENDING"), task["task"]))
+        return _reported(tally.outcome(work), report)
+
+    def _groups(self, work: Work) -> list[list[int]]:
+        from clipclap_cli.plugins.registry import get_head
+        from clipclap_cli.train.stacked import stack_groups
+
+        plan = work.plan
+        return (stack_groups(plan, {spec.head: get_head(spec.head, work.pm) for _, spec in plan}) if self.stack
+                else [[i] for i in range(len(plan))])
+
+    def _jobs(self) -> dict:
+        path = self.folder / JOBS
+        return read_json(path) if path.exists() else {}
+
+    @staticmethod
+    def _reused(work: Work, runs: list[int], tally: Tally) -> None:
+        """Runs finished already: their stages and results as they are, nothing submitted."""
+        tally(Launched(tuple(runs)))
+        for i in runs:
+            path = work.plan[i][0]
+            for stage in work.stages:
+                tally(Reused(i, stage, stage_result(path, stage), _version(path)))
+            tally.ended(work, i, read_json(path / RESULTS) if 2 in work.stages else None)
+
+    def _submit(self, work: Work, groups: list[list[int]], jobs: dict) -> dict:
+        """Submit one array of `groups`, recorded in jobs.json; a rejected job leaves nothing."""
+        submitit = need("submitit", "cluster", "train --launcher slurm")
+        from clipclap_cli.plugins.manager import portable_plugins
+
+        plugins = portable_plugins(work.pm)
+        store = work.store.location.recorded()
+        tasks = [TrainTask([(work.plan[i][0].resolve(), work.plan[i][1]) for i in g], store, work.stages, plugins,
+                           work.threads) for g in groups]
+        created = [p for p in (self.runs_dir, self.folder) if not p.exists()]
+        before = set(self.folder.iterdir()) if self.folder.exists() else set()
+        executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster="slurm")
+        executor.update_parameters(name="clipclap-train", **self.settings.parameters())
+        try:
+            submitted = executor.submit_array(tasks)
+        except Exception as e:  # sbatch's refusal comes as whatever submitit raises
+            for path in set(self.folder.iterdir()) - before if self.folder.exists() else ():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            for path in reversed(created):
+                shutil.rmtree(path, ignore_errors=True)
+            raise ClipclapError(f"SLURM refused the job: {_last_line(e)}") from None
+        live = {}
+        for group, job in zip(groups, submitted, strict=True):
+            task = {"task": job.job_id, "log": str(job.paths.stderr), "result": str(job.paths.result_pickle)}
+            live[tuple(group)] = task
+            for i in group:
+                jobs[key(work, i)] = task
+        write_json(self.folder / JOBS, jobs)
+        return live
+
+    def _follow(self, work: Work, live: dict, tally: Tally) -> None:
+        """Each task's state as events until it leaves the queue, then how its runs ended."""
+        seen: dict[str, str] = {}
+        while live:
+            queue = _queue()
+            for group, task in list(live.items()):
+                state = queue.get(task["task"])
+                if state in LIVE:
+                    if seen.get(task["task"]) != state:
+                        seen[task["task"]] = state
+                        for i in group:
+                            tally(Queued(i, state, task["task"]))
+                    continue
+                del live[group]
+                error = _task_error(task)
+                for i in group:
+                    if _done(work, i):
+                        tally.ended(work, i, read_json(work.plan[i][0] / RESULTS) if 2 in work.stages else None)
+                    else:
+                        tally(Failed(i, f"{error} (SLURM task {task['task']}; log: {task['log']}); rerun the same "
+                                        "command to resubmit it"))
+            if live:
+                time.sleep(self.poll)
+
+
+def key(work: Work, run: int) -> str:
+    """A run's entry in jobs.json: its folder, absolute."""
+    return str(work.plan[run][0].resolve())
+
+
+def _done(work: Work, run: int) -> bool:
+    """Whether run `run` has every stage asked for (and its results, with stage 2)."""
+    path = work.plan[run][0]
+    return all(stage_result(path, s) is not None for s in work.stages) and (
+        2 not in work.stages or (path / RESULTS).exists())
+
+
+def _version(path: Path) -> str:
+    from clipclap_cli.runs.folder import load_spec
+
+    return load_spec(path)[1].get("clipclap_version", "?")
+
+
+def _queue() -> dict[str, str]:
+    """This user's tasks in SLURM's queue: task id (JOB_TASK) -> state."""
+    lines = _slurm("squeue", "-h", "-r", "--me", "-o", "%i|%T").splitlines()
+    return dict(line.strip().split("|", 1) for line in lines if "|" in line)
+
+
+def _task_error(task: dict) -> str:
+    """Why a task that left the queue did not finish its runs: its error, from the result
+    submitit wrote, or what its absence says."""
+    with contextlib.suppress(OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
+        outcome, value = pickle.loads(Path(task["result"]).read_bytes())[:2]
+        if outcome == "error":
+            return _last_line(value).removeprefix("clipclap_cli.errors.").split(": ", 1)[-1] if _ours(value) \
+                else _last_line(value)
+    return "the task ended without finishing its runs (cancelled, killed or out of time)"
+
+
+def _ours(traceback: str) -> bool:
+    """Whether a task's traceback ends in one of clipclap's errors (its message says it all)."""
+    return _last_line(traceback).startswith("clipclap_cli.errors.")
+
+
+def _last_line(error: object) -> str:
+    """The line that says what went wrong: the last of a traceback or of a command's output."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _reported(outcome: Outcome, report: Report) -> Outcome:
+    if outcome.finished:
+        report(outcome.finished)
+    return Outcome(outcome.finished, outcome.failed, outcome.runs, " on SLURM")
