@@ -135,24 +135,23 @@ class TrainTask:
 
         from clipclap_cli.plugins.manager import rebuild_plugin_manager
         from clipclap_cli.store.feature_store import FeatureStore
-        from clipclap_cli.train.scheduler import callbacks
-        from clipclap_cli.train.stacked import train_stack
-        from clipclap_cli.train.stages import train_run
+        from clipclap_cli.train.launchers import InProcess
 
         if os.environ.get("SLURM_CPUS_PER_TASK"):  # the task's cores: what a new run records without --threads
             torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
-        pm, store = rebuild_plugin_manager(self.plugins), FeatureStore(self.store)
-        log = [callbacks(i, path, lambda event: print(event, flush=True), steps=False)
-               for i, (path, _) in enumerate(self.runs)]
-        if len(self.runs) == 1:
-            path, spec = self.runs[0]
-            try:
-                outcomes = [train_run(path, spec, store, self.stages, log[0], pm, self.threads)]
-            except ClipclapError as e:
-                outcomes = [e]
-        else:
-            outcomes = train_stack(self.runs, store, self.stages, log, None, pm, self.threads)
-        errors = [f"{path}: {e}" for (path, _), e in zip(self.runs, outcomes, strict=True) if isinstance(e, Exception)]
+        errors = []
+
+        def log(event) -> None:  # the task's events go to its log; its failures end the task
+            print(event, flush=True)
+            if isinstance(event, Failed):
+                errors.append(event.error)
+
+        pm = rebuild_plugin_manager(self.plugins)
+        work = Work(self.runs, FeatureStore(self.store), self.stages, pm, self.threads)
+        try:  # as the runs train in this process: alone, or as one stack
+            InProcess().run(work, log, lambda finished: None)
+        except ClipclapError as e:
+            errors.append(str(e))
         if errors:
             raise RunError("; ".join(errors))
         return [str(path) for path, _ in self.runs]
