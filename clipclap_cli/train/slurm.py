@@ -63,17 +63,45 @@ class SlurmSettings:
     sbatch: tuple[str, ...] = ()
 
     def parameters(self) -> dict:
-        """submitit's `update_parameters` arguments."""
-        given = {"slurm_partition": self.partition, "timeout_min": self.time, "gpus_per_node": self.gpus,
+        """submitit's `update_parameters` arguments (with no `time`, the partition's: submitit's
+        own default of 5 minutes would cut a run short)."""
+        time = self.time if self.time is not None else partition_minutes(self.partition)
+        given = {"slurm_partition": self.partition, "timeout_min": time, "gpus_per_node": self.gpus,
                  "cpus_per_task": self.cpus, "mem_gb": self.mem_gb, "slurm_array_parallelism": self.array_parallelism}
         extra = {}
         for arg in self.sbatch:
             key, _, value = arg.removeprefix("--").partition("=")
             extra[key] = value if value else True
-        if self.time is not None:  # submitit's signal to requeue comes this long before the limit
-            given["slurm_signal_delay_s"] = min(90, max(10, self.time * 15))
+        given["slurm_signal_delay_s"] = min(90, max(10, time * 15))  # submitit's requeue signal, before the limit
         return {k: v for k, v in given.items() if v is not None} | (
             {"slurm_additional_parameters": extra} if extra else {})
+
+
+def partition_minutes(partition: str | None) -> int:
+    """A partition's time limit for a job that gives none (its DefaultTime, else its MaxTime, else
+    a year), in minutes; None: the default partition."""
+    for line in _slurm("sinfo", "-h", "-o", "%P|%L|%l").splitlines():
+        name, default, most = line.strip().split("|")
+        if (name.rstrip("*") == partition) if partition else name.endswith("*"):
+            for value in (default, most):
+                if minutes := _minutes(value):
+                    return minutes
+    return 365 * 24 * 60
+
+
+def _minutes(text: str) -> int | None:
+    """SLURM's time (MM, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]) in whole minutes, at least 1; None
+    for anything else (infinite, n/a)."""
+    days, _, clock = text.rpartition("-")
+    try:
+        parts, d = [int(p) for p in clock.split(":")], int(days or 0)
+    except ValueError:
+        return None
+    if days:
+        h, m, s = [*parts, 0, 0][:3]
+    else:
+        h, m, s = {1: [0, *parts, 0], 2: [0, *parts]}.get(len(parts), parts)[:3]
+    return max(1, (d * 24 + h) * 60 + m + (s > 0))
 
 
 def slurm_settings(datasets_file: Path | None, **given) -> SlurmSettings:
@@ -278,7 +306,7 @@ class Slurm:
                     if _done(work, i):
                         tally.ended(work, i, read_json(work.plan[i][0] / RESULTS) if 2 in work.stages else None)
                     else:
-                        tally(Failed(i, f"{error} (SLURM task {task['task']}; log: {task['log']}); rerun the same "
+                        tally(Failed(i, f"{error}; SLURM task {task['task']}, log: {task['log']}; rerun the same "
                                         "command to resubmit it"))
             if live:
                 time.sleep(self.poll)
@@ -316,7 +344,7 @@ def _task_error(task: dict) -> str:
         if outcome == "error":
             return _last_line(value).removeprefix("clipclap_cli.errors.").split(": ", 1)[-1] if _ours(value) \
                 else _last_line(value)
-    return "the task ended without finishing its runs (cancelled, killed or out of time)"
+    return "its task ended before the run finished (cancelled, killed or out of time)"
 
 
 def _ours(traceback: str) -> bool:
