@@ -125,8 +125,8 @@ def read_toml_text(path: Path, what: str) -> dict[str, Any]:
 def _read_toml(path: Path) -> dict[str, dict]:
     data = read_toml_text(path, "datasets file")
     tables = data.get("datasets", {})
-    if not isinstance(tables, dict) or set(data) - {"datasets"}:
-        raise ConfigError(f"{path}: expected only [datasets.NAME] tables")
+    if not isinstance(tables, dict) or set(data) - {"datasets", "slurm"}:  # [slurm]: train/slurm.py reads it
+        raise ConfigError(f"{path}: expected only [datasets.NAME] tables (and a [slurm] table)")
     for name, table in tables.items():
         if not isinstance(table, dict):
             raise ConfigError(f"{path} [datasets] {name} = {_shown(table)}: expected a table, "
