@@ -16,6 +16,7 @@ judged by its runs' files and by the result submitit wrote for it.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import shutil
@@ -270,8 +271,9 @@ class Slurm:
         before = set(self.folder.iterdir()) if self.folder.exists() else set()
         executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster="slurm")
         executor.update_parameters(name="clipclap-train", **self.settings.parameters())
-        try:
-            submitted = executor.submit_array(tasks)
+        try:  # submitit prints sbatch's refusal to stderr too: it comes in the one line below instead
+            with contextlib.redirect_stderr(io.StringIO()):
+                submitted = executor.submit_array(tasks)
         except Exception as e:  # sbatch's refusal comes as whatever submitit raises
             for path in set(self.folder.iterdir()) - before if self.folder.exists() else ():
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
