@@ -12,6 +12,7 @@ accounting database (no slurmdbd): the launcher reads the queue with squeue, not
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -85,9 +86,17 @@ def _start_munge() -> None:
 
 
 def ensure_cluster(timeout: float = 60) -> None:
-    """Make sure the one-node cluster is up (install, configure and start what is missing)."""
+    """Make sure the one-node cluster is up (install, configure and start what is missing); one
+    process at a time (the suite's xdist workers each ask)."""
     if _answers():
         return
+    with open("/tmp/clipclap-slurm-cluster.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _answers():
+            _start(timeout)
+
+
+def _start(timeout: float) -> None:
     if shutil.which("sbatch") is None:
         _install()
     _start_munge()
