@@ -31,9 +31,14 @@ def _run(*cmd: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def _running(daemon: str) -> bool:
+    return _run("pgrep", "-x", daemon).returncode == 0
+
+
 def _answers() -> bool:
-    """Whether the controller answers and the node takes jobs (idle, mixed or allocated)."""
-    if shutil.which("sinfo") is None:
+    """Whether the controller answers and the node takes jobs (idle, mixed or allocated); asked
+    only with both daemons running (sinfo waits long for a controller that is not there)."""
+    if shutil.which("sinfo") is None or not (_running("slurmctld") and _running("slurmd")):
         return False
     states = _run("sinfo", "-h", "-p", PARTITION, "-o", "%T", timeout=10).stdout.split()
     return bool(states) and all(s.rstrip("*~#") in ("idle", "mixed", "allocated", "completing") for s in states)
@@ -106,9 +111,9 @@ def _start(timeout: float) -> None:
     if not CONF.exists() or CONF.read_text() != text:
         CONF.parent.mkdir(parents=True, exist_ok=True)
         CONF.write_text(text)
-    if _run("scontrol", "ping", timeout=10).stdout.count("UP") == 0:
+    if not _running("slurmctld"):
         subprocess.run(["slurmctld"], check=True, capture_output=True, timeout=30)
-    if _run("pgrep", "-x", "slurmd").returncode != 0:
+    if not _running("slurmd"):
         subprocess.run(["slurmd"], check=True, capture_output=True, timeout=30)
     deadline = time.monotonic() + timeout
     while not _answers():
