@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import pickle
 import shutil
@@ -29,9 +30,9 @@ from clipclap_cli.errors import ClipclapError, ConfigError, RunError
 from clipclap_cli.extras import need
 from clipclap_cli.files import write_json
 from clipclap_cli.runs.config import read_json
-from clipclap_cli.runs.files import RESULTS
+from clipclap_cli.runs.files import METRICS, RESULTS, stage_folder
 from clipclap_cli.runs.folder import stage_result
-from clipclap_cli.train.scheduler import Emit, Failed, Launched, Outcome, Report, Reused, Tally, Work
+from clipclap_cli.train.scheduler import Emit, Epoch, Failed, Launched, Outcome, Report, Reused, Started, Tally, Work
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,8 @@ class Slurm:
     def _follow(self, work: Work, live: dict, tally: Tally) -> None:
         """Each task's state as events until it leaves the queue, then how its runs ended."""
         seen: dict[str, str] = {}
+        epochs = {(i, stage): n for group in live for i in group for stage in work.stages
+                  if (n := _lines(work, i, stage)) is not None}  # what was there before: not reported again
         while live:
             queue = _queue()
             for group, task in list(live.items()):
@@ -301,8 +304,12 @@ class Slurm:
                         seen[task["task"]] = state
                         for i in group:
                             tally(Queued(i, state, task["task"]))
+                    for i in group if state == "RUNNING" else ():
+                        _epochs(work, i, epochs, tally)
                     continue
                 del live[group]
+                for i in group:
+                    _epochs(work, i, epochs, tally)
                 error = _task_error(task)
                 for i in group:
                     if _done(work, i):
@@ -312,6 +319,38 @@ class Slurm:
                                         "command to resubmit it"))
             if live:
                 time.sleep(self.poll)
+
+
+def _lines(work: Work, run: int, stage: int) -> int | None:
+    """How many epochs run `run` has written for `stage` (None: a stage not started; -1: finished)."""
+    path = work.plan[run][0]
+    if stage_result(path, stage) is not None:
+        return -1
+    metrics = stage_folder(path, stage) / METRICS
+    return metrics.read_text().count("\n") if metrics.exists() else None
+
+
+def _epochs(work: Work, run: int, reported: dict[tuple, int], emit: Emit) -> None:
+    """The epochs run `run` wrote to its metrics.jsonl since the last look (`reported`: the lines
+    seen of each stage, from the start of the follow; -1 when done), as the events a run trained
+    here reports: its stage's start or resumption, then each epoch's record."""
+    from clipclap_cli.plugins.registry import get_head
+
+    path, spec = work.plan[run]
+    for stage in work.stages:
+        seen, metrics = reported.get((run, stage)), stage_folder(path, stage) / METRICS
+        if seen == -1 or not metrics.exists():
+            continue
+        lines = metrics.read_text().splitlines()
+        if seen is None or (run, stage, "started") not in reported:
+            first = stage_result(path, 1) if stage == 2 else None
+            total = 1 if get_head(spec.head, work.pm).training_free else (
+                first["best_epoch"] if first else spec.train.epochs)
+            emit(Started(run, stage, seen or 0, total))
+            reported[run, stage, "started"], seen = 1, seen or 0
+        for line in lines[seen:]:
+            emit(Epoch(run, stage, json.loads(line)))
+        reported[run, stage] = -1 if stage_result(path, stage) is not None else len(lines)
 
 
 def key(work: Work, run: int) -> str:
