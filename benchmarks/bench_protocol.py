@@ -381,7 +381,7 @@ def main() -> int:
         spec = RunSpec("demo", entry.split, "clipclap", {}, dims_raw, cfg)
         epochs = {"n": 0}
         t = time.perf_counter()
-        results = train_run(tmp / "run", spec, store, (1, 2),
+        results = train_run(tmp / "run", spec, store.location, data, (1, 2),
                             Callbacks(epoch_end=lambda stage, rec: epochs.__setitem__("n", epochs["n"] + 1)), pm)
         protocol = time.perf_counter() - t
         figures |= {"protocol_s": protocol, "protocol_epochs": epochs["n"],

@@ -4,7 +4,8 @@ Usage: python benchmarks/walk_store.py STORE RUN evaluate|train   (RUN: a traine
 
 A step is a call of a function of clipclap_cli that receives (as any argument, `self` included)
 the FeatureStore, or what was read through it: the ProtocolData or one of its sets (EvalSet,
-TrainSet, ProtocolSets). The store's creation is a step of the module that creates it. Steps are
+TrainSet, ProtocolSets), or the command's reads of it (DatasetReads). The store's creation is a
+step of the module that creates it. Steps are
 kept in running order, the first time each function is seen (the walk of the code, not each
 epoch's repetition); consecutive steps in one module merge. A climb is a step into a module
 of a higher layer than the step before it (layers of
@@ -28,7 +29,7 @@ def main():
     from clipclap_cli.data import protocol_data as pd
     from clipclap_cli.store.feature_store import FeatureStore
     tracked = tuple(t for t in (FeatureStore, pd.ProtocolData, pd.EvalSet, pd.TrainSet,
-                                getattr(pd, "ProtocolSets", None)) if t)
+                                getattr(pd, "ProtocolSets", None), getattr(pd, "DatasetReads", None)) if t)
     seen, walk = set(), []
 
     def profile(frame, event, arg):

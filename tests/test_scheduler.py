@@ -10,7 +10,7 @@ import pytest
 
 from clipclap_cli.data.datasets_toml import load_catalog
 from clipclap_cli.errors import ClipclapError
-from clipclap_cli.runs.plan import RunRequest, plan_runs
+from clipclap_cli.runs.plan import RunRequest
 from clipclap_cli.store.feature_store import FeatureStore
 from clipclap_cli.train.launchers import InProcess, OnRanks, Workers, here, launcher_for
 from clipclap_cli.train.scheduler import (
@@ -19,9 +19,11 @@ from clipclap_cli.train.scheduler import (
     Finished,
     Launched,
     Outcome,
+    Planned,
     Reused,
     Started,
     Step,
+    planned,
     renumber,
     schedule,
 )
@@ -30,13 +32,14 @@ from clipclap_cli.train.scheduler import (
 def _plan(pm, demo_store, runs: Path, heads=("clipclap",), seeds=1):
     store = FeatureStore(str(demo_store))
     request = RunRequest(heads=heads, seeds=seeds, epochs=1, batches_per_epoch=2)
-    return store, plan_runs(store, load_catalog(pm, None).get("demo"), request, runs, pm=pm)
+    return store, planned(store, load_catalog(pm, None).get("demo"), request, runs, pm=pm).plan
 
 
 def _events(plan, store, pm, launcher, stages=(1, 2)):
     events, reported = [], []
     outcome = schedule(plan, store, stages, launcher, pm, None, events.append, reported.append)
-    return events, outcome, reported
+    assert events[0] == Planned(plan)  # first, whatever the launcher: the renderer's runs
+    return events[1:], outcome, reported
 
 
 def test_one_run_reports_started_steps_epochs_and_finished_in_order(pm, demo_store, tmp_path):

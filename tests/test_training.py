@@ -973,8 +973,9 @@ def test_every_head_trains_both_stages_above_chance(cli, demo_store, tmp_path):
 def test_head_training_defaults_sit_between_dataset_and_command_line(demo_store, tmp_path):
     from clipclap_cli.data.datasets_toml import load_catalog
     from clipclap_cli.plugins.manager import make_plugin_manager
-    from clipclap_cli.runs.plan import RunRequest, plan_runs
+    from clipclap_cli.runs.plan import RunRequest
     from clipclap_cli.store.feature_store import FeatureStore
+    from clipclap_cli.train.scheduler import planned
 
     pm = make_plugin_manager(entrypoints=False)
     entry = load_catalog(pm).get("demo")
@@ -982,7 +983,7 @@ def test_head_training_defaults_sit_between_dataset_and_command_line(demo_store,
 
     def cfg(head, **kw):
         request = RunRequest(heads=(head,), epochs=kw.get("epochs"), lr=kw.get("lr"))
-        [(_, spec)] = plan_runs(store, entry, request, tmp_path, pm=pm)
+        [(_, spec)] = planned(store, entry, request, tmp_path, pm=pm).plan
         return spec.train
 
     assert (cfg("clipclap").lr, cfg("clipclap").epochs, cfg("clipclap").weight_decay) == (7e-5, 10, 1e-5)
@@ -997,8 +998,9 @@ def test_dataset_head_training_settings_sit_between_head_and_command_line(demo_s
     head's defaults and loses to the command line; only a departure from it names the run."""
     from clipclap_cli.data.datasets_toml import load_catalog
     from clipclap_cli.plugins.manager import make_plugin_manager
-    from clipclap_cli.runs.plan import RunRequest, plan_runs
+    from clipclap_cli.runs.plan import RunRequest
     from clipclap_cli.store.feature_store import FeatureStore
+    from clipclap_cli.train.scheduler import planned
 
     pm = make_plugin_manager(entrypoints=False)
     assert load_catalog(pm).get("vggsound").head_train["tcaf"] == {"lr": 6e-5, "lr_scheduler": False}
@@ -1008,7 +1010,7 @@ def test_dataset_head_training_settings_sit_between_head_and_command_line(demo_s
     store = FeatureStore(demo_store)
 
     def plan(head, **kw):
-        [(path, spec)] = plan_runs(store, entry, RunRequest(heads=(head,), **kw), tmp_path, pm=pm)
+        [(path, spec)] = planned(store, entry, RunRequest(heads=(head,), **kw), tmp_path, pm=pm).plan
         return path.relative_to(tmp_path).as_posix(), spec.train
 
     path, train = plan("tcaf")

@@ -48,8 +48,9 @@ def install(app, pm) -> None:
         from clipclap_cli.data.ingest import generate_dataset
         from clipclap_cli.protocol import check_options
         from clipclap_cli.runs.folder import check_runs_dir
-        from clipclap_cli.runs.plan import RunRequest, plan_runs
+        from clipclap_cli.runs.plan import RunRequest
         from clipclap_cli.train.launchers import InProcess
+        from clipclap_cli.train.scheduler import train_request
 
         check_options({"seed": seed, "seeds": seeds, "epochs": epochs, "batches_per_epoch": batches})  # before any work
         cat = catalog(pm, datasets_file)
@@ -57,7 +58,7 @@ def install(app, pm) -> None:
         base = fs.path.resolve().parent if fs.path is not None else Path.cwd()  # beside the store, if a folder
         runs_dir = runs_dir or base / "runs"
         if train:  # runs are never written into a store: refused before the data is generated
-            check_runs_dir(runs_dir, fs)
+            check_runs_dir(runs_dir, fs.path)
         with err.status(f"generating {dataset} (seed {seed})"):
             result = generate_dataset(fs, cat, dataset, seed, replace)
         report_ingest(result, store_path)
@@ -67,7 +68,8 @@ def install(app, pm) -> None:
         request = RunRequest(heads=("clipclap", "zeroshot"), seeds=seeds, epochs=epochs, batches_per_epoch=batches,
                              device=device)
         # the seeds of clipclap train as one stack (docs/train.md "Stacked runs"), zeroshot's one by one
-        outcome = train_drawn(plan_runs(fs, cat.get(dataset), request, runs_dir, pm=pm), fs, (1, 2), InProcess(), pm)
+        outcome = train_drawn((1, 2), lambda emit: train_request(fs, cat.get(dataset), request, runs_dir, None, (1, 2),
+                                                                 lambda runs: InProcess(), pm, emit=emit))
         outcome.check()
         # the plots need the plots extra; without it the demo still ends with its table
         plots = base / "plots" if importlib.util.find_spec("matplotlib") is not None else None

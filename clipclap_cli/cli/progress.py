@@ -8,6 +8,8 @@ have a bar each, counting epochs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.markup import escape
 from rich.progress import TextColumn
 
@@ -15,18 +17,19 @@ from clipclap_cli import __version__
 from clipclap_cli.cli.console import err, progress, test_figures
 from clipclap_cli.runs.files import RESULTS
 from clipclap_cli.train.scheduler import (
+    Emit,
     Epoch,
     Failed,
     Finished,
     Launched,
     Outcome,
     Plan,
+    Planned,
     Reused,
     RunEvent,
     Shared,
     Started,
     Step,
-    schedule,
 )
 
 
@@ -34,8 +37,9 @@ class TrainingProgress:
     """Draws the events of `plan`'s runs (`stages` asked for); use as a context manager, which
     closes the bars however the training ends, and call it with each event."""
 
-    def __init__(self, plan: Plan, stages: tuple[int, ...]):
-        self.plan, self.stages = plan, stages
+    def __init__(self, stages: tuple[int, ...]):
+        self.plan: Plan = []  # the first event says (`Planned`)
+        self.stages = stages
         self.bar = None
         self.labels: dict[int, str] = {}
         self.tasks: dict[int, object] = {}  # a run's bar
@@ -64,6 +68,9 @@ class TrainingProgress:
 
     def _prefix(self, run: int) -> str:
         return f"{self.labels[run]}: " if self.labels[run] else ""
+
+    def _planned(self, e: Planned) -> None:
+        self.plan = e.plan
 
     def _shared(self, e: Shared) -> None:
         err.print(f"rank {e.rank} of {e.world}: {len(e.runs)} of {len(self.plan)} runs")
@@ -160,8 +167,8 @@ class TrainingProgress:
         label = self.labels.get(e.run)
         self._ended(e.run, f"[red]Error:[/red] {escape(label) + ': ' if label else ''}{escape(e.error)}")
 
-def train_drawn(plan: Plan, store, stages: tuple[int, ...], launcher, pm=None, threads: int | None = None,
-                report=None) -> Outcome:
-    """`schedule` (train/scheduler.py) with its events drawn; `Outcome.check()` raises what failed."""
-    with TrainingProgress(plan, stages) as show:
-        return schedule(plan, store, stages, launcher, pm, threads, show, report)
+def train_drawn(stages: tuple[int, ...], train: Callable[[Emit], Outcome]) -> Outcome:
+    """`train(emit)` (`schedule` or `train_request` of train/scheduler.py, training `stages`) with
+    its events drawn; `Outcome.check()` raises what failed."""
+    with TrainingProgress(stages) as show:
+        return train(show)

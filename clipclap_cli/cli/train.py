@@ -58,9 +58,10 @@ def install(app, pm) -> None:
         from clipclap_cli.protocol import DEFAULT_BETA_GRID, check_options
         from clipclap_cli.runs.finding import has_config
         from clipclap_cli.runs.folder import check_run_folder, check_runs_dir
-        from clipclap_cli.runs.plan import RunRequest, parse_grid, plan_runs
+        from clipclap_cli.runs.plan import RunRequest, parse_grid
         from clipclap_cli.train.distributed import torchrun_ranks
         from clipclap_cli.train.launchers import launcher_for
+        from clipclap_cli.train.scheduler import train_request
 
         if stage not in STAGES:
             raise ClipclapError(f"--stage must be 1, 2 or all, not {stage!r}")
@@ -87,17 +88,18 @@ def install(app, pm) -> None:
         device = ranks.device(device) if ranks is not None else device
         request = RunRequest(tuple(names), tuple(params), seed, seeds, split, epochs, lr, batch_size, batches, device,
                              None if replay else False, lr_scheduler, None if grid == DEFAULT_BETA_GRID else grid, legacy)
-        plan = plan_runs(fs, entry, request, runs_dir, run_dir, pm)
-        _train(plan, fs, STAGES[stage], launcher_for(jobs, stack, ranks, len(plan)), pm, threads)
+        _train(STAGES[stage], lambda emit, report: train_request(
+            fs, entry, request, runs_dir, run_dir, STAGES[stage], lambda runs: launcher_for(jobs, stack, ranks, runs),
+            pm, threads, emit, report))
 
 
-def _train(plan, fs, stages, launcher, pm, threads) -> None:
-    """Train `plan`, drawn; with stage 2, the table of the runs that finished; then what failed."""
+def _train(stages, train) -> None:
+    """`train(emit, report)`, drawn; with stage 2, the table of the runs that finished; then what failed."""
     from clipclap_cli.cli.progress import train_drawn
     from clipclap_cli.cli.report import print_report
 
     report = (lambda finished: print_report(list(finished))) if 2 in stages else None
-    train_drawn(plan, fs, stages, launcher, pm, threads, report).check()
+    train_drawn(stages, lambda emit: train(emit, report)).check()
 
 
 def _continue_run(path: Path, dataset: str | None, store_path: str | None, stages, pm, threads) -> None:
@@ -107,6 +109,7 @@ def _continue_run(path: Path, dataset: str | None, store_path: str | None, stage
     from clipclap_cli.errors import RunError
     from clipclap_cli.runs.folder import load_spec
     from clipclap_cli.train.launchers import InProcess
+    from clipclap_cli.train.scheduler import schedule
 
     spec, raw = load_spec(path)
     if dataset is not None and dataset != spec.dataset:
@@ -115,4 +118,4 @@ def _continue_run(path: Path, dataset: str | None, store_path: str | None, stage
     if not fs.location.exists():
         raise RunError(f"run {path} was trained on the store {raw['store']}, which is not there any more; "
                        "pass --store with the store's new place")
-    _train([(path, spec)], fs, stages, InProcess(), pm, threads)
+    _train(stages, lambda emit, report: schedule([(path, spec)], fs, stages, InProcess(), pm, threads, emit, report))

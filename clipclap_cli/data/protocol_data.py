@@ -86,10 +86,17 @@ class ProtocolData:
     #: digest of every number read (features, label embeddings, labels, split): a run records it,
     #: so that resuming or evaluating it on data that has changed since is refused, not mixed
     digest: str = ""
+    #: the label embeddings side by side in `class_text`: [name, width] in LABEL_PARTS order
+    text_parts: list[list] = field(default_factory=list)
     sets: ProtocolSets = field(init=False)
 
     def __post_init__(self) -> None:
         self.sets = protocol_sets(self.indices, self.classes)
+
+    @property
+    def dims(self) -> dict:
+        """The input widths a head is built for (what a run records as its `dims`)."""
+        return {"audio": self.audio.shape[1], "video": self.video.shape[1], "text_parts": self.text_parts}
 
     def stage(self, stage: int) -> tuple[TrainSet, EvalSet]:
         """Training set and validation set of stage 1 or 2 (made once, by the read)."""
@@ -122,11 +129,12 @@ def legacy_label_permutation(prompt_names: list[str]) -> np.ndarray:
 
 
 def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: str = "cpu",
-                       legacy_label_order: bool = False, label_parts: tuple[str, ...] = LABEL_PARTS,
+                       legacy_label_order: bool = False, label_parts: tuple[str, ...] | None = LABEL_PARTS,
                        expected: Expected | None = None) -> ProtocolData:
-    """Read a dataset's features, label embeddings (`label_parts`, side by side), labels and split
-    from the store into tensors, each array once, and check them (`expected`: what the caller
-    knows the data must be) before anything uses them.
+    """Read a dataset's features, label embeddings (`label_parts`, side by side; None: every one
+    the store holds, as a new run takes them), labels and split from the store into tensors, each
+    array once, and check them (`expected`: what the caller knows the data must be) before
+    anything uses them.
 
     Classes get their own label embedding by name; `legacy_label_order` reproduces the
     reference's sorted-key misalignment instead (for matching old numbers). Everything comes
@@ -137,11 +145,15 @@ def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: st
         info = store.info(dataset)
         _, labels, _ = store.read_videos(dataset)
         names = store.feature_names(dataset)
-        for needed in ("video", "audio"):
-            if needed not in names:
-                raise StoreError(f"dataset {dataset!r} has no {needed} features "
-                                 "(run `clipclap extract` or `clipclap import`)")
-        class_text = np.concatenate([store.read_label_embeddings(dataset, p) for p in label_parts], axis=1)
+        missing = [n for n in ("audio", "video") if n not in names]
+        if missing:
+            raise StoreError(f"dataset {dataset!r} in {store} lacks {' and '.join(missing)} features "
+                             "(run `clipclap import` or `clipclap extract` first)")
+        if label_parts is None:
+            held = store.label_embedding_names(dataset)
+            label_parts = tuple(n for n in LABEL_PARTS if n in held)
+        parts = [store.read_label_embeddings(dataset, p) for p in label_parts]
+        class_text = np.concatenate(parts, axis=1) if parts else np.zeros((len(info["classes"]), 0), np.float32)
         audio, video = store.read_features(dataset, "audio"), store.read_features(dataset, "video")
     dev = torch.device(device)
     expected = expected or Expected()
@@ -173,7 +185,40 @@ def load_protocol_data(store: FeatureStore, dataset: str, split: str, device: st
         num_classes=len(class_names),
         class_names=class_names,
         digest=digest,
+        text_parts=[[name, part.shape[1]] for name, part in zip(label_parts, parts, strict=True)],
     )
+
+
+class DatasetReads:
+    """A command's reads of one store: a dataset that several runs train on is read once.
+
+    The plan reads the data first (every label embedding the store holds, checked to train on);
+    each run trained in this process then asks for the data its spec names and gets that read back,
+    checked against what the run recorded (`Expected.digest`), unless it names other data (another
+    split, device, label order or label embeddings), which is read anew. The last read is kept."""
+
+    def __init__(self, store: FeatureStore):
+        self.store = store
+        self._kept: tuple[tuple, bool, ProtocolData] | None = None
+
+    def read(self, dataset: str, split: str, device: str = "cpu", legacy_label_order: bool = False,
+             label_parts: tuple[str, ...] | None = None, expected: Expected | None = None) -> ProtocolData:
+        """`load_protocol_data` of this store, or the kept read when it is of the same data."""
+        expected = expected or Expected()
+        if self._kept is not None:
+            key, trainable, data = self._kept
+            same = key == (dataset, split, str(device), legacy_label_order) and (
+                label_parts is None or tuple(label_parts) == tuple(n for n, _ in data.text_parts))
+            if same and (trainable or not expected.trainable):
+                check_same_data(expected, data.digest, dataset, split)
+                return data
+        data = load_protocol_data(self.store, dataset, split, device, legacy_label_order, label_parts, expected)
+        self._kept = ((dataset, split, str(device), legacy_label_order), expected.trainable, data)
+        return data
+
+    def forget(self) -> None:
+        """Let the kept read go (its tensors are freed once nothing else holds them)."""
+        self._kept = None
 
 
 def check_same_data(expected: Expected, digest: str, dataset: str, split: str) -> None:

@@ -17,14 +17,14 @@ from clipclap_cli.runs.files import CONFIG, RESULTS, RUN_MARKER
 from clipclap_cli.store.locations import is_store_root
 
 if TYPE_CHECKING:  # pragma: no cover
-    from clipclap_cli.store.feature_store import FeatureStore
+    pass
 
 
-def store_around(path: Path, store: FeatureStore | None = None) -> Path | None:
+def store_around(path: Path, store_at: Path | None = None) -> Path | None:
     """The clipclap store that `path` is, or is inside, with links resolved (a folder whose
-    zarr.json carries the store marker, or `store`'s folder, which may not exist yet), or None."""
+    zarr.json carries the store marker, or `store_at`, a store's folder, which may not exist yet), or None."""
     resolved = Path(path).expanduser().resolve()
-    own = store.path.expanduser().resolve() if store is not None and store.path is not None else None
+    own = store_at.expanduser().resolve() if store_at is not None else None
     for folder in (resolved, *resolved.parents):
         if folder == own or is_store_root(folder):
             return folder

@@ -27,7 +27,8 @@ from clipclap_cli.runs.files import CONFIG, RUN_MARKER, STAGE_RESULT, stage_file
 from clipclap_cli.runs.finding import is_run_folder, run_around, store_around
 from clipclap_cli.runs.run_format import RUN_FORMAT, numbered_from_one
 from clipclap_cli.runs.spec import RunSpec
-from clipclap_cli.store.feature_store import FeatureStore, now_iso
+from clipclap_cli.store.feature_store import now_iso
+from clipclap_cli.store.locations import StoreLocation
 
 #: names other modules import from here (their homes are runs/config, runs/files, runs/finding)
 __all__ = ["RUN_MARKER", "check_run", "check_run_folder", "check_runs_dir", "config_problem", "cpu_threads",
@@ -35,10 +36,10 @@ __all__ = ["RUN_MARKER", "check_run", "check_run_folder", "check_runs_dir", "con
            "run_around", "run_threads", "stage_result", "start_run", "store_around", "write_json"]
 
 
-def check_runs_dir(runs_dir: Path, store: FeatureStore | None = None) -> None:
-    """Refuse a folder of runs inside a clipclap store (links resolved) or one that is a file,
-    before anything is written."""
-    inside = store_around(runs_dir, store)
+def check_runs_dir(runs_dir: Path, store_at: Path | None = None) -> None:
+    """Refuse a folder of runs inside a clipclap store (links resolved; `store_at`: the folder of
+    the command's store, which may not exist yet) or one that is a file, before anything is written."""
+    inside = store_around(runs_dir, store_at)
     if inside is not None:
         raise RunError(f"{runs_dir} is inside the clipclap store {inside}: runs are never written into a store; "
                        "give --runs-dir a folder outside it")
@@ -46,11 +47,11 @@ def check_runs_dir(runs_dir: Path, store: FeatureStore | None = None) -> None:
         raise RunError(f"{runs_dir} is a file, not a folder of runs; give --runs-dir a folder")
 
 
-def check_run_folder(path: Path, store: FeatureStore | None = None) -> None:
+def check_run_folder(path: Path, store_at: Path | None = None) -> None:
     """Refuse, before anything is written, a run folder clipclap may not write: one inside a
     clipclap store (links resolved), a file, or a folder that holds files and is no run of
     clipclap's (`is_run_folder`). A new or empty folder, or a run clipclap made, passes."""
-    inside = store_around(path, store)
+    inside = store_around(path, store_at)
     if inside is not None:
         raise RunError(f"{path} is inside the clipclap store {inside}: a run is never written into a store; "
                        "choose a run folder outside it (--run or --runs-dir)")
@@ -130,15 +131,15 @@ class RunOpening:
         return recorded_data(self.path, self.raw or {}, trainable)
 
 
-def check_run(path: Path, spec: RunSpec, store: FeatureStore, threads: int | None,
+def check_run(path: Path, spec: RunSpec, store: StoreLocation, threads: int | None,
               digest: str | None = None) -> RunOpening:
     """Check, before anything is written, that the run folder may be written (`check_run_folder`)
     and, for an existing run, that it was started with the same spec, data (`digest`: the data's,
     when read already; else the read checks it, `RunOpening.expected`) and threads."""
-    check_run_folder(path, store)
+    check_run_folder(path, store.path)
     config = path / CONFIG
     if not config.exists():
-        return RunOpening(path, spec, store.location.recorded(), None, run_threads(path, None, threads))
+        return RunOpening(path, spec, store.recorded(), None, run_threads(path, None, threads))
     # read back through RunSpec: settings added since the run was written take their
     # defaults, which keep the earlier behaviour, so such runs resume instead of failing
     recorded, raw = load_spec(path)
@@ -150,7 +151,7 @@ def check_run(path: Path, spec: RunSpec, store: FeatureStore, threads: int | Non
                        "choose another --run folder or remove it")
     if digest is not None:
         check_same_data(recorded_data(path, raw), digest, spec.dataset, spec.split)
-    return RunOpening(path, spec, store.location.recorded(), raw, run_threads(path, raw, threads))
+    return RunOpening(path, spec, store.recorded(), raw, run_threads(path, raw, threads))
 
 
 def start_run(opening: RunOpening, digest: str) -> int:
@@ -170,7 +171,7 @@ def start_run(opening: RunOpening, digest: str) -> int:
     return opening.threads
 
 
-def open_run(path: Path, spec: RunSpec, store: FeatureStore, data: ProtocolData, threads: int | None) -> int:
+def open_run(path: Path, spec: RunSpec, store: StoreLocation, data: ProtocolData, threads: int | None) -> int:
     """`check_run` then `start_run` for data read already (a stack's runs share one read);
     returns the CPU threads to train with (see `run_threads`)."""
     return start_run(check_run(path, spec, store, threads, data.digest), data.digest)

@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clipclap_cli.data.splits import check_training_videos
 from clipclap_cli.devices import check_device
 from clipclap_cli.errors import RunError
 from clipclap_cli.protocol import SCHEDULE_SETTINGS, merge_settings, parse_beta_grid, setting_problem
 from clipclap_cli.runs.folder import check_run_folder, default_run_dir
-from clipclap_cli.runs.spec import RunSpec, check_label_parts, checked_head, store_dims
-from clipclap_cli.store.feature_store import FeatureStore
+from clipclap_cli.runs.spec import RunSpec, check_label_parts, checked_head
+from clipclap_cli.store.locations import StoreLocation
 
 
 @dataclass(frozen=True)
@@ -51,24 +50,14 @@ TRAINING_ONLY = (*SCHEDULE_SETTINGS, "replay_forward", "lr_scheduler")
 "Settings a training-free head (`FusionHead.training_free`) does not take from the command line"
 
 
-def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, run_dir: Path | None = None,
-              pm=None) -> list[tuple[Path, RunSpec]]:
-    """The (folder, spec) of every run in `request`.
-
-    Training settings are merged once (`merge_settings`), later winning: the protocol's, the
-    dataset's (datasets.toml `train`), the head's own (`train_defaults`, e.g. the baselines' lr
-    1e-3 and 50 epochs), the dataset's `head_train.<head>` (e.g. TCaF's VGGSound lr), the command
-    line; the run records where each value came from. Head parameters: the head's
-    defaults, the dataset's `head_params.<head>`, then `-p key=value`.
-    Everything is validated here so that bad input fails before any run folder is written.
-    """
+def check_request(entry, request: RunRequest, pm=None) -> None:
+    """Refuse, before the store is read, what is wrong with the request itself: a setting out of
+    range, a head that datasets.toml names but no plugin registers, a device this machine lacks."""
     from clipclap_cli.errors import ConfigError, UnknownNameError
-    from clipclap_cli.params import build_params, pairs_to_dict
     from clipclap_cli.plugins.registry import list_heads
 
     r = request
-    cli = r.command_line()
-    for option, value in (cli | {"seeds": r.seeds}).items():
+    for option, value in (r.command_line() | {"seeds": r.seeds}).items():
         problem = setting_problem(option, value)
         if problem:
             raise RunError(f"--{option.replace('_', '-')} {problem}")
@@ -78,13 +67,28 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
             if not heads.knows(name):
                 e = UnknownNameError("fusion head", name, heads.names(), "clipclap heads list")
                 raise ConfigError(f"{entry.origin} [datasets.{entry.name}] {key}.{name}: {e}")
-    dims = store_dims(store, entry.name)
-    split = r.split or entry.split
-    split_data = store.read_split(entry.name, split)  # a clear error when the split is missing
-    _, labels, _ = store.read_videos(entry.name)
-    check_training_videos(split_data.indices, split_data.classes, labels, store.info(entry.name)["classes"],
-                          f"split {split!r} of dataset {entry.name!r}")
     check_device(r.device)
+
+
+def plan_runs(entry, request: RunRequest, dims: dict[str, Any], store: StoreLocation, runs_dir: Path,
+              run_dir: Path | None = None, pm=None) -> list[tuple[Path, RunSpec]]:
+    """The (folder, spec) of every run in `request` (checked by `check_request`), on the data of
+    `entry`'s dataset as read (`dims`: `ProtocolData.dims`) from the store at `store`.
+
+    Training settings are merged once (`merge_settings`), later winning: the protocol's, the
+    dataset's (datasets.toml `train`), the head's own (`train_defaults`, e.g. the baselines' lr
+    1e-3 and 50 epochs), the dataset's `head_train.<head>` (e.g. TCaF's VGGSound lr), the command
+    line; the run records where each value came from. Head parameters: the head's
+    defaults, the dataset's `head_params.<head>`, then `-p key=value`.
+    Everything is validated here so that bad input fails before any run folder is written.
+    """
+    from clipclap_cli.params import build_params, pairs_to_dict
+    from clipclap_cli.plugins.registry import list_heads
+
+    r = request
+    cli = r.command_line()
+    heads = list_heads(pm)
+    split = r.split or entry.split
     cli_params = pairs_to_dict(r.params)
     plan = []
     for head in r.heads:
@@ -113,7 +117,7 @@ def plan_runs(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, r
             plan.append((run_dir or default_run_dir(runs_dir, spec), spec))
     plan = _one_run_per_folder(plan)
     for path, _ in plan:  # runs write only into runs (`check_run_folder`): refused before any is written
-        check_run_folder(path, store)
+        check_run_folder(path, store.path)
     return plan
 
 

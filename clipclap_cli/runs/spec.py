@@ -38,6 +38,12 @@ class RunSpec:
         """The label embeddings the run reads, side by side (those the store held when it started)."""
         return tuple(name for name, _ in self.dims["text_parts"])
 
+    def data_request(self) -> dict[str, Any]:
+        """What the run reads (`DatasetReads.read`'s arguments): its dataset, split, device, label
+        order and label embeddings."""
+        return {"dataset": self.dataset, "split": self.split, "device": self.train.device,
+                "legacy_label_order": self.legacy_label_order, "label_parts": self.label_parts}
+
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         del out["sources"]  # what made the settings, not what they are: recorded beside the spec
@@ -66,9 +72,10 @@ def store_dims(store: FeatureStore, dataset: str) -> dict[str, Any]:
             "text_parts": [[n, labels[n][1]] for n in LABEL_PARTS if n in labels]}
 
 
-def check_label_parts(store: FeatureStore, dataset: str, dims: dict[str, Any], head_cls, params) -> None:
-    """Refuse a head whose label embeddings (`label_parts`) the dataset lacks, in one line that
-    says which to compute; a plugin that names an unknown part is refused the same way."""
+def check_label_parts(store: object, dataset: str, dims: dict[str, Any], head_cls, params) -> None:
+    """Refuse a head whose label embeddings (`label_parts`) the dataset lacks (`dims`: what the
+    store holds; `store`: where it is, for the message), in one line that says which to compute;
+    a plugin that names an unknown part is refused the same way."""
     needed = contract_label_parts(head_cls, params)
     held = [n for n, _ in dims["text_parts"]]
     lacking = [n for n in needed if n not in held]

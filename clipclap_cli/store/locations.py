@@ -561,3 +561,7 @@ class ObjectStore(_Location):
     def _written_at(self, parent: str, key: str):
         """The key itself (a URL cannot rename): the record commits it, `tidy` removes it if not."""
         yield self.zarr(_join(parent, key))
+
+
+StoreLocation = Folder | ObjectStore
+"Where a store is (`open_location`): a folder, or an object store's URL"

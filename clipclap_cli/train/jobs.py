@@ -23,7 +23,7 @@ from clipclap_cli.plugins.manager import PortablePlugin, rebuild_plugin_manager
 from clipclap_cli.processes import die_with
 from clipclap_cli.runs.spec import RunSpec
 from clipclap_cli.store.feature_store import FeatureStore
-from clipclap_cli.train.scheduler import Failed, Finished, RunEvent, callbacks
+from clipclap_cli.train.scheduler import Failed, Finished, RunEvent, Work, callbacks
 from clipclap_cli.train.stages import train_run
 
 _events = None  # the worker's end of the event queue (set by _init_worker)
@@ -60,7 +60,8 @@ def _train_in_worker(run: int, path: Path, spec: RunSpec, store: str, stages: tu
     """Train run `run` of the plan here, its events on the queue (no Step events: the caller's
     bars count epochs); its end is returned."""
     try:
-        return Finished(run, train_run(path, spec, FeatureStore(store), stages,
+        work = Work([(path, spec)], FeatureStore(store), stages)
+        return Finished(run, train_run(path, spec, work.store.location, work.data(spec), stages,
                                        callbacks(run, path, _events.put, steps=False), _plugin_manager(), threads))
     except ClipclapError as e:
         return Failed(run, str(e))

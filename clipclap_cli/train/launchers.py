@@ -66,7 +66,8 @@ class InProcess:
         from clipclap_cli.train.stages import train_run
 
         path, spec = work.plan[run]
-        results = train_run(path, spec, work.store, work.stages, callbacks(run, path, tally), work.pm, work.threads)
+        results = train_run(path, spec, work.store.location, work.data(spec), work.stages, callbacks(run, path, tally),
+                            work.pm, work.threads)
         tally.ended(work, run, results)
 
     @staticmethod
@@ -74,7 +75,8 @@ class InProcess:
         from clipclap_cli.train.stacked import train_stack
 
         runs = [work.plan[i] for i in group]  # the stack's steps come once, as its first run's
-        outcomes = train_stack(runs, work.store, work.stages, [callbacks(i, path, tally, steps=False)
+        outcomes = train_stack(runs, work.store.location, work.data(runs[0][1]), work.stages,
+                               [callbacks(i, path, tally, steps=False)
                                                                for i, (path, _) in zip(group, runs, strict=True)],
                                lambda n: tally(Step(group[0], n)), work.pm, work.threads)
         for run, outcome in zip(group, outcomes, strict=True):
@@ -96,6 +98,7 @@ class Workers:
         from clipclap_cli.train.jobs import train_in_workers
 
         plugins = portable_plugins(work.pm)  # a plugin the workers cannot get fails here, before any output
+        work.reads.forget()  # each worker reads the data it trains on: none is kept here meanwhile
         jobs = min(self.jobs, len(work.plan))
         tally = Tally(emit)
         tally(Launched(tuple(range(len(work.plan))), at_once=jobs, where="worker processes"))

@@ -16,10 +16,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+from clipclap_cli.data.protocol_data import DatasetReads, Expected, ProtocolData
 from clipclap_cli.errors import ClipclapError
+from clipclap_cli.runs.plan import RunRequest, check_request, plan_runs
 from clipclap_cli.runs.spec import RunSpec
+from clipclap_cli.store.feature_store import FeatureStore
 
 Plan = list[tuple[Path, RunSpec]]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The runs the command trains, in order (their indices are the other events' `run`); the
+    first event of every schedule."""
+
+    plan: Plan
 
 
 @dataclass(frozen=True)
@@ -96,21 +107,31 @@ class Failed:
     error: str
 
 
-RunEvent = Launched | Shared | Started | Step | Epoch | Reused | Finished | Failed
+RunEvent = Planned | Launched | Shared | Started | Step | Epoch | Reused | Finished | Failed
 Emit = Callable[[RunEvent], None]
 Report = Callable[[tuple[Path, ...]], None]
 
 
 @dataclass(frozen=True)
 class Work:
-    """What a launcher trains: the plan, the store, the stages asked for, the plugins, and the
-    CPU threads of a new run (None: torch's, or what the run recorded)."""
+    """What a launcher trains: the plan, the store, the stages asked for, the plugins, the CPU
+    threads of a new run (None: torch's, or what the run recorded), and the command's reads of
+    the store (`DatasetReads`: runs trained in this process take the plan's read of their data)."""
 
     plan: Plan
-    store: object
+    store: FeatureStore
     stages: tuple[int, ...]
     pm: object = None
     threads: int | None = None
+    reads: DatasetReads | None = None
+
+    def __post_init__(self) -> None:
+        if self.reads is None:
+            object.__setattr__(self, "reads", DatasetReads(self.store))
+
+    def data(self, spec: RunSpec) -> ProtocolData:
+        """The data run `spec` trains on, read once for the command and checked to train on."""
+        return self.reads.read(**spec.data_request(), expected=Expected(trainable=True))
 
     def part(self, runs: tuple[int, ...]) -> Work:
         """The same work for some of the plan's runs."""
@@ -190,9 +211,36 @@ def callbacks(run: int, path: Path, emit: Emit, steps: bool = True):
                      stage_reused=reused)
 
 
-def schedule(plan: Plan, store, stages: tuple[int, ...], launcher: Launcher, pm=None, threads: int | None = None,
-             emit: Emit = lambda event: None, report: Report | None = None) -> Outcome:
+def schedule(plan: Plan, store: FeatureStore, stages: tuple[int, ...], launcher: Launcher, pm=None,
+             threads: int | None = None, emit: Emit = lambda event: None, report: Report | None = None) -> Outcome:
     """Train the requested `stages` of every run of `plan` with `launcher`, each event to `emit`;
     `report(finished)` is called once where the results are reported (rank 0 of several).
     `Outcome.check()` raises what failed."""
-    return launcher.run(Work(plan, store, stages, pm, threads), emit, report or (lambda finished: None))
+    return _launch(Work(plan, store, stages, pm, threads), launcher, emit, report)
+
+
+def planned(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, run_dir: Path | None = None,
+            stages: tuple[int, ...] = (1, 2), pm=None, threads: int | None = None) -> Work:
+    """The work of what `clipclap train` asks for (`request`, on `entry`'s dataset): the request
+    checked, the dataset read once and checked to train on, the runs planned on that read (which
+    the runs trained in this process then take), all before any folder is written."""
+    check_request(entry, request, pm)
+    reads = DatasetReads(store)
+    data = reads.read(entry.name, request.split or entry.split, request.device, request.legacy_label_order,
+                      None, Expected(trainable=True))
+    plan = plan_runs(entry, request, data.dims, store.location, runs_dir, run_dir, pm)
+    return Work(plan, store, stages, pm, threads, reads)
+
+
+def train_request(store: FeatureStore, entry, request: RunRequest, runs_dir: Path, run_dir: Path | None,
+                  stages: tuple[int, ...], launcher: Callable[[int], Launcher], pm=None, threads: int | None = None,
+                  emit: Emit = lambda event: None, report: Report | None = None) -> Outcome:
+    """What `clipclap train` asks for, trained: the work `planned`, then launched with
+    `launcher(number of runs)`, each event to `emit` (see `schedule`)."""
+    work = planned(store, entry, request, runs_dir, run_dir, stages, pm, threads)
+    return _launch(work, launcher(len(work.plan)), emit, report)
+
+
+def _launch(work: Work, launcher: Launcher, emit: Emit, report: Report | None) -> Outcome:
+    emit(Planned(work.plan))
+    return launcher.run(work, emit, report or (lambda finished: None))

@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from clipclap_cli.data.protocol_data import load_protocol_data
+from clipclap_cli.data.protocol_data import ProtocolData
 from clipclap_cli.errors import RunError
 from clipclap_cli.plugins.fusion_head import FusionHead
 from clipclap_cli.runs.files import LOCK
 from clipclap_cli.runs.folder import cpu_threads, load_spec, open_run
 from clipclap_cli.runs.results import evaluate_loaded_run
 from clipclap_cli.runs.spec import RunSpec
-from clipclap_cli.store.feature_store import FeatureStore
+from clipclap_cli.store.locations import StoreLocation
 from clipclap_cli.store.locks import exclusive
 from clipclap_cli.train.stacking import stacked_epoch
 from clipclap_cli.train.stages import Callbacks, StageRun, busy, start_stage
@@ -48,17 +48,14 @@ def stack_groups(plan: list[tuple[Path, RunSpec]], head_classes: dict[str, type]
     return order
 
 
-def train_stack(runs: list[tuple[Path, RunSpec]], store: FeatureStore, stages: tuple[int, ...],
+def train_stack(runs: list[tuple[Path, RunSpec]], store: StoreLocation, data: ProtocolData, stages: tuple[int, ...],
                 callbacks: list[Callbacks], on_step=None, pm=None,
                 threads: int | None = None) -> list[dict | RunError | None]:
-    """Train the requested stages of `runs` (specs that differ only in the seed) as one stack;
-    with both stages, evaluate each. Per run: its test results (None with stage 1 alone), or the
-    RunError that ended it. `on_step(step)` follows the stack's steps. Data that cannot be read
-    raises before any training."""
-    spec = runs[0][1]
+    """Train the requested stages of `runs` (specs that differ only in the seed) as one stack on
+    `data` (their one read of the store at `store`); with both stages, evaluate each. Per run: its
+    test results (None with stage 1 alone), or the RunError that ended it. `on_step(step)` follows
+    the stack's steps."""
     outcomes: dict[int, dict | RunError | None] = {}
-    data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order,
-                              spec.label_parts)
     with contextlib.ExitStack() as held:
         counts = set()
         for i, (path, run_spec) in enumerate(runs):  # a folder that cannot train fails its run alone
@@ -82,7 +79,7 @@ def train_stack(runs: list[tuple[Path, RunSpec]], store: FeatureStore, stages: t
         if 2 in stages:
             for i, (path, _) in enumerate(runs):
                 if i not in outcomes:
-                    outcomes[i] = evaluate_loaded_run(path, *load_spec(path), store, pm, data)
+                    outcomes[i] = evaluate_loaded_run(path, *load_spec(path), None, pm, data)
     return [outcomes.get(i) for i in range(len(runs))]
 
 

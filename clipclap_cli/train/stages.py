@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from clipclap_cli.data.protocol_data import ProtocolData, load_protocol_data
+from clipclap_cli.data.protocol_data import ProtocolData
 from clipclap_cli.errors import RunError
 from clipclap_cli.evaluate.evaluation import evaluate_models
 from clipclap_cli.evaluate.metrics import beta_star
@@ -21,7 +21,7 @@ from clipclap_cli.runs.folder import check_run, cpu_threads, load_spec, stage_re
 from clipclap_cli.runs.results import check_stages, stage_models, write_results
 from clipclap_cli.runs.run_format import RUN_FORMAT
 from clipclap_cli.runs.spec import RunSpec, build_head
-from clipclap_cli.store.feature_store import FeatureStore
+from clipclap_cli.store.locations import StoreLocation
 from clipclap_cli.store.locks import exclusive
 from clipclap_cli.train.trainer import EpochRecord, Trainer
 
@@ -159,19 +159,17 @@ def busy(path: Path, holder: str) -> RunError:
                     f"stop it; if it died on another machine, remove {path / LOCK}")
 
 
-def train_run(path: Path, spec: RunSpec, store: FeatureStore, stages: tuple[int, ...], cb: Callbacks | None = None,
-              pm=None, threads: int | None = None) -> dict | None:
-    """Train the requested stages of a run; with both stages, evaluate and return the results.
-    `threads`: CPU threads for a new run (see `run_threads`)."""
+def train_run(path: Path, spec: RunSpec, store: StoreLocation, data: ProtocolData, stages: tuple[int, ...],
+              cb: Callbacks | None = None, pm=None, threads: int | None = None) -> dict | None:
+    """Train the requested stages of a run on `data` (the command's one read of the store at
+    `store`: `DatasetReads.read` of what `spec` names); with both stages, evaluate and return the
+    results. `threads`: CPU threads for a new run (see `run_threads`)."""
     cb = cb or Callbacks()
     if stages[0] == 2 and stage_result(path, 1) is None:
         raise RunError(f"run {path} has no completed stage 1; "
                        f"run `clipclap train {spec.dataset} --stage 1 --run {path}` first")
-    # the folder first (`check_run`), then the one read of the run's data, checked inside the read
-    # against what the run recorded: both before any write. From here the data only goes down.
-    opening = check_run(path, spec, store, threads)
-    data = load_protocol_data(store, spec.dataset, spec.split, spec.train.device, spec.legacy_label_order,
-                              spec.label_parts, opening.expected(trainable=True))
+    # the folder and what the run recorded (its settings, the digest of its data), before any write
+    opening = check_run(path, spec, store, threads, data.digest)
     with cpu_threads(start_run(opening, data.digest)), exclusive(path / LOCK) as holder:
         if holder is not None:  # the same command started twice would append to one metrics.jsonl
             raise busy(path, holder)
