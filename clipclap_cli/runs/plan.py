@@ -56,18 +56,18 @@ def check_request(entry, request: RunRequest, pm=None) -> None:
     from clipclap_cli.errors import ConfigError, UnknownNameError
     from clipclap_cli.plugins.registry import list_heads
 
-    r = request
-    for option, value in (r.command_line() | {"seeds": r.seeds}).items():
-        problem = setting_problem(option, value)
-        if problem:
-            raise RunError(f"--{option.replace('_', '-')} {problem}")
     heads = list_heads(pm)
+    for r in sweep_points(request, pm):
+        for option, value in (r.command_line() | {"seeds": r.seeds}).items():
+            problem = setting_problem(option, value)
+            if problem:
+                raise RunError(f"--{option.replace('_', '-')} {problem}")
     for key, tables in (("head_params", entry.head_params), ("head_train", entry.head_train)):
         for name in tables:  # a misspelt head would otherwise leave its settings silently unused
             if not heads.knows(name):
                 e = UnknownNameError("fusion head", name, heads.names(), "clipclap heads list")
                 raise ConfigError(f"{entry.origin} [datasets.{entry.name}] {key}.{name}: {e}")
-    check_device(r.device)
+    check_device(request.device)
 
 
 def plan_runs(entry, request: RunRequest, dims: dict[str, Any], store: StoreLocation, runs_dir: Path,
@@ -82,10 +82,22 @@ def plan_runs(entry, request: RunRequest, dims: dict[str, Any], store: StoreLoca
     defaults, the dataset's `head_params.<head>`, then `-p key=value`.
     Everything is validated here so that bad input fails before any run folder is written.
     """
+    points = sweep_points(request, pm)
+    if run_dir is not None and len(points) > 1:
+        raise RunError("--run names one run; use --runs-dir with a sweep (-p KEY=V1,V2)")
+    plan = [run for point in points for run in _plan_point(entry, point, dims, store, runs_dir, run_dir, pm)]
+    plan = _one_run_per_folder(plan)
+    for path, _ in plan:  # runs write only into runs (`check_run_folder`): refused before any is written
+        check_run_folder(path, store.path)
+    return plan
+
+
+def _plan_point(entry, r: RunRequest, dims: dict[str, Any], store: StoreLocation, runs_dir: Path,
+                run_dir: Path | None, pm) -> list[tuple[Path, RunSpec]]:
+    """The runs of one point of a sweep (`sweep_points`: no value list left in `r.params`)."""
     from clipclap_cli.params import build_params, pairs_to_dict
     from clipclap_cli.plugins.registry import list_heads
 
-    r = request
     cli = r.command_line()
     heads = list_heads(pm)
     split = r.split or entry.split
@@ -115,10 +127,59 @@ def plan_runs(entry, request: RunRequest, dims: dict[str, Any], store: StoreLoca
             spec = RunSpec(entry.name, split, head, params, dims, cfg, variant, r.legacy_label_order, departs, sources)
             checked_head(spec, pm)  # the head must accept these dims and parameters
             plan.append((run_dir or default_run_dir(runs_dir, spec), spec))
-    plan = _one_run_per_folder(plan)
-    for path, _ in plan:  # runs write only into runs (`check_run_folder`): refused before any is written
-        check_run_folder(path, store.path)
     return plan
+
+
+SWEPT_SETTINGS = ("epochs", "lr", "batch_size", "batches_per_epoch", "seed")
+"Training settings `-p` takes beside head parameters (`-p lr=1e-4,3e-4`): those with an option"
+
+
+def sweep_points(request: RunRequest, pm=None) -> list[RunRequest]:
+    """The request once per point of its sweep: `-p KEY=V1,V2,...` (a head parameter or one of
+    SWEPT_SETTINGS) asks for one run per value, several such keys for their product (in the
+    order given), each point with `--seeds` runs; a request without value lists is its one point.
+
+    A comma always separates values (so a string parameter cannot hold one from `-p`); values are
+    read per the key's type, and an empty or repeated value (`1e-3,0.001`) is refused, as is a
+    key that is both a setting and a parameter, neither, or given also by its option (`--lr`)."""
+    import itertools
+
+    from clipclap_cli.errors import ParamError
+    from clipclap_cli.params import build_params, field_types, pairs_to_dict
+    from clipclap_cli.plugins.registry import list_heads
+    from clipclap_cli.protocol import TrainSettings
+
+    registry = list_heads(pm)
+    head_keys = {k: (name, registry.get(name)) for name in reversed(request.heads)
+                 for k in field_types(registry.get(name).Params)}
+    given, settings, lists = pairs_to_dict(request.params), {}, []
+    for key, raw in given.items():
+        if key in SWEPT_SETTINGS and key in head_keys:
+            raise ParamError(f"-p {key}: both a training setting and a parameter of head "
+                             f"{head_keys[key][0]}; it cannot be told which is meant")
+        if key not in SWEPT_SETTINGS and key not in head_keys:
+            valid = ", ".join([*dict.fromkeys(head_keys), *SWEPT_SETTINGS])
+            raise ParamError(f"unknown parameter {key!r}; valid: {valid}")
+        if key in SWEPT_SETTINGS and getattr(request, key) is not None:
+            raise ParamError(f"{key} is given twice: --{key.replace('_', '-')} and -p {key}=...")
+        raws = [v.strip() for v in raw.split(",")] if "," in raw else [raw]
+        if "" in raws:
+            raise ParamError(f"-p {key}={raw}: an empty value in the list")
+        cls = TrainSettings if key in SWEPT_SETTINGS else head_keys[key][1].Params
+        typed = [getattr(build_params(cls, {key: v}), key) for v in raws]
+        twice = next((v for i, v in enumerate(typed) if v in typed[:i]), None)
+        if twice is not None:
+            raise ParamError(f"-p {key}={raw}: the value {twice!r} is given twice")
+        if key in SWEPT_SETTINGS:
+            settings[key] = typed
+        lists.append((key, list(zip(raws, typed, strict=True))))
+    points = []
+    for values in itertools.product(*(vs for _, vs in lists)):
+        chosen = {key: v for (key, _), v in zip(lists, values, strict=True)}
+        params = tuple(f"{k}={raw}" for k, (raw, _) in chosen.items() if k not in settings)
+        points.append(dataclasses.replace(request, params=params, **{
+            k: typed for k, (_, typed) in chosen.items() if k in settings}))
+    return points
 
 
 def _for_head(tables: dict[str, dict], head: str) -> dict:
