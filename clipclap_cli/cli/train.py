@@ -11,7 +11,7 @@ from clipclap_cli.cli._options import (
     DEFAULT_STORE,
     DatasetsOpt,
     DeviceOpt,
-    ParamOpt,
+    JsonOpt,
     SeedOpt,
     StoredDatasetArg,
     StoreOpt,
@@ -31,7 +31,7 @@ def install(app, pm) -> None:
         dataset: StoredDatasetArg = None,
         stage: Annotated[str, typer.Option("--stage", metavar="1|2|all", help="1, 2 or all (stage 2 needs stage 1 of the same run)")] = "all",
         head: Annotated[str, typer.Option("--head", metavar="NAMES", help="Fusion head, a comma-separated list, or 'all'")] = "clipclap",
-        params: ParamOpt = [],  # noqa: B006 - Typer reads the default
+        params: Annotated[list[str], typer.Option("--param", "-p", metavar="KEY=VALUE", help="Head parameter or training setting; KEY=V1,V2 sweeps; repeatable")] = [],  # noqa: B006 - Typer reads the default
         seed: SeedOpt = None,
         seeds: Annotated[int, typer.Option("--seeds", metavar="N", help="Train this many runs, seeds seed, seed+1, ...")] = 1,
         epochs: Annotated[int | None, typer.Option("--epochs", metavar="N", help="Stage-1 epochs (default: the dataset's)")] = None,
@@ -51,6 +51,8 @@ def install(app, pm) -> None:
         runs_dir: RunsDirOpt = Path("runs"),
         store_path: StoreOpt = None,
         datasets_file: DatasetsOpt = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the runs, their state and an estimated time; train nothing")] = False,
+        as_json: JsonOpt = False,
     ):
         """Train fusion heads with the two-stage protocol. Rerun the same command to resume."""
         from clipclap_cli.errors import ClipclapError
@@ -80,7 +82,7 @@ def install(app, pm) -> None:
                           or any(v is not None for v in (epochs, lr, batches, batch_size, lr_scheduler))
                           or beta_grid != "0:5:76" or not replay)
         if run_dir is not None and has_config(run_dir) and not settings_given:
-            _continue_run(run_dir, dataset, store_path, STAGES[stage], pm, threads)
+            _continue_run(run_dir, dataset, store_path, STAGES[stage], pm, threads, dry_run, as_json)
             return
         fs = store(store_path or DEFAULT_STORE)
         entry = catalog(pm, datasets_file).get(stored_dataset(fs, dataset))
@@ -88,9 +90,16 @@ def install(app, pm) -> None:
         device = ranks.device(device) if ranks is not None else device
         request = RunRequest(tuple(names), tuple(params), seed, seeds, split, epochs, lr, batch_size, batches, device,
                              None if replay else False, lr_scheduler, None if grid == DEFAULT_BETA_GRID else grid, legacy)
+        launch = lambda runs: launcher_for(jobs, stack, ranks, runs)  # noqa: E731 - the dry run asks it too
+        if dry_run:  # the same checks as a real run, then the plan: nothing trained or written
+            from clipclap_cli.cli.dry_run import show_train_plan
+            from clipclap_cli.train.scheduler import planned
+
+            work = planned(fs, entry, request, runs_dir, run_dir, STAGES[stage], pm, threads)
+            show_train_plan(work, launch(len(work.plan)), runs_dir, as_json)
+            return
         _train(STAGES[stage], lambda emit, report: train_request(
-            fs, entry, request, runs_dir, run_dir, STAGES[stage], lambda runs: launcher_for(jobs, stack, ranks, runs),
-            pm, threads, emit, report))
+            fs, entry, request, runs_dir, run_dir, STAGES[stage], launch, pm, threads, emit, report))
 
 
 def _train(stages, train) -> None:
@@ -102,7 +111,8 @@ def _train(stages, train) -> None:
     train_drawn(stages, lambda emit: train(emit, report)).check()
 
 
-def _continue_run(path: Path, dataset: str | None, store_path: str | None, stages, pm, threads) -> None:
+def _continue_run(path: Path, dataset: str | None, store_path: str | None, stages, pm, threads,
+                  dry_run: bool = False, as_json: bool = False) -> None:
     """`train --run RUN` with no settings: resume or continue the run as it was started, with its
     recorded dataset, split, head, parameters and settings, on its recorded store (unless
     --store names where the store is now). This is what the hints the tool prints run."""
@@ -118,4 +128,10 @@ def _continue_run(path: Path, dataset: str | None, store_path: str | None, stage
     if not fs.location.exists():
         raise RunError(f"run {path} was trained on the store {raw['store']}, which is not there any more; "
                        "pass --store with the store's new place")
+    if dry_run:
+        from clipclap_cli.cli.dry_run import show_train_plan
+        from clipclap_cli.train.scheduler import Work
+
+        show_train_plan(Work([(path, spec)], fs, stages, pm, threads), InProcess(), path.parent, as_json)
+        return
     _train(stages, lambda emit, report: schedule([(path, spec)], fs, stages, InProcess(), pm, threads, emit, report))
