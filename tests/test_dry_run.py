@@ -55,3 +55,39 @@ def test_a_dry_run_refuses_what_a_real_run_refuses(cli, demo_store, tmp_path):
     r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "runs", "-p", "lr=1,", "--dry-run")
     assert "empty value" in one_error_line(r)
     assert not (tmp_path / "runs").exists()
+
+
+DATASETS = """
+[datasets.mine]
+kind = "video-folder"
+split = "drawn"
+dims = { video = 32, audio = 32, clip = 32, clap = 32 }
+"""
+TINY = ("-e", "clip:model=clipclap-tiny-clip", "-e", "clap:size=tiny", "--chunk", "2")
+
+
+def test_extract_dry_run_counts_videos_and_shards_and_writes_nothing(cli, tmp_path):
+    from tests.media_files import write_video
+
+    root = tmp_path / "videos"
+    for ci, cls in enumerate(["Archery", "Drumming"]):
+        (root / cls).mkdir(parents=True)
+        for k in range(3):
+            write_video(root / cls / f"clip{k}.mp4", seconds=1, channel=ci, freq=300 + 200 * ci + 40 * k)
+    (tmp_path / "datasets.toml").write_text(DATASETS)
+    store = tmp_path / "s.zarr"
+    args = ("extract", "mine", "--videos", root, "--datasets", tmp_path / "datasets.toml", "--store", store, *TINY)
+    r = cli(*args, "--shard", "1/2", "--dry-run", "--json")
+    assert r.exit_code == 0, r
+    plan = json.loads(r.stdout)
+    assert (plan["videos"], plan["done"], plan["pending"]) == (6, 0, 6)
+    assert [(s["shard"], s["videos"], s["this process"]) for s in plan["shards"]] == [("0/2", 2, False),
+                                                                                       ("1/2", 4, True)]
+    assert plan["estimated_seconds"] > 0 and not store.exists()
+    assert cli(*args, "--shard", "0/2").exit_code == 0  # shard 0 done: the working group records it
+    before = tree_digest(store)
+    plan = json.loads(cli(*args, "--dry-run", "--json").stdout)
+    assert (plan["done"], plan["pending"]) == (2, 4) and "working group" in plan["status_from"]
+    r = cli(*args, "--dry-run")
+    assert r.exit_code == 0 and "2 done, 0 failed, 4 pending" in r.stdout, r
+    assert tree_digest(store) == before

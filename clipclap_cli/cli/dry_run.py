@@ -34,3 +34,19 @@ def show_train_plan(work, launcher, runs_dir: Path, as_json: bool) -> None:
     err.print(f"{counts['done']} done, {counts['partly done']} partly done, {counts['pending']} pending; "
               f"launcher: {p.where}, {p.tasks} task(s); about {duration(p.seconds)} "
               f"(from {p.estimated_from})")
+
+
+def show_extract_plan(job, part, workers: int, retry_failed: bool, as_json: bool) -> None:
+    """The dry run of an extract command's `job` for this process's shard `part`."""
+    from clipclap_cli.extract.preview import preview
+
+    p = preview(job, part, workers, retry_failed)
+    if as_json:
+        print_json(p.as_json())
+        return
+    rows = [[s["shard"] + (" (this one)" if s["this process"] and part.count > 1 else ""), s["chunks"],
+             s["videos"], s["pending"]] for s in p.shards]
+    out.print(table(f"{p.videos} videos: {p.done} done, {p.failed} failed, {p.pending} pending "
+                    "(dry run: nothing extracted or written)", ["shard", "chunks", "videos", "pending"], rows))
+    err.print(f"status from {p.found_in}; about {duration(p.seconds)} for this process "
+              f"({p.per_video:.2f} s a video, from a measured step)")

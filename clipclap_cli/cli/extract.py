@@ -12,6 +12,7 @@ from clipclap_cli.cli._options import (
     DatasetArg,
     DatasetsOpt,
     DeviceOpt,
+    JsonOpt,
     ReplaceOpt,
     StoreOpt,
     WaitOpt,
@@ -49,6 +50,8 @@ def install(app, pm) -> None:
         wait: WaitOpt = None,
         datasets_file: DatasetsOpt = None,
         replace: ReplaceOpt = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the videos to do, the shards and an estimated time; write nothing")] = False,
+        as_json: JsonOpt = False,
     ):
         """Extract video (CLIP) and audio (CLAP) features. Rerun the same command to resume."""
         from rich.progress import TextColumn
@@ -89,6 +92,11 @@ def install(app, pm) -> None:
         job = Extraction(fs, dataset, samples, encoders, chunk, frames, description, recipe.name)
         job.refuse_other_source(replace)
         job.reuse_stored = not replace
+        if dry_run:  # the same checks as a real run, then the plan: nothing extracted or written
+            from clipclap_cli.cli.dry_run import show_extract_plan
+
+            show_extract_plan(job, part, workers, retry_failed, as_json)
+            return
         job.open(part, on_wait=lambda: err.print(
             f"waiting for shard 0 to create the working group in {fs} (up to 10 minutes)"))
         if retry_failed:

@@ -239,6 +239,22 @@ class Extraction:
         """Each encoder's status of every row."""
         return self.group.status(self.encoders)
 
+    def status_to_come(self) -> tuple[dict[str, np.ndarray], str]:
+        """Each encoder's status of every row as `run` would find it, read and never written
+        (`extract --dry-run`), and where it comes from: the working group (refused, as `open`
+        refuses it, when made with other settings), else what the store's dataset holds, else
+        all pending."""
+        if self.group.ready() and not self._stale():
+            if _comparable(self.group.settings) != json.loads(json.dumps(self.settings)):
+                raise StoreError(f"an extraction of {self.dataset!r} with other settings (videos, encoders or their "
+                                 f"parameters) is in {self.group}; rerun it as it was, or remove that folder "
+                                 "to start over")
+            return self.status(), f"the working group {self.group}"
+        prefill = self._prefill() if self.store.location.exists() else None
+        if prefill is not None:
+            return prefill.status, f"the store's dataset {self.dataset!r}"
+        return {m: np.full(len(self.samples), PENDING, dtype=np.int8) for m in self.encoders}, "no earlier extraction"
+
     def retry_failed(self) -> int:
         """Put the failed rows back to pending; how many videos had failed (in any encoder)."""
         status = self.status()
