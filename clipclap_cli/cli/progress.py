@@ -25,6 +25,7 @@ from clipclap_cli.train.scheduler import (
     Outcome,
     Plan,
     Planned,
+    Queued,
     Reused,
     RunEvent,
     Shared,
@@ -77,12 +78,12 @@ class TrainingProgress:
 
     def _launched(self, e: Launched) -> None:
         self._close()
-        self.stacked, self.side_by_side, self.open = e.stacked, e.at_once > 1, set(e.runs)
+        self.stacked, self.side_by_side, self.open = e.stacked, e.at_once > 1 or bool(e.where), set(e.runs)
         specs = {i: self.plan[i][1] for i in e.runs}
         self.bar = progress(TextColumn("{task.fields[info]}"))
         self.bar.start()
         if self.side_by_side:
-            err.print(f"training {len(e.runs)} runs, {e.at_once} at a time in {e.where}")
+            err.print(f"training {len(e.runs)} run{'s' * (len(e.runs) > 1)}, {e.at_once} at a time in {e.where}")
             for i, spec in specs.items():
                 self.labels[i] = f"{spec.head} seed {spec.train.seed}"
                 self.tasks[i] = self.bar.add_task(self.labels[i], total=None, info="waiting")
@@ -135,6 +136,12 @@ class TrainingProgress:
         else:
             self.bar.reset(task, description=self._epoch_text(e.run, e.stage, r["epoch"] + 1),
                            info="" if self.stacked else info)
+
+    def _queued(self, e: Queued) -> None:
+        """A cluster task's state (train/slurm.py): a line when it changes, and in the run's bar."""
+        state = e.state.lower()
+        self.bar.console.print(f"{escape(self._prefix(e.run))}SLURM task {e.task}: {state}")
+        self.bar.update(self.tasks[e.run], info=f"{state} (SLURM task {e.task})")
 
     def _reused(self, e: Reused) -> None:
         path, prefix = self.plan[e.run][0], self._prefix(e.run)

@@ -19,6 +19,7 @@ from clipclap_cli.cli._options import (
     split_option,
     store,
     stored_dataset,
+    whole_in,
 )
 
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Where run folders are created")]
@@ -47,6 +48,15 @@ def install(app, pm) -> None:
         threads: Annotated[int | None, typer.Option("--threads", min=1, metavar="N", help="CPU threads per run (default: torch's, or what the run recorded; e.g. 1 to train several runs at once)")] = None,
         jobs: Annotated[int, typer.Option("--jobs", min=1, metavar="N", help="Runs trained at once in worker processes, each with a share of the CPU cores")] = 1,
         stack: Annotated[bool, typer.Option("--stack/--no-stack", help="Train runs that differ only in the seed as one stacked model (heads that support it)")] = True,
+        launcher: Annotated[str, typer.Option("--launcher", metavar="local|slurm", help="Train here, or as the tasks of a SLURM job array (docs/cluster.md)")] = "local",
+        partition: Annotated[str | None, typer.Option("--partition", metavar="NAME", help="SLURM partition (default: the [slurm] table's, else the cluster's)")] = None,
+        time_limit: Annotated[int | None, typer.Option("--time", metavar="MIN", callback=whole_in(1, 10**7), help="SLURM time limit per task, in minutes (default: the partition's)")] = None,
+        gpus: Annotated[int | None, typer.Option("--gpus", metavar="N", callback=whole_in(1, 1024), help="GPUs per SLURM task")] = None,
+        cpus: Annotated[int | None, typer.Option("--cpus", metavar="N", callback=whole_in(1, 4096), help="CPU cores per SLURM task")] = None,
+        mem_gb: Annotated[int | None, typer.Option("--mem-gb", metavar="N", callback=whole_in(1, 10**6), help="Memory per SLURM task, in GB")] = None,
+        array_parallelism: Annotated[int | None, typer.Option("--array-parallelism", metavar="N", callback=whole_in(1, 10**6), help="SLURM tasks running at once, at most")] = None,
+        sbatch: Annotated[list[str], typer.Option("--sbatch", metavar="--KEY=VALUE", help="Extra sbatch argument; repeatable")] = [],  # noqa: B006 - Typer reads the default
+        wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the SLURM tasks until they end, or submit and return")] = True,
         run_dir: Annotated[Path | None, typer.Option("--run", metavar="DIR", help="Run folder (default RUNS_DIR/DATASET/HEAD/seedN)")] = None,
         runs_dir: RunsDirOpt = Path("runs"),
         store_path: StoreOpt = None,
@@ -78,11 +88,14 @@ def install(app, pm) -> None:
             raise ClipclapError("--run names one run; use --runs-dir with several heads or seeds")
         # runs write only into runs: a folder clipclap made, or a new or empty one, outside any store
         check_run_folder(run_dir) if run_dir is not None else check_runs_dir(runs_dir)
+        cluster = _cluster(launcher, runs_dir if run_dir is None else run_dir.parent, wait, stack, datasets_file,
+                           partition=partition, time=time_limit, gpus=gpus, cpus=cpus, mem_gb=mem_gb,
+                           array_parallelism=array_parallelism, sbatch=tuple(sbatch))
         settings_given = (head != "clipclap" or params or seed is not None or split is not None or legacy
                           or any(v is not None for v in (epochs, lr, batches, batch_size, lr_scheduler))
                           or beta_grid != "0:5:76" or not replay)
         if run_dir is not None and has_config(run_dir) and not settings_given:
-            _continue_run(run_dir, dataset, store_path, STAGES[stage], pm, threads, dry_run, as_json)
+            _continue_run(run_dir, dataset, store_path, STAGES[stage], pm, threads, dry_run, as_json, cluster)
             return
         fs = store(store_path or DEFAULT_STORE)
         entry = catalog(pm, datasets_file).get(stored_dataset(fs, dataset))
@@ -90,7 +103,7 @@ def install(app, pm) -> None:
         device = ranks.device(device) if ranks is not None else device
         request = RunRequest(tuple(names), tuple(params), seed, seeds, split, epochs, lr, batch_size, batches, device,
                              None if replay else False, lr_scheduler, None if grid == DEFAULT_BETA_GRID else grid, legacy)
-        launch = lambda runs: launcher_for(jobs, stack, ranks, runs)  # noqa: E731 - the dry run asks it too
+        launch = lambda runs: launcher_for(jobs, stack, ranks, runs, cluster)  # noqa: E731 - the dry run asks it too
         if dry_run:  # the same checks as a real run, then the plan: nothing trained or written
             from clipclap_cli.cli.dry_run import show_train_plan
             from clipclap_cli.train.scheduler import planned
@@ -100,6 +113,32 @@ def install(app, pm) -> None:
             return
         _train(STAGES[stage], lambda emit, report: train_request(
             fs, entry, request, runs_dir, run_dir, STAGES[stage], launch, pm, threads, emit, report))
+
+        if cluster is not None and not wait:
+            from clipclap_cli.cli.console import err
+
+            err.print("submitted; the same command again follows the tasks, reports the finished runs and "
+                      "resubmits the others")
+
+
+def _cluster(launcher: str, runs_dir: Path, wait: bool, stack: bool, datasets_file: Path | None, **given):
+    """The launcher `--launcher` names (None: `local`, the runs trained here), with its settings;
+    the SLURM options without `--launcher slurm`, or under torchrun, are refused."""
+    from clipclap_cli.errors import ClipclapError
+    from clipclap_cli.train.distributed import torchrun_ranks
+
+    if launcher not in ("local", "slurm"):
+        raise ClipclapError(f"--launcher must be local or slurm, not {launcher!r}")
+    if launcher == "local":
+        if any(v not in (None, ()) for v in given.values()) or not wait:
+            raise ClipclapError("--partition, --time, --gpus, --cpus, --mem-gb, --array-parallelism, --sbatch "
+                                "and --no-wait are options of --launcher slurm")
+        return None
+    if torchrun_ranks() is not None:
+        raise ClipclapError("--launcher slurm submits the runs to SLURM: start it once, not under torchrun")
+    from clipclap_cli.train.slurm import Slurm, slurm_settings
+
+    return Slurm(slurm_settings(datasets_file, **given), runs_dir, wait, stack)
 
 
 def _train(stages, train) -> None:
@@ -112,7 +151,7 @@ def _train(stages, train) -> None:
 
 
 def _continue_run(path: Path, dataset: str | None, store_path: str | None, stages, pm, threads,
-                  dry_run: bool = False, as_json: bool = False) -> None:
+                  dry_run: bool = False, as_json: bool = False, cluster=None) -> None:
     """`train --run RUN` with no settings: resume or continue the run as it was started, with its
     recorded dataset, split, head, parameters and settings, on its recorded store (unless
     --store names where the store is now). This is what the hints the tool prints run."""
@@ -132,6 +171,8 @@ def _continue_run(path: Path, dataset: str | None, store_path: str | None, stage
         from clipclap_cli.cli.dry_run import show_train_plan
         from clipclap_cli.train.scheduler import Work
 
-        show_train_plan(Work([(path, spec)], fs, stages, pm, threads), InProcess(), path.parent, as_json)
+        show_train_plan(Work([(path, spec)], fs, stages, pm, threads), cluster or InProcess(), path.parent,
+                        as_json)
         return
-    _train(stages, lambda emit, report: schedule([(path, spec)], fs, stages, InProcess(), pm, threads, emit, report))
+    _train(stages, lambda emit, report: schedule([(path, spec)], fs, stages, cluster or InProcess(), pm, threads, emit,
+                                                          report))

@@ -149,7 +149,10 @@ class OnRanks:
         return Outcome(done, sum(n for _, n in outcomes), len(work.plan), " on the ranks", error)
 
 
-def launcher_for(jobs: int = 1, stack: bool = True, ranks: Ranks | None = None, runs: int = 1) -> Launcher:
+def launcher_for(jobs: int = 1, stack: bool = True, ranks: Ranks | None = None, runs: int = 1,
+                 cluster: Launcher | None = None) -> Launcher:
     """The launcher of a `train` command: over torchrun's `ranks` when it started the command,
-    else `here` for `runs` runs."""
+    else `here` for `runs` runs; a `cluster`'s (train/slurm.py) when the command asks for one."""
+    if cluster is not None:
+        return cluster
     return OnRanks(ranks, jobs, stack) if ranks is not None else here(runs, jobs, stack)

@@ -107,7 +107,16 @@ class Failed:
     error: str
 
 
-RunEvent = Planned | Launched | Shared | Started | Step | Epoch | Reused | Finished | Failed
+@dataclass(frozen=True)
+class Queued:
+    """Run `run`'s task `task` on a cluster's scheduler is in `state` (SLURM's: PENDING, RUNNING, ...)."""
+
+    run: int
+    state: str
+    task: str
+
+
+RunEvent = Planned | Launched | Shared | Started | Step | Epoch | Reused | Finished | Failed | Queued
 Emit = Callable[[RunEvent], None]
 Report = Callable[[tuple[Path, ...]], None]
 

@@ -32,16 +32,19 @@ from clipclap_cli.files import write_json
 from clipclap_cli.runs.config import read_json
 from clipclap_cli.runs.files import METRICS, RESULTS, stage_folder
 from clipclap_cli.runs.folder import stage_result
-from clipclap_cli.train.scheduler import Emit, Epoch, Failed, Launched, Outcome, Report, Reused, Started, Tally, Work
-
-
-@dataclass(frozen=True)
-class Queued:
-    """Run `run`'s SLURM task `task` is in `state` (PENDING, RUNNING, ...), as squeue says."""
-
-    run: int
-    state: str
-    task: str
+from clipclap_cli.train.scheduler import (
+    Emit,
+    Epoch,
+    Failed,
+    Launched,
+    Outcome,
+    Queued,
+    Report,
+    Reused,
+    Started,
+    Tally,
+    Work,
+)
 
 #: States in which a task is still the queue's: the launcher waits on it and does not resubmit it
 LIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
@@ -236,6 +239,13 @@ class Slurm:
                 for i in group:
                     tally(Queued(i, queue.get(task["task"], "PENDING"), task["task"]))
         return _reported(tally.outcome(work), report)
+
+    def describe(self, work: Work) -> tuple[str, int, int]:
+        """For `--dry-run` (train/preview.py): where the runs would train, the tasks that would be
+        submitted (runs not finished yet), and how many of them run at once. Asks SLURM nothing."""
+        tasks = sum(not all(_done(work, i) for i in g) for g in self._groups(work))
+        at_once = max(1, min(tasks, self.settings.array_parallelism or tasks))
+        return f"a SLURM job array on {self.settings.partition or 'the default partition'}", tasks, at_once
 
     def _groups(self, work: Work) -> list[list[int]]:
         from clipclap_cli.plugins.registry import get_head
