@@ -124,11 +124,25 @@ def test_two_runs_are_identical(videos, reference, tmp_path):
     _same(_content(tmp_path / "s.zarr"), _content(reference[0]))
 
 
+def _one_by_one(videos, store) -> list[str]:
+    """The command of an extraction into `store` that a kill can stop after its first chunk (a
+    video per batch)."""
+    root, datasets = videos
+    return [sys.executable, "-m", "clipclap_cli", "extract", "mine", "--videos", str(root), "--datasets",
+            str(datasets), "--store", str(store), *TINY, "--chunk", "2", "--workers", "0", "--batch-size", "1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(videos, tmp_path_factory) -> Path:
+    """The store of `_one_by_one`'s extraction run without a stop, what the killed ones must end as."""
+    store = tmp_path_factory.mktemp("uninterrupted") / "s.zarr"
+    assert subprocess.run(_one_by_one(videos, store)).returncode == 0
+    return store
+
+
 def _killed_after_its_first_chunk(videos, store) -> list[str]:
     """Start an extraction, kill -9 it once its first chunk is done; returns its command."""
-    root, datasets = videos
-    args = [sys.executable, "-m", "clipclap_cli", "extract", "mine", "--videos", str(root), "--datasets",
-            str(datasets), "--store", str(store), *TINY, "--chunk", "2", "--workers", "0", "--batch-size", "1"]
+    args = _one_by_one(videos, store)
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_chunk = store / ".extract-mine" / "status" / "video" / "c" / "0"
     deadline = time.time() + 120
@@ -140,17 +154,15 @@ def _killed_after_its_first_chunk(videos, store) -> list[str]:
     return args
 
 
-def test_killed_run_resumes_to_the_same_store(videos, reference, tmp_path):
+def test_killed_run_resumes_to_the_same_store(videos, uninterrupted, tmp_path):
     store = tmp_path / "s.zarr"
     args = _killed_after_its_first_chunk(videos, store)
     done = subprocess.run(args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    uninterrupted = tmp_path / "u.zarr"
-    assert subprocess.run([a if a != str(store) else str(uninterrupted) for a in args]).returncode == 0
     _same(_content(store), _content(uninterrupted))
 
 
-def test_extraction_started_with_the_clip_frames_parameter_resumes(videos, reference, tmp_path, cli):
+def test_extraction_started_with_the_clip_frames_parameter_resumes(videos, uninterrupted, tmp_path, cli):
     """The CLIP encoder's `frames` parameter did nothing (frames per video are `--frames`) and is
     gone: `-e clip:frames=N` is refused, and an extraction whose working group recorded it (one
     started by an earlier clipclap) resumes to the same store instead of being refused."""
@@ -168,8 +180,6 @@ def test_extraction_started_with_the_clip_frames_parameter_resumes(videos, refer
     group.attrs["settings"] = settings
     done = subprocess.run(args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    uninterrupted = tmp_path / "u.zarr"
-    assert subprocess.run([a if a != str(store) else str(uninterrupted) for a in args]).returncode == 0
     _same(_content(store), _content(uninterrupted))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import shutil
@@ -306,9 +307,12 @@ def test_stopping_side_by_side_runs_stops_every_worker_and_they_resume(cli, demo
     command alone (one 'Stopped' line, exit 143), kill -9 of the command alone (nothing can run in
     it: the workers see it die and exit), and Ctrl-C in a terminal (SIGINT to the process group:
     one 'Interrupted' line, exit 130). Each time no worker survives the command, and the next run
-    of the same command resumes; the runs end with the bytes of runs trained without a stop."""
+    of the same command resumes; the runs end with the bytes of runs trained without a stop. The
+    stops fall in stage 1, so stage 1 alone is trained: its every epoch's losses and validation
+    figures, and the best epoch that sets stage 2's length and starts it from the seed."""
     epochs = 8  # not the demo's 10: a schedule of its own names the runs' folder
-    alone = ["--seeds", "2", "--threads", "1", "--epochs", str(epochs), "--batches-per-epoch", "40", "--no-stack"]
+    alone = ["--seeds", "2", "--threads", "1", "--epochs", str(epochs), "--batches-per-epoch", "40", "--no-stack",
+             "--stage", "1"]
     cmd = [sys.executable, "-m", "clipclap_cli", "train", "demo", "--store", str(demo_store), "--runs-dir",
            str(tmp_path / "cut"), *alone, "--jobs", "2"]
     method = f"clipclap,epochs={epochs},batches-per-epoch=40"
@@ -345,9 +349,9 @@ def test_stopping_side_by_side_runs_stops_every_worker_and_they_resume(cli, demo
     assert done.returncode == 0 and "resuming at epoch" in done.stderr, done.stderr
     whole = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "whole", *alone)  # one by one
     assert whole.exit_code == 0, whole
-    for seed in (42, 43):
-        a, b = (tmp_path / d / "demo" / method / f"seed{seed}" / "results.json" for d in ("cut", "whole"))
-        assert a.read_bytes() == b.read_bytes()
+    for seed, name in itertools.product((42, 43), ("metrics.jsonl", "result.json")):
+        a, b = (tmp_path / d / "demo" / method / f"seed{seed}" / "stage1" / name for d in ("cut", "whole"))
+        assert a.read_bytes() == b.read_bytes(), (seed, name)
 
 
 @pytest.mark.slow

@@ -241,34 +241,37 @@ class FeatureStore:
         """(ids, labels, partition) of every video, checked (`_checked`)."""
         g = self._group(dataset)
         return (
-            np.array(self._checked(dataset, g["videos/ids"], "ids", "videos/ids").tolist(), dtype=str),
-            np.asarray(self._checked(dataset, g["videos/labels"], "labels", "videos/labels"), dtype=np.int64),
-            np.asarray(self._checked(dataset, g["videos/partition"], "partition", "videos/partition"), dtype=np.int8),
+            np.array(self._checked(dataset, g, g["videos/ids"], "ids", "videos/ids").tolist(), dtype=str),
+            np.asarray(self._checked(dataset, g, g["videos/labels"], "labels", "videos/labels"), dtype=np.int64),
+            np.asarray(self._checked(dataset, g, g["videos/partition"], "partition", "videos/partition"),
+                       dtype=np.int8),
         )
 
     def _counts(self, g) -> tuple[int, int]:
         """(videos, classes) of a dataset group: the rows its arrays must have."""
         return int(g["videos/ids"].shape[0]), len(g.attrs.get("classes", []))
 
-    def _values(self, dataset: str, node, kind: str) -> tuple[np.ndarray | None, str | None]:
+    def _values(self, g, node, kind: str,
+                counts: tuple[int, int] | None = None) -> tuple[np.ndarray | None, str | None]:
         """An array's values and what is wrong with them (unreadable: a missing or altered chunk
-        fails its checksum; values a missing chunk reads as; non-finite features), or None."""
+        fails its checksum; values a missing chunk reads as; non-finite features), or None. `g`:
+        the dataset's group the array is of (`counts`: its `_counts`, when the caller has them)."""
         try:
             values = node[:]
         except Exception as e:  # zarr raises what its codecs raise: ValueError, OSError, ...
             return None, f"cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-        g = self._group(dataset)
-        videos, classes = self._counts(g)
+        videos, classes = counts or self._counts(g)
         problem = value_problem(kind, values, videos, classes)
         if problem and kind in ("features", "label_embeddings"):  # name the videos or classes
             ids = np.asarray(g["videos/ids"][:].tolist(), dtype=str) if kind == "features" else None
             problem = value_problem(kind, values, videos, classes, ids, list(g.attrs.get("classes", [])))
         return values, problem
 
-    def _checked(self, dataset: str, node, kind: str, what: str) -> np.ndarray:
-        """The values of one of the dataset's arrays, or a StoreError in one line naming the
-        dataset, the array, what is wrong and the command that writes it again."""
-        values, problem = self._values(dataset, node, kind)
+    def _checked(self, dataset: str, g, node, kind: str, what: str,
+                 counts: tuple[int, int] | None = None) -> np.ndarray:
+        """The values of one of the dataset's arrays (of its group `g`), or a StoreError in one
+        line naming the dataset, the array, what is wrong and the command that writes it again."""
+        values, problem = self._values(g, node, kind, counts)
         if problem:
             raise StoreError(f"dataset {dataset!r} in {self.location}: {what} is damaged: {problem}; "
                              f"{self.repair_hint(dataset, what)}")
@@ -302,7 +305,7 @@ class FeatureStore:
             missing = missing_chunks(node) if checksummed else 0
             problem = f"{missing} of {node.nchunks} chunks missing" if missing else None
             if problem is None:
-                values, problem = self._values(dataset, node, kind)
+                values, problem = self._values(g, node, kind)
                 recorded = node.attrs.get("content_digest")
                 if problem is None and recorded is not None and content_digest(values) != recorded:
                     problem = ("its content is not what was committed (its digest differs: a chunk was replaced, "
@@ -368,17 +371,18 @@ class FeatureStore:
                 f"dataset {dataset!r} has no {name!r} features in {self.location}; "
                 f"it has: {', '.join(self.feature_names(dataset)) or '(none)'}"
             )
-        return np.asarray(self._checked(dataset, array, "features", f"features/{name}"),
+        return np.asarray(self._checked(dataset, g, array, "features", f"features/{name}"),
                           dtype=np.float32)
 
     def label_embedding_names(self, dataset: str) -> dict[str, list[int]]:
         return {name: list(arr.shape) for name, arr in self._label_embeddings(self._group(dataset)).items()}
 
     def read_label_embeddings(self, dataset: str, name: str) -> np.ndarray:
-        arr = self._label_embeddings(self._group(dataset)).get(name)
+        g = self._group(dataset)
+        arr = self._label_embeddings(g).get(name)
         if arr is None:
             raise StoreError(f"dataset {dataset!r} has no {name!r} label embeddings in {self.location}")
-        return np.asarray(self._checked(dataset, arr, "label_embeddings", f"label_embeddings/{name}"),
+        return np.asarray(self._checked(dataset, g, arr, "label_embeddings", f"label_embeddings/{name}"),
                           dtype=np.float32)
 
     def _splits(self, g) -> dict:
@@ -404,9 +408,9 @@ class FeatureStore:
                 + f" (run `clipclap split {dataset} --split {split}"
                 + ("`)" if stored else " --from DIR`, or draw one with `--seen N --unseen M`)")
             )
-        attrs = dict(g.attrs)
-        indices = {p: np.asarray(self._checked(dataset, g[p], "split", f"splits/{split}/{p}"), dtype=np.int64)
-                   for p in PARTITIONS}
+        attrs, counts = dict(g.attrs), self._counts(group)
+        indices = {p: np.asarray(self._checked(dataset, group, g[p], "split", f"splits/{split}/{p}", counts),
+                                 dtype=np.int64) for p in PARTITIONS}
         return SplitData(split, indices, {k: list(v) for k, v in attrs["classes"].items()}, attrs)
 
     # ---------------------------------------------------------------- writing
