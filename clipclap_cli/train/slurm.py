@@ -215,6 +215,7 @@ class Slurm:
     def run(self, work: Work, emit: Emit, report: Report) -> Outcome:
         need("submitit", "cluster", "train --launcher slurm")
         check_slurm(self.settings)
+        work.reads.forget()  # the tasks read the data they train on: none is kept here while they run
         tally = Tally(emit)
         groups = self._groups(work)
         done = [g for g in groups if all(_done(work, i) for i in g)]
