@@ -145,7 +145,7 @@ def sweep_points(request: RunRequest, pm=None) -> list[RunRequest]:
     import itertools
 
     from clipclap_cli.errors import ParamError
-    from clipclap_cli.params import build_params, field_types, pairs_to_dict
+    from clipclap_cli.params import _coerce, field_types, pairs_to_dict
     from clipclap_cli.plugins.registry import list_heads
     from clipclap_cli.protocol import TrainSettings
 
@@ -166,7 +166,7 @@ def sweep_points(request: RunRequest, pm=None) -> list[RunRequest]:
         if "" in raws:
             raise ParamError(f"-p {key}={raw}: an empty value in the list")
         cls = TrainSettings if key in SWEPT_SETTINGS else head_keys[key][1].Params
-        typed = [getattr(build_params(cls, {key: v}), key) for v in raws]
+        typed = [_coerce(key, v, field_types(cls)[key]) for v in raws]  # types only: ranges per point, later
         twice = next((v for i, v in enumerate(typed) if v in typed[:i]), None)
         if twice is not None:
             raise ParamError(f"-p {key}={raw}: the value {twice!r} is given twice")
