@@ -142,3 +142,46 @@ def stored_dataset(fs, dataset: str | None) -> str:
         raise ClipclapError(f"name a dataset: the store {fs} holds none yet (`clipclap import` or `clipclap extract` "
                             "writes one)")
     raise ClipclapError(f"name a dataset: the store {fs} holds {len(held)} ({', '.join(held)})")
+
+
+def launcher_option(help: str):
+    """The `--launcher local|slurm` option; `help` says what each does for the command."""
+    return Annotated[str, typer.Option("--launcher", metavar="local|slurm", help=help)]
+
+
+# What each SLURM task asks for (`train` and `extract` with `--launcher slurm`; docs/cluster.md)
+PartitionOpt = Annotated[str | None, typer.Option(
+    "--partition", metavar="NAME", help="SLURM partition (default: the [slurm] table's, else the cluster's)")]
+TimeOpt = Annotated[int | None, typer.Option(
+    "--time", metavar="MIN", callback=whole_in(1, 10**7),
+    help="SLURM time limit per task, in minutes (default: the partition's)")]
+GpusOpt = Annotated[int | None, typer.Option("--gpus", metavar="N", callback=whole_in(1, 1024), help="GPUs per SLURM task")]
+CpusOpt = Annotated[int | None, typer.Option(
+    "--cpus", metavar="N", callback=whole_in(1, 4096), help="CPU cores per SLURM task")]
+MemGbOpt = Annotated[int | None, typer.Option(
+    "--mem-gb", metavar="N", callback=whole_in(1, 10**6), help="Memory per SLURM task, in GB")]
+ArrayParallelismOpt = Annotated[int | None, typer.Option(
+    "--array-parallelism", metavar="N", callback=whole_in(1, 10**6), help="SLURM tasks running at once, at most")]
+SbatchOpt = Annotated[list[str], typer.Option(
+    "--sbatch", metavar="--KEY=VALUE", help="Extra sbatch argument; repeatable")]
+SLURM_OPTIONS = "--partition, --time, --gpus, --cpus, --mem-gb, --array-parallelism, --sbatch"
+
+
+def cluster_settings(launcher: str, datasets_file: Path | None, others: dict[str, bool], **given):
+    """The SLURM settings of `--launcher slurm` (the [slurm] table of the datasets file, the
+    options `given` overriding it), or None for `--launcher local`. The SLURM options with
+    `--launcher local` are refused in one line, with `others` ({"--no-wait": given?}): the
+    command's own options that only mean something on SLURM."""
+    from clipclap_cli.errors import ClipclapError
+
+    if launcher not in ("local", "slurm"):
+        raise ClipclapError(f"--launcher must be local or slurm, not {launcher!r}")
+    if launcher == "local":
+        if any(v not in (None, ()) for v in given.values()) or any(others.values()):
+            raise ClipclapError(f"{SLURM_OPTIONS} and {' and '.join(others)} are options of --launcher slurm")
+        return None
+    from clipclap_cli.cluster import settings_from
+    from clipclap_cli.data.datasets_toml import read_toml_text
+
+    table = read_toml_text(datasets_file, "datasets file").get("slurm", {}) if datasets_file else {}
+    return settings_from(table, f"{datasets_file} [slurm]", **given)

@@ -9,14 +9,23 @@ import typer
 
 from clipclap_cli.cli._options import (
     DEFAULT_STORE,
+    ArrayParallelismOpt,
+    CpusOpt,
     DatasetArg,
     DatasetsOpt,
     DeviceOpt,
+    GpusOpt,
     JsonOpt,
+    MemGbOpt,
+    PartitionOpt,
     ReplaceOpt,
+    SbatchOpt,
     StoreOpt,
+    TimeOpt,
     WaitOpt,
     catalog,
+    cluster_settings,
+    launcher_option,
     report_ingest,
     store,
     whole_in,
@@ -50,6 +59,16 @@ def install(app, pm) -> None:
         wait: WaitOpt = None,
         datasets_file: DatasetsOpt = None,
         replace: ReplaceOpt = False,
+        launcher: launcher_option("Extract here, or each of --shards as a task of a SLURM job array (docs/cluster.md)") = "local",
+        shards: Annotated[int | None, typer.Option("--shards", metavar="N", help="With --launcher slurm: the shards, one array task each (default 1)")] = None,
+        partition: PartitionOpt = None,
+        time_limit: TimeOpt = None,
+        gpus: GpusOpt = None,
+        cpus: CpusOpt = None,
+        mem_gb: MemGbOpt = None,
+        array_parallelism: ArrayParallelismOpt = None,
+        sbatch: SbatchOpt = [],  # noqa: B006 - Typer reads the default
+        no_wait: Annotated[bool, typer.Option("--no-wait", help="With --launcher slurm: submit the tasks and return (the same command again follows them)")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the videos to do, the shards and an estimated time; write nothing")] = False,
         as_json: JsonOpt = False,
     ):
@@ -66,6 +85,9 @@ def install(app, pm) -> None:
         from clipclap_cli.plugins.contracts import check_description, check_samples
 
         check_device(device)  # before the working group is created
+        cluster = _cluster(launcher, shard, datasets_file, no_wait, shards, partition=partition, time=time_limit,
+                           gpus=gpus, cpus=cpus, mem_gb=mem_gb, array_parallelism=array_parallelism,
+                           sbatch=tuple(sbatch))
         need("av", "extract", "clipclap extract (decoding videos)")  # else every video would fail alike
         cat = catalog(pm, datasets_file)
         entry = cat.get(dataset)
@@ -95,7 +117,21 @@ def install(app, pm) -> None:
         if dry_run:  # the same checks as a real run, then the plan: nothing extracted or written
             from clipclap_cli.cli.dry_run import show_extract_plan
 
-            show_extract_plan(job, part, workers, retry_failed, as_json)
+            show_extract_plan(job, part if cluster is None else Shard(0, cluster.count), workers, retry_failed,
+                              as_json)
+            if cluster is not None and not as_json:
+                err.print(cluster.describe(job) + "; each task runs one shard, the last to finish writes the dataset")
+            return
+        if cluster is not None:  # the shards as SLURM array tasks, each this command with --shard i/N
+            from clipclap_cli.cluster import check_slurm
+
+            check_slurm(cluster.settings, "extract")
+            argv = _task_argv(dataset, videos, split_dir, video_encoder, audio_encoder, params, frames, frame_recipe,
+                              batch_size, workers, chunk, failures_csv, dtype, device, fs, wait, datasets_file, replace)
+            if retry_failed:  # once, here: each shard resetting every failed row would undo the others' work
+                job.open()
+                err.print(f"retrying {job.retry_failed()} failed videos")
+            cluster.run(job, argv, lambda line: err.print(line, markup=False, highlight=False))
             return
         job.open(part, on_wait=lambda: err.print(
             f"waiting for shard 0 to create the working group in {fs} (up to 10 minutes)"))
@@ -135,6 +171,43 @@ def install(app, pm) -> None:
         if failures:
             out.print(table(f"{len(failures)} videos could not be read (rerun with --retry-failed)",
                             ["video", "reason"], sorted(failures.items())))
+
+
+def _cluster(launcher: str, shard: str | None, datasets_file: Path | None, no_wait: bool, shards: int | None,
+             **given):
+    """`--launcher slurm`'s launcher for `--shards` (None: `local`, extracted here); the SLURM
+    options, --shards and --no-wait without it are refused, as is --shard (or torchrun) with it."""
+    import os
+
+    from clipclap_cli.errors import ClipclapError
+
+    settings = cluster_settings(launcher, datasets_file, {"--shards": shards is not None, "--no-wait": no_wait},
+                                **given)
+    if settings is None:
+        return None
+    if shards is not None and shards < 1:
+        raise ClipclapError(f"--shards {shards}: expected a whole number of 1 or more")
+    if shard is not None or os.environ.get("WORLD_SIZE") is not None:
+        raise ClipclapError("--launcher slurm makes the shards itself (--shards N): start it once, without --shard "
+                            "and not under torchrun")
+    from clipclap_cli.extract.slurm import SlurmExtraction
+
+    return SlurmExtraction(settings, shards or 1, wait=not no_wait)
+
+
+def _task_argv(dataset, videos, split_dir, video_encoder, audio_encoder, params, frames, frame_recipe, batch_size,
+               workers, chunk, failures_csv, dtype, device, fs, wait, datasets_file, replace) -> list[str]:
+    """This command's extraction options for an array task (paths absolute: a task may start
+    elsewhere), which adds its --shard."""
+    def path(option: str, value) -> list[str]:
+        return [] if value is None else [option, str(Path(value).resolve())]
+
+    return [dataset, *path("--videos", videos), *path("--split-dir", split_dir), "--video-encoder", video_encoder,
+            "--audio-encoder", audio_encoder, *[a for p in params for a in ("-e", p)], "--frames", str(frames),
+            *(["--frame-recipe", frame_recipe] if frame_recipe else []), "--batch-size", str(batch_size),
+            "--workers", str(workers), "--chunk", str(chunk), *path("--failures-csv", failures_csv), "--dtype", dtype,
+            "--device", device, "--store", fs.location.recorded(), *(["--wait", str(wait)] if wait is not None else []),
+            *path("--datasets", datasets_file), *(["--replace"] if replace else [])]
 
 
 def _write_failures(path: Path, failures: dict[str, str]) -> None:

@@ -9,17 +9,25 @@ import typer
 
 from clipclap_cli.cli._options import (
     DEFAULT_STORE,
+    ArrayParallelismOpt,
+    CpusOpt,
     DatasetsOpt,
     DeviceOpt,
+    GpusOpt,
     JsonOpt,
+    MemGbOpt,
+    PartitionOpt,
+    SbatchOpt,
     SeedOpt,
     StoredDatasetArg,
     StoreOpt,
+    TimeOpt,
     catalog,
+    cluster_settings,
+    launcher_option,
     split_option,
     store,
     stored_dataset,
-    whole_in,
 )
 
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Where run folders are created")]
@@ -48,14 +56,14 @@ def install(app, pm) -> None:
         threads: Annotated[int | None, typer.Option("--threads", min=1, metavar="N", help="CPU threads per run (default: torch's, or what the run recorded; e.g. 1 to train several runs at once)")] = None,
         jobs: Annotated[int, typer.Option("--jobs", min=1, metavar="N", help="Runs trained at once in worker processes, each with a share of the CPU cores")] = 1,
         stack: Annotated[bool, typer.Option("--stack/--no-stack", help="Train runs that differ only in the seed as one stacked model (heads that support it)")] = True,
-        launcher: Annotated[str, typer.Option("--launcher", metavar="local|slurm", help="Train here, or as the tasks of a SLURM job array (docs/cluster.md)")] = "local",
-        partition: Annotated[str | None, typer.Option("--partition", metavar="NAME", help="SLURM partition (default: the [slurm] table's, else the cluster's)")] = None,
-        time_limit: Annotated[int | None, typer.Option("--time", metavar="MIN", callback=whole_in(1, 10**7), help="SLURM time limit per task, in minutes (default: the partition's)")] = None,
-        gpus: Annotated[int | None, typer.Option("--gpus", metavar="N", callback=whole_in(1, 1024), help="GPUs per SLURM task")] = None,
-        cpus: Annotated[int | None, typer.Option("--cpus", metavar="N", callback=whole_in(1, 4096), help="CPU cores per SLURM task")] = None,
-        mem_gb: Annotated[int | None, typer.Option("--mem-gb", metavar="N", callback=whole_in(1, 10**6), help="Memory per SLURM task, in GB")] = None,
-        array_parallelism: Annotated[int | None, typer.Option("--array-parallelism", metavar="N", callback=whole_in(1, 10**6), help="SLURM tasks running at once, at most")] = None,
-        sbatch: Annotated[list[str], typer.Option("--sbatch", metavar="--KEY=VALUE", help="Extra sbatch argument; repeatable")] = [],  # noqa: B006 - Typer reads the default
+        launcher: launcher_option("Train here, or as the tasks of a SLURM job array (docs/cluster.md)") = "local",
+        partition: PartitionOpt = None,
+        time_limit: TimeOpt = None,
+        gpus: GpusOpt = None,
+        cpus: CpusOpt = None,
+        mem_gb: MemGbOpt = None,
+        array_parallelism: ArrayParallelismOpt = None,
+        sbatch: SbatchOpt = [],  # noqa: B006 - Typer reads the default
         wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the SLURM tasks until they end, or submit and return")] = True,
         run_dir: Annotated[Path | None, typer.Option("--run", metavar="DIR", help="Run folder (default RUNS_DIR/DATASET/HEAD/seedN)")] = None,
         runs_dir: RunsDirOpt = Path("runs"),
@@ -127,18 +135,14 @@ def _cluster(launcher: str, runs_dir: Path, wait: bool, stack: bool, datasets_fi
     from clipclap_cli.errors import ClipclapError
     from clipclap_cli.train.distributed import torchrun_ranks
 
-    if launcher not in ("local", "slurm"):
-        raise ClipclapError(f"--launcher must be local or slurm, not {launcher!r}")
-    if launcher == "local":
-        if any(v not in (None, ()) for v in given.values()) or not wait:
-            raise ClipclapError("--partition, --time, --gpus, --cpus, --mem-gb, --array-parallelism, --sbatch "
-                                "and --no-wait are options of --launcher slurm")
+    settings = cluster_settings(launcher, datasets_file, {"--no-wait": not wait}, **given)
+    if settings is None:
         return None
     if torchrun_ranks() is not None:
         raise ClipclapError("--launcher slurm submits the runs to SLURM: start it once, not under torchrun")
-    from clipclap_cli.train.slurm import Slurm, slurm_settings
+    from clipclap_cli.train.slurm import Slurm
 
-    return Slurm(slurm_settings(datasets_file, **given), runs_dir, wait, stack)
+    return Slurm(settings, runs_dir, wait, stack)
 
 
 def _train(stages, train) -> None:

@@ -43,18 +43,26 @@ def preview(job: Extraction, part: Shard, workers: int, retry_failed: bool = Fal
     pending = (rows == PENDING).any(axis=0)
     failed = (rows == FAILED).any(axis=0) & ~pending
     done = (rows == DONE).all(axis=0)
-    total_chunks = (len(job.samples) + job.chunk - 1) // job.chunk
-    shards = []
-    for index in range(part.count):
-        chunks = Shard(index, part.count).chunks(total_chunks)
-        lo, hi = chunks.start * job.chunk, min(chunks.stop * job.chunk, len(job.samples))
-        shards.append({"shard": f"{index}/{part.count}", "chunks": len(chunks), "videos": hi - lo,
-                       "pending": int(pending[lo:hi].sum()), "this process": index == part.index})
+    shards = [dict(s, **{"this process": index == part.index})
+              for index, s in enumerate(shard_shares(job, part.count, pending))]
     todo = [i for i in np.flatnonzero(pending)]
     per_video = measured_seconds_per_video(job, [job.samples[i] for i in todo[:2]], workers) if todo else 0.0
     mine = next(s for s in shards if s["this process"])["pending"]
     return ExtractPreview(len(job.samples), int(done.sum()), int(failed.sum()), int(pending.sum()), found_in,
                           shards, per_video, per_video * mine)
+
+
+def shard_shares(job: Extraction, count: int, pending: np.ndarray) -> list[dict]:
+    """Each of `count` shards' share of `job`: its chunks, videos and the videos of `pending`
+    (one flag a video) in its chunks, as `Shard.chunks` deals them."""
+    total_chunks = (len(job.samples) + job.chunk - 1) // job.chunk
+    shares = []
+    for index in range(count):
+        chunks = Shard(index, count).chunks(total_chunks)
+        lo, hi = chunks.start * job.chunk, min(chunks.stop * job.chunk, len(job.samples))
+        shares.append({"shard": f"{index}/{count}", "chunks": len(chunks), "videos": hi - lo,
+                       "pending": int(pending[lo:hi].sum())})
+    return shares
 
 
 def measured_seconds_per_video(job: Extraction, samples: list, workers: int) -> float:

@@ -15,19 +15,15 @@ judged by its runs' files and by the result submitit wrote for it.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
-import pickle
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipclap_cli.errors import ClipclapError, ConfigError, RunError
-from clipclap_cli.extras import need
+from clipclap_cli.cluster import JOBS, LIVE, SlurmSettings, check_slurm, settings_from, submit_array, task_error
+from clipclap_cli.cluster import queue as queue_now
+from clipclap_cli.errors import ClipclapError, RunError
 from clipclap_cli.files import write_json
 from clipclap_cli.runs.config import read_json
 from clipclap_cli.runs.files import METRICS, RESULTS, stage_folder
@@ -46,68 +42,6 @@ from clipclap_cli.train.scheduler import (
     Work,
 )
 
-#: States in which a task is still the queue's: the launcher waits on it and does not resubmit it
-LIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
-        "SUSPENDED", "STAGE_OUT", "SIGNALING"}
-JOBS = "jobs.json"
-_SETTINGS = {"partition": str, "time": int, "gpus": int, "cpus": int, "mem_gb": int, "array_parallelism": int,
-             "sbatch": list}
-
-
-@dataclass(frozen=True)
-class SlurmSettings:
-    """What each task asks SLURM for; None: the cluster's default. `time` in minutes, `sbatch`:
-    extra "--key=value" arguments (or "--flag")."""
-
-    partition: str | None = None
-    time: int | None = None
-    gpus: int | None = None
-    cpus: int | None = None
-    mem_gb: int | None = None
-    array_parallelism: int | None = None
-    sbatch: tuple[str, ...] = ()
-
-    def parameters(self) -> dict:
-        """submitit's `update_parameters` arguments (with no `time`, the partition's: submitit's
-        own default of 5 minutes would cut a run short)."""
-        time = self.time if self.time is not None else partition_minutes(self.partition)
-        given = {"slurm_partition": self.partition, "timeout_min": time, "gpus_per_node": self.gpus,
-                 "cpus_per_task": self.cpus, "mem_gb": self.mem_gb, "slurm_array_parallelism": self.array_parallelism}
-        extra = {}
-        for arg in self.sbatch:
-            key, _, value = arg.removeprefix("--").partition("=")
-            extra[key] = value if value else True
-        given["slurm_signal_delay_s"] = min(90, max(10, time * 15))  # submitit's requeue signal, before the limit
-        return {k: v for k, v in given.items() if v is not None} | (
-            {"slurm_additional_parameters": extra} if extra else {})
-
-
-def partition_minutes(partition: str | None) -> int:
-    """A partition's time limit for a job that gives none (its DefaultTime, else its MaxTime, else
-    a year), in minutes; None: the default partition."""
-    for line in _slurm("sinfo", "-h", "-o", "%P|%L|%l").splitlines():
-        name, default, most = line.strip().split("|")
-        if (name.rstrip("*") == partition) if partition else name.endswith("*"):
-            for value in (default, most):
-                if minutes := _minutes(value):
-                    return minutes
-    return 365 * 24 * 60
-
-
-def _minutes(text: str) -> int | None:
-    """SLURM's time (MM, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]) in whole minutes, at least 1; None
-    for anything else (infinite, n/a)."""
-    days, _, clock = text.rpartition("-")
-    try:
-        parts, d = [int(p) for p in clock.split(":")], int(days or 0)
-    except ValueError:
-        return None
-    if days:
-        h, m, s = [*parts, 0, 0][:3]
-    else:
-        h, m, s = {1: [0, *parts, 0], 2: [0, *parts]}.get(len(parts), parts)[:3]
-    return max(1, (d * 24 + h) * 60 + m + (s > 0))
-
 
 def slurm_settings(datasets_file: Path | None, **given) -> SlurmSettings:
     """The [slurm] table of the datasets file (if any), each key the command line `given` (not
@@ -115,42 +49,7 @@ def slurm_settings(datasets_file: Path | None, **given) -> SlurmSettings:
     from clipclap_cli.data.datasets_toml import read_toml_text
 
     table = read_toml_text(datasets_file, "datasets file").get("slurm", {}) if datasets_file else {}
-    where = f"{datasets_file} [slurm]"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table")
-    for key, value in table.items():
-        kind = _SETTINGS.get(key)
-        if kind is None:
-            raise ConfigError(f"{where} {key}: unknown; valid: {', '.join(_SETTINGS)}")
-        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 1) or (
-                kind is list and not all(isinstance(a, str) and a.startswith("--") for a in value)):
-            wanted = {str: "a name", int: "a whole number of 1 or more", list: 'a list of "--key=value" strings'}
-            raise ConfigError(f"{where} {key}: expected {wanted[kind]}, got {value!r}")
-    merged = table | {k: v for k, v in given.items() if v is not None and v != ()}
-    return SlurmSettings(**{k: tuple(v) if k == "sbatch" else v for k, v in merged.items()})
-
-
-def check_slurm(settings: SlurmSettings) -> None:
-    """SLURM answers here and knows the partition asked for: else one line, before any write."""
-    if shutil.which("sbatch") is None:
-        raise ClipclapError("SLURM is not reachable from here: no sbatch on PATH (train on a cluster's login "
-                            "node, or with --launcher local)")
-    if settings.partition is not None:
-        known = _slurm("sinfo", "-h", "-o", "%R").split()
-        if settings.partition not in known:
-            raise ClipclapError(f"SLURM has no partition {settings.partition!r}; sinfo lists: "
-                                f"{', '.join(sorted(set(known))) or 'none'}")
-
-
-def _slurm(*cmd: str) -> str:
-    """A SLURM command's output; its failure is one line with its message."""
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise ClipclapError(f"{cmd[0]} failed: {e}") from None
-    if done.returncode != 0:
-        raise ClipclapError(f"{cmd[0]} failed: {(done.stderr or done.stdout).strip() or done.returncode}")
-    return done.stdout
+    return settings_from(table, f"{datasets_file} [slurm]", **given)
 
 
 class TrainTask:
@@ -213,8 +112,7 @@ class Slurm:
         return self.runs_dir / ".slurm"
 
     def run(self, work: Work, emit: Emit, report: Report) -> Outcome:
-        need("submitit", "cluster", "train --launcher slurm")
-        check_slurm(self.settings)
+        check_slurm(self.settings, "train")
         work.reads.forget()  # the tasks read the data they train on: none is kept here while they run
         tally = Tally(emit)
         groups = self._groups(work)
@@ -222,7 +120,7 @@ class Slurm:
         if done:
             self._reused(work, [i for g in done for i in g], tally)
         jobs = self._jobs()
-        queue = _queue()
+        queue = queue_now()
         live = {tuple(g): jobs[key(work, g[0])] for g in groups if g not in done
                 and jobs.get(key(work, g[0]), {}).get("task") in queue}
         new = [g for g in groups if g not in done and tuple(g) not in live]
@@ -272,29 +170,15 @@ class Slurm:
 
     def _submit(self, work: Work, groups: list[list[int]], jobs: dict) -> dict:
         """Submit one array of `groups`, recorded in jobs.json; a rejected job leaves nothing."""
-        submitit = need("submitit", "cluster", "train --launcher slurm")
         from clipclap_cli.plugins.manager import portable_plugins
 
         plugins = portable_plugins(work.pm)
         store = work.store.location.recorded()
         tasks = [TrainTask([(work.plan[i][0].resolve(), work.plan[i][1]) for i in g], store, work.stages, plugins,
                            work.threads) for g in groups]
-        created = [p for p in (self.runs_dir, self.folder) if not p.exists()]
-        before = set(self.folder.iterdir()) if self.folder.exists() else set()
-        executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster="slurm")
-        executor.update_parameters(name="clipclap-train", **self.settings.parameters())
-        try:  # submitit prints sbatch's refusal to stderr too: it comes in the one line below instead
-            with contextlib.redirect_stderr(io.StringIO()):
-                submitted = executor.submit_array(tasks)
-        except Exception as e:  # sbatch's refusal comes as whatever submitit raises
-            for path in set(self.folder.iterdir()) - before if self.folder.exists() else ():
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            for path in reversed(created):
-                shutil.rmtree(path, ignore_errors=True)
-            raise ClipclapError(f"SLURM refused the job: {_last_line(e)}") from None
+        submitted = submit_array(self.folder, "clipclap-train", self.settings, tasks, "train")
         live = {}
-        for group, job in zip(groups, submitted, strict=True):
-            task = {"task": job.job_id, "log": str(job.paths.stderr), "result": str(job.paths.result_pickle)}
+        for group, task in zip(groups, submitted, strict=True):
             live[tuple(group)] = task
             for i in group:
                 jobs[key(work, i)] = task
@@ -307,7 +191,7 @@ class Slurm:
         epochs = {(i, stage): n for group in live for i in group for stage in work.stages
                   if (n := _lines(work, i, stage)) is not None}  # what was there before: not reported again
         while live:
-            queue = _queue()
+            queue = queue_now()
             for group, task in list(live.items()):
                 state = queue.get(task["task"])
                 if state in LIVE:
@@ -321,7 +205,7 @@ class Slurm:
                 del live[group]
                 for i in group:
                     _epochs(work, i, epochs, tally)
-                error = _task_error(task)
+                error = task_error(task)
                 for i in group:
                     if _done(work, i):
                         tally.ended(work, i, read_json(work.plan[i][0] / RESULTS) if 2 in work.stages else None)
@@ -380,34 +264,6 @@ def _version(path: Path) -> str:
     from clipclap_cli.runs.folder import load_spec
 
     return load_spec(path)[1].get("clipclap_version", "?")
-
-
-def _queue() -> dict[str, str]:
-    """This user's tasks in SLURM's queue: task id (JOB_TASK) -> state."""
-    lines = _slurm("squeue", "-h", "-r", "--me", "-o", "%i|%T").splitlines()
-    return dict(line.strip().split("|", 1) for line in lines if "|" in line)
-
-
-def _task_error(task: dict) -> str:
-    """Why a task that left the queue did not finish its runs: its error, from the result
-    submitit wrote, or what its absence says."""
-    with contextlib.suppress(OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
-        outcome, value = pickle.loads(Path(task["result"]).read_bytes())[:2]
-        if outcome == "error":
-            return _last_line(value).removeprefix("clipclap_cli.errors.").split(": ", 1)[-1] if _ours(value) \
-                else _last_line(value)
-    return "its task ended before the run finished (cancelled, killed or out of time)"
-
-
-def _ours(traceback: str) -> bool:
-    """Whether a task's traceback ends in one of clipclap's errors (its message says it all)."""
-    return _last_line(traceback).startswith("clipclap_cli.errors.")
-
-
-def _last_line(error: object) -> str:
-    """The line that says what went wrong: the last of a traceback or of a command's output."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
 
 
 def _reported(outcome: Outcome, report: Report) -> Outcome:
