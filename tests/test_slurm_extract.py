@@ -11,6 +11,7 @@ the options that mean nothing without it, are refused in one line before any wri
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -31,15 +32,22 @@ def _jobs(store) -> dict:
 
 
 def test_shards_as_array_tasks_equal_the_extraction_here(slurm, cli, videos, reference, tmp_path):  # noqa: F811
+    """Submitted with --no-wait, one task cancelled at once; the same command resubmits its shard
+    and follows both to the end; once more, it finds the extraction done."""
     store = tmp_path / "s.zarr"
+    r = _extract(videos, store, *SLURM, "--shards", "2", "--no-wait", runner=cli)
+    assert r.exit_code == 0 and "shards 0/2, 1/2" in r.stderr, r
+    first = _jobs(store)["tasks"]
+    assert len({t["task"].split("_")[0] for t in first.values()}) == 1  # one job array
+    subprocess.run(["scancel", first["1"]["task"]], check=True)
     r = _extract(videos, store, *SLURM, "--shards", "2", runner=cli)
     assert r.exit_code == 0, r
-    assert "submitted SLURM job" in r.stderr and "shards 0/2, 1/2" in r.stderr
-    assert "shard 0/2" in r.stderr and "shard 1/2" in r.stderr and "failed" not in r.stderr.split("videos")[0]
+    assert ": 1 task(s), shards 1/2" in r.stderr and f"shard 0/2 (SLURM task {first['0']['task']}): done" in r.stderr
+    assert "mine: 9 videos extracted, 3 failed" in r.stderr
     assert FeatureStore(store).datasets() == ["mine"]
     _same(_content(store), _content(reference[0]))
     submitted = _jobs(store)
-    assert submitted["count"] == 2 and len({t["task"].split("_")[0] for t in submitted["tasks"].values()}) == 1
+    assert submitted["count"] == 2 and submitted["tasks"]["0"] == first["0"] and submitted["tasks"]["1"] != first["1"]
     again = _extract(videos, store, *SLURM, "--shards", "2", runner=cli)
     assert again.exit_code == 0 and "extraction done" in again.stderr and "submitted SLURM" not in again.stderr, again
     assert _jobs(store) == submitted

@@ -29,7 +29,7 @@ from clipclap_cli.errors import ClipclapError, RunError
 from clipclap_cli.extract.extraction import Extraction
 from clipclap_cli.extract.preview import shard_shares
 from clipclap_cli.files import write_json
-from clipclap_cli.store.extraction_group import PENDING
+from clipclap_cli.store.extraction_group import FAILED, PENDING
 
 
 class ExtractShard:
@@ -119,6 +119,10 @@ class SlurmExtraction:
             return False
         self._follow(live, say)
         if _written(job):
+            status, _ = job.status_to_come()
+            failed = int(np.any([st == FAILED for st in status.values()], axis=0).sum())
+            say(f"{job.dataset}: {len(job.samples) - failed} videos extracted, {failed} failed -> {job.store}"
+                + (" (rerun with --retry-failed to try those again)" if failed else ""))
             return True
         raise RunError(f"the dataset is not written yet: rerun the same command to resubmit the shards with "
                        f"videos still to do (logs in {folder})")
