@@ -855,24 +855,23 @@ def test_checkpoint_evaluation_shows_the_papers_figures(cli, demo_store, referen
 
 
 @pytest.mark.slow
-def test_report_groups_seeds_as_mean_and_std(cli, demo_store, tmp_path):
-    r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--seeds", "2", "--seed", "1", *FAST)
-    assert r.exit_code == 0, r
-    runs = [tmp_path / "demo" / FAST_RUN / f"seed{s}" for s in (1, 2)]
+def test_report_groups_seeds_as_mean_and_std(cli, stacked_runs, tmp_path):
+    """Two seeds of one method (the session's FAST runs, seeds 42 and 43) are one row, mean ± std."""
+    runs = [stacked_runs / f"seed{s}" for s in (42, 43)]
     hm = [100 * json.loads((p / "results.json").read_text())["test"]["hm"] for p in runs]
-    r = cli("report", tmp_path, "--format", "csv", "--plots", tmp_path / "plots")
+    r = cli("report", stacked_runs, "--format", "csv", "--plots", tmp_path / "plots")
     assert r.exit_code == 0, r
     [cells] = csv.DictReader(io.StringIO(r.stdout))
     assert cells["method"] == "clipclap (epochs=3, batches-per-epoch=30)"  # the schedule is not the paper's
-    assert cells["n"] == "2" and cells["seeds"] == "1 2"
+    assert cells["n"] == "2" and cells["seeds"] == "42 43"
     assert float(cells["hm_mean"]) == pytest.approx(statistics.fmean(hm), abs=1e-4)
     assert float(cells["hm_std"]) == pytest.approx(statistics.stdev(hm), abs=1e-4)
-    md = cli("report", tmp_path, "--su").stdout
+    md = cli("report", stacked_runs, "--su").stdout
     assert f"{statistics.fmean(hm):.2f} ± {statistics.stdev(hm):.2f}" in md
     assert "| demo HM |" in md.replace("demo S | demo U | ", "")
     assert "mean ± std over 2 seeds" in md
     for fmt, marker in (("latex", r"\begin{tabular}"), ("html", "<table>"), ("json", '"n": 2')):
-        assert marker in cli("report", tmp_path, "--format", fmt).stdout
+        assert marker in cli("report", stacked_runs, "--format", fmt).stdout
     from PIL import Image
 
     pngs = sorted((tmp_path / "plots").iterdir())
@@ -959,7 +958,7 @@ def test_every_head_trains_both_stages_above_chance(cli, demo_store, tmp_path):
     from clipclap_cli.plugins.registry import list_heads
 
     r = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path, "--head", "all",
-            "--epochs", "2", "--batches-per-epoch", "20", "--batch-size", "64", "--lr", "1e-3")
+            "--epochs", "2", "--batches-per-epoch", "20", "--batch-size", "32", "--lr", "1e-3")
     assert r.exit_code == 0, r
     heads = list_heads()
     for head in heads.names():
