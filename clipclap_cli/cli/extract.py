@@ -120,7 +120,7 @@ def install(app, pm) -> None:
             show_extract_plan(job, part if cluster is None else Shard(0, cluster.count), workers, retry_failed,
                               as_json)
             if cluster is not None and not as_json:
-                err.print(cluster.describe(job) + "; each task runs one shard, the last to finish writes the dataset")
+                err.print(cluster.describe(job, retry_failed) + "; each task runs one shard, the last to finish writes the dataset")
             return
         if cluster is not None:  # the shards as SLURM array tasks, each this command with --shard i/N
             from clipclap_cli.cluster import check_slurm

@@ -76,9 +76,10 @@ class SlurmExtraction:
     wait: bool = True
     poll: float = 2.0
 
-    def describe(self, job: Extraction) -> str:
-        """For `--dry-run`: the array that would be submitted. Asks SLURM nothing."""
-        shares = shard_shares(job, self.count, _pending(job))
+    def describe(self, job: Extraction, retry_failed: bool = False) -> str:
+        """For `--dry-run`: the array that would be submitted (`retry_failed`: the failed videos
+        count as pending). Asks SLURM nothing."""
+        shares = shard_shares(job, self.count, _pending(job, retry_failed))
         todo = [s["shard"] for s in shares if s["pending"]]
         return (f"launcher: a SLURM job array on {self.settings.partition or 'the default partition'}, "
                 f"{len(todo)} task(s) of {self.count} (shards {', '.join(todo) or 'none: nothing to do'})")
@@ -150,11 +151,12 @@ class SlurmExtraction:
                 time.sleep(self.poll)
 
 
-def _pending(job: Extraction) -> np.ndarray:
-    """One flag a video: whether some encoder still has it to do (read, never written)."""
+def _pending(job: Extraction, retry_failed: bool = False) -> np.ndarray:
+    """One flag a video: whether some encoder still has it to do (read, never written), the
+    failed ones too with `retry_failed`."""
     status, _ = job.status_to_come()
     rows = np.stack(list(status.values())) if status else np.zeros((0, len(job.samples)), dtype=np.int8)
-    return (rows == PENDING).any(axis=0)
+    return np.isin(rows, (PENDING, FAILED) if retry_failed else (PENDING,)).any(axis=0)
 
 
 def _written(job: Extraction) -> bool:
