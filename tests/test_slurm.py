@@ -166,8 +166,11 @@ def test_what_slurm_cannot_do_is_one_line_and_nothing_written(slurm, cli, demo_s
 
 
 def test_the_slurm_table_gives_settings_that_the_command_line_overrides(tmp_path):
+    from clipclap_cli.cli._options import cluster_settings
     from clipclap_cli.errors import ConfigError
-    from clipclap_cli.train.slurm import slurm_settings
+
+    def slurm_settings(datasets_file, **given):  # what `--launcher slurm` reads, the options `given`
+        return cluster_settings("slurm", datasets_file, {}, **given)
 
     lab = tmp_path / "lab.toml"
     lab.write_text('[slurm]\npartition = "gpu"\ntime = 30\nsbatch = ["--account=lab", "--exclusive"]\n')

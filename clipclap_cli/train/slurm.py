@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipclap_cli.cluster import JOBS, LIVE, SlurmSettings, check_slurm, settings_from, submit_array, task_error
+from clipclap_cli.cluster import JOBS, LIVE, SlurmSettings, check_slurm, submit_array, task_error
 from clipclap_cli.cluster import queue as queue_now
 from clipclap_cli.errors import ClipclapError, RunError
 from clipclap_cli.files import write_json
@@ -41,15 +41,6 @@ from clipclap_cli.train.scheduler import (
     Tally,
     Work,
 )
-
-
-def slurm_settings(datasets_file: Path | None, **given) -> SlurmSettings:
-    """The [slurm] table of the datasets file (if any), each key the command line `given` (not
-    None) overriding; a key or value of the wrong kind is a ConfigError naming it."""
-    from clipclap_cli.data.datasets_toml import read_toml_text
-
-    table = read_toml_text(datasets_file, "datasets file").get("slurm", {}) if datasets_file else {}
-    return settings_from(table, f"{datasets_file} [slurm]", **given)
 
 
 class TrainTask:
