@@ -1,0 +1,122 @@
+"""A trained model as `predict`, `export` and the Python API use it: the stage-2 head with the
+bias β* its evaluation found, the classes it was trained on, their label embeddings and where its
+features came from (`TrainedModel`), loaded from a run folder or from a model file (`load_trained`).
+
+A run is loaded through the same read as its evaluation (`load_protocol_data`, checked against
+the digest the run recorded), so that predicting on its dataset decides exactly as `evaluate`
+did; `load_run` hands that read on to a caller that predicts over the same data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clipclap_cli.data.protocol_data import ProtocolData, load_protocol_data
+from clipclap_cli.errors import RunError
+from clipclap_cli.plugins.fusion_head import FusionHead
+from clipclap_cli.runs.checkpoints import load_into, load_model
+from clipclap_cli.runs.config import load_spec, read_json
+from clipclap_cli.runs.files import RESULTS, evaluated_models
+from clipclap_cli.runs.finding import find_run
+from clipclap_cli.runs.folder import recorded_data
+from clipclap_cli.runs.results import check_stages
+from clipclap_cli.runs.spec import RunSpec, build_head
+from clipclap_cli.store.feature_store import FeatureStore
+
+
+@dataclass
+class TrainedModel:
+    """A trained head and what it needs to name classes: see the module's docstring."""
+
+    head: FusionHead
+    spec: RunSpec
+    beta: float
+    class_names: list[str]
+    prompt_names: list[str]
+    class_text: torch.Tensor
+    seen: list[str]
+    features: dict
+    templates: dict
+    results: dict | None
+    source: str
+    stage1_head: FusionHead | None = None
+
+    @property
+    def seen_mask(self) -> torch.Tensor:
+        """(len(class_names),) bool: which of the model's own classes it trained on."""
+        seen = set(self.seen)
+        return torch.tensor([name in seen for name in self.class_names], dtype=torch.bool)
+
+
+def load_trained(target: Path, pm=None, store: FeatureStore | None = None) -> TrainedModel:
+    """A run folder (finished and evaluated) or a model file written by `clipclap export`.
+    `store`: where a run's dataset lies, when not at the place the run recorded."""
+    target = Path(target)
+    if target.is_file():
+        from clipclap_cli.runs.model_file import read_model_file
+
+        return read_model_file(target, pm)
+    return load_run(target, pm, store)[0]
+
+
+def load_run(path: Path, pm=None, store: FeatureStore | None = None) -> tuple[TrainedModel, ProtocolData]:
+    """A finished, evaluated run as a `TrainedModel`, and the read of its dataset that gave its
+    classes and label embeddings (the features of that read are what `predict --dataset` scores)."""
+    run = find_run(Path(path))
+    spec, raw = load_spec(run)
+    check_stages(run, spec)
+    results = _results(run)
+    if store is None:
+        store = FeatureStore(raw["store"])
+        if not store.location.exists():
+            raise RunError(f"run {run} was trained on the store {raw['store']}, which is not there any more; "
+                           "pass --store with the store's new place")
+    data = load_protocol_data(store, spec.dataset, spec.split, "cpu", spec.legacy_label_order,
+                              spec.label_parts, recorded_data(run, raw))
+    info = store.info(spec.dataset)
+    stage1, stage2 = (_head(spec, model, pm) for model in evaluated_models(run))
+    names = data.class_names
+    model = TrainedModel(
+        head=stage2, spec=spec, beta=float(results["beta_star"]), class_names=list(names),
+        prompt_names=list(info.get("prompt_names", names)), class_text=data.class_text.clone(),
+        seen=[names[c] for c in data.sets.test.seen.tolist()],  # the classes evaluation adds β* to
+        features=dict((info.get("provenance") or {}).get("features") or {}),
+        templates=label_templates(store, spec.dataset, spec.label_parts),
+        results=results, source=str(run), stage1_head=stage1)
+    return model, data
+
+
+def label_templates(store: FeatureStore, dataset: str, parts: tuple[str, ...]) -> dict[str, list[str]]:
+    """The prompt templates each label embedding of `parts` was computed with (`clipclap embed`
+    records them); a part imported without templates is left out."""
+    group = store._group(dataset)  # the store offers the arrays' shapes only; their attributes are here
+    held = store._label_embeddings(group)
+    out = {}
+    for part in parts:
+        templates = dict(held[part].attrs).get("templates") if part in held else None
+        if isinstance(templates, list) and all(isinstance(t, str) for t in templates):
+            out[part] = list(templates)
+    return out
+
+
+def _results(run: Path) -> dict[str, Any]:
+    """The run's results.json; a run not evaluated yet is refused, saying what to run."""
+    if not (run / RESULTS).exists():
+        raise RunError(f"run {run} is not evaluated yet: run `clipclap evaluate {run}` first")
+    results = read_json(run / RESULTS)
+    beta = results.get("beta_star") if isinstance(results, dict) else None
+    if not isinstance(beta, int | float) or isinstance(beta, bool):
+        raise RunError(f"{run / RESULTS} has no beta_star: evaluate the run again (`clipclap evaluate {run}`)")
+    return results
+
+
+def _head(spec: RunSpec, model: Path, pm=None) -> FusionHead:
+    """A stage's model built for the run's spec and loaded, in eval mode, on the CPU."""
+    head = build_head(spec, pm)
+    state, _ = load_model(model)
+    load_into(head, state, str(model))
+    return head.eval()
