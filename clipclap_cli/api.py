@@ -223,6 +223,8 @@ _ELSEWHERE = {
     "need": "clipclap_cli.extras",
     **dict.fromkeys(("ClassResolver", "read_class_split"), "clipclap_cli.data.splits"),
     "torch_load_failure": "clipclap_cli.runs.checkpoints",
+    # the Python API for notebooks and scripts (docs/python-api.md)
+    "open_store": "clipclap_cli.python_api.stored",
 }
 "Public names defined elsewhere -> their module, imported on first use"
 
