@@ -1,0 +1,159 @@
+"""`clipclap predict`: the classes a trained model (a run, a model file, or the training-free
+zero-shot head) gives videos, stored or new, best first, as a table, CSV or JSON."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clipclap_cli.cli._options import DEFAULT_STORE, store, whole_in
+from clipclap_cli.cli.console import err, out
+
+#: the files `--videos DIR` takes (as the video-folder dataset format does)
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+
+
+def install(app, pm) -> None:
+    @app.command("predict")
+    def predict(
+        model_path: Annotated[Path | None, typer.Argument(
+            metavar="[MODEL]", help="A run folder or a model file (`clipclap export`); omitted with --head zeroshot")] = None,
+        dataset: Annotated[str | None, typer.Option(
+            "--dataset", "-d", metavar="NAME", help="Score the stored features of this dataset")] = None,
+        partitions: Annotated[list[str], typer.Option(
+            "--partition", metavar="P",
+            help="With --dataset: a partition of the split (repeatable; `all`: every video); default: the test ones")] = [],  # noqa: B006 - Typer reads the default
+        videos: Annotated[Path | None, typer.Option(
+            "--videos", metavar="DIR", help="Score these videos (features extracted as the model's were; needs [extract])")] = None,
+        classes: Annotated[str | None, typer.Option(
+            "--classes", metavar="A,B,C", help="Class names to choose from (default: the model's classes)")] = None,
+        classes_file: Annotated[Path | None, typer.Option(
+            "--classes-file", metavar="FILE", help="Class names to choose from, one a line")] = None,
+        prompts: Annotated[Path | None, typer.Option(
+            "--prompts", metavar="FILE", help="Prompt templates for --classes (a prompts.toml); default: the model's")] = None,
+        head: Annotated[str | None, typer.Option(
+            "--head", metavar="zeroshot", help="`zeroshot`: CLIP/CLAP zero-shot classification, no training (no MODEL)")] = None,
+        top_k: Annotated[int, typer.Option(
+            "--top-k", "-k", metavar="K", callback=whole_in(1, 1_000_000), help="Classes per video")] = 5,
+        fmt: Annotated[str | None, typer.Option(
+            "--format", "-f", metavar="table|csv|json", help="Output format (default: the extension of -o's file, else table)")] = None,
+        output: Annotated[Path | None, typer.Option(
+            "--output", "-o", metavar="FILE", help="Write here (whole or not at all) instead of stdout")] = None,
+        workers: Annotated[int, typer.Option(
+            "--workers", metavar="N", callback=whole_in(0, 1024), help="With --videos: decoding processes (0: in this one)")] = 0,
+        store_path: Annotated[str | None, typer.Option(
+            "--store", "-s", metavar="PATH|URL",
+            help="Feature store of --dataset; default: a run's own store, else $CLIPCLAP_STORE or ./clipclap.zarr")] = None,
+    ):
+        """Rank classes for videos with a trained model: the top K with their scores, and whether
+        the model trained on each (the run's calibration bias beta applies to those) or it is new.
+
+        JSON rows: {"id", "label" (stored videos), "predictions": [{"class", "score", "seen"}]}, best first.
+        """
+        from rich.markup import escape
+
+        from clipclap_cli.errors import ClipclapError
+        from clipclap_cli.files import write_text_atomic
+        from clipclap_cli.predict.output import failed_rows, output_format, render, table_cells
+        from clipclap_cli.predict.predicting import predict_samples
+        from clipclap_cli.predict.samples import TEST_PARTITIONS
+        from clipclap_cli.runs.finding import check_output_place
+
+        # every check of what was asked before any work, and nothing written before the end
+        kind = output_format(fmt, output)
+        if output is not None:
+            check_output_place(output)
+            if output.is_dir():
+                raise ClipclapError(f"{output} is a folder: -o names the file to write")
+        if head not in (None, "zeroshot"):
+            raise ClipclapError(f"--head {head!r}: only `zeroshot` (no training) goes without MODEL; "
+                                "a trained head is named by its run or model file")
+        if (model_path is None) == (head is None):
+            raise ClipclapError("name a MODEL (a run folder or a model file), or pass --head zeroshot without one")
+        if (videos is None) == (dataset is None) and not (videos is not None and head is not None):
+            raise ClipclapError("say what to score: --dataset NAME (stored features) or --videos DIR")
+        if partitions and dataset is None:
+            raise ClipclapError("--partition goes with --dataset")
+        names = None
+        if classes is not None or classes_file is not None:
+            from clipclap_cli.predict.classes import read_class_names
+
+            names = read_class_names(classes, classes_file)
+        elif prompts is not None:
+            raise ClipclapError("--prompts embeds the names of --classes or --classes-file; give one of them")
+        paths = _video_files(videos) if videos is not None else None
+
+        fs = None
+        if dataset is not None:
+            where = store_path or (_run_store(model_path) if model_path is not None else None)
+            fs = store(where or os.environ.get("CLIPCLAP_STORE") or DEFAULT_STORE)
+        if head is not None:
+            from clipclap_cli.predict.zeroshot import zeroshot_model
+
+            model = zeroshot_model(pm, fs if dataset is not None else None, dataset)
+        else:
+            from clipclap_cli.runs.trained import load_trained
+
+            model = load_trained(model_path, pm, None if store_path is None else fs)
+        if names is None and not model.class_names:
+            raise ClipclapError("name the classes to choose from: --classes or --classes-file "
+                                "(the zero-shot head without --dataset has none of its own)")
+        class_text = None
+        if names is not None:
+            from clipclap_cli.predict.classes import embed_class_names
+
+            class_text = embed_class_names(model, names, prompts, pm)
+
+        failed: dict[str, str] = {}
+        if paths is not None:
+            from clipclap_cli.extract.video_features import features_of_videos
+            from clipclap_cli.predict.samples import Samples
+
+            ids, audio, video, failed = features_of_videos(paths, model.features, pm, workers)
+            samples = Samples(list(ids), None, audio, video)
+        else:
+            from clipclap_cli.predict.samples import stored_samples
+
+            samples = stored_samples(fs, dataset, model.spec.split, tuple(partitions) or TEST_PARTITIONS, model)
+        rows = predict_samples(model, samples, top_k, names, class_text) + failed_rows(failed)
+
+        text = render(rows, kind) if output is not None or kind != "table" else None
+        if output is not None:
+            write_text_atomic(output, text)
+        elif text is not None:
+            out.file.write(text)
+            out.file.flush()
+        else:
+            from clipclap_cli.cli.console import table
+
+            out.print(table(None, *table_cells(rows)))
+        chosen = len(names) if names is not None else len(model.class_names)
+        line = f"{len(samples.ids)} videos scored against {chosen} classes by {model.source}"
+        if failed:
+            line += f"; {len(failed)} not read ({', '.join(list(failed)[:3])}{', ...' if len(failed) > 3 else ''})"
+        err.print(escape(line + (f" -> {output}" if output is not None else "")))
+
+
+def _video_files(folder: Path) -> list[Path]:
+    """The videos of `--videos DIR` (its files with a video extension, sorted), or one line why none."""
+    from clipclap_cli.errors import ClipclapError
+
+    if not folder.is_dir():
+        raise ClipclapError(f"--videos {folder}: no such folder")
+    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if not found:
+        raise ClipclapError(f"--videos {folder}: no videos there ({', '.join(VIDEO_SUFFIXES)})")
+    return found
+
+
+def _run_store(model_path: Path) -> str | None:
+    """The store a run recorded (where its dataset lies); None for a model file, which has none."""
+    from clipclap_cli.runs.config import load_spec
+    from clipclap_cli.runs.finding import has_config
+
+    if model_path.is_dir() and has_config(model_path):
+        return load_spec(model_path)[1].get("store")
+    return None
