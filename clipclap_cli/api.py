@@ -225,6 +225,7 @@ _ELSEWHERE = {
     "torch_load_failure": "clipclap_cli.runs.checkpoints",
     # the Python API for notebooks and scripts (docs/python-api.md)
     "open_store": "clipclap_cli.python_api.stored",
+    "load_model": "clipclap_cli.python_api.model",
 }
 "Public names defined elsewhere -> their module, imported on first use"
 

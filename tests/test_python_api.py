@@ -9,19 +9,24 @@ give, and docs/python-api.md's examples run as written.
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from clipclap_cli import api
 from clipclap_cli.data.protocol_data import load_protocol_data
 from clipclap_cli.errors import ClipclapError, StoreError
 from clipclap_cli.store.feature_store import FeatureStore
+from helpers import SMOKE_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "python-api.md"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 
 
 # ---------------------------------------------------------------- a stored dataset as arrays
@@ -77,3 +82,107 @@ def test_a_store_s_bad_names_and_damage_are_one_line(demo_copy):
     with pytest.raises(StoreError, match=r"dataset 'demo' in .*: features/audio is damaged") as caught:
         store.dataset("demo")
     assert "\n" not in str(caught.value)
+
+
+# ---------------------------------------------------------------- a trained model
+
+def _accuracy_per_class(labels: list[str], predicted: list[str]) -> dict[str, float]:
+    """Each class's share of its videos predicted as it, in float32 as evaluation computes it."""
+    out = {}
+    for name in sorted(set(labels)):
+        hits = [p == name for label, p in zip(labels, predicted, strict=True) if label == name]
+        out[name] = float(np.float32(sum(hits)) / np.float32(len(hits)))
+    return out
+
+
+def test_predictions_decide_as_evaluate_did(trained_run, demo_store):
+    """The first class of each row over the run's test partitions is evaluation's decision:
+    every class's accuracy at beta* and every unseen class's ZSL recall (the best unseen column
+    of `scores`) equal results.json's, which evaluation computed on its own."""
+    model = api.load_model(trained_run)
+    results = json.loads((trained_run / "results.json").read_text())
+    assert model.beta == results["beta_star"] and model.classes == api.open_store(demo_store).dataset().class_names
+    assert len(model.seen) == results["classes"]["seen"]
+    rows = model.predict_dataset(demo_store, "demo", top_k=1)
+    labels, first = [r["label"] for r in rows], [r["predictions"][0]["class"] for r in rows]
+    expected = {**results["per_class_accuracy"]["seen"], **results["per_class_accuracy"]["unseen"]}
+    assert _accuracy_per_class(labels, first) == pytest.approx(expected, abs=1e-7)
+
+    data = api.open_store(demo_store).dataset("demo")
+    test = np.concatenate([data.partition("stage_2_test_seen"), data.partition("stage_2_test_unseen")])
+    assert [r["id"] for r in rows] == data.ids[test].tolist()
+    scores = model.scores(data.audio[test], data.video[test])
+    assert scores.shape == (len(test), len(model.classes)) and scores.dtype == np.float32
+    unseen = [c for c, name in enumerate(model.classes) if name not in model.seen]
+    best_new = [model.classes[unseen[i]] for i in scores[:, unseen].argmax(axis=1)]
+    zsl = _accuracy_per_class(labels, best_new)
+    assert {n: zsl[n] for n in results["zsl_per_class_recall"]} == pytest.approx(results["zsl_per_class_recall"],
+                                                                                  abs=1e-7)
+
+
+def test_the_rows_are_the_rows_predict_writes(trained_run, demo_store, cli):
+    """`predict_dataset`'s rows are `clipclap predict --format json`'s, value for value; the rows
+    of the same features given as arrays are those rows without the labels."""
+    model = api.load_model(trained_run)
+    r = cli("predict", trained_run, "--dataset", "demo", "--partition", "stage_2_test_unseen", "-k", "3",
+            "--format", "json")
+    assert r.exit_code == 0, r
+    rows = model.predict_dataset(demo_store, partition="stage_2_test_unseen", top_k=3)
+    assert rows == json.loads(r.stdout)
+    data = api.open_store(demo_store).dataset("demo")
+    unseen = data.partition("stage_2_test_unseen")
+    from_arrays = model.predict(torch.from_numpy(data.audio[unseen]), data.video[unseen], top_k=3, ids=data.ids[unseen])
+    assert from_arrays == [{k: v for k, v in row.items() if k != "label"} for row in rows]
+
+
+def test_what_cannot_be_done_is_one_line(trained_run, demo_store):
+    model = api.load_model(trained_run)
+    audio, video = np.zeros((3, 1024), np.float32), np.zeros((3, 512), np.float32)
+    for call, says in [
+        (lambda: model.predict(video, video), "audio: expected an array of shape (N, 1024), got (3, 512)"),
+        (lambda: model.predict(audio, video[:2]), "audio has 3 rows and video 2"),
+        (lambda: model.predict(audio * np.nan, video), "audio: holds NaN"),
+        (lambda: model.predict(audio, video, ids=["a"]), "1 ids for 3 samples"),
+        (lambda: model.predict(audio, video, top_k=0), "top_k=0"),
+        (lambda: model.predict(audio, video, classes=["dog", "Dog "]), "is the same name as classes[0] 'dog'"),
+        (lambda: model.predict(audio, video, classes=["dog", " "]), "classes[1] is empty"),
+        (lambda: model.predict(audio, video, classes=["dog"]), "two classes or more"),
+        (lambda: model.predict(audio, video, classes="dog,cat"), "a list of names, not one string"),
+        (lambda: model.predict_dataset(demo_store, partition="test"), "--partition 'test'"),
+        (lambda: api.load_model(head="trained"), "only 'zeroshot'"),
+        (lambda: api.load_model(), "give the path of a run folder"),
+    ]:
+        with pytest.raises(ClipclapError, match=re.escape(says)) as caught:
+            call()
+        assert "\n" not in str(caught.value)
+
+
+# ---------------------------------------------------------------- the page's examples run
+
+@pytest.fixture
+def page_folder(tmp_path, monkeypatch, demo_store, trained_run):
+    """A folder holding what the page names: the demo store and the README's demo run."""
+    (tmp_path / "clipclap.zarr").symlink_to(demo_store, target_is_directory=True)
+    run = tmp_path / "runs" / "demo" / SMOKE_RUN / "seed42"
+    run.parent.mkdir(parents=True)
+    run.symlink_to(trained_run, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_every_example_of_the_page_runs_as_written(page_folder, cli):
+    """Every `python` block runs, in order, in one namespace; every `clipclap` line of a `bash`
+    block runs through the CLI (exit 0) where it stands among them."""
+    blocks = [(m.group(1), m.group(2), PAGE.read_text()[:m.start()].count("\n") + 1)
+              for m in FENCE.finditer(PAGE.read_text())]
+    assert {lang for lang, _, _ in blocks} <= {"python", "bash"} and sum(lang == "python" for lang, _, _ in blocks) >= 5
+    namespace: dict = {"__name__": "python_api_page"}
+    for lang, code, line in blocks:
+        if lang == "python":
+            exec(compile("\n" * line + code, str(PAGE), "exec"), namespace)
+            continue
+        for command in [shlex.split(c, comments=True) for c in code.splitlines()]:
+            if command:
+                assert command[0] == "clipclap", f"{PAGE.name}:{line}: {command}"
+                r = cli(*command[1:])
+                assert r.exit_code == 0, (f"{PAGE.name}:{line}", r)
