@@ -14,8 +14,20 @@ from clipclap_cli.processes import Terminated, stop_signals_interrupt
 
 def make_app(pm) -> typer.Typer:
     """Build the clipclap CLI with the core commands plus plugin-contributed ones."""
-    from clipclap_cli.cli import (demo, embed, evaluate, extract, import_, inspect, predict, report, split, train,
-                                  verify)
+    from clipclap_cli.cli import (
+        demo,
+        embed,
+        evaluate,
+        export,
+        extract,
+        import_,
+        inspect,
+        predict,
+        report,
+        split,
+        train,
+        verify,
+    )
     from clipclap_cli.plugins.manager import in_precedence, leave_out, trace
 
     app = typer.Typer(
@@ -27,7 +39,7 @@ def make_app(pm) -> typer.Typer:
         help="Audio-visual generalized zero-shot learning with CLIP/CLAP features (ClipClap-GZSL).",
     )
     app.callback()(_version_option)
-    for module in (extract, import_, split, embed, train, evaluate, predict, report, verify, demo, inspect):
+    for module in (extract, import_, split, embed, train, evaluate, predict, export, report, verify, demo, inspect):
         module.install(app, pm)
     for impl in in_precedence(pm.hook.register_commands.get_hookimpls()):
         trace(pm, f"{impl.plugin_name} register_commands")

@@ -15,7 +15,7 @@ from clipclap_cli.cli.console import err, figures_line, out, test_figures
 def install(app, pm) -> None:
     @app.command("evaluate")
     def evaluate(
-        target: Annotated[str, typer.Argument(metavar="RUN|DATASET", help="A run folder, or a DATASET with --stage1/--stage2")],
+        target: Annotated[str, typer.Argument(metavar="RUN|MODEL|DATASET", help="A run folder, a model file (`clipclap export`), or a DATASET with --stage1/--stage2")],
         stage1: Annotated[Path | None, typer.Option("--stage1", metavar="FILE|DIR", help="Stage-1 model: a reference checkpoint (.pt), a clipclap model file (.safetensors), or the reference's stage-1 experiment folder")] = None,
         stage2: Annotated[Path | None, typer.Option("--stage2", metavar="FILE|DIR", help="Stage-2 model: a reference checkpoint (.pt), a clipclap model file (.safetensors), or the reference's stage-2 experiment folder")] = None,
         head: Annotated[str, typer.Option("--head", metavar="NAME", help="Fusion head of the checkpoints")] = "clipclap",
@@ -72,10 +72,16 @@ def install(app, pm) -> None:
         else:
             if legacy:  # a run records its label order; evaluating it with another would mix the two
                 raise RunError("--legacy-label-order is for checkpoints; a run uses the label order it was trained with")
-            run = find_run(Path(target))
-            check_run_folder(run)  # it writes results.json there: never into a store
-            results = evaluate_run(run, None if store_path is None else store(store_path), pm)
-            where = run / RESULTS
+            if Path(target).is_file():  # a model file (`clipclap export`): its dataset in --store
+                from clipclap_cli.runs.model_file import evaluate_model_file
+
+                store_path = store_path or os.environ.get("CLIPCLAP_STORE") or DEFAULT_STORE
+                results, where = evaluate_model_file(Path(target), store(store_path), pm), None
+            else:
+                run = find_run(Path(target))
+                check_run_folder(run)  # it writes results.json there: never into a store
+                results = evaluate_run(run, None if store_path is None else store(store_path), pm)
+                where = run / RESULTS
         if output is not None:
             where = f"{where} and {output}" if where else output
             if _write_results(output, results):

@@ -27,6 +27,9 @@ from clipclap_cli.runs.results import check_stages
 from clipclap_cli.runs.spec import RunSpec, build_head
 from clipclap_cli.store.feature_store import FeatureStore
 
+#: what identifies the features of a modality: the encoder, its weights, how its input was taken
+IDENTITY = ("encoder", "model", "pretrained", "weights_sha256", "random_weights", "frames")
+
 
 @dataclass
 class TrainedModel:
@@ -120,3 +123,49 @@ def _head(spec: RunSpec, model: Path, pm=None) -> FusionHead:
     state, _ = load_model(model)
     load_into(head, state, str(model))
     return head.eval()
+
+
+def check_features(model, store: FeatureStore, dataset: str, info: dict) -> None:
+    """Refuse features the model cannot take: of other widths than it was built for, or from
+    other encoders (or weights, or frame recipe) than its provenance names."""
+    held = store.feature_names(dataset)
+    for modality in ("audio", "video"):
+        if modality not in held:
+            raise RunError(f"dataset {dataset!r} in {store} has no {modality} features "
+                           "(run `clipclap import` or `clipclap extract` first)")
+        width, wanted = held[modality]["shape"][1], model.spec.dims[modality]
+        if width != wanted:
+            raise RunError(f"{model.source} takes {wanted}-d {modality} features; dataset {dataset!r} in {store} "
+                           f"has {width}-d ones")
+    recorded = (info.get("provenance") or {}).get("features") or {}
+    for modality in ("audio", "video"):
+        ours, theirs = identity(model.features.get(modality)), identity(recorded.get(modality))
+        if ours != theirs:
+            raise RunError(f"dataset {dataset!r} in {store} holds {modality} features of {describe(theirs)}; "
+                           f"{model.source} was trained on features of {describe(ours)}: extract the dataset "
+                           "with the model's encoders (`clipclap extract`) or use a model trained on these")
+
+
+def identity(provenance: dict | None) -> dict:
+    """What identifies a modality's features (`IDENTITY`, and the frame recipe's name)."""
+    provenance = provenance or {}
+    out = {k: provenance[k] for k in IDENTITY if k in provenance}
+    recipe = provenance.get("frame_recipe")
+    if isinstance(recipe, dict) and "name" in recipe:
+        out["frame_recipe"] = recipe["name"]
+    return out
+
+
+def describe(ident: dict) -> str:
+    """An identity in words: `encoder clip (weights sha256 1a2b3c4d...)`, or an unknown origin."""
+    if not ident:
+        return "no recorded encoder (imported or generated)"
+    text = f"encoder {ident.get('encoder', '?')}"
+    weights = ident.get("weights_sha256") or ident.get("pretrained") or ident.get("model")
+    if weights:
+        text += f" (weights {str(weights)[:16]})"
+    if ident.get("random_weights"):
+        text += " (random weights)"
+    if "frame_recipe" in ident:
+        text += f", frame recipe {ident['frame_recipe']}"
+    return text
