@@ -23,6 +23,7 @@ from clipclap_cli.data.protocol_data import load_protocol_data
 from clipclap_cli.errors import ClipclapError, StoreError
 from clipclap_cli.store.feature_store import FeatureStore
 from helpers import SMOKE_RUN
+from media_files import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "python-api.md"
@@ -159,13 +160,43 @@ def test_what_cannot_be_done_is_one_line(trained_run, demo_store):
 
 # ---------------------------------------------------------------- the page's examples run
 
+#: The files the page's videos section names beside the videos: the dataset's entry, its
+#: prompt templates, and a vocabulary for the tiny CLAP text branch (no download)
+MINE_TOML = """[datasets.mine]
+kind = "video-folder"
+prompts = "prompts.toml"
+dims = { video = 32, audio = 32, clip = 32, clap = 32 }
+"""
+PROMPTS_TOML = """[clip_text]
+templates = ["a photo of {}."]
+[clap_text]
+templates = ["the sound of {}."]
+"""
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "of", "photo", "sound", ".", "arch", "##ery",
+         "drum", "##ming", "row", "##ing"]
+
+
 @pytest.fixture
 def page_folder(tmp_path, monkeypatch, demo_store, trained_run):
-    """A folder holding what the page names: the demo store and the README's demo run."""
+    """A folder holding what the page names: the demo store, the README's demo run, and a
+    folder per class of generated videos with the files that describe them, new videos (one of
+    them broken)."""
     (tmp_path / "clipclap.zarr").symlink_to(demo_store, target_is_directory=True)
     run = tmp_path / "runs" / "demo" / SMOKE_RUN / "seed42"
     run.parent.mkdir(parents=True)
     run.symlink_to(trained_run, target_is_directory=True)
+    for ci, name in enumerate(["Archery", "Drumming"]):
+        (tmp_path / "videos" / name).mkdir(parents=True)
+        for k in range(2):
+            write_video(tmp_path / "videos" / name / f"clip{k}.mp4", seconds=1, channel=ci,
+                        freq=300 + 200 * ci + 40 * k)
+    (tmp_path / "new").mkdir()
+    for k in range(2):
+        write_video(tmp_path / "new" / f"v{k}.mp4", seconds=1, channel=2 - k, freq=350 + 150 * k)
+    (tmp_path / "new" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 40)
+    (tmp_path / "mine.toml").write_text(MINE_TOML)
+    (tmp_path / "prompts.toml").write_text(PROMPTS_TOML)
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -186,3 +217,15 @@ def test_every_example_of_the_page_runs_as_written(page_folder, cli):
                 assert command[0] == "clipclap", f"{PAGE.name}:{line}: {command}"
                 r = cli(*command[1:])
                 assert r.exit_code == 0, (f"{PAGE.name}:{line}", r)
+
+    # the page's zero-shot model scores a dataset's videos as their features stored by `extract`
+    zeroshot = namespace["zeroshot"]
+    mine = api.open_store("videos.zarr").dataset("mine")
+    rows = zeroshot.predict_videos([Path("videos", f"{i}.mp4") for i in mine.ids], top_k=2)
+    assert [row["id"] for row in rows] == mine.ids.tolist()
+    scores = zeroshot.scores(mine.audio, mine.video)
+    for row, expected in zip(rows, scores, strict=True):
+        by_class = {p["class"]: p["score"] for p in row["predictions"]}
+        assert by_class == pytest.approx(dict(zip(zeroshot.classes, expected.tolist(), strict=True)), abs=1e-4)
+    [broken] = [row for row in zeroshot.predict_videos(namespace["new"]) if "error" in row]
+    assert broken["id"] == "broken" and broken["predictions"] == []
