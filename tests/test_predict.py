@@ -116,19 +116,23 @@ def test_top_one_is_evaluations_decision_sample_for_sample(monkeypatch):
     class of every row is the prediction evaluation scores (captured from metrics)."""
     g = torch.Generator().manual_seed(0)
     dist = torch.randint(0, 6, (4000, 12), generator=g).to(torch.float32) * 0.25 + 1e8 * (torch.rand(1, 12) > 2)
+    # one float32 step apart near 1, equal once beta = 1 is added (2 has steps twice as wide),
+    # the unseen classes behind: evaluation keeps the nearest before the bias, a plain sort would not
     dist[:2000] = torch.randint(0, 3, (2000, 12), generator=g).to(torch.float32) * 1e-7 + 1.0
+    dist[:2000, 8:] += 1.5
     targets = torch.randint(0, 12, (4000,), generator=g)
     seen_ids, unseen_ids = torch.arange(0, 8), torch.arange(8, 12)
     captured = []
     real = metrics._recalls
     monkeypatch.setattr(metrics, "_recalls", lambda pred, t, n: captured.append(pred.clone()) or real(pred, t, n))
     seen_mask = torch.arange(12) < 8
-    for beta in (0.0, 0.25, 1e-7, 0.5 + 1e-9, 3.3333333333333335e-11):
+    for beta in (0.0, 0.25, 1e-7, 0.5 + 1e-9, 3.3333333333333335e-11, 1.0):
         captured.clear()
         metrics.evaluate_distances(dist, targets, seen_ids, unseen_ids, fixed_beta=beta, num_classes=12)
         decided = captured[-1][0]  # the last call: the per-class accuracy at the bias
         scores, order = rank_distances(dist, seen_mask, beta, top_k=12)
         assert torch.equal(order[:, 0], decided), beta
+        assert torch.equal(rank_distances(dist, seen_mask, beta, top_k=3)[1], order[:, :3])
         assert torch.equal(torch.sort(order, dim=1).values, torch.arange(12).expand(4000, 12))
         assert bool((scores[:, 1:] <= scores[:, :-1]).all())  # best first
 

@@ -4,12 +4,13 @@
 The first class of every row is evaluation's decision (evaluate/metrics.py) sample for sample:
 the nearest seen class at its own distance plus β, in float32, against the nearest unseen
 class, a tie going to the lower class index. The rest of the row is every other class by its
-calibrated distance, ties again to the lower index (a stable sort), all at once, no loop over
-samples.
+calibrated distance, ties again to the lower index (as a stable sort orders them), all at once,
+no loop over samples.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from clipclap_cli.plugins.contracts import check_distances, head_code
@@ -38,21 +39,28 @@ def rank_distances(dist: torch.Tensor, seen_mask: torch.Tensor, beta: float,
                    top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`rank` for distances already computed (N, C)."""
     dist = dist.to(torch.float32)
-    n, c = dist.shape
-    k = max(1, min(int(top_k), c))
+    k = max(1, min(int(top_k), dist.shape[1]))
     seen = seen_mask.to(torch.bool).to(dist.device)
     shifted = torch.where(seen[None, :], dist + torch.tensor(beta, dtype=torch.float32), dist)
-    order = torch.sort(shifted, dim=1, stable=True).indices[:, :k]
+    order = sorted_columns(shifted, k)
     decision = _decision(dist, seen, beta)
-    # the decision first, then the sorted order without it (it is nearly always order[:, 0]
-    # already; float32 rounding of distance + β can make it differ only between equal scores)
-    where = (order == decision[:, None]).to(torch.int8).argmax(dim=1)
-    where = torch.where((order == decision[:, None]).any(dim=1), where, torch.full_like(where, k - 1))
-    cols = torch.arange(k, device=dist.device)[None, :].expand(n, k)
-    source = torch.where(cols <= where[:, None], cols - 1, cols).clamp(min=0)
-    order = torch.gather(order, 1, source)
-    order[:, 0] = decision
+    # the decision first, then the sorted order without it: it is nearly always order[:, 0]
+    # already (float32 rounding of distance + β can make it differ, between equal scores only)
+    rows = torch.nonzero(order[:, 0] != decision).flatten()
+    if len(rows):
+        order[rows] = _first(order[rows], decision[rows])
     return -torch.gather(shifted, 1, order), order
+
+
+def _first(order: torch.Tensor, decision: torch.Tensor) -> torch.Tensor:
+    """Each row of `order` with `decision` moved to its front (or put there, the last dropped)."""
+    n, k = order.shape
+    found = order == decision[:, None]
+    where = torch.where(found.any(dim=1), found.to(torch.int8).argmax(dim=1), torch.full((n,), k - 1))
+    cols = torch.arange(k)[None, :].expand(n, k)
+    order = torch.gather(order, 1, torch.where(cols <= where[:, None], cols - 1, cols).clamp(min=0))
+    order[:, 0] = decision
+    return order
 
 
 def _decision(dist: torch.Tensor, seen: torch.Tensor, beta: float) -> torch.Tensor:
@@ -72,3 +80,18 @@ def _nearest(dist: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, t
     """The nearest of `columns` per row and its distance, as evaluation finds it (torch.min)."""
     values, pos = dist[:, columns].min(dim=1)
     return values, columns[pos]
+
+
+def sorted_columns(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The columns of the `k` smallest values of each row, ascending, ties to the lower column:
+    what a stable sort gives, at about half its time. Each value becomes an int64 key that
+    sorts as the float does (its bits, negatives flipped; -0.0 made 0.0) with the column in its
+    low 32 bits, so keys are distinct and numpy's fast unstable sort and partition are exact."""
+    c = values.shape[1]
+    bits = (values.detach().cpu().numpy().astype(np.float32) + np.float32(0)).view(np.int32)
+    keys = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64) << 32
+    keys |= np.arange(c, dtype=np.int64)
+    if k < c:
+        keys = np.partition(keys, k - 1, axis=1)[:, :k]
+    keys.sort(axis=1)
+    return torch.from_numpy(keys & 0xFFFFFFFF).to(values.device)
