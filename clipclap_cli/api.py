@@ -1,6 +1,7 @@
 """The public face of clipclap for plugin authors: every name a plugin needs, in one list
 (`__all__`; `clipclap_cli` re-exports the same names). The built-in plugins import from here
-only; every other module of clipclap is internal and may move (docs/architecture.md).
+only; every other module of clipclap is internal and may move (docs/architecture.md). It is
+also the Python API of notebooks and scripts: `open_store` and `load_model` (docs/python-api.md).
 
 The three plugin contracts (DatasetAdapter, Encoder, FusionHead) and their small dataclasses
 are defined here or below; the other public names live where the core uses them and are

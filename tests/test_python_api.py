@@ -100,7 +100,7 @@ def test_predictions_decide_as_evaluate_did(trained_run, demo_store):
     """The first class of each row over the run's test partitions is evaluation's decision:
     every class's accuracy at beta* and every unseen class's ZSL recall (the best unseen column
     of `scores`) equal results.json's, which evaluation computed on its own."""
-    model = api.load_model(trained_run)
+    model = api.load_model(trained_run, store=api.open_store(demo_store))  # the store given, not the recorded one
     results = json.loads((trained_run / "results.json").read_text())
     assert model.beta == results["beta_star"] and model.classes == api.open_store(demo_store).dataset().class_names
     assert len(model.seen) == results["classes"]["seen"]
@@ -152,6 +152,10 @@ def test_what_cannot_be_done_is_one_line(trained_run, demo_store):
         (lambda: model.predict_dataset(demo_store, partition="test"), "--partition 'test'"),
         (lambda: api.load_model(head="trained"), "only 'zeroshot'"),
         (lambda: api.load_model(), "give the path of a run folder"),
+        (lambda: api.load_model(head="zeroshot", dataset="demo"), "give the store that holds it too"),
+        (lambda: api.load_model(head="zeroshot").predict(np.zeros((1, 1024)), np.zeros((1, 512))),
+         "has no classes of its own: give `classes`"),
+        (lambda: model.predict_videos([]), "no videos given"),
     ]:
         with pytest.raises(ClipclapError, match=re.escape(says)) as caught:
             call()
