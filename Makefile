@@ -8,7 +8,8 @@ DEMO_STORE ?= demo-output/clipclap.zarr
 # pytest-xdist workers: one per core (`make test TEST_WORKERS=0` runs the tests in one process). Tests
 # sharing a module fixture that they change (the wheel's environment) keep together (xdist_group).
 TEST_WORKERS ?= auto
-PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+# --durations: the slowest tests, so that a slow run (CI's included) says where its time went.
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 .PHONY: install demo test test-fast lint bench clean
 

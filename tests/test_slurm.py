@@ -22,7 +22,9 @@ import slurm_cluster
 from helpers import SMOKE, one_error_line, train_fast
 from slurm_cluster import OTHER
 
-pytestmark = pytest.mark.slow
+# one worker runs every SLURM test, one after another: tasks of two tests at once would wait for
+# each other's cores on the one node, and a wait is what these tests time
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 slurm = slurm_cluster.slurm  # the fixture: a one-node cluster, up
 
 SLURM = ("--launcher", "slurm", "--cpus", "1")
@@ -54,7 +56,12 @@ def _jobs(runs: Path) -> dict:
     return json.loads((runs / ".slurm" / "jobs.json").read_text())
 
 
-def _until(check, what: str, timeout: float = 120):
+#: how long a test waits for a task (queued behind others, started, past its first epoch): long,
+#: since a loaded CI machine runs the tasks several times slower than an idle one
+PATIENCE_S = 900
+
+
+def _until(check, what: str, timeout: float = PATIENCE_S):
     deadline = time.monotonic() + timeout
     while not (found := check()):
         assert time.monotonic() < deadline, f"waited {timeout} s for {what}"

@@ -21,7 +21,7 @@ from clipclap_cli.store.feature_store import FeatureStore
 from helpers import one_error_line, tree_digest
 from test_extract import _content, _extract, _same, reference, videos  # noqa: F401 - fixtures used by name
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # see test_slurm.py
 slurm = slurm_cluster.slurm  # the fixture: a one-node cluster, up
 
 SLURM = ("--launcher", "slurm", "--cpus", "1", "--workers", "0")

@@ -15,6 +15,7 @@ a finished extraction as done, submitting nothing.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -43,7 +44,11 @@ class ExtractShard:
 
     def __call__(self) -> str:
         cmd = [sys.executable, "-m", "clipclap_cli", "extract", *self.argv, "--shard", f"{self.index}/{self.count}"]
-        done = subprocess.run(cmd, stdout=sys.stdout, stderr=subprocess.PIPE, text=True, check=False)
+        env = dict(os.environ)
+        if env.get("SLURM_CPUS_PER_TASK") and not env.get("OMP_NUM_THREADS"):
+            # the task's cores, not the node's: without cgroups torch would start a thread per core it sees
+            env["OMP_NUM_THREADS"] = env["SLURM_CPUS_PER_TASK"]
+        done = subprocess.run(cmd, stdout=sys.stdout, stderr=subprocess.PIPE, text=True, check=False, env=env)
         sys.stderr.write(done.stderr)
         sys.stderr.flush()
         if done.returncode != 0:
