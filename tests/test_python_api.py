@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,13 @@ def test_a_stored_dataset_holds_what_the_store_and_a_run_read(demo_store):
         np.testing.assert_array_equal(data.classes(stage), ids_.numpy())
     test_seen = data.partition("stage_2_test_seen")
     assert set(data.labels[test_seen]) <= set(data.classes("stage_2_test_seen"))
+
+
+def test_reading_a_store_imports_no_torch(demo_store):
+    """What the page promises a notebook that only reads data: no torch import, as for `clipclap --help`."""
+    code = ("import sys; from clipclap_cli.api import open_store; "
+            f"open_store({str(demo_store)!r}).dataset('demo'); print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout == "False\n"
 
 
 def test_a_store_s_bad_names_and_damage_are_one_line(demo_copy):

@@ -63,16 +63,24 @@ def _shown(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def embed_labels(store: FeatureStore, dataset: str, encoder, templates: list[str], name: str,
+def label_matrix(encoder, names: list[str], templates: list[str],
                  on_class: Callable[[int], None] | None = None) -> np.ndarray:
-    """Compute the label embedding of every class of `dataset` with `encoder`; store them as `name`."""
-    names = store.info(dataset)["prompt_names"]
+    """The label embedding of each name, one row per name (C, dim) float32: every template filled
+    with the name, pooled by the encoder's `label_embedding`. The one computation of label
+    embeddings: `embed` stores it for a dataset's classes, `predict --classes` applies it to new
+    names, so a dataset's class embedded either way gives the same row."""
     rows = []
     for i, class_name in enumerate(names):
         rows.append(check_label_embedding(encoder, encoder.label_embedding([t.format(class_name) for t in templates])))
         if on_class is not None:
             on_class(i + 1)
-    matrix = np.stack(rows).astype(np.float32)
+    return np.stack(rows).astype(np.float32)
+
+
+def embed_labels(store: FeatureStore, dataset: str, encoder, templates: list[str], name: str,
+                 on_class: Callable[[int], None] | None = None) -> np.ndarray:
+    """Compute the label embedding of every class of `dataset` with `encoder`; store them as `name`."""
+    matrix = label_matrix(encoder, store.info(dataset)["prompt_names"], templates, on_class)
     store.write_label_embeddings(dataset, name, matrix, {
         "encoder": encoder.encoder_id, "params": {k: str(v) for k, v in vars(encoder.params).items()},
         "templates": templates})

@@ -38,6 +38,7 @@ from clipclap_cli.extract.media import CLIP_SECONDS, SAMPLE_RATE
 from clipclap_cli.frame_recipes import DEFAULT as DEFAULT_RECIPE
 from clipclap_cli.frame_recipes import get_recipe
 from clipclap_cli.plugins.contracts import check_encoded
+from clipclap_cli.plugins.encoder_records import LOCATION_PARAMS
 from clipclap_cli.processes import die_with
 from clipclap_cli.store.extraction_group import DONE, FAILED, PENDING, Blueprint, ExtractionGroup, Rows
 from clipclap_cli.store.feature_store import FeatureStore
@@ -89,7 +90,12 @@ def decode(job: tuple[str, str | None, str | None, tuple[str, ...], int, str]):
         return None, f"{type(e).__name__}: {str(e)[:120]}"
 
 
-class _Decoder:
+AUDIO_SETTINGS = {"sample_rate": SAMPLE_RATE, "seconds": CLIP_SECONDS, "mono": "mean of channels",
+                  "fit": "centre crop or zero pad at the end"}
+"How `media.audio_clip` takes a video's audio, as the features record it"
+
+
+class Decoder:
     """Decoding in worker processes (or in this one, with no workers). A worker that dies (a
     crash in the decoder, an out-of-memory kill) fails the video it held, named; the rest of
     the batch is decoded again, one video per fresh worker until the culprit is found, and the
@@ -131,6 +137,41 @@ class _Decoder:
         self._pool = None
 
 
+def video_jobs(samples: list[Sample], encoders: dict, frames: int, recipe: str) -> list[tuple]:
+    """What `decode` takes for each sample: its files, the modalities the encoders need, the
+    frames per video and the frame recipe."""
+    modalities = tuple(sorted(encoders))
+    return [(s.id, str(s.video_path) if s.video_path else None, str(s.audio_path) if s.audio_path else None,
+             modalities, frames, recipe) for s in samples]
+
+
+def encode_videos(decoder: Decoder, jobs: list[tuple], encoders: dict,
+                  batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+    """Decode the jobs' videos and encode those that decoded, each encoder in batches of
+    `batch_size`: ({modality: (n, dim) float32, zeros where failed}, done (n,) bool, reasons (n,),
+    "" where done). A video whose features are not finite fails like one that does not decode.
+    The one decode-and-encode of videos: `extract` stores its rows, `predict --videos` uses them."""
+    decoded = decoder.decode(jobs)
+    ok = [i for i, (inputs, _) in enumerate(decoded) if inputs is not None]
+    reasons = [reason or "" for _, reason in decoded]
+    non_finite = np.zeros(len(jobs), dtype=bool)
+    features = {}
+    for modality, enc in encoders.items():
+        mine = np.zeros((len(jobs), enc.dim), dtype=np.float32)
+        for start in range(0, len(ok), batch_size):
+            batch = ok[start:start + batch_size]
+            mine[batch] = check_encoded(enc, enc.encode_batch([decoded[i][0][modality] for i in batch]), len(batch))
+        bad = np.zeros(len(jobs), dtype=bool)
+        bad[ok] = ~np.isfinite(mine[ok]).all(axis=1)  # such a video fails, like one that cannot be decoded
+        for i in np.flatnonzero(bad & ~non_finite):
+            reasons[i] = f"encoder {enc.encoder_id!r} gave non-finite {modality} features"
+        non_finite |= bad
+        features[modality] = np.where(bad[:, None], np.float32(0), mine)
+    done = np.zeros(len(jobs), dtype=bool)
+    done[ok] = True
+    return features, done & ~non_finite, reasons
+
+
 class Extraction:
     """One dataset's extraction into `store` with `encoders` ({modality: encoder})."""
 
@@ -149,12 +190,11 @@ class Extraction:
             "ids": hashlib.sha256("\n".join(f"{s.id}\t{s.label}" for s in samples).encode()).hexdigest(),
             "encoders": {m: {"id": e.encoder_id, "dim": e.dim, "params": {k: str(v) for k, v in vars(e.params).items()
                                                                         if k != "device"},
-                             "weights": _weights_identity(e)}
+                             "weights": weights_identity(e.provenance())}
                          for m, e in sorted(encoders.items())},
             "chunk": chunk, "frames": frames,
             "frame_recipe": get_recipe(recipe).as_dict(),
-            "audio": {"sample_rate": SAMPLE_RATE, "seconds": CLIP_SECONDS, "mono": "mean of channels",
-                      "fit": "centre crop or zero pad at the end"},
+            "audio": AUDIO_SETTINGS,
         }
 
     # ------------------------------------------------------------------ working group
@@ -275,7 +315,7 @@ class Extraction:
         todo = [c for c in chunks if pending[c * self.chunk:(c + 1) * self.chunk].any()]
         total = int(sum(pending[c * self.chunk:(c + 1) * self.chunk].sum() for c in todo))
         counts = {"videos": 0, "failed": 0}
-        decoder = _Decoder(workers)
+        decoder = Decoder(workers)
         try:
             for c in todo:
                 videos, failed = self._chunk(c, decoder, batch_size)
@@ -287,38 +327,22 @@ class Extraction:
             decoder.close()
         return counts
 
-    def _chunk(self, c: int, decoder: _Decoder, batch_size: int) -> tuple[int, int]:
+    def _chunk(self, c: int, decoder: Decoder, batch_size: int) -> tuple[int, int]:
         """Decode and encode the pending rows of chunk `c`; the others keep what they hold.
         Returns (videos done now, of which failed)."""
         lo, hi = c * self.chunk, min((c + 1) * self.chunk, len(self.samples))
         block = self.group.read(self.encoders, lo, hi)
         rows = np.flatnonzero(np.logical_or.reduce([st == PENDING for st in block.status.values()]))
-        modalities = tuple(sorted(self.encoders))
-        samples = [self.samples[lo + i] for i in rows]
-        jobs = [(s.id, str(s.video_path) if s.video_path else None, str(s.audio_path) if s.audio_path else None,
-                 modalities, self.frames, self.recipe) for s in samples]
-        decoded = decoder.decode(jobs)
-        ok = [i for i, (inputs, _) in enumerate(decoded) if inputs is not None]
+        jobs = video_jobs([self.samples[lo + i] for i in rows], self.encoders, self.frames, self.recipe)
+        features, done, why = encode_videos(decoder, jobs, self.encoders, batch_size)
         reasons = block.reasons
-        reasons[rows] = [reason or "" for _, reason in decoded]
-        non_finite = np.zeros(len(rows), dtype=bool)
-        for modality, enc in self.encoders.items():
-            mine = np.zeros((len(rows), enc.dim), dtype=np.float32)
-            for start in range(0, len(ok), batch_size):
-                batch = ok[start:start + batch_size]
-                mine[batch] = check_encoded(enc, enc.encode_batch([decoded[i][0][modality] for i in batch]), len(batch))
-            bad = np.zeros(len(rows), dtype=bool)
-            bad[ok] = ~np.isfinite(mine[ok]).all(axis=1)  # such a video fails, like one that cannot be decoded
-            reasons[rows[bad & ~non_finite]] = f"encoder {enc.encoder_id!r} gave non-finite {modality} features"
-            non_finite |= bad
-            block.features[modality][rows] = np.where(bad[:, None], 0.0, mine)
-        status = block.status[modalities[0]].copy()
-        now = np.full(len(rows), FAILED, dtype=np.int8)
-        now[ok] = DONE
-        now[non_finite] = FAILED
-        status[rows] = now
+        reasons[rows] = why
+        for modality in self.encoders:
+            block.features[modality][rows] = features[modality]
+        status = block.status[sorted(self.encoders)[0]].copy()
+        status[rows] = np.where(done, DONE, FAILED)
         self.group.write(lo, Rows(block.features, {m: status for m in self.encoders}, reasons))  # statuses last
-        return len(rows), int((now == FAILED).sum())
+        return len(rows), int((~done).sum())
 
     # ------------------------------------------------------------------ the end
     @contextlib.contextmanager
@@ -353,13 +377,15 @@ class Extraction:
         return bundle, failures
 
     def feature_provenance(self) -> dict[str, dict]:
-        """Per feature array: the encoder and its weights, library versions, and how its input
-        was taken (the frame recipe for video, the audio settings for audio)."""
+        """Per feature array: the encoder, its parameters (less the device) and weights, library
+        versions, and how its input was taken (the frame recipe for video, the audio settings
+        for audio): what `predict --videos` rebuilds the encoders from."""
         out = {}
         for modality, enc in self.encoders.items():
             how = ({"frame_recipe": self.settings["frame_recipe"], "frames": self.frames} if modality == "video"
                    else {"audio": self.settings["audio"]})
-            out[modality] = {"encoder": enc.encoder_id, **enc.provenance(), **how}
+            out[modality] = {"encoder": enc.encoder_id, **enc.provenance(), **how,
+                             "params": self.settings["encoders"][modality]["params"]}
         return out
 
     def refuse_other_source(self, replace: bool) -> None:
@@ -390,12 +416,12 @@ class Extraction:
 
 def _settings_of(params: dict) -> dict:
     """An encoder's parameters less where its files lie (their contents are in `weights`)."""
-    return {k: v for k, v in params.items() if k not in ("checkpoint", "vocab")}
+    return {k: v for k, v in params.items() if k not in LOCATION_PARAMS}
 
 
-def _weights_identity(encoder) -> dict:
-    """What identifies an encoder's weights (model, sha256, random or not), not where they lie."""
-    provenance = encoder.provenance()
+def weights_identity(provenance: dict) -> dict:
+    """What identifies an encoder's weights (model, sha256, random or not) in its provenance,
+    not where they lie."""
     return {k: provenance[k] for k in ("model", "pretrained", "weights_sha256", "random_weights") if k in provenance}
 
 
