@@ -12,9 +12,6 @@ import typer
 from clipclap_cli.cli._options import DEFAULT_STORE, store, whole_in
 from clipclap_cli.cli.console import err, out
 
-#: the files `--videos DIR` takes (as the video-folder dataset format does)
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
-
 
 def install(app, pm) -> None:
     @app.command("predict")
@@ -47,6 +44,10 @@ def install(app, pm) -> None:
         store_path: Annotated[str | None, typer.Option(
             "--store", "-s", metavar="PATH|URL",
             help="Feature store of --dataset; default: a run's own store, else $CLIPCLAP_STORE or ./clipclap.zarr")] = None,
+        encoder_params: Annotated[list[str], typer.Option(
+            "--encoder-param", "-e", metavar="ENCODER:KEY=VALUE",
+            help="With --head zeroshot and no --dataset: a parameter of its clip or clap encoder, as extract takes it "
+                 "(e.g. clip:checkpoint=PATH); repeatable")] = [],  # noqa: B006 - Typer reads the default
     ):
         """Rank classes for videos with a trained model: the top K with their scores, and whether
         the model trained on each (the run's calibration bias beta applies to those) or it is new.
@@ -84,16 +85,26 @@ def install(app, pm) -> None:
             names = read_class_names(classes, classes_file)
         elif prompts is not None:
             raise ClipclapError("--prompts embeds the names of --classes or --classes-file; give one of them")
-        paths = _video_files(videos) if videos is not None else None
+        if encoder_params and (head is None or dataset is not None):
+            raise ClipclapError("-e sets the encoders of --head zeroshot without --dataset; a model or a dataset "
+                                "records the encoders of its features")
+        if videos is not None:
+            from clipclap_cli.extract.video_features import video_files
+
+            paths = video_files(videos)
+        else:
+            paths = None
 
         fs = None
         if dataset is not None:
             where = store_path or (_run_store(model_path) if model_path is not None else None)
             fs = store(where or os.environ.get("CLIPCLAP_STORE") or DEFAULT_STORE)
         if head is not None:
+            from clipclap_cli.cli.extract import _encoder_params
             from clipclap_cli.predict.zeroshot import zeroshot_model
 
-            model = zeroshot_model(pm, fs if dataset is not None else None, dataset)
+            model = zeroshot_model(pm, fs if dataset is not None else None, dataset,
+                                   encoder_params=_encoder_params(pm, encoder_params))
         else:
             from clipclap_cli.runs.trained import load_trained
 
@@ -135,18 +146,6 @@ def install(app, pm) -> None:
         if failed:
             line += f"; {len(failed)} not read ({', '.join(list(failed)[:3])}{', ...' if len(failed) > 3 else ''})"
         err.print(escape(line + (f" -> {output}" if output is not None else "")))
-
-
-def _video_files(folder: Path) -> list[Path]:
-    """The videos of `--videos DIR` (its files with a video extension, sorted), or one line why none."""
-    from clipclap_cli.errors import ClipclapError
-
-    if not folder.is_dir():
-        raise ClipclapError(f"--videos {folder}: no such folder")
-    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-    if not found:
-        raise ClipclapError(f"--videos {folder}: no videos there ({', '.join(VIDEO_SUFFIXES)})")
-    return found
 
 
 def _run_store(model_path: Path) -> str | None:
