@@ -51,6 +51,9 @@ def test_a_stored_dataset_holds_what_the_store_and_a_run_read(demo_store):
     info = fs.info("demo")
     assert data.class_names == info["classes"] and data.prompt_names == info["prompt_names"]
     assert not any("~" in key for key in (*data.features, *data.label_embeddings, *data.splits))
+    assert data.class_splits == info["class_splits"]
+    assert sorted(data.class_splits["cls_split"]["stage_2_test_unseen"]) == \
+        sorted(data.class_names[c] for c in data.classes("stage_2_test_unseen"))
 
     run_read = load_protocol_data(fs, "demo", "cls_split")  # what `train` and `evaluate` read
     np.testing.assert_array_equal(data.audio, run_read.audio.numpy())

@@ -62,6 +62,8 @@ class Dataset:
         class_names: classes by class id.  prompt_names: the names prompts were filled with.
         label_embeddings: text encoder ("clip", "clap") -> (C, dim) float32, row = class id.
         splits: split name -> `Split`.
+        class_splits: the class lists the source came with (split name -> class set -> class
+            names), from which `clipclap split DATASET --split NAME` writes a split.
         provenance: where the data came from (source, feature encoders and their weights).
     """
 
@@ -75,6 +77,7 @@ class Dataset:
     label_embeddings: dict[str, np.ndarray]
     splits: dict[str, Split]
     provenance: dict[str, Any]
+    class_splits: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     @property
     def audio(self) -> np.ndarray:
@@ -162,7 +165,9 @@ class Store:
         provenance.setdefault("features", {f: described[f].get("provenance", {}) for f in features})
         return Dataset(name=name, store=str(fs), ids=ids, labels=labels, features=features,
                        class_names=list(info["classes"]), prompt_names=list(info.get("prompt_names", info["classes"])),
-                       label_embeddings=embeddings, splits=splits, provenance=provenance)
+                       label_embeddings=embeddings, splits=splits, provenance=provenance,
+                       class_splits={k: {p: list(v) for p, v in lists.items()}
+                                     for k, lists in info.get("class_splits", {}).items()})
 
 
 def _split(stored) -> Split:
