@@ -189,3 +189,17 @@ def test_an_unfinished_or_unevaluated_run_is_refused(cli, trained_run, tmp_path)
     assert not (tmp_path / "p.json").exists()
     r = cli("predict", "--dataset", "demo")
     assert "name a MODEL" in one_error_line(r)
+
+
+def test_published_checkpoints_predict_as_the_run_they_are(cli, trained_run, demo_store, tmp_path):
+    """MODEL may be a pair of checkpoints as `evaluate` takes them: a run's own two model files
+    give the run's rows (the same beta* found on validation)."""
+    from_run, from_pair = tmp_path / "run.json", tmp_path / "pair.json"
+    assert cli("predict", trained_run, "--dataset", "demo", "-k", "4", "-o", from_run).exit_code == 0
+    r = cli("predict", "--stage1", trained_run / "stage1" / "best.safetensors", "--stage2",
+            trained_run / "stage2" / "final.safetensors", "--dataset", "demo", "--store", demo_store, "-k", "4",
+            "-o", from_pair)
+    assert r.exit_code == 0, r
+    assert from_pair.read_text() == from_run.read_text()
+    r = cli("predict", "--stage1", trained_run / "stage1" / "best.safetensors", "--dataset", "demo")
+    assert "--stage1 and --stage2 with --dataset" in one_error_line(r)

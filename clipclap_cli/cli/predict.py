@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from clipclap_cli.cli._options import DEFAULT_STORE, store, whole_in
+from clipclap_cli.cli._options import DEFAULT_STORE, DatasetsOpt, ParamOpt, catalog, split_option, store, whole_in
 from clipclap_cli.cli.console import err, out
 
 
@@ -41,6 +41,15 @@ def install(app, pm) -> None:
             "--output", "-o", metavar="FILE", help="Write here (whole or not at all) instead of stdout")] = None,
         workers: Annotated[int, typer.Option(
             "--workers", metavar="N", callback=whole_in(0, 1024), help="With --videos: decoding processes (0: in this one)")] = 0,
+        stage1: Annotated[Path | None, typer.Option(
+            "--stage1", metavar="FILE|DIR", help="Instead of MODEL: published checkpoints, as `evaluate` takes them "
+                                                 "(with --stage2, --dataset and --head NAME, default clipclap)")] = None,
+        stage2: Annotated[Path | None, typer.Option("--stage2", metavar="FILE|DIR", help="See --stage1")] = None,
+        params: ParamOpt = [],  # noqa: B006 - Typer reads the default
+        split: split_option("Checkpoints: the split whose validation calibrates beta (default: the dataset's)") = None,
+        legacy: Annotated[bool, typer.Option(
+            "--legacy-label-order", help="Checkpoints: the reference's sorted-key label embeddings")] = False,
+        datasets_file: DatasetsOpt = None,
         store_path: Annotated[str | None, typer.Option(
             "--store", "-s", metavar="PATH|URL",
             help="Feature store of --dataset; default: a run's own store, else $CLIPCLAP_STORE or ./clipclap.zarr")] = None,
@@ -69,12 +78,18 @@ def install(app, pm) -> None:
             check_output_place(output)
             if output.is_dir():
                 raise ClipclapError(f"{output} is a folder: -o names the file to write")
-        if head not in (None, "zeroshot"):
+        checkpoints = stage1 is not None or stage2 is not None
+        if checkpoints:
+            if stage1 is None or stage2 is None or model_path is not None or dataset is None:
+                raise ClipclapError("published checkpoints are --stage1 and --stage2 with --dataset, and no MODEL")
+        elif head not in (None, "zeroshot"):
             raise ClipclapError(f"--head {head!r}: only `zeroshot` (no training) goes without MODEL; "
                                 "a trained head is named by its run or model file")
-        if (model_path is None) == (head is None):
+        elif (model_path is None) == (head is None):
             raise ClipclapError("name a MODEL (a run folder or a model file), or pass --head zeroshot without one")
-        if (videos is None) == (dataset is None) and not (videos is not None and head is not None):
+        elif params or split or legacy:
+            raise ClipclapError("-p, --split and --legacy-label-order go with --stage1/--stage2 (a model records them)")
+        if (videos is None) == (dataset is None) and not (videos is not None and head == "zeroshot"):
             raise ClipclapError("say what to score: --dataset NAME (stored features) or --videos DIR")
         if partitions and dataset is None:
             raise ClipclapError("--partition goes with --dataset")
@@ -99,7 +114,13 @@ def install(app, pm) -> None:
         if dataset is not None:
             where = store_path or (_run_store(model_path) if model_path is not None else None)
             fs = store(where or os.environ.get("CLIPCLAP_STORE") or DEFAULT_STORE)
-        if head is not None:
+        if checkpoints:
+            from clipclap_cli.runs.trained import load_checkpoints
+
+            entry = catalog(pm, datasets_file).get(dataset)
+            model = load_checkpoints(fs, entry.name, split or entry.split, head or "clipclap", params, stage1, stage2,
+                                     pm, legacy_label_order=legacy)
+        elif head is not None:
             from clipclap_cli.cli.extract import _encoder_params
             from clipclap_cli.predict.zeroshot import zeroshot_model
 

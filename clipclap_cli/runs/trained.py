@@ -169,3 +169,36 @@ def describe(ident: dict) -> str:
     if "frame_recipe" in ident:
         text += f", frame recipe {ident['frame_recipe']}"
     return text
+
+
+def load_checkpoints(store: FeatureStore, dataset: str, split: str, head: str, params: list[str], stage1: Path,
+                     stage2: Path, pm=None, grid: tuple[float, float, int] | None = None,
+                     legacy_label_order: bool = False) -> TrainedModel:
+    """A pair of published checkpoints (files or the reference's experiment folders, as
+    `evaluate DATASET --stage1 A --stage2 B` takes them) as a `TrainedModel`: β* is the one that
+    evaluation finds with the stage-1 model on the dataset's validation split."""
+    from clipclap_cli.protocol import DEFAULT_BETA_GRID, TrainSettings
+    from clipclap_cli.runs.checkpoints import load_checkpoint_file
+    from clipclap_cli.runs.reference_checkpoints import evaluate_checkpoints
+    from clipclap_cli.runs.spec import checked_head, store_dims
+
+    results = evaluate_checkpoints(store, dataset, split, head, params, Path(stage1), Path(stage2), "cpu", pm,
+                                   grid or DEFAULT_BETA_GRID, legacy_label_order)
+    spec = RunSpec(dataset, split, head, results["params"], store_dims(store, dataset), TrainSettings(),
+                   legacy_label_order=legacy_label_order)
+    data = load_protocol_data(store, dataset, split, "cpu", legacy_label_order, spec.label_parts)
+    heads = []
+    for stage in ("stage1", "stage2"):
+        state, _ = load_checkpoint_file(Path(results["checkpoints"][stage]))
+        model = checked_head(spec, pm)
+        load_into(model, {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()},
+                  results["checkpoints"][stage])
+        heads.append(model.eval())
+    info, names = store.info(dataset), data.class_names
+    return TrainedModel(
+        head=heads[1], spec=spec, beta=float(results["beta_star"]), class_names=list(names),
+        prompt_names=list(info.get("prompt_names", names)), class_text=data.class_text.clone(),
+        seen=[names[c] for c in data.sets.test.seen.tolist()],
+        features=dict((info.get("provenance") or {}).get("features") or {}),
+        templates=label_templates(store, dataset, spec.label_parts), results=results,
+        source=f"{results['checkpoints']['stage1']} + {results['checkpoints']['stage2']}", stage1_head=heads[0])
