@@ -289,17 +289,22 @@ def test_the_zeroshot_head_names_videos_without_training(made, cli, tmp_path):
     assert r.exit_code == 0, r
     lines = out.read_text().splitlines()
     assert len(lines) > 3 and "broken" in out.read_text()
+    names = tmp_path / "names.txt"
+    names.write_text("rowing\nskating\n")
     on_dataset = cli("predict", "--head", "zeroshot", "--dataset", "mine", "--store", made["store"], "--videos",
-                     made["new"], "--classes", "rowing,skating", "--format", "json")
+                     made["new"], "--classes-file", names, "--prompts", made["root"] / "prompts.toml",
+                     "--format", "json")
     assert on_dataset.exit_code == 0, on_dataset
     rows = json.loads(on_dataset.stdout)
-    assert all(p["seen"] is False for row in rows for p in row["predictions"])
+    assert len(rows) == 4 and all(p["seen"] is False for row in rows for p in row["predictions"])
+    assert {p["class"] for p in rows[0]["predictions"]} == {"rowing", "skating"}
 
 
 @pytest.mark.parametrize("extra,message", [
     (("--classes", "rowing,,bells"), "name 2 of --classes 'rowing,,bells' is empty"),
     (("--classes", "rowing,bells,Rowing"), "is the same name as 'rowing'"),
     (("--classes", "rowing"), "only one class"),
+    (("--classes", "rowing,bells", "-e", "clip:model=clipclap-tiny-clip"), "-e sets the encoders of --head zeroshot"),
 ])
 def test_bad_class_names_on_the_command_line_write_nothing(made, cli, tmp_path, extra, message):
     out = tmp_path / "p.json"
