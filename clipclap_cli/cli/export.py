@@ -17,8 +17,8 @@ def install(app, pm) -> None:
         store_path: Annotated[str | None, typer.Option(
             "--store", "-s", metavar="PATH|URL", help="Where the run's dataset lies, if not where it was trained")] = None,
     ):
-        """Write a run's model as one file: both stages' weights, beta*, its classes and their
-        label embeddings, the encoders and frame recipe of its features, its test figures.
+        """Write a run as one model file. It holds both stages' weights, beta*, the classes and
+        their label embeddings, the encoders and frame recipe of its features, its test figures.
         `clipclap predict` and `clipclap evaluate` read it with no run folder and no store of the run's."""
         from rich.markup import escape
 

@@ -32,7 +32,8 @@ def install(app, pm) -> None:
         prompts: Annotated[Path | None, typer.Option(
             "--prompts", metavar="FILE", help="Prompt templates for --classes (a prompts.toml); default: the model's")] = None,
         head: Annotated[str | None, typer.Option(
-            "--head", metavar="zeroshot", help="`zeroshot`: CLIP/CLAP zero-shot classification, no training (no MODEL)")] = None,
+            "--head", metavar="zeroshot|NAME",
+            help="`zeroshot`: CLIP/CLAP zero-shot classification, no training (no MODEL); with --stage1: their head")] = None,
         top_k: Annotated[int, typer.Option(
             "--top-k", "-k", metavar="K", callback=whole_in(1, 1_000_000), help="Classes per video")] = 5,
         fmt: Annotated[str | None, typer.Option(
@@ -58,7 +59,7 @@ def install(app, pm) -> None:
             help="With --head zeroshot and no --dataset: a parameter of its clip or clap encoder, as extract takes it "
                  "(e.g. clip:checkpoint=PATH); repeatable")] = [],  # noqa: B006 - Typer reads the default
     ):
-        """Rank classes for videos with a trained model: the top K with their scores, and whether
+        """Rank classes for videos with a trained model. The top K with their scores, and whether
         the model trained on each (the run's calibration bias beta applies to those) or it is new.
 
         JSON rows: {"id", "label" (stored videos), "predictions": [{"class", "score", "seen"}]}, best first.
