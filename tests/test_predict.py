@@ -167,6 +167,7 @@ def test_formats_partitions_and_the_output_file(cli, trained_run, tmp_path):
     (("-o", "p.yaml"), "cannot tell the format"),
     (("--format", "xml"), "--format 'xml'"),
     (("--partition", "stage_9"), "--partition 'stage_9'"),
+    (("--partition", "stage_9", "-o", "keep.json"), "--partition 'stage_9'"),  # the file there stays whole
     (("--head", "clipclap"), "only `zeroshot`"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(cli, trained_run, tmp_path, monkeypatch, args, says):

@@ -70,7 +70,7 @@ def install(app, pm) -> None:
         from clipclap_cli.files import write_text_atomic
         from clipclap_cli.predict.output import failed_rows, output_format, render, table_cells
         from clipclap_cli.predict.predicting import predict_samples
-        from clipclap_cli.predict.samples import TEST_PARTITIONS
+        from clipclap_cli.predict.samples import TEST_PARTITIONS, check_partitions
         from clipclap_cli.runs.finding import check_output_place
 
         # every check of what was asked before any work, and nothing written before the end
@@ -94,6 +94,7 @@ def install(app, pm) -> None:
             raise ClipclapError("say what to score: --dataset NAME (stored features) or --videos DIR")
         if partitions and dataset is None:
             raise ClipclapError("--partition goes with --dataset")
+        check_partitions(tuple(partitions))
         names = None
         if classes is not None or classes_file is not None:
             from clipclap_cli.predict.classes import read_class_names

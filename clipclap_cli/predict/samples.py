@@ -29,13 +29,18 @@ class Samples:
     video: torch.Tensor
 
 
+def check_partitions(partitions: tuple[str, ...]) -> None:
+    """Refuse a partition name that is none (before any work)."""
+    unknown = [p for p in partitions if p not in (*PARTITIONS, ALL)]
+    if unknown:
+        raise SplitError(f"--partition {unknown[0]!r}: expected one of {', '.join((*PARTITIONS, ALL))}")
+
+
 def stored_samples(store: FeatureStore, dataset: str, split: str, partitions: tuple[str, ...] = TEST_PARTITIONS,
                    model=None) -> Samples:
     """The videos of `partitions` of `split` (`("all",)`: every video), in that order, read in
     one consistent read; `model`: the TrainedModel they are for (its widths and encoders checked)."""
-    unknown = [p for p in partitions if p not in (*PARTITIONS, ALL)]
-    if unknown:
-        raise SplitError(f"--partition {unknown[0]!r}: expected one of {', '.join((*PARTITIONS, ALL))}")
+    check_partitions(partitions)
     with store.consistent_read(dataset):
         info = store.info(dataset)
         ids, labels, _ = store.read_videos(dataset)
