@@ -10,7 +10,7 @@ import pytest
 
 from clipclap_cli.store.feature_store import FeatureStore
 
-COMMANDS = ["extract", "import", "split", "embed", "train", "evaluate", "report", "verify", "demo",
+COMMANDS = ["extract", "import", "split", "embed", "train", "evaluate", "predict", "export", "report", "verify", "demo",
             "datasets", "encoders", "heads", "plugins"]
 SUBCOMMANDS = [["datasets", "list"], ["datasets", "show"], ["datasets", "kinds"], ["encoders", "list"],
                ["heads", "list"]]

@@ -66,7 +66,7 @@ def encoders_of(features: dict, pm, device: str = "cpu") -> dict:
         record = features.get(modality) if isinstance(features, dict) else None
         if not isinstance(record, dict) or not record.get("encoder"):
             raise VideoFeaturesError(f"the model's {modality} features name no encoder (they were imported, not "
-                                     "extracted): --videos needs a model trained on features from `clipclap extract`")
+                                     "extracted): new videos need a model trained on features from `clipclap extract`")
         enc = recorded_encoder(record, pm, device, f"the model's {modality} features")
         enc.check_weights()
         _same_weights(modality, enc.encoder_id, record, enc)

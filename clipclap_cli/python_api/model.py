@@ -169,22 +169,13 @@ class Model:
 
 
 def _checked_names(classes: Sequence[str]) -> list[str]:
-    """The class names given, stripped, checked as `predict --classes` checks them: none empty,
-    none twice (the text encoders lowercase, so case does not tell two apart), two at least."""
+    """The class names given, checked as `predict --classes` checks them
+    (`predict.classes.checked_class_names`); one string is refused, not split into letters."""
+    from clipclap_cli.predict.classes import checked_class_names
+
     if isinstance(classes, str):
         raise ClipclapError(f"classes={classes!r}: give a list of names, not one string")
-    names, first = [str(c).strip() for c in classes], {}
-    for i, name in enumerate(names):
-        if not name:
-            raise ClipclapError(f"classes[{i}] is empty: every class needs a name")
-        key = " ".join(name.casefold().split())
-        if key in first:
-            raise ClipclapError(f"classes[{i}] {name!r} is the same name as classes[{first[key]}] "
-                                f"{names[first[key]]!r}: each class once")
-        first[key] = i
-    if len(names) < 2:
-        raise ClipclapError(f"classes={names!r}: a prediction picks among two classes or more")
-    return names
+    return checked_class_names(list(classes))
 
 
 def _feature_store(store: str | Path | Store | FeatureStore) -> FeatureStore:
