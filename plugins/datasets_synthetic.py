@@ -5,10 +5,63 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from clipclap_cli.api import PARTITIONS, DatasetAdapter, FeatureBundle, KindExample
+from clipclap_cli.api import PARTITIONS, DatasetAdapter, FeatureBundle, FeatureDims, KindExample
+
+LABEL_NOISE = 0.05
+"Noise added to each label embedding (relative to its class signal) before it is normalised"
+
+
+@dataclass(frozen=True)
+class ClassDraw:
+    """The benchmark's classes as its generator draws them, before any video."""
+
+    classes: list[str]
+    prompt_names: list[str]
+    latent: np.ndarray
+    "(C, latent_dim) each class's latent vector"
+    maps: dict[str, np.ndarray]
+    "video, audio and each label part -> its (latent_dim, width) linear map"
+    train: np.ndarray
+    val_unseen: np.ndarray
+    test_unseen: np.ndarray
+    counts: np.ndarray
+    "videos per class"
+    label_embeddings: dict[str, np.ndarray]
+    "label part -> (C, width) float32, unit rows"
+
+
+def draw_classes(rng: np.random.Generator, p: Any, dims: FeatureDims) -> ClassDraw:
+    """Draw the classes from `rng` (fresh from the seed), in the one order the generator has:
+    latents, maps, class split, video counts, label embeddings. The adapter goes on drawing the
+    videos from the same `rng`; the demo's text model (`demo-text`) calls it alone, so that both
+    hold the same label embeddings by construction. `p`: the synthetic Params (or any object
+    with their class-count and latent fields)."""
+    n_cls = p.train_classes + p.val_unseen_classes + p.test_unseen_classes
+    latent = rng.standard_normal((n_cls, p.latent_dim))
+    maps = {name: rng.standard_normal((p.latent_dim, d)) / np.sqrt(p.latent_dim)
+            for name, d in (("video", dims.video), ("audio", dims.audio), *dims.text_parts)}
+    classes = [f"class_{i:03d}" for i in range(n_cls)]
+    order = rng.permutation(n_cls)
+    counts = rng.integers(int(p.videos_per_class * 0.7), int(p.videos_per_class * 1.3) + 1, size=n_cls)
+    emb = {name: label_rows(latent, maps[name], rng) for name, _ in dims.text_parts}
+    return ClassDraw(
+        classes=classes, prompt_names=[n.replace("_", " ") for n in classes], latent=latent, maps=maps,
+        train=np.sort(order[: p.train_classes]),
+        val_unseen=np.sort(order[p.train_classes: p.train_classes + p.val_unseen_classes]),
+        test_unseen=np.sort(order[p.train_classes + p.val_unseen_classes:]),
+        counts=counts, label_embeddings=emb)
+
+
+def label_rows(latent: np.ndarray, mapping: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The label embeddings of classes with latent vectors `latent` (C, latent_dim): each mapped
+    by a label part's `mapping`, with a little noise from `rng`, L2-normalised; (C, width) float32.
+    The benchmark's classes and the new names `demo-text` embeds go through this one function."""
+    e = latent @ mapping + LABEL_NOISE * rng.standard_normal((latent.shape[0], mapping.shape[1]))
+    return (e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float32)
 
 
 class SyntheticBenchmark(DatasetAdapter):
@@ -57,24 +110,19 @@ class SyntheticBenchmark(DatasetAdapter):
                             "videos_per_class": 6, "dims": {"audio": 12, "video": 10, "clip": 8, "clap": 6}})
 
     def load_features(self, root: Path | None, **options) -> FeatureBundle:
+        from .encoders_demo import text_model_record  # it imports this module
+
         p = self.params
         seed = int(options.get("seed", p.seed))
         rng = np.random.default_rng(seed)
         dims = self.entry.dims
-        n_cls = p.train_classes + p.val_unseen_classes + p.test_unseen_classes
-        latent = rng.standard_normal((n_cls, p.latent_dim))
-        maps = {name: rng.standard_normal((p.latent_dim, d)) / np.sqrt(p.latent_dim)
-                for name, d in (("video", dims.video), ("audio", dims.audio), *dims.text_parts)}
-        classes = [f"class_{i:03d}" for i in range(n_cls)]
-        order = rng.permutation(n_cls)
-        train, val_unseen, test_unseen = (np.sort(order[: p.train_classes]),
-                                          np.sort(order[p.train_classes: p.train_classes + p.val_unseen_classes]),
-                                          np.sort(order[p.train_classes + p.val_unseen_classes:]))
-        counts = rng.integers(int(p.videos_per_class * 0.7), int(p.videos_per_class * 1.3) + 1, size=n_cls)
+        drawn = draw_classes(rng, p, dims)  # first: the videos are drawn after the classes, from the same rng
+        classes, n_cls = drawn.classes, len(drawn.classes)
+        train, val_unseen, test_unseen = drawn.train, drawn.val_unseen, drawn.test_unseen
         labels, parts = [], []
         code = {name: i for i, name in enumerate(PARTITIONS)}
         for c in range(n_cls):
-            n = int(counts[c])
+            n = int(drawn.counts[c])
             if c in test_unseen:
                 cls_parts = ["stage_2_test_unseen"] * n
             else:
@@ -86,10 +134,7 @@ class SyntheticBenchmark(DatasetAdapter):
             labels.extend([c] * n)
             parts.extend(code[x] for x in cls_parts)
         labels = np.asarray(labels)
-        emb = {}
-        for name, d in dims.text_parts:
-            e = latent @ maps[name] + 0.05 * rng.standard_normal((n_cls, d))
-            emb[name] = (e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float32)
+        latent, maps, emb = drawn.latent, drawn.maps, drawn.label_embeddings
         features = {modality: self._feature(rng, latent[labels], maps[modality], maps.get(text), p)
                     for modality, text in (("video", "clip"), ("audio", "clap"))}
         names = [classes[c] for c in range(n_cls)]
@@ -103,7 +148,7 @@ class SyntheticBenchmark(DatasetAdapter):
         }
         return FeatureBundle(
             classes=classes,
-            prompt_names=[n.replace("_", " ") for n in classes],
+            prompt_names=drawn.prompt_names,
             ids=[f"demo_{i:05d}" for i in range(len(labels))],
             labels=labels,
             features=features,
@@ -111,7 +156,9 @@ class SyntheticBenchmark(DatasetAdapter):
             partition=np.asarray(parts, dtype=np.int8),
             class_splits={"cls_split": lists},
             provenance={"source": f"synthetic(seed={seed})", "format": self.kind,
-                        "fingerprint": hashlib.sha256(repr((seed, p, dims)).encode()).hexdigest()},
+                        "fingerprint": hashlib.sha256(repr((seed, p, dims)).encode()).hexdigest(),
+                        # what made each label part: the demo's text model, filled with the prompt names
+                        "label_embeddings": {part: text_model_record(seed, p, dims, part) for part in emb}},
         )
 
     @staticmethod

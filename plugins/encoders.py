@@ -39,7 +39,9 @@ class RandomProjection(Encoder):
 def register_encoders(register):
     from .encoders_clap import ClapEncoder  # these import no torch until weights are needed
     from .encoders_clip import ClipEncoder
+    from .encoders_demo import DemoText  # the demo benchmark's text model (numpy only)
 
     register(RandomProjection())
     register(ClipEncoder())
     register(ClapEncoder())
+    register(DemoText())

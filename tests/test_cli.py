@@ -155,7 +155,7 @@ def test_report_without_runs_names_the_folder_it_searched(cli, tmp_path):
 def test_encoders_list_says_which_serve_embed(cli):
     rows = {r["id"]: r for r in json.loads(cli("encoders", "list", "--json").stdout)}
     assert {k: r["label_embeddings"] for k, r in rows.items()} == {"clip": True, "clap": True,
-                                                                   "random-projection": False}
+                                                                   "random-projection": False, "demo-text": True}
 
 
 def test_heads_params_listed(cli):

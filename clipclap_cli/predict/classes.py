@@ -110,16 +110,21 @@ def embed_class_names(model, names: list[str], prompts: Path | None, pm, device:
 
 
 def text_encoder(model, part: str, pm, device: str = "cpu"):
-    """The text encoder of label part `part`: the encoder of that name as the model's features
-    record it (its parameters, weights), else that encoder with its defaults."""
+    """The text encoder of label part `part`: the one the part's own record names (what made
+    its label embeddings: `clipclap embed`, `embed --as`, an imported dataset's record), else the
+    encoder of that name as the model's features record it (its parameters, weights), else that
+    encoder with its defaults."""
     from clipclap_cli.api import offers_label_embeddings
     from clipclap_cli.plugins.encoder_records import recorded_encoder
 
+    own = model.label_encoders.get(part)
     records = [r for r in (model.features or {}).values() if isinstance(r, dict) and r.get("encoder") == part]
+    if isinstance(own, dict) and own.get("encoder"):
+        records.insert(0, own)
     record = records[0] if records else {"encoder": part, "params": {}}
     encoder = recorded_encoder(record, pm, device, f"the model's {part} label embeddings")
     if not offers_label_embeddings(encoder):
-        raise ClassNamesError(f"encoder {part!r} computes no label embeddings (it has no label_embedding)")
+        raise ClassNamesError(f"encoder {record['encoder']!r} computes no label embeddings (it has no label_embedding)")
     encoder.check_weights()
     return encoder
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from clipclap_cli.errors import ClipclapError
-from clipclap_cli.runs.trained import TrainedModel, label_templates
+from clipclap_cli.runs.trained import TrainedModel, label_records, label_templates
 
 DEFAULT_TEMPLATES = {"clip": ["a photo of a {}."], "clap": ["This is a sound of {}."]}
 """The templates of the zeroshot head without a dataset: CLIP's ImageNet default prompt and
@@ -56,14 +56,16 @@ def _on_dataset(pm, store, dataset: str, split: str | None, head_cls, hp) -> Tra
         parts = tuple(name for name, _ in dims["text_parts"])
         class_text = torch.cat([torch.from_numpy(store.read_label_embeddings(dataset, p)) for p in parts], dim=1)
         info = store.info(dataset)
-        templates = label_templates(store, dataset, parts)
+        templates, made = label_templates(store, dataset, parts), label_records(store, dataset, parts)
         held = store.split_names(dataset)
     if split is None:
         split = held[0] if len(held) == 1 else ""
     classes = list(info["classes"])
-    return _model(pm, hp, dims, dataset, split, classes, list(info.get("prompt_names", classes)), class_text,
-                  dict((info.get("provenance") or {}).get("features") or {}), templates,
-                  f"the zeroshot head on {dataset!r}")
+    model = _model(pm, hp, dims, dataset, split, classes, list(info.get("prompt_names", classes)), class_text,
+                   dict((info.get("provenance") or {}).get("features") or {}), templates,
+                   f"the zeroshot head on {dataset!r}")
+    model.label_encoders = made  # the text encoders of its label parts, for --classes
+    return model
 
 
 def _on_encoders(pm, encoder_params: dict[str, list[str]], hp) -> TrainedModel:

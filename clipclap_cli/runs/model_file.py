@@ -6,8 +6,10 @@ which `evaluate` calibrates β* with) and the label embeddings of the classes (`
 The safetensors header's `__metadata__` holds one JSON text under `clipclap_model`: the format
 version, the head and its parameters and spec, β*, the classes with their prompt names and
 whether each was trained on, the prompt templates, the features' provenance (encoders, weights'
-hashes, frame recipe), the clipclap version and the run's test figures. Reading it unpickles
-nothing; a file of a newer format, or with a header that is not one, is refused in one line.
+hashes, frame recipe), what made each label part's embeddings (`label_encoders`, absent from
+files written before it was recorded), the clipclap version and the run's test figures. Reading
+it unpickles nothing; a file of a newer format, or with a header that is not one, is refused in
+one line.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def model_file_bytes(model, data_digest: str | None = None) -> bytes:
         "classes": [{"name": n, "prompt_name": p, "seen": n in seen}
                     for n, p in zip(model.class_names, model.prompt_names, strict=True)],
         "templates": model.templates, "features": model.features, "data_digest": data_digest,
+        "label_encoders": model.label_encoders,
         "results": {k: model.results[k] for k in RESULT_FIELDS if k in (model.results or {})},
         "source": Path(model.source).name,
     }
@@ -117,7 +120,8 @@ def read_model_file(path: Path, pm=None):
         head=heads[1], spec=spec, beta=float(header["beta"]), class_names=[c["name"] for c in classes],
         prompt_names=[c["prompt_name"] for c in classes], class_text=class_text.to(torch.float32),
         seen=[c["name"] for c in classes if c["seen"]], features=header["features"], templates=header["templates"],
-        results=results, source=str(path), stage1_head=heads[0])
+        results=results, source=str(path), stage1_head=heads[0],
+        label_encoders=header.get("label_encoders", {}))  # a file written before it was recorded has none
 
 
 def _spec(s: dict, path: Path) -> RunSpec:
@@ -147,6 +151,8 @@ def _header_problem(h: dict) -> str | None:
     for key in ("features", "templates"):
         if not isinstance(h.get(key), dict):
             return f"{key}: expected a table"
+    if not isinstance(h.get("label_encoders", {}), dict):
+        return "label_encoders: expected a table"
     return None
 
 

@@ -9,7 +9,7 @@ did; `load_run` hands that read on to a caller that predicts over the same data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ class TrainedModel:
     results: dict | None
     source: str
     stage1_head: FusionHead | None = None
+    label_encoders: dict = field(default_factory=dict)
+    "per label part: what made its label embeddings ({encoder, params, templates}), where recorded"
 
     @property
     def seen_mask(self) -> torch.Tensor:
@@ -89,18 +91,25 @@ def load_run(path: Path, pm=None, store: FeatureStore | None = None) -> tuple[Tr
         seen=[names[c] for c in data.sets.test.seen.tolist()],  # the classes evaluation adds β* to
         features=dict((info.get("provenance") or {}).get("features") or {}),
         templates=label_templates(store, spec.dataset, spec.label_parts),
-        results=results, source=str(run), stage1_head=stage1)
+        results=results, source=str(run), stage1_head=stage1,
+        label_encoders=label_records(store, spec.dataset, spec.label_parts))
     return model, data
 
 
+def label_records(store: FeatureStore, dataset: str, parts: tuple[str, ...]) -> dict[str, dict]:
+    """What made each label embedding of `parts` (`FeatureStore.label_embedding_record`: `clipclap
+    embed` records it, an imported dataset may); a part with no record is left out."""
+    held = store.label_embedding_names(dataset)
+    records = {part: store.label_embedding_record(dataset, part) for part in parts if part in held}
+    return {part: record for part, record in records.items() if record}
+
+
 def label_templates(store: FeatureStore, dataset: str, parts: tuple[str, ...]) -> dict[str, list[str]]:
-    """The prompt templates each label embedding of `parts` was computed with (`clipclap embed`
-    records them); a part imported without templates is left out."""
-    group = store._group(dataset)  # the store offers the arrays' shapes only; their attributes are here
-    held = store._label_embeddings(group)
+    """The prompt templates each label embedding of `parts` was computed with (its record); a
+    part imported without templates is left out."""
     out = {}
-    for part in parts:
-        templates = dict(held[part].attrs).get("templates") if part in held else None
+    for part, record in label_records(store, dataset, parts).items():
+        templates = record.get("templates")
         if isinstance(templates, list) and all(isinstance(t, str) for t in templates):
             out[part] = list(templates)
     return out
@@ -201,4 +210,5 @@ def load_checkpoints(store: FeatureStore, dataset: str, split: str, head: str, p
         seen=[names[c] for c in data.sets.test.seen.tolist()],
         features=dict((info.get("provenance") or {}).get("features") or {}),
         templates=label_templates(store, dataset, spec.label_parts), results=results,
-        source=f"{results['checkpoints']['stage1']} + {results['checkpoints']['stage2']}", stage1_head=heads[0])
+        source=f"{results['checkpoints']['stage1']} + {results['checkpoints']['stage2']}", stage1_head=heads[0],
+        label_encoders=label_records(store, dataset, spec.label_parts))

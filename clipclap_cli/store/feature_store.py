@@ -377,6 +377,17 @@ class FeatureStore:
     def label_embedding_names(self, dataset: str) -> dict[str, list[int]]:
         return {name: list(arr.shape) for name, arr in self._label_embeddings(self._group(dataset)).items()}
 
+    def label_embedding_record(self, dataset: str, name: str) -> dict[str, Any]:
+        """What made label embedding `name`: {"encoder", "params", "templates"} as `clipclap embed`
+        writes them, or as an imported dataset's bundle records them (its `provenance`); {} when
+        nothing says (imported without a record)."""
+        arr = self._label_embeddings(self._group(dataset)).get(name)
+        if arr is None:
+            raise StoreError(f"dataset {dataset!r} has no {name!r} label embeddings")
+        attrs = dict(arr.attrs)
+        made = attrs.get("provenance") if isinstance(attrs.get("provenance"), dict) else attrs
+        return {k: made[k] for k in ("encoder", "params", "templates") if k in made}
+
     def read_label_embeddings(self, dataset: str, name: str) -> np.ndarray:
         g = self._group(dataset)
         arr = self._label_embeddings(g).get(name)
@@ -523,8 +534,10 @@ class FeatureStore:
         e = g.require_group("label_embeddings")
         for name, (arr, arr_attrs) in carried["label_embeddings"].items():
             _array(e, name, arr, "label_embeddings", arr_attrs)
-        for name, arr in bundle.label_embeddings.items():
-            _array(e, name, np.ascontiguousarray(arr, dtype=np.float32), "label_embeddings")
+        for name, arr in bundle.label_embeddings.items():  # with what made them, where the bundle says
+            made = bundle.provenance.get("label_embeddings", {}).get(name)
+            _array(e, name, np.ascontiguousarray(arr, dtype=np.float32), "label_embeddings",
+                   {"provenance": made} if made else None)
         sg = g.require_group("splits")
         for name, kept in carried["splits"].items():
             _fill_split(sg.require_group(name), kept.indices, kept.classes, kept.attrs)
