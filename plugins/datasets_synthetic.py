@@ -135,6 +135,8 @@ class SyntheticBenchmark(DatasetAdapter):
             parts.extend(code[x] for x in cls_parts)
         labels = np.asarray(labels)
         latent, maps, emb = drawn.latent, drawn.maps, drawn.label_embeddings
+        # what made each label part: the demo's text model, filled with the prompt names
+        made = {part: text_model_record(seed, p, dims, part) for part in emb}
         features = {modality: self._feature(rng, latent[labels], maps[modality], maps.get(text), p)
                     for modality, text in (("video", "clip"), ("audio", "clap"))}
         names = [classes[c] for c in range(n_cls)]
@@ -156,9 +158,9 @@ class SyntheticBenchmark(DatasetAdapter):
             partition=np.asarray(parts, dtype=np.int8),
             class_splits={"cls_split": lists},
             provenance={"source": f"synthetic(seed={seed})", "format": self.kind,
-                        "fingerprint": hashlib.sha256(repr((seed, p, dims)).encode()).hexdigest(),
-                        # what made each label part: the demo's text model, filled with the prompt names
-                        "label_embeddings": {part: text_model_record(seed, p, dims, part) for part in emb}},
+                        # with the records: a store generated before they were is written again, once
+                        "fingerprint": hashlib.sha256(repr((seed, p, dims, made)).encode()).hexdigest(),
+                        "label_embeddings": made},
         )
 
     @staticmethod
