@@ -74,7 +74,9 @@ class SyntheticBenchmark(DatasetAdapter):
     image-text alignment gives) and one by a map of its own (what a head can learn from seen
     classes and carry to unseen ones); plus a constant offset (CLIP's modality gap). The CLAP-like
     audio feature is built the same way with CLAP's maps and other noise. The training-free
-    `zeroshot` head reads the aligned views only; a trained head can combine all four.
+    `zeroshot` head reads the aligned views only; a trained head can combine all four. The label
+    embeddings record their text model, `demo-text` (encoders_demo.py), which draws the same
+    classes (`draw_classes`) and embeds new names through the same maps.
     """
 
     kind = "synthetic"
