@@ -109,3 +109,20 @@ def test_other_files_are_not_model_files(cli, trained_run, tmp_path):
     r = cli("export", trained_run, "-o", tmp_path / "x.bin")
     assert "name the model file NAME.clipclap" in one_error_line(r)
     assert not (tmp_path / "x.bin").exists()
+
+
+@pytest.mark.parametrize("prefix", ["class_text", "stage2."])
+def test_a_model_file_with_non_finite_values_is_refused_naming_the_tensor(cli, model_file, demo_store, tmp_path,
+                                                                          prefix):
+    """A damaged copy (NaN in a label embedding or a stage-2 weight) never gives plausible rows."""
+    tensors = load_file(str(model_file))
+    name = next(k for k in sorted(tensors) if k.startswith(prefix))
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = float("nan")
+    with safe_open(str(model_file), framework="pt") as fh:
+        metadata = fh.metadata()
+    save_file(tensors, str(tmp_path / "model.clipclap"), metadata=metadata)
+    r = cli("predict", tmp_path / "model.clipclap", "--dataset", "demo", "--store", demo_store,
+            "-o", tmp_path / "p.json")
+    assert f"tensor {name} holds NaN or infinite values" in one_error_line(r)
+    assert not (tmp_path / "p.json").exists()

@@ -104,6 +104,10 @@ def read_model_file(path: Path, pm=None):
         tensors = load_file(str(path))
     except Exception as e:  # a truncated copy passes the header and fails here
         raise CheckpointError(f"{path} is damaged ({type(e).__name__}: {str(e)[:100]})") from None
+    for name, tensor in sorted(tensors.items()):  # a run exports finite weights only: anything else is damage
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: tensor {name} holds NaN or infinite values (the file is damaged; "
+                                  "export the run again)")
     heads = []
     for stage in ("stage1", "stage2"):
         head = build_head(spec, pm)
