@@ -270,7 +270,7 @@ def _no_temporary_files(folder: Path) -> bool:
 
 
 def test_report_output_says_what_it_replaced_and_lands_whole(cli, trained_run, tmp_path, monkeypatch):
-    out = tmp_path / "out" / "table.md"
+    out = tmp_path / "out" / "table.txt"  # an extension no format claims: every --format below writes it
     r = cli("report", trained_run, "-o", out)
     assert r.exit_code == 0 and r.stderr.strip() == f"table written to {out}", r
     table = out.read_text()

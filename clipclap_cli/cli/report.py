@@ -15,13 +15,13 @@ def install(app, pm) -> None:
     @app.command("report")
     def report(
         runs: Annotated[list[Path] | None, typer.Argument(metavar="RUN", help="Run folders, or folders to search (default: --runs-dir)")] = None,
-        fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="markdown, latex, html, csv or json")] = "markdown",
+        fmt: Annotated[str | None, typer.Option("--format", "-f", metavar="FORMAT", help="markdown, latex, html, csv or json (default: by the extension of --output: .md, .tex, .html, .csv, .json; else markdown)")] = None,
         su: Annotated[bool, typer.Option("--su/--no-su", help="S and U columns before HM and ZSL (--no-su: HM and ZSL only)")] = True,
         plots: Annotated[Path | None, typer.Option("--plots", metavar="DIR", help="Write the figures here as PNG (bias curves, per-class accuracy, training curves, a comparison); --format html embeds them")] = None,
-        output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the table to this file (whole or not at all; a file there is replaced, and the command says so)")] = None,
+        output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the table to this file, in the format its extension names (whole or not at all; a file there is replaced, and the command says so)")] = None,
         runs_dir: Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Searched when no RUN is given")] = Path("runs"),
         published: Annotated[bool, typer.Option("--published", help="Add the paper's results of the same datasets, as rows 'HEAD (paper)'")] = False,
-        against: Annotated[str, typer.Option("--against", metavar="METHOD", help="The row every other is compared with, by a paired t-test over the seeds both have")] = "clipclap",
+        against: Annotated[str | None, typer.Option("--against", metavar="METHOD", help="The row every other is compared with, by a paired t-test over the seeds both have: a row's name, or a head's where the table has one row of it (default: clipclap); a name that matches no row is refused")] = None,
         datasets_file: datasets_option("With --published: a datasets.toml whose published results add to or "
                                        "override the project's") = None,
     ):
@@ -40,22 +40,22 @@ def install(app, pm) -> None:
         print_report(runs or [runs_dir], fmt, su, plots, output, paper, against)
 
 
-def print_report(paths: list[Path], fmt: str = "markdown", su: bool = True, plots: Path | None = None,
+def print_report(paths: list[Path], fmt: str | None = None, su: bool = True, plots: Path | None = None,
                  output: Path | None = None, published: dict[str, dict] | None = None,
-                 against: str = "clipclap") -> str:
+                 against: str | None = None) -> str:
     """Print the report of `paths` (`report.assemble.make_report`) to stdout, or write it to
-    `output`; optionally write plots. With `published` ({dataset: {head: {metric: percent}}}),
+    `output`, in `fmt` (None: by `output`'s extension, else markdown); optionally write plots. With `published` ({dataset: {head: {metric: percent}}}),
     the paper's rows join the table. What the report has to say goes to stderr, one line each."""
     from rich.markup import escape
 
     from clipclap_cli.report.assemble import make_report
-    from clipclap_cli.report.tables import check_format
+    from clipclap_cli.report.tables import pick_format
     from clipclap_cli.runs.finding import check_output_place
 
     def say(text: str, label: str | None = None) -> None:
         err.print(f"[yellow]{label}:[/yellow] {escape(text)}" if label else escape(text))
 
-    check_format(fmt)  # before anything is read
+    fmt = pick_format(fmt, output)  # before anything is read
     for place in (output, plots):
         if place is not None:
             check_output_place(place)

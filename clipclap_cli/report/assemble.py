@@ -26,11 +26,12 @@ Say = Callable[..., None]
 
 
 def make_report(paths: list[Path], say: Say, fmt: str = "markdown", su: bool = True, plots: Path | None = None,
-                published: dict[str, dict] | None = None, against: str = "clipclap") -> str:
+                published: dict[str, dict] | None = None, against: str | None = None) -> str:
     """The report of the runs at `paths` in format `fmt` (checked by the caller), the S and U
     columns with `su`; figures into `plots`; with `published` ({dataset: {head: {metric:
-    percent}}}) the paper's rows join the table. A damaged run is left out of the table and the
-    figures alike, in one line naming it; a RunError where no run is left."""
+    percent}}}) the paper's rows join the table; each row is compared with the one `against`
+    names (`seed_statistics.reference_rows`; None: clipclap's, if the table has one). A damaged
+    run is left out of the table and the figures alike, in one line naming it; a RunError where no run is left."""
     found, pending = find_runs(paths)
     runs, skipped = load_runs(found)
     for line in skipped:
@@ -41,7 +42,7 @@ def make_report(paths: list[Path], say: Say, fmt: str = "markdown", su: bool = T
     if pending:
         listed = ", ".join(map(str, pending[:3])) + (f" and {len(pending) - 3} more" if len(pending) > 3 else "")
         say(f"not in the table: {len(pending)} run(s) without results yet ({listed})")
-    cells = compare(aggregate(runs), against)
+    cells = compare(aggregate(runs), against, say)
     for cell in cells:
         for path in cell.replaced:
             say(f"left out: {path} (its seed of {cell.method} on {cell.dataset} has a newer run: a repeat counts once)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from clipclap_cli.metric_table import METRICS
@@ -35,19 +36,65 @@ def paired_p_value(a: list[float], b: list[float]) -> float:
     return float(stats.ttest_rel(a, b).pvalue)
 
 
-def compare(cells: list[Cell], against: str) -> list[Cell]:
+DEFAULT_AGAINST = "clipclap"
+"The head every row is compared with when --against names none"
+
+
+def reference_rows(cells: list[Cell], against: str | None) -> tuple[dict[str, Cell], list[str]]:
+    """Per dataset, the row `against` names: the row of that exact name (`clipclap (epochs=3)`),
+    else the one row of the head of that name (`clipclap` matches 'clipclap (epochs=3,
+    batches-per-epoch=30)' where that is the only clipclap row of the dataset). `against` None is
+    the default, DEFAULT_AGAINST. A name that matches no row, or several rows of one dataset, is
+    a RunError listing the rows when it was given; for the default, one line each (no tests) in
+    the list returned, where the table has rows to compare."""
+    from clipclap_cli.errors import RunError
+
+    name = DEFAULT_AGAINST if against is None else against
+    rows = [c for c in cells if c.n]  # the paper's rows (n = 0) have no seeds to pair
+    reference, ambiguous = {}, {}
+    for dataset in dict.fromkeys(c.dataset for c in rows):
+        here = [c for c in rows if c.dataset == dataset]
+        exact = [c for c in here if c.method == name]
+        of_head = [c for c in here if c.head == name]
+        picked = exact or of_head
+        if len(picked) == 1:
+            reference[dataset] = picked[0]
+        elif picked:
+            ambiguous[dataset] = picked
+    methods = list(dict.fromkeys(c.method for c in rows))
+    listed = "; ".join(methods)
+    lines = []
+    if ambiguous:
+        dataset, picked = next(iter(ambiguous.items()))
+        problem = (f"--against {name} matches {len(picked)} rows of {dataset} "
+                   f"({'; '.join(c.method for c in picked)}): name one of them")
+        if against is not None:
+            raise RunError(problem)
+        lines.append(f"no paired tests on {', '.join(ambiguous)}: {problem}")
+    if not reference and not ambiguous:
+        if against is not None:
+            raise RunError(f"--against {name} matches no row of the table; the rows: {listed}")
+        if len(methods) > 1:
+            lines.append(f"no paired tests: no {name} row to compare with (--against names one of: {listed})")
+    return reference, lines
+
+
+def compare(cells: list[Cell], against: str | None = None, say: Callable[[str], None] | None = None) -> list[Cell]:
     """Fill each cell's `against`: the paired t-test, per metric both rows have, of its seeds
-    against the same seeds of the dataset's row `against` (a method name, e.g. `clipclap`),
-    where they share at least two seeds. The reference row itself and the paper's rows are left
-    alone."""
-    reference = {c.dataset: c for c in cells if c.method == against and c.n}
+    against the same seeds of the dataset's reference row (`reference_rows`: a method or head
+    name, e.g. `clipclap`), where they share at least two seeds. The reference row itself and the
+    paper's rows are left alone. Why a table that could have tests has none goes to `say`, one
+    line each."""
+    reference, lines = reference_rows(cells, against)
+    untested = []
     for cell in cells:
         ref = reference.get(cell.dataset)
         if ref is None or cell is ref or not cell.n:
             continue
         shared = sorted(set(cell.seeds) & set(ref.seeds))
-        cell.against = {"method": against, "shared_seeds": shared, "p": {}, "differs": {}}
+        cell.against = {"method": ref.method, "shared_seeds": shared, "p": {}, "differs": {}}
         if len(shared) < 2:
+            untested.append(f"{cell.method} on {cell.dataset}")
             continue
         for m in METRICS:
             if m not in cell.values or m not in ref.values:
@@ -55,4 +102,9 @@ def compare(cells: list[Cell], against: str) -> list[Cell]:
             p = paired_p_value([cell.values[m][str(s)] for s in shared], [ref.values[m][str(s)] for s in shared])
             if math.isfinite(p):  # a test scipy cannot decide is left out, not printed as nan
                 cell.against["p"][m], cell.against["differs"][m] = p, p < SIGNIFICANCE
+    if untested:
+        lines.append(f"no paired test of {', '.join(untested)}: it shares fewer than 2 seeds with its reference row "
+                     "(a paired t-test needs two; train more seeds, e.g. --seeds 3)")
+    for line in lines if say is not None else ():
+        say(line)
     return cells

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 from clipclap_cli.errors import RunError
 from clipclap_cli.files import json_text
@@ -19,6 +20,10 @@ from clipclap_cli.report.grouping import PAPER, Cell, layout
 from clipclap_cli.report.seed_statistics import SIGNIFICANCE
 
 FORMATS = ("markdown", "latex", "html", "csv", "json")
+
+EXTENSIONS = {".md": "markdown", ".markdown": "markdown", ".tex": "latex", ".latex": "latex", ".html": "html",
+              ".htm": "html", ".csv": "csv", ".json": "json"}
+"The format `report -o FILE` writes, by FILE's extension (any other extension: --format, else markdown)"
 
 MISSING = "–"
 "A wide table's mark for a cell, or a metric of it, that is not there"
@@ -29,6 +34,20 @@ SAME = "†"
 def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise RunError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def pick_format(fmt: str | None, output: Path | None) -> str:
+    """The format of a report: `fmt` (--format) where given, else the one `output`'s extension
+    names (EXTENSIONS), else markdown. A --format that contradicts the extension is refused:
+    'report.html' holding Markdown is never written."""
+    if fmt is not None:
+        check_format(fmt)
+    by_name = EXTENSIONS.get(output.suffix.lower()) if output is not None else None
+    if fmt is not None and by_name is not None and fmt != by_name:
+        names = ", ".join(k for k, v in EXTENSIONS.items() if v == fmt)
+        raise RunError(f"--format {fmt} contradicts the output's extension ({output.name} is {by_name}); "
+                       f"drop --format, or name the file for {fmt} ({names}); nothing was written")
+    return fmt or by_name or "markdown"
 
 
 def format_cell(cell: Cell | None, metric: str, pm: str = " ± ", mark: str = SAME) -> str:

@@ -1,0 +1,160 @@
+"""`clipclap report` as a reviewer pastes it into a paper (issue 43 items 1-3): `-o FILE` writes
+the format its extension names; `--against` never drops the paired tests silently; every format
+gives n, intervals that stay inside 0-100 and marks what rests on too few seeds or no spread.
+
+The runs are copies of the session's one trained run with their results edited by hand (no new
+training): each seed's value is known, so every statistic is computed here independently
+(scipy.stats.t.interval, scipy.stats.ttest_rel, clipping by hand)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+# ---------------------------------------------------------------- 1. -o FILE by its extension
+
+
+@pytest.mark.parametrize(("name", "starts"), [
+    ("report.html", "<!DOCTYPE html>"),
+    ("report.tex", "% needs \\usepackage{booktabs}"),
+    ("report.csv", "method,dataset,n,"),
+    ("report.json", "["),
+    ("report.md", "| Method |"),
+    ("report.txt", "| Method |"),  # an extension no format claims: markdown, as without -o
+])
+def test_output_is_written_in_the_format_its_extension_names(cli, trained_run, tmp_path, name, starts):
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / "a" / "seed42")
+    target = tmp_path / name
+    r = cli("report", runs, "-o", target)
+    assert r.exit_code == 0, r
+    text = target.read_text()
+    assert text.startswith(starts), text[:200]
+    if name.endswith(".tex"):
+        assert r"\begin{tabular}" in text and "| Method |" not in text
+    if name.endswith(".html"):
+        assert text.rstrip().endswith("</html>") and "| Method |" not in text
+    if name.endswith(".json"):
+        [cell] = json.loads(text)
+        assert cell["n"] == 1
+
+
+def test_an_explicit_format_that_agrees_with_the_extension_or_names_none_is_kept(cli, trained_run, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / "a" / "seed42")
+    assert cli("report", runs, "--format", "csv", "-o", tmp_path / "t.csv").exit_code == 0
+    assert (tmp_path / "t.csv").read_text().startswith("method,dataset,n,")
+    assert cli("report", runs, "--format", "latex", "-o", tmp_path / "table.txt").exit_code == 0
+    assert (tmp_path / "table.txt").read_text().startswith("% needs")
+
+
+def test_a_format_that_contradicts_the_extension_is_refused_in_one_line_and_nothing_written(
+        cli, trained_run, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / "a" / "seed42")
+    target = tmp_path / "report.html"
+    r = cli("report", runs, "--format", "markdown", "-o", target)
+    assert r.exit_code == 1 and not target.exists()
+    [line] = r.stderr.strip().splitlines()
+    assert "--format markdown contradicts" in line and "report.html is html" in line, line
+    kept = tmp_path / "kept.tex"
+    kept.write_text("mine")
+    assert cli("report", runs, "-f", "json", "-o", kept).exit_code == 1 and kept.read_text() == "mine"
+
+
+# ---------------------------------------------------------------- runs whose every value is known
+
+
+def _run(trained_run, to, seed: int, s: float, u: float, zsl: float, head: str | None = None, lr: float | None = None):
+    """A copy of the trained run as seed `seed` with test S, U, ZSL (percent) set by hand, HM
+    following from S and U; `head` renames its head (another row), `lr` changes a setting (another
+    row of the same head)."""
+    shutil.copytree(trained_run, to)
+    results = json.loads((to / "results.json").read_text())
+    results["seed"] = seed
+    results["test"].update(seen=s / 100, unseen=u / 100, hm=2 * s * u / (s + u) / 100, zsl=zsl / 100)
+    (to / "results.json").write_text(json.dumps(results))
+    config = json.loads((to / "config.json").read_text())
+    config["spec"]["train"]["seed"] = seed
+    if head is not None:
+        config["spec"]["head"] = head
+    if lr is not None:
+        config["spec"]["train"]["lr"] = lr
+    (to / "config.json").write_text(json.dumps(config))
+    return to
+
+
+def _hm(s: float, u: float) -> float:
+    return 2 * s * u / (s + u)
+
+
+CLIPCLAP = {1: (90.0, 1.0, 80.0), 2: (99.5, 9.0, 86.0), 3: (95.0, 4.0, 83.0)}
+"seed: S, U, ZSL (percent) of the clipclap row"
+ZEROSHOT = (20.0, 30.0, 60.0)
+"The training-free row: the same S, U, ZSL on every seed (no spread)"
+
+
+@pytest.fixture
+def rows(trained_run, tmp_path):
+    """clipclap (its settings in its name) seeds 1, 2 and 3; zeroshot seeds 1, 2, 3 without spread."""
+    runs = tmp_path / "runs"
+    for seed, (s, u, z) in CLIPCLAP.items():
+        _run(trained_run, runs / "clipclap" / f"seed{seed}", seed, s, u, z)
+        _run(trained_run, runs / "zeroshot" / f"seed{seed}", seed, *ZEROSHOT, head="zeroshot")
+    return runs
+
+
+def _cells(r) -> dict[str, dict]:
+    assert r.exit_code == 0 and "Traceback" not in r.stderr, r
+    return {c["method"].split()[0]: c for c in json.loads(r.stdout)}
+
+
+# ---------------------------------------------------------------- 2. --against
+
+
+def test_a_typo_in_against_is_an_error_listing_the_rows(cli, rows):
+    r = cli("report", rows, "--against", "clipclapp")
+    assert r.exit_code == 1 and r.stdout == ""
+    [line] = r.stderr.strip().splitlines()
+    assert "--against clipclapp matches no row" in line, line
+    assert "clipclap (epochs=1, batches-per-epoch=2)" in line and "zeroshot (epochs=1, batches-per-epoch=2)" in line
+
+
+def test_the_default_against_matches_the_clipclap_row_whatever_its_settings(cli, rows):
+    """The clipclap row is named with its settings; `--against` left out still compares zeroshot
+    with it, and JSON holds scipy's p-value for every metric."""
+    from scipy import stats
+
+    cells = _cells(cli("report", rows, "--format", "json"))
+    against = cells["zeroshot"]["against"]
+    assert against["method"] == cells["clipclap"]["method"] == "clipclap (epochs=1, batches-per-epoch=2)"
+    assert against["shared_seeds"] == [1, 2, 3] and cells["clipclap"]["against"] == {}
+    ref = {"seen": [v[0] for v in CLIPCLAP.values()], "unseen": [v[1] for v in CLIPCLAP.values()],
+           "zsl": [v[2] for v in CLIPCLAP.values()]}
+    ref["hm"] = [_hm(s, u) for s, u in zip(ref["seen"], ref["unseen"], strict=True)]
+    flat = dict(zip(("seen", "unseen", "zsl"), ZEROSHOT, strict=True)) | {"hm": _hm(*ZEROSHOT[:2])}
+    for m, values in ref.items():
+        expected = stats.ttest_rel([flat[m]] * 3, values).pvalue
+        assert against["p"][m] == pytest.approx(expected, rel=1e-6), m
+    md = cli("report", rows).stdout
+    assert "Paired t-tests against clipclap (epochs=1, batches-per-epoch=2)" in md
+
+
+def test_against_names_a_head_or_a_row_and_the_reference_is_never_tested(cli, rows):
+    by_head = _cells(cli("report", rows, "--format", "json", "--against", "zeroshot"))
+    by_row = _cells(cli("report", rows, "--format", "json", "--against", "zeroshot (epochs=1, batches-per-epoch=2)"))
+    assert by_head == by_row
+    assert by_head["zeroshot"]["against"] == {} and by_head["clipclap"]["against"]["shared_seeds"] == [1, 2, 3]
+
+
+def test_two_rows_of_the_default_head_make_no_tests_and_say_so_and_naming_the_head_is_refused(
+        cli, rows, trained_run):
+    _run(trained_run, rows / "clipclap-lr" / "seed1", 1, 50.0, 50.0, 50.0, lr=1e-3)
+    _run(trained_run, rows / "clipclap-lr" / "seed2", 2, 51.0, 50.0, 50.0, lr=1e-3)
+    r = cli("report", rows, "--format", "json")
+    assert all(not c["against"] for c in json.loads(r.stdout))
+    assert "no paired tests on demo: --against clipclap matches 2 rows of demo" in r.stderr, r.stderr
+    refused = cli("report", rows, "--against", "clipclap")
+    assert refused.exit_code == 1 and "matches 2 rows of demo" in refused.stderr and refused.stdout == ""
