@@ -48,7 +48,7 @@ def test_one_run_reports_started_steps_epochs_and_finished_in_order(pm, demo_sto
     kinds = [type(e).__name__ for e in events]
     assert kinds == ["Launched", "Started", "Step", "Step", "Epoch", "Started", "Step", "Step", "Epoch", "Finished"]
     assert events[0] == Launched((0,))
-    assert events[1] == Started(0, 1, 0, 1) and events[5] == Started(0, 2, 0, 1)
+    assert events[1] == Started(0, 1, 0, 1, 2) and events[5] == Started(0, 2, 0, 1, 2)
     assert [e.batches for e in events if isinstance(e, Step)] == [1, 2, 1, 2]
     assert [(e.stage, e.record["epoch"]) for e in events if isinstance(e, Epoch)] == [(1, 1), (2, 1)]
     path = plan[0][0]

@@ -28,7 +28,8 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 class LoggedProgress(Progress):
     """Progress without a terminal (a log file, a batch job): no bar, but one line per task on
     stderr every CLIPCLAP_PROGRESS_SECONDS (default 30) and when the work ends: done / total,
-    the rate and the time left, and the task's text fields."""
+    the rate and the time left, and the task's text fields. A hidden task (`visible=False`),
+    which a terminal does not show, has no lines either."""
 
     def __init__(self, *columns, **options):
         super().__init__(*columns, **options | {"disable": True})
@@ -51,6 +52,8 @@ class LoggedProgress(Progress):
 
     def _log(self, task_id, force: bool = False) -> None:
         now, task = time.monotonic(), self._tasks[task_id]
+        if not task.visible:
+            return
         last_time, last_done = self._last.get(task_id, (now - self._every - 1, None))
         if (not force and now - last_time < self._every) or (force and last_done == task.completed):
             return

@@ -142,8 +142,14 @@ def install(app, pm) -> None:
                                 total=None, rate="")
 
             def on_progress(done: int, total: int) -> None:
+                if not done:  # before the first chunk, whose first batch loads the encoders' models
+                    bar.update(task, completed=0, total=total, rate=loading)
+                    return
                 elapsed = bar.tasks[0].elapsed or 1e-9
                 bar.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f} videos/s")
+
+            loading = (f"loading models ({encoders['video'].encoder_id} for video, "
+                       f"{encoders['audio'].encoder_id} for audio, on {device}) with the first videos")
 
             counts = job.run(part, workers, batch_size, on_progress)
         err.print(f"{counts['videos']} videos processed, {counts['failed']} failed")

@@ -3,7 +3,9 @@ per-epoch lines on stderr, whichever launcher trains the runs (`train`, `demo`).
 
 A run's lines carry its label: none for a run trained alone, `seed N` in a stack, `HEAD seed N`
 side by side. A run alone or a stack has one bar counting the epoch's batches; runs side by side
-have a bar each, counting epochs.
+have a bar each, counting epochs. A bar's text is about the epoch it counts (never the loss and HM
+of the one before: those have their line); a training-free head, which has no batches to count,
+has no bar but one line a stage that says so.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class TrainingProgress:
         self.labels: dict[int, str] = {}
         self.tasks: dict[int, object] = {}  # a run's bar
         self.epochs: dict[int, int] = {}  # the epochs of a run's current stage
+        self.free: set[int] = set()  # the runs of a training-free head (no batches to train)
         self.open: set[int] = set()  # the runs of the bar that have not ended
         self.lines: list[str] = []  # the lines of the runs that ended, printed when the bar closes
         self.side_by_side = self.stacked = False
@@ -89,7 +92,8 @@ class TrainingProgress:
                 self.tasks[i] = self.bar.add_task(self.labels[i], total=None, info="waiting")
             return
         spec = specs[e.runs[0]]
-        task = self.bar.add_task("", total=spec.train.batches_per_epoch, info="")
+        # shown once its stage starts: a training-free head's stays hidden (nothing to count)
+        task = self.bar.add_task("", total=spec.train.batches_per_epoch, info="", visible=False)
         if e.stacked:
             seeds = ", ".join(str(s.train.seed) for s in specs.values())
             err.print(f"[bold]{spec.head}[/bold] on {spec.dataset}: {len(e.runs)} runs (seeds {seeds}) "
@@ -110,13 +114,17 @@ class TrainingProgress:
         if e.stage == self.stages[0]:
             self._header(e.run)
         self.epochs[e.run] = e.epochs
+        if e.batches == 0:
+            self.free.add(e.run)
         if e.epochs_done:
             err.print(f"{self._prefix(e.run)}stage {e.stage}: resuming at epoch {e.epochs_done + 1}/{e.epochs}")
         task = self.tasks[e.run]
         if self.side_by_side:
-            self.bar.update(task, total=e.epochs, completed=e.epochs_done, info=f"stage {e.stage}")
-        else:
-            self.bar.reset(task, description=self._epoch_text(e.run, e.stage, e.epochs_done + 1))
+            info = f"stage {e.stage}" + (": nothing to train" if e.run in self.free else "")
+            self.bar.update(task, total=e.epochs, completed=e.epochs_done, info=info)
+        elif e.run not in self.free:
+            self.bar.reset(task, description=self._epoch_text(e.run, e.stage, e.epochs_done + 1), info="",
+                           visible=True, **({} if e.batches is None else {"total": e.batches}))
 
     def _epoch_text(self, run: int, stage: int, epoch: int) -> str:
         """A bar's text: a stack's runs may train different epochs in stage 2, so it has no total."""
@@ -126,16 +134,22 @@ class TrainingProgress:
         self.bar.update(self.tasks[e.run], completed=e.batches)
 
     def _epoch(self, e: Epoch) -> None:
-        r = e.record
-        loss = f"loss {r['losses']['total']:.4f}  " if "total" in r["losses"] else "training-free  "
-        info = f"{loss}val HM {100 * r['val']['hm']:.2f}  best epoch {r['best_epoch']}"
-        self.bar.console.print(f"{self._prefix(e.run)}stage {e.stage} epoch {r['epoch']}/{self.epochs[e.run]}: {info}")
-        task = self.tasks[e.run]
-        if self.side_by_side:
-            self.bar.update(task, completed=r["epoch"], info=f"stage {e.stage}  {info[len(loss):]}")
-        else:
-            self.bar.reset(task, description=self._epoch_text(e.run, e.stage, r["epoch"] + 1),
-                           info="" if self.stacked else info)
+        r, task = e.record, self.tasks[e.run]
+        hm = f"val HM {100 * r['val']['hm']:.2f}"
+        if e.run in self.free:  # its one epoch is a validation pass
+            self.bar.console.print(f"{self._prefix(e.run)}stage {e.stage}: nothing to train (training-free head), {hm}")
+            if self.side_by_side:
+                self.bar.update(task, completed=r["epoch"], info=f"stage {e.stage}  {hm}")
+            return
+        info = f"{hm}  best epoch {r['best_epoch']}"
+        loss = f"loss {r['losses']['total']:.4f}  " if "total" in r["losses"] else ""
+        self.bar.console.print(f"{self._prefix(e.run)}stage {e.stage} epoch {r['epoch']}/{self.epochs[e.run]}: "
+                               f"{loss}{info}")
+        if self.side_by_side:  # the bar counts epochs: its text is about the epochs done
+            self.bar.update(task, completed=r["epoch"], info=f"stage {e.stage}  {info}")
+        elif r["epoch"] < self.epochs[e.run]:  # the next epoch's batches, its text its own
+            self.bar.reset(task, description=self._epoch_text(e.run, e.stage, r["epoch"] + 1), info="")
+        # else the stage's last epoch: its bar stays as it ended, until the next stage (or the end)
 
     def _queued(self, e: Queued) -> None:
         """A cluster task's state (train/slurm.py): a line when it changes, and in the run's bar."""
@@ -152,7 +166,8 @@ class TrainingProgress:
                           f"(this is {__version__})[/yellow]")
             err.print(f"{prefix}finished stages are reused as they are; remove {path} to train them again")
         best = f", best epoch {e.result['best_epoch']}" if e.stage == 1 else ""
-        err.print(f"{prefix}stage {e.stage}: already trained ({e.result['epochs']} epochs{best})")
+        epochs = e.result["epochs"]
+        err.print(f"{prefix}stage {e.stage}: already trained ({epochs} epoch{'s' * (epochs != 1)}{best})")
         if self.side_by_side:
             self.bar.update(self.tasks[e.run], info=f"stage {e.stage} already trained")
 

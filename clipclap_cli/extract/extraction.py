@@ -307,7 +307,9 @@ class Extraction:
             on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
         """Extract this shard's pending videos (those not done or failed: a rerun, or
         `--retry-failed`, does only those), chunk by chunk. A decoding worker that dies (a
-        crash, an out-of-memory kill) fails the video it was decoding, and the run goes on."""
+        crash, an out-of-memory kill) fails the video it was decoding, and the run goes on.
+        `on_progress(done, total)` before the first chunk (0 done: the encoders load with it) and
+        after each chunk."""
         self.open()
         n = len(self.samples)
         chunks = shard.chunks((n + self.chunk - 1) // self.chunk)
@@ -315,6 +317,8 @@ class Extraction:
         todo = [c for c in chunks if pending[c * self.chunk:(c + 1) * self.chunk].any()]
         total = int(sum(pending[c * self.chunk:(c + 1) * self.chunk].sum() for c in todo))
         counts = {"videos": 0, "failed": 0}
+        if on_progress is not None and todo:
+            on_progress(0, total)
         decoder = Decoder(workers)
         try:
             for c in todo:

@@ -55,12 +55,14 @@ class Shared:
 
 @dataclass(frozen=True)
 class Started:
-    """A stage of run `run` starts, or resumes after `epochs_done` of its `epochs`."""
+    """A stage of run `run` starts, or resumes after `epochs_done` of its `epochs`, each of
+    `batches` batches (0: a training-free head, nothing to train; None: not known)."""
 
     run: int
     stage: int
     epochs_done: int
     epochs: int
+    batches: int | None = None
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ def callbacks(run: int, path: Path, emit: Emit, steps: bool = True):
     def reused(stage: int, result: dict) -> None:
         emit(Reused(run, stage, result, load_spec(path)[1].get("clipclap_version", "?")))
 
-    return Callbacks(stage_start=lambda stage, done, epochs: emit(Started(run, stage, done, epochs)),
+    return Callbacks(stage_start=lambda stage, done, epochs, batches: emit(Started(run, stage, done, epochs, batches)),
                      step=(lambda n: emit(Step(run, n))) if steps else (lambda n: None),
                      epoch_end=lambda stage, record: emit(Epoch(run, stage, record.as_dict())),
                      stage_reused=reused)

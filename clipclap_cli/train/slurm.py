@@ -230,9 +230,9 @@ def _epochs(work: Work, run: int, reported: dict[tuple, int], emit: Emit) -> Non
         lines = metrics.read_text().splitlines()
         if seen is None or (run, stage, "started") not in reported:
             first = stage_result(path, 1) if stage == 2 else None
-            total = 1 if get_head(spec.head, work.pm).training_free else (
-                first["best_epoch"] if first else spec.train.epochs)
-            emit(Started(run, stage, seen or 0, total))
+            free = get_head(spec.head, work.pm).training_free
+            total = 1 if free else (first["best_epoch"] if first else spec.train.epochs)
+            emit(Started(run, stage, seen or 0, total, 0 if free else spec.train.batches_per_epoch))
             reported[run, stage, "started"], seen = 1, seen or 0
         for line in lines[seen:]:
             emit(Epoch(run, stage, json.loads(line)))

@@ -30,8 +30,8 @@ from clipclap_cli.train.trainer import EpochRecord, Trainer
 class Callbacks:
     """Progress hooks for the CLI; core code never prints."""
 
-    stage_start: Callable[[int, int, int], None] = lambda stage, epochs_done, epochs: None
-    "A stage starts, or resumes after `epochs_done` epochs (0 for a fresh start), of `epochs`"
+    stage_start: Callable[[int, int, int, int], None] = lambda stage, epochs_done, epochs, batches: None
+    "A stage starts, or resumes after `epochs_done` epochs (0 for a fresh start), of `epochs` of `batches` batches each"
     step: Callable[[int], None] = lambda step: None
     epoch_end: Callable[[int, EpochRecord], None] = lambda stage, record: None
     stage_reused: Callable[[int, dict], None] = lambda stage, result: None
@@ -116,7 +116,7 @@ def start_stage(path: Path, spec: RunSpec, data: ProtocolData, stage: int, cb: C
     if run.checkpoint.exists():
         load_trainer(run.checkpoint, trainer)
     write_metrics(run.folder, trainer.state.history)
-    cb.stage_start(stage, trainer.state.epochs_done, cfg.epochs)
+    cb.stage_start(stage, trainer.state.epochs_done, cfg.epochs, 0 if head.training_free else cfg.batches_per_epoch)
     return run
 
 
