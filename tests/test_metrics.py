@@ -166,7 +166,7 @@ def test_identical_seeds_do_not_differ_and_latex_and_html_escape_names():
     compare([ref, twin], "clipclap")
     assert twin.against["p"]["hm"] == 1.0 and twin.against["differs"]["hm"] is False
     latex = render([ref, twin], "latex")
-    assert r"my\_head \& co (50\% \#1)" in latex and r"$^\dagger$" in latex
+    assert r"my\_head \& co (50\% \#1)" in latex and r"$^{\dagger" in latex  # then \ddagger: 2 seeds
     html_table = render([ref, twin], "html")
     assert "my_head &amp; co (50% #1)" in html_table and "<script" not in render(
         [_cell("<script>", [1], [1.0])], "html")

@@ -32,15 +32,15 @@ def test_every_format_has_the_same_columns_in_the_same_order():
 
     cells = _compared()
     md = render(cells, "markdown").splitlines()[0]
-    assert md == "| Method | demo S | demo U | demo HM | demo ZSL |"
+    assert md == "| Method | demo n | demo S | demo U | demo HM | demo ZSL |"
     latex = render(cells, "latex")
-    assert " & S & U & HM & ZSL \\\\" in latex
+    assert " & $n$ & S & U & HM & ZSL \\\\" in latex
     page = render(cells, "html")
     assert re.findall(r"<th>(S|U|HM|ZSL)</th>", page.split("<h2>Paired tests")[0]) == ["S", "U", "HM", "ZSL"]
     header = next(csv.reader(io.StringIO(render(cells, "csv"))))
     assert [h[:-5] for h in header if h.endswith("_mean")] == ["seen", "unseen", "hm", "zsl"]
     # asked for in another order, or fewer: still METRICS' order
-    assert render(cells, "markdown", ("zsl", "hm")).splitlines()[0] == "| Method | demo HM | demo ZSL |"
+    assert render(cells, "markdown", ("zsl", "hm")).splitlines()[0] == "| Method | demo n | demo HM | demo ZSL |"
 
 
 def test_markdown_prints_the_paired_tests_with_scipys_p_values():
@@ -51,7 +51,8 @@ def test_markdown_prints_the_paired_tests_with_scipys_p_values():
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
     p_zeroshot = stats.ttest_rel([30.0, 30.0, 30.0], [60.0, 61.0, 59.5]).pvalue
     p_twin = stats.ttest_rel([60.2, 60.0, 59.9], [60.0, 61.0, 59.5]).pvalue
-    assert rows["zeroshot"][2] == "1 2 3" and rows["zeroshot"][5] == f"{p_zeroshot:.1e}"  # HM column, differs
+    # HM column, differs; § zeroshot has the same value on every seed
+    assert rows["zeroshot"][2] == "1 2 3" and rows["zeroshot"][5] == f"{p_zeroshot:.1e}§"
     assert rows[NAME][5] == f"{p_twin:.3f}†"  # does not differ: marked
     assert "clipclap" not in rows  # the reference is not tested against itself
 
@@ -170,9 +171,9 @@ def test_a_results_json_without_a_metric_still_reports_with_that_cell_marked_mis
         assert lacking[key] == {m: v for m, v in full[key].items() if m != "zsl"}, key
 
     md_full, md = cli("report", complete).stdout.splitlines(), cli("report", older).stdout.splitlines()
-    assert md[0] == md_full[0] == "| Method | demo S | demo U | demo HM | demo ZSL |"
+    assert md[0] == md_full[0] == "| Method | demo n | demo S | demo U | demo HM | demo ZSL |"
     cells_full, cells = md_full[2].split(" | "), md[2].split(" | ")
-    assert cells[1:4] == cells_full[1:4] and cells[4] == "– |" and cells_full[4] != "– |"
+    assert cells[1:5] == cells_full[1:5] and cells[5] == "– |" and cells_full[5] != "– |"
     assert "–: ZSL not in the results.json of every run of the entry" in md[4]
     assert "not in the results.json" not in "\n".join(md_full)
 

@@ -8,7 +8,10 @@ training): each seed's value is known, so every statistic is computed here indep
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 import shutil
 
 import pytest
@@ -86,6 +89,11 @@ def _run(trained_run, to, seed: int, s: float, u: float, zsl: float, head: str |
     return to
 
 
+def _csv_rows(r) -> dict[str, dict]:
+    assert r.exit_code == 0, r
+    return {row["method"].split()[0]: row for row in csv.DictReader(io.StringIO(r.stdout))}
+
+
 def _hm(s: float, u: float) -> float:
     return 2 * s * u / (s + u)
 
@@ -158,3 +166,110 @@ def test_two_rows_of_the_default_head_make_no_tests_and_say_so_and_naming_the_he
     assert "no paired tests on demo: --against clipclap matches 2 rows of demo" in r.stderr, r.stderr
     refused = cli("report", rows, "--against", "clipclap")
     assert refused.exit_code == 1 and "matches 2 rows of demo" in refused.stderr and refused.stdout == ""
+
+
+# ---------------------------------------------------------------- 3. honest statistics
+
+
+def _interval(values: list[float]) -> list[float]:
+    """scipy's t interval of the mean, cut by hand to the metric's range 0-100."""
+    import statistics
+
+    from scipy import stats
+
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=statistics.fmean(values),
+                                 scale=statistics.stdev(values) / len(values) ** 0.5)
+    return [max(low, 0.0), min(high, 100.0)]
+
+
+def _by_metric(table: dict[int, tuple[float, float, float]]) -> dict[str, list[float]]:
+    s, u, z = ([v[i] for v in table.values()] for i in range(3))
+    return {"seen": s, "unseen": u, "hm": [_hm(a, b) for a, b in zip(s, u, strict=True)], "zsl": z}
+
+
+TWO = {1: (99.5, 1.0, 80.0), 2: (90.0, 9.0, 86.0)}
+"Two seeds of clipclap whose raw t intervals reach past 100 % (S) and below 0 % (U)"
+
+
+@pytest.fixture
+def two_seeds(trained_run, tmp_path):
+    runs = tmp_path / "two"
+    for seed, (s, u, z) in TWO.items():
+        _run(trained_run, runs / "clipclap" / f"seed{seed}", seed, s, u, z)
+        _run(trained_run, runs / "zeroshot" / f"seed{seed}", seed, *ZEROSHOT, head="zeroshot")
+    return runs
+
+
+def test_intervals_are_scipys_t_intervals_cut_to_0_100_and_n_is_on_every_row(cli, rows, two_seeds):
+    for runs, table in ((rows, CLIPCLAP), (two_seeds, TWO)):
+        cells = _cells(cli("report", runs, "--format", "json"))
+        clipclap = cells["clipclap"]
+        assert clipclap["n"] == len(table) and clipclap["ci95_few_seeds"] is (len(table) < 3)
+        for m, values in _by_metric(table).items():
+            assert clipclap["ci95"][m] == pytest.approx(_interval(values), abs=1e-9), m
+            assert 0 <= clipclap["ci95"][m][0] <= clipclap["ci95"][m][1] <= 100
+        # the raw intervals do leave the range: the cut is what keeps them possible
+        assert clipclap["ci95"]["seen"][1] == 100.0
+        zeroshot = cells["zeroshot"]
+        assert zeroshot["ci95"] == {m: [v, v] for m, v in zeroshot["mean"].items()}  # no spread: the mean itself
+    low, high = _interval(_by_metric(TWO)["unseen"])
+    assert low == 0.0 and high < 100
+
+    md = cli("report", two_seeds).stdout
+    table, rest = md.split("\n\n", 1)
+    lines = table.splitlines()
+    assert lines[0] == "| Method | demo n | demo S | demo U | demo HM | demo ZSL |"
+    assert all(line.split(" | ")[1] == "2" for line in lines[2:]), lines  # n on every row
+    assert f"| clipclap (epochs=1, batches-per-epoch=2) | demo | 2 | {_interval([99.5, 90.0])[0]:.2f}–100.00‡ |" in md
+    assert f"| 0.00–{high:.2f}‡ |" in md and not re.search(r"[ –]-\d", md)  # no negative bound anywhere
+    assert "‡ rests on fewer than 3 seeds" in rest
+
+    clipclap_csv = _csv_rows(cli("report", two_seeds, "-f", "csv"))["clipclap"]
+    assert clipclap_csv["n"] == "2" and clipclap_csv["ci95_few_seeds"] == "true"
+    assert float(clipclap_csv["seen_ci95_high"]) == 100.0 and float(clipclap_csv["unseen_ci95_low"]) == 0
+
+    page = cli("report", two_seeds, "-f", "html", "--no-su").stdout
+    assert "<th>n</th><th>HM</th><th>ZSL</th>" in page and '<td class="num">2</td>' in page
+    assert f"95 % CI {_interval(_by_metric(TWO)['hm'])[0]:.2f}–" in page and "‡</span>" in page
+    latex = cli("report", two_seeds, "-f", "latex").stdout
+    assert " & $n$ & S & U & HM & ZSL \\\\" in latex and "clipclap (epochs=1, batches-per-epoch=2) & 2 & " in latex
+
+
+def test_p_values_on_two_seeds_or_a_row_without_spread_are_marked_with_what_the_test_can_tell(
+        cli, rows, two_seeds):
+    """zeroshot has the same value on every seed: its tests are marked § in every format; on two
+    seeds they are marked ‡ as well; on three they are not. Each format says what the test can
+    and cannot tell."""
+    from scipy import stats
+
+    three = _cells(cli("report", rows, "--format", "json"))["zeroshot"]["against"]
+    two = _cells(cli("report", two_seeds, "--format", "json"))["zeroshot"]["against"]
+    for against, table in ((three, CLIPCLAP), (two, TWO)):
+        few = len(table) < 3
+        assert against["few_seeds"] is few
+        for m, values in _by_metric(table).items():
+            flat = {"seen": ZEROSHOT[0], "unseen": ZEROSHOT[1], "zsl": ZEROSHOT[2], "hm": _hm(*ZEROSHOT[:2])}[m]
+            assert against["p"][m] == pytest.approx(stats.ttest_rel([flat] * len(values), values).pvalue, rel=1e-6)
+            assert against["no_spread"][m] == ["zeroshot (epochs=1, batches-per-epoch=2)"]
+            assert "has the same value on every seed" in against["caveats"][m]
+            assert ("over 2 shared seeds only" in against["caveats"][m]) is few
+        assert "cannot tell whether the difference holds on other data" in against["note"]
+
+    md3, md2 = cli("report", rows).stdout, cli("report", two_seeds).stdout
+    tests3 = md3.split("Paired t-tests against")[1]
+    tests2 = md2.split("Paired t-tests against")[1]
+    zs3 = next(line for line in tests3.splitlines() if line.startswith("| zeroshot"))
+    zs2 = next(line for line in tests2.splitlines() if line.startswith("| zeroshot"))
+    assert all(v.endswith("§") and "‡" not in v for v in zs3.strip("| ").split(" | ")[3:]), zs3
+    assert all(v.endswith("‡§") for v in zs2.strip("| ").split(" | ")[3:]), zs2
+    for md in (md3, md2):
+        assert "cannot tell whether the difference holds on other data" in md
+        assert "§ a row has the same value on every seed" in md
+    assert "‡" not in md3  # three seeds everywhere: nothing rests on fewer
+    rows_csv = _csv_rows(cli("report", rows, "-f", "csv"))
+    assert "has the same value on every seed" in rows_csv["zeroshot"]["hm_p_caveat"]
+    assert rows_csv["clipclap"]["hm_p_caveat"] == ""
+    latex = cli("report", two_seeds, "-f", "latex").stdout
+    assert r"$^{\ddagger\S}$" in latex and "cannot tell whether the difference holds" in latex
+    page = cli("report", two_seeds, "-f", "html").stdout
+    assert "cannot tell whether the difference holds on other data" in page and "‡§</td>" in page

@@ -16,7 +16,7 @@ from typing import Any
 from clipclap_cli.metric_table import METRICS
 from clipclap_cli.protocol import completed_train_settings
 from clipclap_cli.report.loading import RunResult
-from clipclap_cli.report.seed_statistics import confidence_interval
+from clipclap_cli.report.seed_statistics import FEW_SEEDS, confidence_interval
 from clipclap_cli.runs.files import RESULTS
 
 PAPER = " (paper)"
@@ -48,11 +48,21 @@ class Cell:
     values: dict[str, dict[str, float]] = field(default_factory=dict)
     "Per metric, each seed's value (percent), keyed by the seed as text (JSON's keys)"
     ci95: dict[str, list[float]] = field(default_factory=dict)
-    "Per metric, the 95 % confidence interval of the mean over seeds (Student's t), when n >= 2"
+    """Per metric, the 95 % confidence interval of the mean over seeds (Student's t), when n >= 2,
+    cut to the metric's range (0-100 %)"""
     against: dict[str, Any] = field(default_factory=dict)
     """The paired comparison with the reference row of the same dataset (`compare`): its method,
     the seeds both have, and per metric the two-sided p-value of a paired t-test over them and
     whether the two differ at the 5 % level"""
+
+    @property
+    def ci95_few_seeds(self) -> bool:
+        "Its intervals rest on fewer than `seed_statistics.FEW_SEEDS` seeds (marked in every format)"
+        return 1 < self.n < FEW_SEEDS
+
+    def as_json(self) -> dict[str, Any]:
+        """The cell as `report --format json` gives it: every field, and `ci95_few_seeds`."""
+        return self.__dict__ | {"ci95_few_seeds": self.ci95_few_seeds}
 
 
 def tag_data(runs: list[RunResult]) -> None:

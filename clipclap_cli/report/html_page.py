@@ -17,7 +17,17 @@ from pathlib import Path
 from clipclap_cli.metric_table import LABELS, METRIC_TABLE
 from clipclap_cli.report.grouping import Cell, layout
 from clipclap_cli.report.loading import RunResult
-from clipclap_cli.report.tables import MISSING, format_cell, significance_rows, significance_title, table_note
+from clipclap_cli.report.tables import (
+    INTERVAL_TITLE,
+    MISSING,
+    format_cell,
+    format_interval,
+    format_n,
+    significance_note,
+    significance_rows,
+    significance_title,
+    table_note,
+)
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 72rem;
@@ -60,7 +70,7 @@ def page(cells: list[Cell], metrics: tuple[str, ...], runs: list[RunResult] | No
                        + "".join(f'<td class="num">{e(v)}</td>' for v in row[3:]) + "</tr>\n" for row in tests)
         parts += ["<h2>Paired tests</h2>", f"<p>{e(significance_title(cells))}.</p>",
                   f"<table>\n<thead><tr><th>Method</th><th>Dataset</th><th>Seeds</th>{head}</tr></thead>\n"
-                  f"<tbody>\n{body}</tbody>\n</table>"]
+                  f"<tbody>\n{body}</tbody>\n</table>", f"<p>{e(significance_note(cells))}</p>"]
     if figures:
         parts += ["<h2>Figures</h2>", *([f"<p>{e(figures_note)}</p>"] if figures_note else []),
                   *(_figure(path) for path in figures)]
@@ -75,23 +85,27 @@ def page(cells: list[Cell], metrics: tuple[str, ...], runs: list[RunResult] | No
 
 
 def results_table(cells: list[Cell], metrics: tuple[str, ...]) -> str:
-    """Methods x datasets, the `metrics` columns; the 95 % interval under each mean of n >= 2."""
+    """Methods x datasets, the number of seeds n and the `metrics` columns; the 95 % interval
+    (cut to 0-100, marked over 2 seeds) under each mean of n >= 2."""
     methods, datasets, by = layout(cells)
-    k = len(metrics)
+    k = len(metrics) + 1
     top = "".join(f'<th colspan="{k}">{e(d)}</th>' for d in datasets)
-    sub = "".join(f"<th>{LABELS[m]}</th>" for _ in datasets for m in metrics)
+    sub = "".join(f"<th>{label}</th>" for _ in datasets for label in ("n", *map(LABELS.get, metrics)))
     rows = []
     for method in methods:
         tds = []
         for d in datasets:
             cell = by.get((method, d))
+            tds.append(f'<td class="num">{e(format_n(cell))}</td>')
             for m in metrics:
                 ci = cell.ci95.get(m) if cell else None
-                extra = f'<span class="ci">95 % CI {ci[0]:.2f}–{ci[1]:.2f}</span>' if ci else ""
+                extra = f'<span class="ci">95 % CI {e(format_interval(cell, m))}</span>' if ci else ""
                 tds.append(f'<td class="num">{e(format_cell(cell, m))}{extra}</td>')
         rows.append(f"<tr><td>{e(method)}</td>{''.join(tds)}</tr>\n")
     return (f'<table>\n<thead><tr><th rowspan="2">Method</th>{top}</tr><tr>{sub}</tr></thead>\n'
-            f"<tbody>\n{''.join(rows)}</tbody>\n<caption>Percent; {e(table_note(cells))}.</caption>\n</table>")
+            f"<tbody>\n{''.join(rows)}</tbody>\n<caption>Percent; {e(table_note(cells))}"
+            + (f"; under each mean: {e(INTERVAL_TITLE[0].lower() + INTERVAL_TITLE[1:])}" if any(c.ci95 for c in cells)
+               else "") + ".</caption>\n</table>")
 
 
 def _figure(path: Path) -> str:

@@ -1,5 +1,7 @@
 """Statistics over seeds: the 95 % confidence interval of a row's mean, and the paired t-test of
-each row against the reference row of its column (scipy, imported when first needed)."""
+each row against the reference row of its column (scipy, imported when first needed), with what
+each rests on: an interval over fewer than FEW_SEEDS seeds, a test over fewer than FEW_SEEDS
+shared seeds or against a row without spread is marked in every format (`report/tables.py`)."""
 
 from __future__ import annotations
 
@@ -15,15 +17,35 @@ if TYPE_CHECKING:
 
 SIGNIFICANCE = 0.05
 "The level at which a row is marked as not differing from the reference row"
+FEW_SEEDS = 3
+"An interval or a paired test over fewer seeds than this is marked: one degree of freedom, little power"
+RANGE = (0.0, 100.0)
+"Where every metric lies (percent): an interval is cut to it"
+
+TEST_NOTE = ("a paired t-test over seeds tells whether two rows differ by more than their results vary from "
+             "seed to seed, on this one dataset, split and set of classes; it cannot tell whether the "
+             "difference holds on other data, splits or class draws, and p >= 0.05 is no evidence that "
+             "the rows are equal")
+"What the paired tests can and cannot tell: every format that prints them says it"
 
 
-def confidence_interval(values: list[float], level: float = 0.95) -> list[float]:
-    """The `level` confidence interval of the mean of `values` (n >= 2): mean ± t(n-1) s / sqrt(n)."""
+def confidence_interval(values: list[float], level: float = 0.95, bounds: tuple[float, float] = RANGE) -> list[float]:
+    """The `level` confidence interval of the mean of `values` (n >= 2), Student's t
+    (scipy.stats.t.interval: mean ± t(n-1) s / sqrt(n)), cut to `bounds`, the metric's range:
+    with two seeds the t quantile is 12.7 and the raw interval can reach below 0 % or above 100 %."""
     from scipy import stats
 
     n, mean = len(values), statistics.fmean(values)
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
-    return [mean - half, mean + half]
+    sem = statistics.stdev(values) / math.sqrt(n)
+    if sem == 0:  # no spread: the interval is the mean itself (scipy would answer nan)
+        return [min(max(mean, bounds[0]), bounds[1])] * 2
+    low, high = stats.t.interval(level, n - 1, loc=mean, scale=sem)
+    return [max(float(low), bounds[0]), min(float(high), bounds[1])]
+
+
+def no_spread(values: list[float]) -> bool:
+    """The same value on every seed (a training-free head, or seeds that do not change a run)."""
+    return len(set(values)) == 1
 
 
 def paired_p_value(a: list[float], b: list[float]) -> float:
@@ -96,15 +118,38 @@ def compare(cells: list[Cell], against: str | None = None, say: Callable[[str], 
         if len(shared) < 2:
             untested.append(f"{cell.method} on {cell.dataset}")
             continue
+        cell.against |= {"few_seeds": len(shared) < FEW_SEEDS, "no_spread": {}, "caveats": {}, "note": TEST_NOTE}
         for m in METRICS:
             if m not in cell.values or m not in ref.values:
                 continue  # a metric one of the rows lacks (runs from before it was computed)
-            p = paired_p_value([cell.values[m][str(s)] for s in shared], [ref.values[m][str(s)] for s in shared])
-            if math.isfinite(p):  # a test scipy cannot decide is left out, not printed as nan
-                cell.against["p"][m], cell.against["differs"][m] = p, p < SIGNIFICANCE
+            a, b = [cell.values[m][str(s)] for s in shared], [ref.values[m][str(s)] for s in shared]
+            p = paired_p_value(a, b)
+            if not math.isfinite(p):  # a test scipy cannot decide is left out, not printed as nan
+                continue
+            cell.against["p"][m], cell.against["differs"][m] = p, p < SIGNIFICANCE
+            flat = [row.method for row, values in ((cell, a), (ref, b)) if no_spread(values)]
+            if flat:
+                cell.against["no_spread"][m] = flat
+            if caveat := test_caveat(len(shared), flat):
+                cell.against["caveats"][m] = caveat
     if untested:
         lines.append(f"no paired test of {', '.join(untested)}: it shares fewer than 2 seeds with its reference row "
                      "(a paired t-test needs two; train more seeds, e.g. --seeds 3)")
     for line in lines if say is not None else ():
         say(line)
     return cells
+
+
+def test_caveat(shared: int, flat: list[str]) -> str:
+    """What a paired test over `shared` seeds cannot tell, where it rests on too little: fewer than
+    FEW_SEEDS shared seeds, or rows (`flat`) whose value is the same on every seed; '' otherwise."""
+    said = []
+    if shared < FEW_SEEDS:
+        said.append(f"over {shared} shared seeds only (1 degree of freedom): little power, a hint at most")
+    if len(flat) == 2:
+        said.append("neither row varies over the seeds: the test has no spread to weigh the difference "
+                    "against and tells nothing (p is 1 where the rows are equal, 0 where they differ)")
+    elif flat:
+        said.append(f"{flat[0]} has the same value on every seed (no spread, e.g. a training-free head): the test "
+                    "only asks whether the other row's seeds lie around that one value")
+    return "; ".join(said)
