@@ -25,12 +25,14 @@ def install(app, pm) -> None:
         datasets_file: datasets_option("With --published: a datasets.toml whose published results add to or "
                                        "override the project's") = None,
     ):
-        """Table of S/U/HM/ZSL per method and dataset. Seeds grouped as mean ± std (n).
+        """Table of S/U/HM/ZSL per method and dataset. Seeds grouped as mean ± std, n per entry.
 
         Each row is compared with the --against row of its dataset (clipclap by default) by a
         paired t-test over the seeds both have; values that do not differ at p < 0.05 are
-        marked † and the p-values follow the table. --format csv and json add the 95 %
-        confidence intervals; --format html is a standalone page with the figures embedded."""
+        marked †. Markdown and HTML print the 95 % intervals (Student's t, cut to 0-100) and the
+        p-values after the table, CSV and JSON carry them per metric; ‡ marks what rests on 2
+        seeds, § a test where a row has no spread. --format html is a standalone page with the
+        figures embedded; -o FILE picks the format by its extension."""
         from clipclap_cli.errors import RunError
 
         if not runs and not runs_dir.exists():  # the default, searched: say so rather than "no such run"
