@@ -13,6 +13,7 @@ import io
 import json
 import re
 import shutil
+import warnings
 
 import pytest
 
@@ -273,3 +274,23 @@ def test_p_values_on_two_seeds_or_a_row_without_spread_are_marked_with_what_the_
     assert r"$^{\ddagger\S}$" in latex and "cannot tell whether the difference holds" in latex
     page = cli("report", two_seeds, "-f", "html").stdout
     assert "cannot tell whether the difference holds on other data" in page and "‡§</td>" in page
+
+
+def test_a_metric_on_which_neither_row_varies_says_the_test_tells_nothing(cli, trained_run, tmp_path):
+    """As a shortened demo gives: clipclap's S the same on every seed, like zeroshot's. The S test
+    is marked, its caveat says it tells nothing, and scipy's precision warning does not reach the
+    terminal (the mark says it for the person reading)."""
+    runs = tmp_path / "runs"
+    for seed, u in ((1, 1.0), (2, 3.0), (3, 2.0)):
+        _run(trained_run, runs / "clipclap" / f"seed{seed}", seed, 2.38, u, 16.0 + seed)
+        _run(trained_run, runs / "zeroshot" / f"seed{seed}", seed, *ZEROSHOT, head="zeroshot")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # scipy's warning would fail the command
+        r = cli("report", runs, "--format", "json")
+        md = cli("report", runs)
+    against = _cells(r)["zeroshot"]["against"]
+    assert len(against["no_spread"]["seen"]) == 2 and "neither row varies" in against["caveats"]["seen"]
+    assert against["no_spread"]["unseen"] == ["zeroshot (epochs=1, batches-per-epoch=2)"]
+    assert "neither row varies" not in against["caveats"]["unseen"]
+    assert md.exit_code == 0 and "where neither row varies it tells nothing" in md.stdout
+    assert "RuntimeWarning" not in r.stderr + md.stderr and "Precision loss" not in r.stderr + md.stderr

@@ -129,9 +129,13 @@ def marks_note(cells: list[Cell]) -> str:
     if any(c.ci95_few_seeds for c in cells) or any(c.against.get("few_seeds") and c.against["p"] for c in cells):
         note += (f"; {FEW} rests on fewer than {FEW_SEEDS} seeds: an interval over 2 seeds (t quantile 12.7) or a "
                  "test over 2 shared seeds (1 degree of freedom) is a hint, not evidence")
-    if any(c.against.get("no_spread") for c in cells):
+    flat = [rows for c in cells for rows in c.against.get("no_spread", {}).values()]
+    if flat:
         note += (f"; {FLAT} a row has the same value on every seed (no spread, e.g. a training-free head): its "
                  "test only asks whether the other row's seeds lie around that one value")
+    if any(len(rows) == 2 for rows in flat):
+        note += (", and where neither row varies it tells nothing (p is 0 where they differ, 1 where they are "
+                 "equal)")
     return note
 
 
