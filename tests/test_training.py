@@ -377,7 +377,7 @@ def test_torchrun_spreads_the_runs_over_its_ranks(cli, demo_store, tmp_path):
     shutil.rmtree(runs / "seed43")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert r.stderr.count("finished stages are reused") == 2 and r.stdout.count("| clipclap") == 1
+    assert r.stderr.count("finished stages are reused") == 2 and r.stdout.split("\n\n")[0].count("| clipclap") == 1
     assert "mean ± std over 3 seeds" in r.stdout
     alone = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "alone", "--seed", "43",
                 "--threads", "1", *schedule[2:])
@@ -905,12 +905,14 @@ def test_report_published_adds_the_papers_rows(cli, reference_run, tmp_path):
     assert r.exit_code == 0, r
     rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "Method" not in line]
     ours = " | ".join(f"{100 * test[m]:.2f}" for m in ("seen", "unseen", "hm", "zsl"))
-    assert rows == [f"| clipclap (epochs=3, batches-per-epoch=30) | {ours} |",
-                    "| clipclap (paper) | 60.00 | 43.20 | 50.25 | 40.50 |",  # below the head's runs, any settings
-                    "| model-x (paper) | – | – | 12.50 | 3.00 |"]
+    assert rows == [f"| clipclap (epochs=3, batches-per-epoch=30) | 1 | {ours} |",  # n: one seed
+                    "| clipclap (paper) | – | 60.00 | 43.20 | 50.25 | 40.50 |",  # below the head's runs, any settings
+                    "| model-x (paper) | – | – | – | 12.50 | 3.00 |"]
     assert r.stdout.rstrip().endswith("Percent; one seed per entry; '(paper)': the published results.")
     csv_rows = cli("report", reference_run, "--format", "csv", "--published", "--datasets", user).stdout.splitlines()
-    assert csv_rows[3] == "model-x (paper),demo,0,,,," + ",,,,,," * 2 + "12.5000,,,,,," + "3.0000,,,,,"
+    assert csv_rows[3] == ("model-x (paper),demo,0,,,," + ",,,,,," * 2 + "12.5000,,,,,," + "3.0000,,,,,"
+                           + ",,,,,")  # ci95_few_seeds and the four p caveats: empty for a published row
+    assert csv_rows[0].endswith(",ci95_few_seeds,seen_p_caveat,unseen_p_caveat,hm_p_caveat,zsl_p_caveat")
 
 
 def test_report_names_the_runs_it_leaves_out(cli, reference_run, tmp_path):

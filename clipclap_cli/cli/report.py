@@ -61,6 +61,10 @@ def print_report(paths: list[Path], fmt: str | None = None, su: bool = True, plo
     for place in (output, plots):
         if place is not None:
             check_output_place(place)
+    if plots is not None:  # a missing extra is the command's one line, before any note on the runs
+        from clipclap_cli.extras import need
+
+        need("matplotlib", "plots", "report --plots")
     text = make_report(paths, say, fmt, su, plots, published, against)
     if output is not None:
         from clipclap_cli.files import write_text_atomic
