@@ -28,8 +28,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 slurm = slurm_cluster.slurm  # the fixture: a one-node cluster, up
 
 SLURM = ("--launcher", "slurm", "--cpus", "1")
-#: epochs long enough (a second or two each) for a task to be killed between two of them
-LONGER = ("--epochs", "3", "--batches-per-epoch", "100")
+#: a run long enough for a task to be killed mid-run: scancel takes a second or so to land, and
+#: on an idle machine an epoch of 100 batches takes well under one (with 3 epochs the run once
+#: finished before the kill did)
+LONGER_EPOCHS = 10
+LONGER = ("--epochs", str(LONGER_EPOCHS), "--batches-per-epoch", "100")
 BROKEN_HEAD = '''
 from clipclap_cli import hookimpl
 from clipclap_plugins.clipclap_head import ClipClapHead
@@ -102,13 +105,13 @@ def test_a_cancelled_task_is_resubmitted_and_resumes(slurm, cli, demo_store, tmp
     subprocess.run(["scancel", "--full", "--signal=KILL", job["task"]], check=True)
     _until(lambda: not _queued(job["task"]), "the task to leave the queue")
     before = metrics.read_text().splitlines()
-    assert len(before) < 3 and not (Path(folder) / "stage1" / "result.json").exists()
+    assert len(before) < LONGER_EPOCHS and not (Path(folder) / "stage1" / "result.json").exists()
 
     again = train_fast(cli, demo_store, tmp_path / "runs", *args, schedule=LONGER)
     assert again.exit_code == 0, again
     assert _jobs(tmp_path / "runs")[folder]["task"] != job["task"]  # resubmitted
     after = metrics.read_text().splitlines()
-    assert len(after) == 3 and after[:len(before)] == before  # resumed: the epochs done stay as they were
+    assert len(after) == LONGER_EPOCHS and after[:len(before)] == before  # resumed: the epochs done stay as they were
     assert train_fast(cli, demo_store, tmp_path / "here", "--stage", "1", "--threads", "1",
                       schedule=LONGER).exit_code == 0
     here = tmp_path / "here" / Path(folder).relative_to(tmp_path / "runs")
