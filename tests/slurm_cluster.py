@@ -4,7 +4,8 @@
 what `slurmd -C` reads of this machine (its cores and memory): two partitions, `clipclap` (the
 default) and `other`, so that a partition name can be chosen. It installs Debian's `slurm-wlm`
 and `munge` when they are missing and this process is root; with SLURM up it returns in a few
-milliseconds. The `slurm` fixture skips only where nothing can be done (no sbatch and not root),
+milliseconds. A controller it starts starts empty: jobs saved by an earlier life of the cluster
+died with it. The `slurm` fixture skips only where nothing can be done (no sbatch and not root),
 with the reason and the way to enable the tests. No cgroups in a container: processes are
 tracked through /proc (proctrack/linuxproc) and tasks are not bound (task/none). There is no
 accounting database (no slurmdbd): the launcher reads the queue with squeue, not sacct.
@@ -111,10 +112,18 @@ def _start(timeout: float) -> None:
     if not CONF.exists() or CONF.read_text() != text:
         CONF.parent.mkdir(parents=True, exist_ok=True)
         CONF.write_text(text)
+    # A controller (re)started here starts empty (-c). The state it saved in an earlier life lists
+    # the jobs that were running when its machine's processes were killed (a session's end, a CI
+    # run before this one): recovered, they held the node's cores, allocated to processes that no
+    # longer existed, for the 30 minutes slurmctld took to give up on them, and every test's task
+    # waited behind them. A node daemon without its controller is restarted with it.
     if not _running("slurmctld"):
-        subprocess.run(["slurmctld"], check=True, capture_output=True, timeout=30)
+        if _running("slurmd"):
+            _run("pkill", "-x", "slurmd")
+            _gone("slurmd")
+        subprocess.run(["slurmctld", "-c"], check=True, capture_output=True, timeout=30)
     if not _running("slurmd"):
-        subprocess.run(["slurmd"], check=True, capture_output=True, timeout=30)
+        subprocess.run(["slurmd", "-c"], check=True, capture_output=True, timeout=30)
     deadline = time.monotonic() + timeout
     while not _answers():
         if time.monotonic() > deadline:
@@ -122,6 +131,19 @@ def _start(timeout: float) -> None:
         time.sleep(0.5)
     name = _node_line().split()[0].split("=")[1]
     _run("scontrol", "update", f"NodeName={name}", "State=RESUME")  # a node left down by an earlier start
+
+
+def _gone(daemon: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while _running(daemon) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def describe() -> str:
+    """The queue and the node as SLURM sees them, for a test that waited too long to say why."""
+    queue = _run("squeue", "-h", "-r", "-o", "%i %P %T %M %R", timeout=10).stdout.strip() or "empty"
+    node = _run("sinfo", "-h", "-N", "-o", "%N %T %C", timeout=10).stdout.strip()
+    return f"queue: {'; '.join(queue.splitlines())}; node (CPUs alloc/idle/other/total): {node}"
 
 
 def skip_reason() -> str | None:

@@ -67,7 +67,7 @@ PATIENCE_S = 900
 def _until(check, what: str, timeout: float = PATIENCE_S):
     deadline = time.monotonic() + timeout
     while not (found := check()):
-        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}; {slurm_cluster.describe()}"
         time.sleep(0.2)
     return found
 
