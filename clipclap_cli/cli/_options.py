@@ -185,3 +185,18 @@ def cluster_settings(launcher: str, datasets_file: Path | None, others: dict[str
 
     table = read_toml_text(datasets_file, "datasets file").get("slurm", {}) if datasets_file else {}
     return settings_from(table, f"{datasets_file} [slurm]", **given)
+
+
+def params_by_encoder(pm, pairs: list[str]) -> dict[str, list[str]]:
+    """-e ENCODER:KEY=VALUE, grouped by encoder: {encoder: ["KEY=VALUE", ...]}."""
+    from clipclap_cli.errors import ClipclapError
+    from clipclap_cli.plugins.registry import list_encoders
+
+    known = set(list_encoders(pm).names())
+    grouped: dict[str, list[str]] = {}
+    for pair in pairs:
+        name, sep, rest = pair.partition(":")
+        if not sep or name not in known:
+            raise ClipclapError(f"-e {pair!r}: expected ENCODER:KEY=VALUE with ENCODER one of {', '.join(sorted(known))}")
+        grouped.setdefault(name, []).append(rest)
+    return grouped

@@ -26,6 +26,7 @@ from clipclap_cli.cli._options import (
     catalog,
     cluster_settings,
     launcher_option,
+    params_by_encoder,
     report_ingest,
     store,
     whole_in,
@@ -96,7 +97,7 @@ def install(app, pm) -> None:
         videos = videos or _videos_folder(entry, adapter)
         samples = check_samples(adapter, adapter.samples(videos, **options))
         description = check_description(adapter, samples, adapter.describe_samples(samples, **options))
-        by_encoder = _encoder_params(pm, params)
+        by_encoder = params_by_encoder(pm, params)
         encoders = {"video": _encoder(pm, video_encoder, "video", by_encoder.get(video_encoder, []), device, dtype),
                     "audio": _encoder(pm, audio_encoder, "audio", by_encoder.get(audio_encoder, []), device, dtype)}
         for modality, enc in encoders.items():
@@ -242,21 +243,6 @@ def _videos_folder(entry, adapter) -> Path | None:
         return None
     raise ConfigError(f"dataset {entry.name!r} names no videos folder: pass --videos DIR, or set "
                       f'videos = "DIR" under [datasets.{entry.name}] in a datasets file (--datasets)')
-
-
-def _encoder_params(pm, pairs: list[str]) -> dict[str, list[str]]:
-    """-e ENCODER:KEY=VALUE, grouped by encoder: {encoder: ["KEY=VALUE", ...]}."""
-    from clipclap_cli.errors import ClipclapError
-    from clipclap_cli.plugins.registry import list_encoders
-
-    known = set(list_encoders(pm).names())
-    grouped: dict[str, list[str]] = {}
-    for pair in pairs:
-        name, sep, rest = pair.partition(":")
-        if not sep or name not in known:
-            raise ClipclapError(f"-e {pair!r}: expected ENCODER:KEY=VALUE with ENCODER one of {', '.join(sorted(known))}")
-        grouped.setdefault(name, []).append(rest)
-    return grouped
 
 
 def _encoder(pm, name: str, modality: str, pairs: list[str], device: str, dtype: str):

@@ -123,11 +123,11 @@ def install(app, pm) -> None:
             model = load_checkpoints(fs, entry.name, split or entry.split, head or "clipclap", params, stage1, stage2,
                                      pm, legacy_label_order=legacy)
         elif head is not None:
-            from clipclap_cli.cli.extract import _encoder_params
+            from clipclap_cli.cli._options import params_by_encoder
             from clipclap_cli.predict.zeroshot import zeroshot_model
 
             model = zeroshot_model(pm, fs if dataset is not None else None, dataset,
-                                   encoder_params=_encoder_params(pm, encoder_params))
+                                   encoder_params=params_by_encoder(pm, encoder_params))
         else:
             from clipclap_cli.runs.trained import load_trained
 
