@@ -264,6 +264,9 @@ def test_a_trained_model_names_new_videos_with_new_class_names(made, model, cli,
     names = ["Rowing", "skating", "Archery", "bells"]
     r = cli("predict", made["run"], "--videos", made["new"], "--classes", ",".join(names), "--top-k", 4, "-o", out)
     assert r.exit_code == 0, r
+    video_encoder, audio_encoder = (model.features[m]["encoder"] for m in ("video", "audio"))
+    assert r.stderr.startswith(f"reading 4 videos: loading models ({video_encoder} for video, "
+                               f"{audio_encoder} for audio)"), r.stderr  # said before the models load
     rows = json.loads(out.read_text())
     assert [row["id"] for row in rows] == ["v0", "v1", "v2", "broken"]
     assert rows[3]["predictions"] == [] and rows[3]["error"].startswith("unreadable container")

@@ -146,7 +146,15 @@ def install(app, pm) -> None:
             from clipclap_cli.extract.video_features import features_of_videos
             from clipclap_cli.predict.samples import Samples
 
-            ids, audio, video, failed = features_of_videos(paths, model.features, pm, workers)
+            encoders = ", ".join(f"{(model.features.get(m) or {}).get('encoder', '?')} for {m}" for m in ("video", "audio"))
+            err.print(escape(f"reading {len(paths)} videos: loading models ({encoders}) with the first ones"))
+
+            def on_progress(done: int, total: int) -> None:  # a line per chunk of videos: also readable piped
+                if done and done < total:
+                    err.print(f"  {done}/{total} videos read")
+
+            ids, audio, video, failed = features_of_videos(paths, model.features, pm, workers,
+                                                           on_progress=on_progress)
             samples = Samples(list(ids), None, audio, video)
         else:
             from clipclap_cli.predict.samples import stored_samples
