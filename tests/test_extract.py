@@ -617,6 +617,25 @@ def test_a_decoder_crash_fails_its_video_and_the_run_goes_on(videos, tmp_path):
     assert "extract mine: 12/12" in r.stderr and "videos/s" in r.stderr
 
 
+def test_workers_that_cannot_start_are_one_error_not_a_crash_per_video(videos, tmp_path):
+    """A script that decodes with workers but has no main guard: Python's multiprocessing runs it
+    again in each worker, which dies as it starts. Said at once, with the fix; with the guard the
+    same script decodes its videos."""
+    root, _ = videos
+    clips = sorted(str(p) for p in root.rglob("clip*.mp4"))[:3]
+    assert len(clips) == 3
+    work = (f"from clipclap_cli.extract.extraction import Decoder\n"
+            f"jobs = [(p, p, p, ('video',), 1, 'clean') for p in {clips!r}]\n")
+    unguarded = work + "print([reason for _, reason in Decoder(2).decode(jobs)])\n"
+    guarded = work + "if __name__ == '__main__':\n    print([reason for _, reason in Decoder(2).decode(jobs)])\n"
+    for name, text in (("unguarded.py", unguarded), ("guarded.py", guarded)):
+        (tmp_path / name).write_text(text)
+    r = subprocess.run([sys.executable, str(tmp_path / "unguarded.py")], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and 'under `if __name__ == "__main__":`' in r.stderr.splitlines()[-1], r.stderr[-2000:]
+    r = subprocess.run([sys.executable, str(tmp_path / "guarded.py")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == str([None] * len(clips)), r.stderr[-2000:]
+
+
 def _processes_with(marker: str) -> list[int]:
     found = []
     for proc in Path("/proc").iterdir():

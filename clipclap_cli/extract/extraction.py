@@ -95,6 +95,11 @@ AUDIO_SETTINGS = {"sample_rate": SAMPLE_RATE, "seconds": CLIP_SECONDS, "mono": "
 "How `media.audio_clip` takes a video's audio, as the features record it"
 
 
+def _worker_ready() -> bool:
+    """Worker: nothing but having started (`Decoder._check_workers_start`)."""
+    return True
+
+
 class Decoder:
     """Decoding in worker processes (or in this one, with no workers). A worker that dies (a
     crash in the decoder, an out-of-memory kill) fails the video it held, named; the rest of
@@ -117,6 +122,7 @@ class Decoder:
             return list(self._executor().map(decode, jobs))
         except BrokenProcessPool:
             self._reset()
+        self._check_workers_start()
         out = []
         for job in jobs:  # one at a time, to name the video that kills its worker
             try:
@@ -125,6 +131,19 @@ class Decoder:
                 self._reset()
                 out.append((None, "the decoder crashed on this video (its worker process died)"))
         return out
+
+    def _check_workers_start(self) -> None:
+        """After a broken pool: a worker that cannot even start (Python's multiprocessing runs the
+        main script again in it, and a script without a main guard then fails there) would fail
+        every video one by one as a 'crash'; this says why at once instead."""
+        try:
+            self._executor().submit(_worker_ready).result()
+        except BrokenProcessPool:
+            self._reset()
+            raise ClipclapError(
+                "the decoding worker processes die as they start: a script that decodes with workers "
+                "must run its work under `if __name__ == \"__main__\":` (Python's multiprocessing runs the "
+                "main script again in each worker), or decode in this process (workers=0)") from None
 
     def _reset(self) -> None:
         if self._pool is not None:
