@@ -100,3 +100,19 @@ def test_a_model_file_carries_what_made_its_label_embeddings(cli, trained_run, t
     assert moved.label_encoders == run.label_encoders and set(run.label_encoders) == {"clip", "clap"}
     names = ["class 003", "electric guitar"]
     assert torch.equal(embed_class_names(moved, names, None, pm), embed_class_names(run, names, None, pm))
+
+
+def test_label_embeddings_without_a_record_name_the_way_out(pm):
+    """Label embeddings that record no text encoder (an older demo store, imported features) fall
+    back to the part's encoder with its defaults; where that cannot run (CLIP without its
+    weights, as on every machine of the suite), the one line says why and how to rewrite the demo."""
+    from types import SimpleNamespace
+
+    from clipclap_cli.predict.classes import ClassNamesError, text_encoder
+
+    model = SimpleNamespace(label_encoders={}, features={})
+    with pytest.raises(ClassNamesError) as caught:
+        text_encoder(model, "clip", pm)
+    message = str(caught.value)
+    assert message.startswith("the model's clip label embeddings record no text encoder")
+    assert "`clipclap demo --no-train` rewrites it" in message and "has no weights" in message

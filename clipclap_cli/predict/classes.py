@@ -125,7 +125,15 @@ def text_encoder(model, part: str, pm, device: str = "cpu"):
     encoder = recorded_encoder(record, pm, device, f"the model's {part} label embeddings")
     if not offers_label_embeddings(encoder):
         raise ClassNamesError(f"encoder {record['encoder']!r} computes no label embeddings (it has no label_embedding)")
-    encoder.check_weights()
+    try:
+        encoder.check_weights()
+    except ClipclapError as e:
+        if records:
+            raise
+        raise ClassNamesError(  # nothing recorded: the guess of the encoder's defaults is what failed
+            f"the model's {part} label embeddings record no text encoder (imported, or an older demo store "
+            f"whose demo text encoder was not yet recorded: `clipclap demo --no-train` rewrites it), and "
+            f"{part!r} with its defaults cannot run here: {e}") from None
     return encoder
 
 
