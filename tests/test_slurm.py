@@ -152,7 +152,7 @@ def test_a_failing_task_fails_its_run_alone_and_names_its_log(slurm, cli, broken
 
 
 @pytest.mark.parametrize("case", ["no sbatch", "unknown partition", "partition from the datasets file",
-                                  "missing extra", "refused by sbatch"])
+                                  "missing extra", "refused by sbatch", "jobs"])
 def test_what_slurm_cannot_do_is_one_line_and_nothing_written(slurm, cli, demo_store, tmp_path, monkeypatch, case):
     extra: tuple[str, ...] = ()
     if case == "no sbatch":
@@ -164,13 +164,16 @@ def test_what_slurm_cannot_do_is_one_line_and_nothing_written(slurm, cli, demo_s
         extra = ("--datasets", tmp_path / "lab.toml")
     elif case == "missing extra":
         monkeypatch.setitem(sys.modules, "submitit", None)
+    elif case == "jobs":
+        extra = ("--jobs", "2")
     else:
         extra = ("--mem-gb", "100000")  # more memory than the node has
     r = train_fast(cli, demo_store, tmp_path / "runs", *SLURM, *extra, schedule=SMOKE)
     line = one_error_line(r)
     expected = {"no sbatch": "no sbatch on PATH", "unknown partition": "no partition 'nowhere'",
                 "partition from the datasets file": "no partition 'nowhere'",
-                "missing extra": "pip install 'clipclap[cluster]'", "refused by sbatch": "SLURM refused the job"}
+                "missing extra": "pip install 'clipclap[cluster]'", "refused by sbatch": "SLURM refused the job",
+                "jobs": "--jobs 2 trains runs side by side"}
     assert expected[case] in line
     assert not (tmp_path / "runs").exists()
 

@@ -96,7 +96,7 @@ def install(app, pm) -> None:
             raise ClipclapError("--run names one run; use --runs-dir with several heads or seeds")
         # runs write only into runs: a folder clipclap made, or a new or empty one, outside any store
         check_run_folder(run_dir) if run_dir is not None else check_runs_dir(runs_dir)
-        cluster = _cluster(launcher, runs_dir if run_dir is None else run_dir.parent, wait, stack, datasets_file,
+        cluster = _cluster(launcher, runs_dir if run_dir is None else run_dir.parent, wait, stack, jobs, datasets_file,
                            partition=partition, time=time_limit, gpus=gpus, cpus=cpus, mem_gb=mem_gb,
                            array_parallelism=array_parallelism, sbatch=tuple(sbatch))
         settings_given = (head != "clipclap" or params or seed is not None or split is not None or legacy
@@ -129,9 +129,11 @@ def install(app, pm) -> None:
                       "resubmits the others")
 
 
-def _cluster(launcher: str, runs_dir: Path, wait: bool, stack: bool, datasets_file: Path | None, **given):
+def _cluster(launcher: str, runs_dir: Path, wait: bool, stack: bool, jobs: int, datasets_file: Path | None,
+             **given):
     """The launcher `--launcher` names (None: `local`, the runs trained here), with its settings;
-    the SLURM options without `--launcher slurm`, or under torchrun, are refused."""
+    the SLURM options without `--launcher slurm`, or under torchrun, are refused, and so is
+    `--jobs` with it (a task per run: the scheduler puts them side by side)."""
     from clipclap_cli.errors import ClipclapError
     from clipclap_cli.train.distributed import torchrun_ranks
 
@@ -140,6 +142,9 @@ def _cluster(launcher: str, runs_dir: Path, wait: bool, stack: bool, datasets_fi
         return None
     if torchrun_ranks() is not None:
         raise ClipclapError("--launcher slurm submits the runs to SLURM: start it once, not under torchrun")
+    if jobs > 1:
+        raise ClipclapError(f"--jobs {jobs} trains runs side by side in this process's workers; under --launcher slurm "
+                            "each run is a task of its own (--array-parallelism caps how many run at once)")
     from clipclap_cli.train.slurm import Slurm
 
     return Slurm(settings, runs_dir, wait, stack)
