@@ -59,7 +59,7 @@ class Metric:
     curve: CurveStyle | None = None
     "Its line in the bias-curve figure (the metrics with `over_grid`)"
     comparison_figure: bool = False
-    "Drawn as the methods x datasets comparison of `report --plots` (comparison-NAME.png)"
+    "Drawn in the methods x datasets comparison of `report --plots` (comparison.png)"
     follows_from: tuple[str, ...] = ()
     "The metrics it is computed from; a results.json that has it must have them too"
     expected: Callable[..., float] | None = None
@@ -75,14 +75,16 @@ def harmonic_mean(seen: float, unseen: float) -> float:
 
 METRIC_TABLE: tuple[Metric, ...] = (
     Metric("seen", "S", "mean per-class accuracy over the seen test classes, among all classes",
-           attrgetter("seen"), over_grid=attrgetter("seen"), curve=CurveStyle("S (seen)", "-", "o")),
+           attrgetter("seen"), over_grid=attrgetter("seen"), curve=CurveStyle("S (seen)", "-", "o"),
+           comparison_figure=True),
     Metric("unseen", "U", "mean per-class accuracy over the unseen test classes, among all classes",
-           attrgetter("unseen"), over_grid=attrgetter("unseen"), curve=CurveStyle("U (unseen)", "--", "s")),
+           attrgetter("unseen"), over_grid=attrgetter("unseen"), curve=CurveStyle("U (unseen)", "--", "s"),
+           comparison_figure=True),
     Metric("hm", "HM", "the harmonic mean of S and U", attrgetter("hm"), short_table=True,
            over_grid=attrgetter("hm"), curve=CurveStyle("HM", ":", "^", width=2), comparison_figure=True,
            follows_from=("seen", "unseen"), expected=harmonic_mean),
     Metric("zsl", "ZSL", "mean per-class accuracy over the unseen test classes, among the unseen classes only",
-           attrgetter("zsl"), short_table=True),
+           attrgetter("zsl"), short_table=True, comparison_figure=True),
 )
 "The test metrics, in the column order of every report format"
 
@@ -95,7 +97,7 @@ SHORT_METRICS = tuple(m.name for m in METRIC_TABLE if m.short_table)
 CURVE_METRICS = tuple(m for m in METRIC_TABLE if m.over_grid is not None)
 "The metrics kept as curves over β"
 COMPARISON_METRICS = tuple(m.name for m in METRIC_TABLE if m.comparison_figure)
-"The metrics drawn as a comparison figure"
+"The metrics drawn in the comparison figure"
 CSV_STATS = ("mean", "std", "ci95_low", "ci95_high", "p", "differs")
 "A metric's CSV columns, `NAME_STAT` each"
 

@@ -202,7 +202,7 @@ def test_a_metric_some_seeds_lack_is_missing_from_the_row_never_a_mean_over_fewe
     [cell] = _cells(cli("report", runs, "--format", "json", "--plots", tmp_path / "plots")).values()
     assert cell["n"] == 2 and cell["seeds"] == [42, 43]
     assert sorted(cell["mean"]) == ["seen", "unseen", "zsl"] and "hm" not in cell["values"]
-    assert sorted((tmp_path / "plots").iterdir())[0].name == "comparison-hm.png"
+    assert sorted((tmp_path / "plots").iterdir())[0].name == "comparison.png"
 
 
 @pytest.mark.parametrize(("edit", "says"), [

@@ -231,7 +231,7 @@ def test_a_damaged_run_is_left_out_of_the_table_and_the_figures(cli, trained_run
     assert cell["n"] == 1 and cell["runs"] == [str(good)]
     assert cell["mean"]["hm"] == pytest.approx(100 * _results(good)["test"]["hm"])
     names = sorted(p.name for p in plots.iterdir())
-    assert len(names) == 4 and names[0] == "comparison-hm.png", names  # the good run's three and the comparison
+    assert len(names) == 4 and names[0] == "comparison.png", names  # the good run's three and the comparison
     assert all("_good_" in n for n in names[1:]) and not any("damaged" in n for n in names)
 
 

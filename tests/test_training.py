@@ -881,7 +881,8 @@ def test_report_groups_seeds_as_mean_and_std(cli, stacked_runs, tmp_path):
         x, y = text["Description"].split("; y: ")
         assert x.startswith("x: ") and len(x) > 4 and y
         if png.name.startswith("comparison"):
-            assert text["Title"] == "Test HM per method and dataset: mean ± std over seeds" and y == "HM (%)"
+            assert text["Title"] == "Test S, U, HM and ZSL per method and dataset: mean ± std over 2 seeds"
+            assert y == "accuracy (%)"
             continue
         seed = png.name.split("seed")[1].split("-")[0]
         assert f"on demo (cls_split), seed {seed}" in text["Title"] and "clipclap" in text["Title"]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clipclap_cli.errors import RunError
-from clipclap_cli.metric_table import COMPARISON_METRICS, METRICS, SHORT_METRICS
+from clipclap_cli.metric_table import METRICS, SHORT_METRICS
 from clipclap_cli.report.grouping import Cell, aggregate, with_published
 from clipclap_cli.report.loading import RunResult, load_runs
 from clipclap_cli.report.seed_statistics import compare
@@ -70,10 +70,9 @@ def write_figures(cells: list[Cell], runs: list[RunResult], folder: Path, say: S
     from clipclap_cli.report import plots
 
     before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    stems = plots.plot_stems(runs)
-    written = [p for r in runs for p in plots.write_plots(r, folder, stems[str(r.path)])]
-    comparisons = [plots.write_comparison(cells, folder, metric) for metric in COMPARISON_METRICS]
-    written = [p for p in comparisons if p is not None] + written
+    written = plots.write_run_figures(runs, folder)  # one set for the seeds of a training-free head
+    comparison = plots.write_comparison(cells, folder)
+    written = [comparison, *written] if comparison is not None else written
     if say is not None:
         replaced = sum(p.name in before for p in written)
         say(f"{len(written)} plots written to {folder}"
