@@ -10,11 +10,12 @@ def register_heads(register):
     from .clipclap_head import ClipClapHead
     from .heads_avca import AvcaHead, HyperMultipleHead
     from .heads_compat import AleHead, ApnHead, DeviseHead, SjeHead
+    from .heads_hspmoe import HspMoeHead
     from .heads_tcaf import TcafHead
     from .heads_triplet import AvgzslnetHead, CjmeHead
     from .heads_zeroshot import ZeroshotHead
 
     register(ClipClapHead)
     for head in (CjmeHead, AvgzslnetHead, AvcaHead, HyperMultipleHead, DeviseHead, AleHead, SjeHead, ApnHead,
-                 TcafHead, ZeroshotHead):
+                 TcafHead, ZeroshotHead, HspMoeHead):
         register(head)
