@@ -14,7 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = {"base": 0, "plugins": 1, "store": 2, "data": 3, "evaluate": 4, "runs": 5, "train": 6, "extract": 6,
-          "report": 6, "predict": 6, "cli": 7, "python_api": 7}
+          "report": 6, "predict": 6, "python_api": 7, "cli": 8}
 "As docs/architecture.md's table; `base` is the top-level modules of clipclap_cli"
 PUBLIC_FACE = ("clipclap_cli", "clipclap_cli.api")
 "What plugins import, the built-ins too: the package re-exports api's names (docs/plugins.md)"

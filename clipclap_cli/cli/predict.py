@@ -68,9 +68,8 @@ def install(app, pm) -> None:
 
         from clipclap_cli.errors import ClipclapError
         from clipclap_cli.files import write_text_atomic
-        from clipclap_cli.predict.output import failed_rows, output_format, render, table_cells
-        from clipclap_cli.predict.predicting import predict_samples
-        from clipclap_cli.predict.samples import TEST_PARTITIONS, check_partitions
+        from clipclap_cli.predict.output import output_format, render, table_cells
+        from clipclap_cli.predict.samples import check_partitions
         from clipclap_cli.runs.finding import check_output_place
 
         # every check of what was asked before any work, and nothing written before the end
@@ -135,32 +134,21 @@ def install(app, pm) -> None:
         if names is None and not model.class_names:
             raise ClipclapError("name the classes to choose from: --classes or --classes-file "
                                 "(the zero-shot head without --dataset has none of its own)")
-        class_text = None
-        if names is not None:
-            from clipclap_cli.predict.classes import embed_class_names
+        from clipclap_cli.python_api.model import Model
 
-            class_text = embed_class_names(model, names, prompts, pm)
-
-        failed: dict[str, str] = {}
+        scorer = Model(model, pm)  # the rows the Python API gives: one composition of model, samples and classes
         if paths is not None:
-            from clipclap_cli.extract.video_features import features_of_videos
-            from clipclap_cli.predict.samples import Samples
-
             encoders = ", ".join(f"{(model.features.get(m) or {}).get('encoder', '?')} for {m}" for m in ("video", "audio"))
             err.print(escape(f"reading {len(paths)} videos: loading models ({encoders}) with the first ones"))
 
             def on_progress(done: int, total: int) -> None:  # a line per chunk of videos: also readable piped
-                if done and done < total:
+                if done < total:
                     err.print(f"  {done}/{total} videos read")
 
-            ids, audio, video, failed = features_of_videos(paths, model.features, pm, workers,
-                                                           on_progress=on_progress)
-            samples = Samples(list(ids), None, audio, video)
+            rows = scorer.predict_videos(paths, names, top_k, prompts, workers, on_progress=on_progress)
         else:
-            from clipclap_cli.predict.samples import stored_samples
-
-            samples = stored_samples(fs, dataset, model.spec.split, tuple(partitions) or TEST_PARTITIONS, model)
-        rows = predict_samples(model, samples, top_k, names, class_text) + failed_rows(failed)
+            rows = scorer.predict_dataset(fs, dataset, tuple(partitions) or None, names, top_k, prompts=prompts)
+        failed = [row["id"] for row in rows if "error" in row]
 
         text = render(rows, kind) if output is not None or kind != "table" else None
         if output is not None:
@@ -173,9 +161,9 @@ def install(app, pm) -> None:
 
             out.print(table(None, *table_cells(rows)))
         chosen = len(names) if names is not None else len(model.class_names)
-        line = f"{len(samples.ids)} videos scored against {chosen} classes by {model.source}"
+        line = f"{len(rows) - len(failed)} videos scored against {chosen} classes by {model.source}"
         if failed:
-            line += f"; {len(failed)} not read ({', '.join(list(failed)[:3])}{', ...' if len(failed) > 3 else ''})"
+            line += f"; {len(failed)} not read ({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''})"
         err.print(escape(line + (f" -> {output}" if output is not None else "")))
 
 

@@ -10,7 +10,7 @@ Results are plain Python and NumPy; the torch objects stay inside (`Model.traine
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,17 +99,20 @@ class Model:
         return self._rows(Samples(ids, None, a, v), classes, top_k, prompts)
 
     def predict_videos(self, paths: Sequence[str | Path], classes: Sequence[str] | None = None, top_k: int = 5,
-                       prompts: str | Path | None = None, workers: int = 0) -> list[dict]:
+                       prompts: str | Path | None = None, workers: int = 0,
+                       on_progress: Callable[[int, int], None] | None = None) -> list[dict]:
         """Rows for video files, their features extracted as the model's were (its encoders,
         weights and frame recipe; needs the `[extract]` extra). A video that does not decode
-        gets a row with its `error` and no predictions; the others go on."""
+        gets a row with its `error` and no predictions; the others go on. `on_progress(done,
+        total)`: after each chunk of videos."""
         from clipclap_cli.extract.video_features import features_of_videos
 
         paths = [Path(p) for p in paths]
         if not paths:
             raise ClipclapError("no videos given")
         names, class_text, _ = self._classes(classes, prompts)  # refused before any video is read
-        ids, audio, video, failed = features_of_videos(paths, self.trained.features, self.pm, workers)
+        ids, audio, video, failed = features_of_videos(paths, self.trained.features, self.pm, workers,
+                                                       on_progress=on_progress)
         samples = Samples(list(ids), None, torch.as_tensor(audio), torch.as_tensor(video))
         return self._rank(samples, names if classes is not None else None, class_text, top_k) + failed_rows(failed)
 
@@ -122,9 +125,10 @@ class Model:
         encoders the model's did."""
         fs = _feature_store(store)
         partitions = (partition,) if isinstance(partition, str) else tuple(partition or TEST_PARTITIONS)
+        names, class_text, _ = self._classes(classes, prompts)  # refused before the dataset is read
         samples = stored_samples(fs, dataset or self.dataset, split or self.trained.spec.split,
                                  partitions, self.trained)
-        return self._rows(samples, classes, top_k, prompts)
+        return self._rank(samples, names if classes is not None else None, class_text, top_k)
 
     # ------------------------------------------------------------------ the pieces
     def _rows(self, samples: Samples, classes, top_k: int, prompts) -> list[dict]:
