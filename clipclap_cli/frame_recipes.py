@@ -72,4 +72,4 @@ def get_recipe(name: str) -> FrameRecipe:
     try:
         return recipes()[name]
     except KeyError:
-        raise UnknownNameError("frame recipe", name, recipes(), "docs/extraction.md") from None
+        raise UnknownNameError("frame recipe", name, recipes(), "clipclap docs extraction") from None

@@ -11,7 +11,7 @@ import pytest
 from clipclap_cli.store.feature_store import FeatureStore
 
 COMMANDS = ["extract", "import", "split", "embed", "train", "evaluate", "predict", "export", "report", "verify", "demo",
-            "datasets", "encoders", "heads", "plugins"]
+            "datasets", "encoders", "heads", "plugins", "docs"]
 SUBCOMMANDS = [["datasets", "list"], ["datasets", "show"], ["datasets", "kinds"], ["encoders", "list"],
                ["heads", "list"]]
 

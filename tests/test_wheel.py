@@ -131,6 +131,19 @@ def test_the_wheel_holds_the_benchmarks_data_unchanged(wheel):
             assert (gzip.decompress(data) if packed.endswith(".gz") else data) == (BENCHMARKS / rel).read_bytes(), rel
 
 
+def test_the_wheel_ships_the_docs_and_docs_prints_them(wheel, wheel_env, tmp_path):
+    """clipclap has no web site: every page of docs/ ships in the wheel, unchanged, and
+    `clipclap docs plugins` (the page messages cite) prints it outside the repository."""
+    with zipfile.ZipFile(wheel) as zf:
+        for page in sorted((REPO / "docs").glob("*.md")):
+            assert zf.read(f"clipclap_cli/docs/{page.name}") == page.read_bytes(), page.name
+    _, env = wheel_env
+    r = _clipclap(env, tmp_path, "docs", "plugins")
+    assert r.returncode == 0 and r.stdout == (REPO / "docs" / "plugins.md").read_text(encoding="utf-8"), r.stderr
+    listed = _clipclap(env, tmp_path, "docs").stdout
+    assert all(f"{page.stem} " in listed for page in (REPO / "docs").glob("*.md")), listed
+
+
 def test_the_installed_wheel_works_outside_the_repository(wheel_env, tmp_path):
     root, env = wheel_env
     where = _clipclap(env, tmp_path, "--version")

@@ -16,6 +16,7 @@ def make_app(pm) -> typer.Typer:
     """Build the clipclap CLI with the core commands plus plugin-contributed ones."""
     from clipclap_cli.cli import (
         demo,
+        docs,
         embed,
         evaluate,
         export,
@@ -39,7 +40,7 @@ def make_app(pm) -> typer.Typer:
         help="Audio-visual generalized zero-shot learning with CLIP/CLAP features (ClipClap-GZSL).",
     )
     app.callback()(_version_option)
-    for module in (extract, import_, split, embed, train, evaluate, predict, export, report, verify, demo, inspect):
+    for module in (extract, import_, split, embed, train, evaluate, predict, export, report, verify, demo, inspect, docs):
         module.install(app, pm)
     for impl in in_precedence(pm.hook.register_commands.get_hookimpls()):
         trace(pm, f"{impl.plugin_name} register_commands")

@@ -60,7 +60,7 @@ def install(app, pm) -> None:
         wait: WaitOpt = None,
         datasets_file: DatasetsOpt = None,
         replace: ReplaceOpt = False,
-        launcher: launcher_option("Extract here, or each of --shards as a task of a SLURM job array (docs/cluster.md)") = "local",
+        launcher: launcher_option("Extract here, or each of --shards as a task of a SLURM job array: clipclap docs cluster") = "local",
         shards: Annotated[int | None, typer.Option("--shards", metavar="N", help="With --launcher slurm: the shards, one array task each (default 1)")] = None,
         partition: PartitionOpt = None,
         time_limit: TimeOpt = None,

@@ -144,7 +144,7 @@ def install(app, pm) -> None:
             return print_json(rows)
         if not rows:
             out.print("no third-party plugin is installed (`clipclap plugins --all` lists the built-in ones; "
-                      "docs/plugins.md says how to write one)")
+                      "`clipclap docs plugins` says how to write one)")
             return
         out.print(table(None, ["name", "distribution", "hooks", "status"],
                         [[r["name"], r["distribution"] or "(built-in)", ", ".join(r["hooks"]), r["status"]]

@@ -56,7 +56,7 @@ def install(app, pm) -> None:
         threads: Annotated[int | None, typer.Option("--threads", min=1, metavar="N", help="CPU threads per run (default: torch's, or what the run recorded; e.g. 1 to train several runs at once)")] = None,
         jobs: Annotated[int, typer.Option("--jobs", min=1, metavar="N", help="Runs trained at once in worker processes, each with a share of the CPU cores")] = 1,
         stack: Annotated[bool, typer.Option("--stack/--no-stack", help="Train runs that differ only in the seed as one stacked model (heads that support it)")] = True,
-        launcher: launcher_option("Train here, or as the tasks of a SLURM job array (docs/cluster.md)") = "local",
+        launcher: launcher_option("Train here, or as the tasks of a SLURM job array: clipclap docs cluster") = "local",
         partition: PartitionOpt = None,
         time_limit: TimeOpt = None,
         gpus: GpusOpt = None,
