@@ -278,3 +278,51 @@ def test_contract_kit_refuses_their_set_wide_far_scale(pm):
 
     with pytest.raises(ContractError, match="depend on the other samples"):
         check_head(list_heads(pm).get("hspmoe"), {"far_scale": "set"})
+
+
+@pytest.fixture(scope="module")
+def hspmoe_runs(tmp_path_factory, demo_store):
+    """The full model and one ablation row (+ DP + RP + HUP: FAR and AV-MoE off), the cheapest
+    whole run each (both stages and the test evaluation) on the demo."""
+    from clipclap_cli.cli import run
+    from clipclap_cli.plugins.manager import make_plugin_manager
+    from helpers import SMOKE
+
+    runs = tmp_path_factory.mktemp("hspmoe_runs")
+    for extra in ((), ("-p", "far=false", "-p", "moe=false")):
+        assert run(["train", "demo", "--store", str(demo_store), "--runs-dir", str(runs), "--head", "hspmoe",
+                    *SMOKE, *extra], make_plugin_manager(entrypoints=False)) == 0
+    return runs
+
+
+def test_an_ablation_preset_trains_on_the_demo_and_says_so(hspmoe_runs):
+    folders = sorted(p.parent.parent.name for p in hspmoe_runs.rglob("results.json"))
+    assert len(folders) == 2 and all(f.startswith("hspmoe") for f in folders)
+    [ablated] = [f for f in folders if "far=False" in f]  # the run's folder names what departs from the defaults
+    assert "moe=False" in ablated
+    for results in hspmoe_runs.rglob("results.json"):
+        test = json.loads(results.read_text())["test"]
+        assert all(0 <= test[m] <= 1 for m in ("seen", "unseen", "hm", "zsl"))
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "csv", "latex", "html", "json"])
+def test_the_heads_rows_are_in_every_report_format(cli, hspmoe_runs, fmt):
+    r = cli("report", hspmoe_runs, "--format", fmt)
+    assert r.exit_code == 0 and "Traceback" not in r.stderr, r
+    text = r.stdout.replace("\\allowbreak{}", "")  # LaTeX's break points in the settings
+    assert text.count("hspmoe") >= 2 and "far=False" in text, r.stdout
+
+
+def test_their_published_rows_are_one_seed_each(pm):
+    """datasets.toml: their README 7.2 for each benchmark (S, U, HM, ZSL), with the note that it
+    is seed 42 alone."""
+    from clipclap_cli.data.datasets_toml import load_catalog
+
+    catalog = load_catalog(pm)
+    readme = {"ucf": (81.54, 56.90, 67.03, 59.16), "activitynet": (52.74, 27.99, 36.57, 31.28),
+              "vggsound": (31.49, 13.78, 19.17, 14.97)}
+    for dataset, (s, u, hm, zsl) in readme.items():
+        assert catalog.get(dataset).published["hspmoe"] == {"seen": s, "unseen": u, "hm": hm, "zsl": zsl}
+        assert 2 * s * u / (s + u) == pytest.approx(hm, abs=0.01)  # their HM is the harmonic mean of their S, U
+    text = (Path(__file__).parents[1] / "datasets.toml").read_text()
+    assert text.count("hspmoe = {") == 3 and text.count("# single seed (42)") == 3
