@@ -233,7 +233,8 @@ def test_intervals_are_scipys_t_intervals_cut_to_0_100_and_n_is_on_every_row(cli
     assert "<th>n</th><th>HM</th><th>ZSL</th>" in page and '<td class="num">2</td>' in page
     assert f"95 % CI {_interval(_by_metric(TWO)['hm'])[0]:.2f}–" in page and "‡</span>" in page
     latex = cli("report", two_seeds, "-f", "latex").stdout
-    assert " & $n$ & S & U & HM & ZSL \\\\" in latex and "clipclap (epochs=1, batches-per-epoch=2) & 2 & " in latex
+    assert " & $n$ & S & U & HM & ZSL \\\\" in latex and r"clipclap\textsuperscript{a} & 2 & " in latex
+    assert r"\textsuperscript{a}\,epochs=\allowbreak{}1, batches-per-epoch=\allowbreak{}2" in latex  # its settings
 
 
 def test_p_values_on_two_seeds_or_a_row_without_spread_are_marked_with_what_the_test_can_tell(

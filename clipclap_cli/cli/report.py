@@ -24,6 +24,9 @@ def install(app, pm) -> None:
         against: Annotated[str | None, typer.Option("--against", metavar="METHOD", help="The row every other is compared with, by a paired t-test over the seeds both have: a row's name, or a head's where the table has one row of it (default: clipclap); a name that matches no row is refused")] = None,
         datasets_file: datasets_option("With --published: a datasets.toml whose published results add to or "
                                        "override the project's") = None,
+        layout: Annotated[str, typer.Option("--layout", metavar="LAYOUT", help="default, or paper: the datasets as column groups in the paper's order (VGGSound, UCF, ActivityNet, then the others), one n per row, the published rows (--published) under a rule; markdown, latex and html")] = "default",
+        caption: Annotated[str | None, typer.Option("--caption", metavar="TEXT", help="LaTeX: the table's caption, as plain text (default: the datasets and metrics shown)")] = None,
+        label: Annotated[str | None, typer.Option("--label", metavar="NAME", help="LaTeX: the table's \\label (default: tab:clipclap-results)")] = None,
     ):
         """Table of S/U/HM/ZSL per method and dataset. Seeds grouped as mean ± std, n per entry.
 
@@ -32,32 +35,39 @@ def install(app, pm) -> None:
         marked †. Markdown and HTML print the 95 % intervals (Student's t, cut to 0-100) and the
         p-values after the table, CSV and JSON carry them per metric; ‡ marks what rests on 2
         seeds, § a test where a row has no spread. --format html is a standalone page with the
-        figures embedded; -o FILE picks the format by its extension."""
+        figures embedded; -o FILE picks the format by its extension. --format latex is a table
+        float to \\input (booktabs and graphicx): caption, label, short row names with their
+        settings and the notes under the table, scaled down to the line only where it would not
+        fit (a table of several datasets is a table*, across a two-column article)."""
         from clipclap_cli.errors import RunError
 
         if not runs and not runs_dir.exists():  # the default, searched: say so rather than "no such run"
             raise RunError(f"no runs folder {runs_dir} (searched when no RUN is given; `clipclap train` writes "
                            "runs there, --runs-dir names another)")
         paper = {e.name: e.published for e in catalog(pm, datasets_file)} if published else None
-        print_report(runs or [runs_dir], fmt, su, plots, output, paper, against)
+        print_report(runs or [runs_dir], fmt, su, plots, output, paper, against, layout, caption, label)
 
 
 def print_report(paths: list[Path], fmt: str | None = None, su: bool = True, plots: Path | None = None,
                  output: Path | None = None, published: dict[str, dict] | None = None,
-                 against: str | None = None) -> str:
+                 against: str | None = None, layout: str = "default", caption: str | None = None,
+                 label: str | None = None) -> str:
     """Print the report of `paths` (`report.assemble.make_report`) to stdout, or write it to
-    `output`, in `fmt` (None: by `output`'s extension, else markdown); optionally write plots. With `published` ({dataset: {head: {metric: percent}}}),
-    the paper's rows join the table. What the report has to say goes to stderr, one line each."""
+    `output`, in `fmt` (None: by `output`'s extension, else markdown); optionally write plots.
+    With `published` ({dataset: {head: {metric: percent}}}), the paper's rows join the table;
+    `layout`, `caption` and `label` as `report.tables.render` takes them. What the report has to
+    say goes to stderr, one line each."""
     from rich.markup import escape
 
     from clipclap_cli.report.assemble import make_report
-    from clipclap_cli.report.tables import pick_format
+    from clipclap_cli.report.tables import check_layout, pick_format
     from clipclap_cli.runs.finding import check_output_place
 
     def say(text: str, label: str | None = None) -> None:
         err.print(f"[yellow]{label}:[/yellow] {escape(text)}" if label else escape(text))
 
     fmt = pick_format(fmt, output)  # before anything is read
+    check_layout(fmt, layout, caption, label)
     for place in (output, plots):
         if place is not None:
             check_output_place(place)
@@ -65,7 +75,7 @@ def print_report(paths: list[Path], fmt: str | None = None, su: bool = True, plo
         from clipclap_cli.extras import need
 
         need("matplotlib", "plots", "report --plots")
-    text = make_report(paths, say, fmt, su, plots, published, against)
+    text = make_report(paths, say, fmt, su, plots, published, against, layout, caption, label)
     if output is not None:
         from clipclap_cli.files import write_text_atomic
 

@@ -18,7 +18,7 @@ from clipclap_cli.metric_table import METRICS, SHORT_METRICS
 from clipclap_cli.report.grouping import Cell, aggregate, with_published
 from clipclap_cli.report.loading import RunResult, load_runs
 from clipclap_cli.report.seed_statistics import compare
-from clipclap_cli.report.tables import render
+from clipclap_cli.report.tables import check_layout, render
 from clipclap_cli.runs.finding import find_runs
 
 Say = Callable[..., None]
@@ -26,12 +26,16 @@ Say = Callable[..., None]
 
 
 def make_report(paths: list[Path], say: Say, fmt: str = "markdown", su: bool = True, plots: Path | None = None,
-                published: dict[str, dict] | None = None, against: str | None = None) -> str:
+                published: dict[str, dict] | None = None, against: str | None = None, layout_name: str = "default",
+                caption: str | None = None, label: str | None = None) -> str:
     """The report of the runs at `paths` in format `fmt` (checked by the caller), the S and U
     columns with `su`; figures into `plots`; with `published` ({dataset: {head: {metric:
     percent}}}) the paper's rows join the table; each row is compared with the one `against`
-    names (`seed_statistics.reference_rows`; None: clipclap's, if the table has one). A damaged
-    run is left out of the table and the figures alike, in one line naming it; a RunError where no run is left."""
+    names (`seed_statistics.reference_rows`; None: clipclap's, if the table has one);
+    `layout_name`, `caption` and `label` as `tables.render` takes them (checked before any run
+    is read). A damaged run is left out of the table and the figures alike, in one line naming
+    it; a RunError where no run is left."""
+    check_layout(fmt, layout_name, caption, label)
     found, pending = find_runs(paths)
     runs, skipped = load_runs(found)
     for line in skipped:
@@ -57,8 +61,8 @@ def make_report(paths: list[Path], say: Say, fmt: str = "markdown", su: bool = T
         cells = with_published(cells, published)
     metrics = METRICS if su else SHORT_METRICS
     if fmt == "html":
-        return html_report(cells, metrics, runs, plots, say)
-    text = render(cells, fmt, metrics)
+        return html_report(cells, metrics, runs, plots, say, layout_name == "paper")
+    text = render(cells, fmt, metrics, layout_name, caption, label)
     if plots is not None:
         write_figures(cells, runs, plots, say)
     return text
@@ -81,10 +85,11 @@ def write_figures(cells: list[Cell], runs: list[RunResult], folder: Path, say: S
 
 
 def html_report(cells: list[Cell], metrics: tuple[str, ...], runs: list[RunResult], folder: Path | None,
-                say: Say) -> str:
+                say: Say, paper: bool = False) -> str:
     """The standalone page: the comparison and, per row, the figures of its first seed, embedded
     (every run's figures go to `folder` with --plots; without it they are drawn in a temporary
-    folder); without matplotlib the page says how to get them."""
+    folder); without matplotlib the page says how to get them. `paper`: the results table in
+    the paper's layout (`grouping.layout`)."""
     import importlib.util
     import tempfile
 
@@ -92,7 +97,8 @@ def html_report(cells: list[Cell], metrics: tuple[str, ...], runs: list[RunResul
     from clipclap_cli.report.plots import plot_stems
 
     if folder is None and importlib.util.find_spec("matplotlib") is None:
-        return page(cells, metrics, runs, figures_note="No figures: pip install 'clipclap[plots]' for them.")
+        return page(cells, metrics, runs, figures_note="No figures: pip install 'clipclap[plots]' for them.",
+                    paper=paper)
     firsts = {c.runs[0] for c in cells if c.runs}
     shown = [r for r in runs if str(r.path) in firsts]
     note = "The figures of each row's first seed" + ("" if len(shown) == len(runs) else
@@ -102,9 +108,9 @@ def html_report(cells: list[Cell], metrics: tuple[str, ...], runs: list[RunResul
         stems = plot_stems(runs)
         picked = [p for p in written if p.name.startswith("comparison")
                   or any(p.name.startswith(stems[str(r.path)]) for r in shown)]
-        return page(cells, metrics, runs, picked, note + f"; every run's are in {folder}.")
+        return page(cells, metrics, runs, picked, note + f"; every run's are in {folder}.", paper=paper)
     with tempfile.TemporaryDirectory(prefix="clipclap-report-") as tmp:
-        return page(cells, metrics, runs, write_figures(cells, shown, Path(tmp)), note + ".")
+        return page(cells, metrics, runs, write_figures(cells, shown, Path(tmp)), note + ".", paper=paper)
 
 
 def data_lines(cells: list[Cell]) -> list[str]:

@@ -142,9 +142,35 @@ def with_published(cells: list[Cell], published: dict[str, dict[str, dict[str, f
     return out + [c for rows in paper.values() for c in rows]
 
 
-def layout(cells: list[Cell]):
-    """The table's rows (methods) and columns (datasets) in first-seen order, and the cells by both."""
+LAYOUTS = ("default", "paper")
+"`report --layout`: default (rows and columns as first seen, the paper's rows below their head's) or paper"
+PAPER_DATASETS = ("vggsound", "ucf", "activitynet")
+"The paper's column order (VGGSound-GZSL | UCF-GZSL | ActivityNet-GZSL); other datasets follow, as first seen"
+
+
+def layout(cells: list[Cell], paper: bool = False):
+    """The table's rows (methods) and columns (datasets), and the cells by both. Rows and columns
+    in first-seen order; with `paper` (`report --layout paper`) the columns in the paper's order
+    (PAPER_DATASETS first, a split or data of one after it, then the others as first seen) and
+    the published rows (`published_rows`) after every other."""
     methods = list(dict.fromkeys(c.method for c in cells))
     datasets = list(dict.fromkeys(c.dataset for c in cells))
+    if paper:
+        datasets.sort(key=paper_rank)  # stable: the same rank keeps its first-seen order
+        published = published_rows(cells)
+        methods = [m for m in methods if m not in published] + [m for m in methods if m in published]
     by = {(c.method, c.dataset): c for c in cells}
     return methods, datasets, by
+
+
+def paper_rank(dataset: str) -> int:
+    """A column's place in the paper's order: its dataset's (the name before a split or data
+    tag, 'ucf (other_split) [data 1a2b3c4d]' is ucf's) in PAPER_DATASETS, the others after."""
+    base = dataset.split(" ", 1)[0]
+    return PAPER_DATASETS.index(base) if base in PAPER_DATASETS else len(PAPER_DATASETS)
+
+
+def published_rows(cells: list[Cell]) -> set[str]:
+    """The rows that hold published results only (`with_published`: no seeds here), which the
+    paper layout puts under a rule."""
+    return {c.method for c in cells if c.n == 0} - {c.method for c in cells if c.n}

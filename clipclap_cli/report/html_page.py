@@ -15,14 +15,17 @@ from html import escape as e
 from pathlib import Path
 
 from clipclap_cli.metric_table import LABELS, METRIC_TABLE
-from clipclap_cli.report.grouping import Cell, layout
+from clipclap_cli.report.grouping import Cell, layout, published_rows
 from clipclap_cli.report.loading import RunResult
 from clipclap_cli.report.tables import (
     INTERVAL_TITLE,
     MISSING,
+    PUBLISHED_RULE,
     format_cell,
     format_interval,
     format_n,
+    paper_note,
+    row_n,
     significance_note,
     significance_rows,
     significance_title,
@@ -50,10 +53,11 @@ pre { background: #f6f6f6; padding: 0.6rem; overflow-x: auto; font-size: 0.85em;
 
 
 def page(cells: list[Cell], metrics: tuple[str, ...], runs: list[RunResult] | None = None,
-         figures: list[Path] | None = None, figures_note: str = "") -> str:
+         figures: list[Path] | None = None, figures_note: str = "", paper: bool = False) -> str:
     """The whole page. `runs` adds their settings; `figures` (PNG files written by
     `clipclap_cli.report.plots`) are embedded with their titles as captions, `figures_note`
-    above them (or in their place, when there are none)."""
+    above them (or in their place, when there are none); `paper`: the results table in the
+    paper's layout (`results_table`)."""
     from clipclap_cli import __version__
 
     datasets = list(dict.fromkeys(c.dataset for c in cells))
@@ -62,7 +66,7 @@ def page(cells: list[Cell], metrics: tuple[str, ...], runs: list[RunResult] | No
     parts = [f"<h1>{e(title)}</h1>",
              f'<p class="meta">Made by clipclap {e(__version__)} on {e(when)}'
              + (f" from {len(runs)} runs" if runs else "") + ".</p>",
-             "<h2>Results</h2>", results_table(cells, metrics)]
+             "<h2>Results</h2>", results_table(cells, metrics, paper)]
     tests = significance_rows(cells, metrics)
     if tests:
         head = "".join(f"<th>p ({LABELS[m]})</th>" for m in metrics)
@@ -84,26 +88,34 @@ def page(cells: list[Cell], metrics: tuple[str, ...], runs: list[RunResult] | No
             f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
 
 
-def results_table(cells: list[Cell], metrics: tuple[str, ...]) -> str:
+def results_table(cells: list[Cell], metrics: tuple[str, ...], paper: bool = False) -> str:
     """Methods x datasets, the number of seeds n and the `metrics` columns; the 95 % interval
-    (cut to 0-100, marked over 2 seeds) under each mean of n >= 2."""
-    methods, datasets, by = layout(cells)
-    k = len(metrics) + 1
-    top = "".join(f'<th colspan="{k}">{e(d)}</th>' for d in datasets)
-    sub = "".join(f"<th>{label}</th>" for _ in datasets for label in ("n", *map(LABELS.get, metrics)))
+    (cut to 0-100, marked over 2 seeds) under each mean of n >= 2. `paper`: the datasets in the
+    paper's order, one n per row, the published rows in a tbody of their own under a rule."""
+    methods, datasets, by = layout(cells, paper)
+    published = published_rows(cells) if paper else set()
+    k = len(metrics) + (0 if paper else 1)
+    top = ('<th rowspan="2">n</th>' if paper else "") + "".join(f'<th colspan="{k}">{e(d)}</th>' for d in datasets)
+    sub = "".join(f"<th>{label}</th>" for _ in datasets
+                  for label in ((() if paper else ("n",)) + tuple(map(LABELS.get, metrics))))
     rows = []
     for method in methods:
-        tds = []
+        tds = [f'<td class="num">{e(row_n(method, datasets, by))}</td>'] if paper else []
         for d in datasets:
             cell = by.get((method, d))
-            tds.append(f'<td class="num">{e(format_n(cell))}</td>')
+            if not paper:
+                tds.append(f'<td class="num">{e(format_n(cell))}</td>')
             for m in metrics:
                 ci = cell.ci95.get(m) if cell else None
                 extra = f'<span class="ci">95 % CI {e(format_interval(cell, m))}</span>' if ci else ""
                 tds.append(f'<td class="num">{e(format_cell(cell, m))}{extra}</td>')
+        if method in published and method == next(m for m in methods if m in published):
+            rows.append(f'</tbody>\n<tbody class="published" style="border-top: 3px double #444" '
+                        f'title="{PUBLISHED_RULE}">\n')  # the published rows, under a rule
         rows.append(f"<tr><td>{e(method)}</td>{''.join(tds)}</tr>\n")
+    note = table_note(cells) + (paper_note(methods, datasets, by) if paper else "")
     return (f'<table>\n<thead><tr><th rowspan="2">Method</th>{top}</tr><tr>{sub}</tr></thead>\n'
-            f"<tbody>\n{''.join(rows)}</tbody>\n<caption>Percent; {e(table_note(cells))}"
+            f"<tbody>\n{''.join(rows)}</tbody>\n<caption>Percent; {e(note)}"
             + (f"; under each mean: {e(INTERVAL_TITLE[0].lower() + INTERVAL_TITLE[1:])}" if any(c.ci95 for c in cells)
                else "") + ".</caption>\n</table>")
 

@@ -7,19 +7,25 @@ paired test over 2 shared seeds), FLAT (a test where a row has no spread); the n
 the marks, and the tests, can and cannot tell (CSV: `ci95_few_seeds` and `NAME_p_caveat`). A metric a cell lacks (a
 published result without S and U, runs written before the metric was computed) is marked: '–'
 in the wide tables, an empty CSV cell, a key left out of the JSON cell's `mean` and `std`.
-No torch here: `clipclap report` stays quick.
+
+LaTeX is a table float to \\input into a paper (`_latex`): caption and label, short row names
+with their settings and the notes in small type under the table, a width that fits the line.
+`--layout paper` (`grouping.layout`) puts the wide tables' datasets in the paper's order, one n
+per row and the published rows under a rule. No torch here: `clipclap report` stays quick.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
+import unicodedata
 from pathlib import Path
 
 from clipclap_cli.errors import RunError
 from clipclap_cli.files import json_text
 from clipclap_cli.metric_table import CSV_STATS, LABELS, METRICS
-from clipclap_cli.report.grouping import PAPER, Cell, layout
+from clipclap_cli.report.grouping import LAYOUTS, PAPER, Cell, layout, published_rows
 from clipclap_cli.report.seed_statistics import FEW_SEEDS, SIGNIFICANCE, TEST_NOTE
 
 FORMATS = ("markdown", "latex", "html", "csv", "json")
@@ -37,11 +43,33 @@ FEW = "‡"
 FLAT = "§"
 "The mark of a paired test where a row has no spread (the same value on every seed)"
 LATEX_MARKS = {SAME: r"\dagger", FEW: r"\ddagger", FLAT: r"\S"}
+DEFAULT_LABEL = "tab:clipclap-results"
+"The LaTeX table's \\label unless --label names another"
+LABEL_CHARACTERS = re.compile(r"[A-Za-z0-9:._/+-]+")
+PUBLISHED_RULE = "Published"
+"The paper layout's rule over the published rows: Markdown's label row, HTML's and LaTeX's rule"
 
 
 def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise RunError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def check_layout(fmt: str, layout_name: str, caption: str | None, label: str | None) -> None:
+    """Refuse what a format would silently ignore: --layout paper outside the wide tables
+    (Markdown, LaTeX, HTML), --caption and --label outside LaTeX; and a label LaTeX cannot hold."""
+    if layout_name not in LAYOUTS:
+        raise RunError(f"unknown layout {layout_name!r}; choose one of {', '.join(LAYOUTS)}")
+    if layout_name != "default" and fmt not in ("markdown", "latex", "html"):
+        raise RunError(f"--layout {layout_name} lays out the wide tables (markdown, latex, html); {fmt} has one "
+                       "row per method and dataset; nothing was written")
+    given = [name for name, value in (("--caption", caption), ("--label", label)) if value is not None]
+    if given and fmt != "latex":
+        raise RunError(f"{' and '.join(given)} set the LaTeX table's \\caption and \\label; the format is {fmt} "
+                       "(--format latex, or -o FILE.tex); nothing was written")
+    if label is not None and not LABEL_CHARACTERS.fullmatch(label):
+        raise RunError(f"--label {label!r}: a LaTeX label here is letters, digits and : . _ / + - only "
+                       f"(such as {DEFAULT_LABEL}); nothing was written")
 
 
 def pick_format(fmt: str | None, output: Path | None) -> str:
@@ -177,12 +205,18 @@ INTERVAL_TITLE = ("95 % confidence intervals of the means: Student's t over each
                   "cut to 0–100, the metrics' range")
 
 
-def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = METRICS) -> str:
+def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = METRICS, layout_name: str = "default",
+           caption: str | None = None, label: str | None = None) -> str:
     """The table in one of FORMATS: markdown, latex and html wide (methods x datasets, the
     `metrics` columns in METRICS order in each), csv and json one row per cell with every metric,
-    its 95 % interval and p-value. Markdown and HTML add the paired tests as a second table."""
+    its 95 % interval and p-value. Markdown and HTML add the paired tests as a second table.
+    `layout_name` paper (the wide formats): the datasets in the paper's order, one n per row,
+    the published rows under a rule (`grouping.layout`). LaTeX: a table float with `caption`
+    and `label` (defaults: `default_caption`, DEFAULT_LABEL)."""
     check_format(fmt)
+    check_layout(fmt, layout_name, caption, label)
     metrics = tuple(m for m in METRICS if m in metrics)  # one column order in every format
+    paper = layout_name == "paper"
     if fmt == "json":
         return json_text([c.as_json() for c in cells], what="the report")
     if fmt == "csv":
@@ -190,8 +224,24 @@ def render(cells: list[Cell], fmt: str, metrics: tuple[str, ...] = METRICS) -> s
     if fmt == "html":
         from clipclap_cli.report.html_page import page
 
-        return page(cells, metrics)
-    return _markdown(cells, metrics) if fmt == "markdown" else _latex(cells, metrics)
+        return page(cells, metrics, paper=paper)
+    if fmt == "latex":
+        return _latex(cells, metrics, paper, caption, label)
+    return _markdown(cells, metrics, paper)
+
+
+def row_n(method: str, datasets: list[str], by: dict) -> str:
+    """The paper layout's one n of a row: its number of seeds where every column has the same,
+    else each column's, in their order ('3/2/–')."""
+    counts = [format_n(by.get((method, d))) for d in datasets]
+    return counts[0] if len(set(counts)) == 1 else "/".join(counts)
+
+
+def paper_note(methods: list[str], datasets: list[str], by: dict) -> str:
+    """What the paper layout adds to the table's note ('' where nothing is to be said)."""
+    if any("/" in row_n(m, datasets, by) for m in methods):
+        return "; n: seeds per entry, one per dataset in the columns' order where they differ"
+    return ""
 
 
 def _csv(cells: list[Cell]) -> str:
@@ -218,13 +268,28 @@ def _csv(cells: list[Cell]) -> str:
     return buf.getvalue()
 
 
-def _markdown(cells: list[Cell], metrics: tuple[str, ...]) -> str:
-    methods, datasets, by = layout(cells)
-    head = "| Method | " + " | ".join(f"{d} {label}" for d in datasets for label in ("n", *map(LABELS.get, metrics)))
-    sep = "|---|" + "---:|" * (len(datasets) * (len(metrics) + 1))
-    rows = ["| " + m + " | " + " | ".join(x for d in datasets for x in (
-        format_n(by.get((m, d))), *(format_cell(by.get((m, d)), x) for x in metrics))) + " |" for m in methods]
-    text = [head + " |", sep, *rows, "", f"Percent; {table_note(cells)}."]
+def _markdown(cells: list[Cell], metrics: tuple[str, ...], paper: bool = False) -> str:
+    methods, datasets, by = layout(cells, paper)
+    labels = [LABELS[m] for m in metrics]
+    published = published_rows(cells) if paper else set()
+    if paper:
+        head = "| Method | n | " + " | ".join(f"{d} {label}" for d in datasets for label in labels)
+        sep = "|---|---:|" + "---:|" * (len(datasets) * len(metrics))
+    else:
+        head = "| Method | " + " | ".join(f"{d} {label}" for d in datasets for label in ("n", *labels))
+        sep = "|---|" + "---:|" * (len(datasets) * (len(metrics) + 1))
+    rows = []
+    for m in methods:
+        if m in published and m == next(x for x in methods if x in published):  # the published rows, under a rule
+            rows.append(f"| **{PUBLISHED_RULE}** |" + " |" * (1 + len(datasets) * len(metrics)))
+        if paper:
+            values = [row_n(m, datasets, by), *(format_cell(by.get((m, d)), x) for d in datasets for x in metrics)]
+        else:
+            values = [x for d in datasets for x in (
+                format_n(by.get((m, d))), *(format_cell(by.get((m, d)), x) for x in metrics))]
+        rows.append("| " + m + " | " + " | ".join(values) + " |")
+    note = table_note(cells) + (paper_note(methods, datasets, by) if paper else "")
+    text = [head + " |", sep, *rows, "", f"Percent; {note}."]
     intervals = interval_rows(cells, metrics)
     if intervals:
         text += ["", INTERVAL_TITLE + (f" ({FEW}: over 2 seeds)" if any(c.ci95_few_seeds for c in cells) else "")
@@ -242,29 +307,154 @@ def _markdown(cells: list[Cell], metrics: tuple[str, ...]) -> str:
     return "\n".join(text) + "\n"
 
 
-def _latex(cells: list[Cell], metrics: tuple[str, ...]) -> str:
-    methods, datasets, by = layout(cells)
-    k = len(metrics) + 1
-    lines = [r"% needs \usepackage{booktabs}", r"\begin{tabular}{l" + ("r" + "c" * (k - 1)) * len(datasets) + "}",
+# ---------------------------------------------------------------- LaTeX
+
+LATEX_HEADER = (
+    r"% needs \usepackage{booktabs} and \usepackage{graphicx}; \input{} this file where the table goes.",
+    r"% The table keeps its natural size where it fits \linewidth and is scaled down to it where it does not.",
+    r"% A table of one dataset is a table float (one column of a two-column article); of several, a table*",
+    r"% (both columns of a two-column article, the same as table in a one-column one).",
+)
+"The LaTeX file's first lines (comments: what to load, how it fits)"
+SUPERSCRIPT = r"\textsuperscript"
+"How a short row label carries its footnote letter"
+
+
+def default_caption(datasets: list[str], metrics: tuple[str, ...]) -> str:
+    labels = [LABELS[m] for m in metrics]
+    listed = ", ".join(labels[:-1]) + " and " + labels[-1] if len(labels) > 1 else labels[0]
+    return f"GZSL test results (percent) on {', '.join(datasets)}: {listed}."
+
+
+def short_labels(cells: list[Cell]) -> tuple[dict[str, str], list[str]]:
+    """Each row's LaTeX label and the footnote of its settings: a row named 'HEAD (SETTINGS)'
+    (or 'HEAD [SETTINGS]') is HEAD with a letter, its settings under the table ('a: epochs=3,
+    batches-per-epoch=30'), so that the table fits the column; any other name is itself."""
+    labels: dict[str, str] = {}
+    notes: list[str] = []
+    for method, head in dict.fromkeys((c.method, c.head) for c in cells):
+        if method in labels:
+            continue
+        rest = method[len(head):].strip() if head and method.startswith(head + " ") else ""
+        if not rest or rest == PAPER.strip() or rest[0] not in "([" or rest[-1] not in ")]":
+            labels[method] = tex(method)
+            continue
+        settings = rest[1:-1] if rest.count("(") + rest.count("[") == 1 else rest
+        letter = _letter(len(notes))
+        labels[method] = f"{tex(head)}{SUPERSCRIPT}{{{letter}}}"
+        notes.append(f"{SUPERSCRIPT}{{{letter}}}\\,{tex(settings, breaks=True)}")
+    return labels, notes
+
+
+def _letter(i: int) -> str:
+    """a, b, ..., z, aa, ab, ...: the footnote letters."""
+    return (_letter(i // 26 - 1) if i >= 26 else "") + chr(ord("a") + i % 26)
+
+
+def latex_value(cell: Cell | None, metric: str) -> str:
+    """One LaTeX table entry: the mean with the marks of its paired test as superscripts, and
+    where n > 1 its std under it in smaller type (the column half as wide as 'mean ± std' on
+    one line); '--' where the cell or its metric is missing."""
+    if cell is None or metric not in cell.mean:
+        return "--"
+    mean = f"{cell.mean[metric]:.2f}{latex_marks(test_marks(cell, metric))}"
+    if cell.n <= 1:
+        return mean
+    std = f"{{\\scriptsize$\\pm${cell.std[metric]:.2f}}}"
+    return rf"\begin{{tabular}}[t]{{@{{}}c@{{}}}}{mean}\\[-2pt]{std}\end{{tabular}}"
+
+
+def _latex(cells: list[Cell], metrics: tuple[str, ...], paper: bool = False, caption: str | None = None,
+           label: str | None = None) -> str:
+    """A table float to \\input (table for one dataset, table* spanning a two-column article's
+    columns for several): caption and label, the tabular (booktabs; shrunk to \\linewidth only
+    where it would not fit), and under it, in small type, the settings of the rows with a short
+    label and the notes (what the numbers are, the marks, what the tests can tell)."""
+    methods, datasets, by = layout(cells, paper)
+    names, settings = short_labels(cells)
+    published = published_rows(cells) if paper else set()
+    per = len(metrics) + (0 if paper else 1)  # columns per dataset
+    before = 2 if paper else 1  # Method (and the paper layout's n)
+    spec = "@{}l" + ("r" if paper else "") + (("" if paper else "r") + "c" * len(metrics)) * len(datasets) + "@{}"
+    groups = " & ".join(rf"\multicolumn{{{per}}}{{c}}{{{tex(d)}}}" for d in datasets)
+    rules = "".join(rf"\cmidrule(lr){{{before + 1 + i * per}-{before + (i + 1) * per}}}" for i in range(len(datasets)))
+    sub = [LABELS[m] for m in metrics] if paper else ["$n$", *(LABELS[m] for m in metrics)]
+    float_env = "table" if len(datasets) == 1 else "table*"  # several datasets: too wide for one column
+    lines = [*LATEX_HEADER, rf"\begin{{{float_env}}}[tbp]", r"\centering",
+             rf"\caption{{{tex(caption if caption is not None else default_caption(datasets, metrics))}}}",
+             rf"\label{{{label or DEFAULT_LABEL}}}", r"\smallskip", r"\setlength{\tabcolsep}{3pt}",
+             r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{" + rf"\begin{{tabular}}{{{spec}}}",
              r"\toprule",
-             "Method & " + " & ".join(rf"\multicolumn{{{k}}}{{c}}{{{_tex(d)}}}" for d in datasets) + r" \\",
-             " & " + " & ".join(label for _ in datasets for label in ("$n$", *map(LABELS.get, metrics))) + r" \\",
-             r"\midrule"]
+             "Method" + (" & $n$" if paper else "") + " & " + groups + r" \\", rules,
+             " & " * (before - 1) + " & " + " & ".join(x for _ in datasets for x in sub) + r" \\", r"\midrule"]
     for m in methods:
-        lines.append(_tex(m) + " & " + " & ".join(x for d in datasets for x in (
-            format_n(by.get((m, d))), *(format_cell(by.get((m, d)), x, r" $\pm$ ", latex=True) for x in metrics)))
-            + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", f"% percent; {table_note(cells)}"]
+        if m in published and m == next(x for x in methods if x in published):
+            lines.append(r"\midrule")  # the published rows, under a rule
+        if paper:
+            values = [tex(row_n(m, datasets, by)), *(latex_value(by.get((m, d)), x) for d in datasets for x in metrics)]
+        else:
+            values = [x for d in datasets for x in (tex(format_n(by.get((m, d)))),
+                                                    *(latex_value(by.get((m, d)), x) for x in metrics))]
+        lines.append(names[m] + " & " + " & ".join(values) + r" \\")
+    note = "Percent; " + table_note(cells) + (paper_note(methods, datasets, by) if paper else "") + "."
     if any(c.against.get("p") for c in cells):
-        lines.append(f"% {significance_note(cells)}")
+        note += " " + TEST_NOTE[0].upper() + TEST_NOTE[1:] + "."
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\par\smallskip", r"{\footnotesize\raggedright"]
+    if settings:
+        lines.append("; ".join(settings) + r".\par")
+    lines += [_tex_note(note, names) + r"\par", "}", rf"\end{{{float_env}}}"]
     return "\n".join(lines) + "\n"
+
+
+def _tex_note(note: str, names: dict[str, str]) -> str:
+    """A note as LaTeX: the rows it names by their labels in the table (`short_labels`), p >= as p ≥."""
+    note = note.replace(" >= ", " ≥ ")
+    shortened = sorted((m for m in names if names[m] != tex(m)), key=len, reverse=True)
+    if not shortened:
+        return tex(note, breaks=True)
+    parts = re.split("(" + "|".join(map(re.escape, shortened)) + ")", note)
+    return "".join(names[part] if part in names else _tex_note(part, {}) for part in parts)
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
-        ">": r"\textgreater{}", "|": r"\textbar{}"}
+        ">": r"\textgreater{}", "|": r"\textbar{}", "\n": " ", "\r": " ", "\t": " ",
+        # what the notes and marks hold, and other common signs, as LaTeX draws them in any font encoding
+        "–": "--", "—": "---", "±": r"$\pm$", "†": r"$^{\dagger}$", "‡": r"$^{\ddagger}$", "§": r"$^{\S}$",
+        "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$", "β": r"$\beta$", "…": r"\dots{}", "°": r"$^{\circ}$",
+        "‘": "`", "’": "'", "“": "``", "”": "''", "ß": r"\ss{}", "æ": r"\ae{}", "Æ": r"\AE{}", "œ": r"\oe{}",
+        "Œ": r"\OE{}", "ø": r"\o{}", "Ø": r"\O{}", "ł": r"\l{}", "Ł": r"\L{}", "ı": r"\i{}", "\u00a0": "~"}
+_ACCENTS = {"\u0300": "`", "\u0301": "'", "\u0302": "^", "\u0303": "~", "\u0304": "=", "\u0306": "u", "\u0307": ".",
+            "\u0308": '"', "\u030a": "r", "\u030b": "H", "\u030c": "v", "\u0327": "c"}
+"Combining accents (a letter's NFD form) as LaTeX's accent commands"
+_BREAK_AFTER = frozenset("_/=")
 
 
-def _tex(s: str) -> str:
-    """`s` as LaTeX text: every character LaTeX treats specially escaped."""
-    return "".join(_TEX.get(ch, ch) for ch in s)
+def tex(s: str, breaks: bool = False) -> str:
+    """`s` as LaTeX text that compiles in any article: every character LaTeX treats specially
+    escaped, line breaks and tabs as spaces, other control characters dropped, no ligature
+    made of a name's characters (-- !` ?`), accented letters as accent commands, the signs the notes use
+    drawn by LaTeX, and any other character outside ASCII as '?' (no font is assumed to have
+    it). `breaks`: a line may break after _ / = (long settings in a footnote)."""
+    out = []
+    for i, ch in enumerate(s):
+        if ch in _TEX:
+            piece = _TEX[ch]
+        elif ch == "'" and (i == 0 or s[i - 1] in " ("):  # an opening quote: 'x' reads as `x'
+            piece = "`"
+        elif ch.isascii():
+            ligature = ch in "-!?" and s[i + 1:i + 2] == ("-" if ch == "-" else "`")  # --, !` and ?` are ligatures
+            piece = "" if not ch.isprintable() else ch + "{}" if ligature else ch
+        else:
+            piece = _accented(ch)
+        out.append(piece + (r"\allowbreak{}" if breaks and ch in _BREAK_AFTER else ""))
+    return "".join(out)
+
+
+def _accented(ch: str) -> str:
+    base, *marks = unicodedata.normalize("NFD", ch)
+    if not base.isascii() or not base.isalpha() or any(m not in _ACCENTS for m in marks) or not marks:
+        return "?" if unicodedata.category(ch)[0] != "C" else ""
+    for m in marks:
+        base = f"\\{_ACCENTS[m]}{{{base}}}"
+    return base
