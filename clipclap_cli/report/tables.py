@@ -407,8 +407,9 @@ def _latex(cells: list[Cell], metrics: tuple[str, ...], paper: bool = False, cap
 
 
 def _tex_note(note: str, names: dict[str, str]) -> str:
-    """A note as LaTeX: the rows it names by their labels in the table (`short_labels`), p >= as p ≥."""
-    note = note.replace(" >= ", " ≥ ")
+    """A note as LaTeX: the rows it names by their labels in the table (`short_labels`), 'p >= '
+    as p ≥ and no line break inside 'p < 0.05'."""
+    note = note.replace("p >= ", "p\u00a0≥\u00a0").replace("p < ", "p\u00a0<\u00a0")  # never 'p' at a line's end
     shortened = sorted((m for m in names if names[m] != tex(m)), key=len, reverse=True)
     if not shortened:
         return tex(note, breaks=True)
@@ -423,7 +424,7 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
         "–": "--", "—": "---", "±": r"$\pm$", "†": r"$^{\dagger}$", "‡": r"$^{\ddagger}$", "§": r"$^{\S}$",
         "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$", "β": r"$\beta$", "…": r"\dots{}", "°": r"$^{\circ}$",
         "‘": "`", "’": "'", "“": "``", "”": "''", "ß": r"\ss{}", "æ": r"\ae{}", "Æ": r"\AE{}", "œ": r"\oe{}",
-        "Œ": r"\OE{}", "ø": r"\o{}", "Ø": r"\O{}", "ł": r"\l{}", "Ł": r"\L{}", "ı": r"\i{}", "\u00a0": "~"}
+        "Œ": r"\OE{}", "ø": r"\o{}", "Ø": r"\O{}", "ł": r"\l{}", "Ł": r"\L{}", "ı": r"\i{}", "\u00a0": r"\nobreakspace{}"}
 _ACCENTS = {"\u0300": "`", "\u0301": "'", "\u0302": "^", "\u0303": "~", "\u0304": "=", "\u0306": "u", "\u0307": ".",
             "\u0308": '"', "\u030a": "r", "\u030b": "H", "\u030c": "v", "\u0327": "c"}
 "Combining accents (a letter's NFD form) as LaTeX's accent commands"
