@@ -210,3 +210,23 @@ def test_the_table_keeps_its_size_where_it_fits_and_is_scaled_to_the_line_where_
         column = float(re.search(r"COLUMN ([\d.]+)pt", out).group(1))
     assert widths["narrow"] < column  # natural size, no scaling needed in one column
     assert widths["wide"] > 2 * column  # wider than the text: the \resizebox scales it (no overfull box above)
+
+
+@pytest.mark.parametrize("layout", ["default", "paper"])
+def test_markdown_keeps_every_row_to_its_columns_whatever_the_names(layout):
+    """A `|` in a name would end its cell and a newline its row: every row of every Markdown
+    table has as many cells as its header, and each name reads back whole, on one line."""
+    from clipclap_cli.report.tables import render
+
+    text = render(_nasty_cells(), "markdown", layout_name=layout)
+    tables = [block.splitlines() for block in text.split("\n\n") if block.startswith("|")]
+    assert len(tables) >= 2  # the results, their intervals (and the tests, with their notes)
+
+    def cells(line: str) -> list[str]:
+        return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+
+    for table in tables:
+        widths = {len(cells(line)) for line in table}
+        assert len(widths) == 1, table
+    flat = " ".join(NASTY.split())
+    assert any(cells(line)[0] == flat for table in tables for line in table[2:])

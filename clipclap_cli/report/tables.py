@@ -268,15 +268,20 @@ def _csv(cells: list[Cell]) -> str:
     return buf.getvalue()
 
 
+def _md(text: str) -> str:
+    """A Markdown table cell: a `|` would end the cell, a newline the row."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def _markdown(cells: list[Cell], metrics: tuple[str, ...], paper: bool = False) -> str:
     methods, datasets, by = layout(cells, paper)
     labels = [LABELS[m] for m in metrics]
     published = published_rows(cells) if paper else set()
     if paper:
-        head = "| Method | n | " + " | ".join(f"{d} {label}" for d in datasets for label in labels)
+        head = "| Method | n | " + " | ".join(f"{_md(d)} {label}" for d in datasets for label in labels)
         sep = "|---|---:|" + "---:|" * (len(datasets) * len(metrics))
     else:
-        head = "| Method | " + " | ".join(f"{d} {label}" for d in datasets for label in ("n", *labels))
+        head = "| Method | " + " | ".join(f"{_md(d)} {label}" for d in datasets for label in ("n", *labels))
         sep = "|---|" + "---:|" * (len(datasets) * (len(metrics) + 1))
     rows = []
     for m in methods:
@@ -287,7 +292,7 @@ def _markdown(cells: list[Cell], metrics: tuple[str, ...], paper: bool = False) 
         else:
             values = [x for d in datasets for x in (
                 format_n(by.get((m, d))), *(format_cell(by.get((m, d)), x) for x in metrics))]
-        rows.append("| " + m + " | " + " | ".join(values) + " |")
+        rows.append("| " + _md(m) + " | " + " | ".join(values) + " |")
     note = table_note(cells) + (paper_note(methods, datasets, by) if paper else "")
     text = [head + " |", sep, *rows, "", f"Percent; {note}."]
     intervals = interval_rows(cells, metrics)
@@ -296,13 +301,13 @@ def _markdown(cells: list[Cell], metrics: tuple[str, ...], paper: bool = False) 
                  + ":", "",
                  "| Method | Dataset | n | " + " | ".join(f"95 % CI ({LABELS[m]})" for m in metrics) + " |",
                  "|---|---|---:|" + "---:|" * len(metrics),
-                 *("| " + " | ".join(row) + " |" for row in intervals)]
+                 *("| " + " | ".join(map(_md, row)) + " |" for row in intervals)]
     tests = significance_rows(cells, metrics)
     if tests:
         text += ["", significance_title(cells) + ":", "",
                  "| Method | Dataset | Seeds | " + " | ".join(f"p ({LABELS[m]})" for m in metrics) + " |",
                  "|---|---|---|" + "---:|" * len(metrics),
-                 *("| " + " | ".join(row) + " |" for row in tests),
+                 *("| " + " | ".join(map(_md, row)) + " |" for row in tests),
                  "", significance_note(cells)]
     return "\n".join(text) + "\n"
 
