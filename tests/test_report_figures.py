@@ -26,6 +26,7 @@ from clipclap_cli.plugins.manager import make_plugin_manager
 from clipclap_cli.report import plots
 from clipclap_cli.report.grouping import Cell
 from clipclap_cli.report.loading import load_run
+from debian_tools import CHROMIUM, program
 
 LONG_STORE = "store /scratch/a-rather-long-project-folder/features/ucf-cls-split-clip-clap/store.zarr"
 "A data label as long as a real store path: with a run name's settings it overflows one title line"
@@ -236,11 +237,6 @@ window.addEventListener("load", () => {
 "Added to a copy of the page: after load, marks each image by whether it decoded (naturalWidth 0: broken)"
 
 
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(chromium() is None, reason="needs Chromium (Debian's chromium; .ci/run installs it)")
 def test_the_html_page_renders_in_chromium_with_every_figure_loaded(cli, trained_run, zeroshot_runs, tmp_path):
     """The standalone page of a trained head and a training-free one, opened in headless
     Chromium with no network: every embedded figure decodes (naturalWidth > 0)."""
@@ -255,7 +251,7 @@ def test_the_html_page_renders_in_chromium_with_every_figure_loaded(cli, trained
     checked.write_text(html.replace("</body>", MARK, 1), encoding="utf-8")
     profile = tmp_path / "profile"
     dom = subprocess.run(
-        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        [program(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}",
          "--virtual-time-budget=10000", "--dump-dom", checked.as_uri()],
         capture_output=True, text=True, timeout=120).stdout

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-INSTALL = ("pdflatex is not installed: apt-get install texlive-latex-base texlive-latex-recommended "
-           "texlive-fonts-recommended (CI's .ci/run installs them); these tests compile the LaTeX tables")
+from debian_tools import PDFLATEX, program
+
 FILLER = ("Generalised zero-shot learning classifies videos of the classes seen in training and of classes "
           "never seen, from their sound and frames. This paragraph stands in for an article's text. ") * 3
 NASTY = "50% & co_#1 $x$ {y} ~z^ a\\b\nline two -- 'é'"
@@ -49,9 +49,7 @@ def _plain(s: str) -> str:
 def _compile(folder: Path, table: str, twocolumn: bool) -> str:
     """`table` \\input into an article (two-column or not) with text around it: pdflatex must
     succeed without an overfull box; the PDF's text."""
-    pdflatex = shutil.which("pdflatex")
-    if pdflatex is None:
-        pytest.fail(INSTALL)
+    pdflatex = program(PDFLATEX)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "table.tex").write_text(table, encoding="utf-8")
     (folder / "doc.tex").write_text(
@@ -202,10 +200,8 @@ def test_the_table_keeps_its_size_where_it_fits_and_is_scaled_to_the_line_where_
         (folder / "doc.tex").write_text("\\documentclass[twocolumn]{article}\n\\usepackage{booktabs,graphicx}\n"
                                         "\\begin{document}\n\\typeout{COLUMN \\the\\columnwidth}\n\\input{t}\n"
                                         "\\end{document}\n")
-        if shutil.which("pdflatex") is None:
-            pytest.fail(INSTALL)
-        out = subprocess.run(["pdflatex", "-interaction=nonstopmode", "doc.tex"], cwd=folder, capture_output=True,
-                             text=True, timeout=120).stdout
+        out = subprocess.run([program(PDFLATEX), "-interaction=nonstopmode", "doc.tex"], cwd=folder,
+                             capture_output=True, text=True, timeout=120).stdout
         widths[name] = float(re.search(r"WIDTH ([\d.]+)pt", out).group(1))
         column = float(re.search(r"COLUMN ([\d.]+)pt", out).group(1))
     assert widths["narrow"] < column  # natural size, no scaling needed in one column
