@@ -314,8 +314,8 @@ def test_the_heads_rows_are_in_every_report_format(cli, hspmoe_runs, fmt):
 
 
 def test_their_published_rows_are_one_seed_each(pm):
-    """datasets.toml: their README 7.2 for each benchmark (S, U, HM, ZSL), with the note that it
-    is seed 42 alone."""
+    """datasets.toml: their README 7.2 for each benchmark (S, U, HM, ZSL), and that it is seed 42
+    alone (`seeds = [42]`)."""
     from clipclap_cli.data.datasets_toml import load_catalog
 
     catalog = load_catalog(pm)
@@ -324,5 +324,31 @@ def test_their_published_rows_are_one_seed_each(pm):
     for dataset, (s, u, hm, zsl) in readme.items():
         assert catalog.get(dataset).published["hspmoe"] == {"seen": s, "unseen": u, "hm": hm, "zsl": zsl}
         assert 2 * s * u / (s + u) == pytest.approx(hm, abs=0.01)  # their HM is the harmonic mean of their S, U
-    text = (Path(__file__).parents[1] / "datasets.toml").read_text()
-    assert text.count("hspmoe = {") == 3 and text.count("# single seed (42)") == 3
+        assert catalog.get(dataset).published_seeds["hspmoe"] == [42]
+        assert "clipclap" not in catalog.get(dataset).published_seeds  # the paper's are means: it does not say
+
+
+def test_a_published_row_of_one_seed_is_marked_in_the_report(pm, tmp_path):
+    """`report --published`: the row of a single run says so under the table (its seed in the
+    CSV's seeds column); a malformed `seeds` is refused naming the key."""
+    import csv
+    import io
+
+    from clipclap_cli.data.datasets_toml import load_catalog
+    from clipclap_cli.errors import ConfigError
+    from clipclap_cli.report.grouping import Cell, with_published
+    from clipclap_cli.report.tables import render
+
+    entry = load_catalog(pm).get("ucf")
+    paper = {"ucf": {h: v | ({"seeds": entry.published_seeds[h]} if h in entry.published_seeds else {})
+                     for h, v in entry.published.items()}}
+    cells = with_published([Cell("hspmoe", "ucf", 1, {"hm": 60.0}, {}, [42], head="hspmoe")], paper)
+    text = render(cells, "markdown")
+    assert "hspmoe (paper) (seed 42): one run, not a mean over seeds" in text
+    assert "clipclap (paper) (seed" not in text
+    rows = {row["method"]: row for row in csv.DictReader(io.StringIO(render(cells, "csv")))}
+    assert rows["hspmoe (paper)"]["seeds"] == "42" and rows["clipclap (paper)"]["seeds"] == ""
+    lab = tmp_path / "lab.toml"
+    lab.write_text('[datasets.ucf.published]\nhspmoe = { hm = 67.03, seeds = "42" }\n')
+    with pytest.raises(ConfigError, match=r"published.hspmoe.seeds.*expected a list of distinct whole numbers"):
+        load_catalog(pm, lab)

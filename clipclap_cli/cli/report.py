@@ -44,7 +44,9 @@ def install(app, pm) -> None:
         if not runs and not runs_dir.exists():  # the default, searched: say so rather than "no such run"
             raise RunError(f"no runs folder {runs_dir} (searched when no RUN is given; `clipclap train` writes "
                            "runs there, --runs-dir names another)")
-        paper = {e.name: e.published for e in catalog(pm, datasets_file)} if published else None
+        paper = {e.name: {head: values | ({"seeds": e.published_seeds[head]} if head in e.published_seeds else {})
+                          for head, values in e.published.items()}
+                 for e in catalog(pm, datasets_file)} if published else None
         print_report(runs or [runs_dir], fmt, su, plots, output, paper, against, layout, caption, label)
 
 
@@ -54,7 +56,7 @@ def print_report(paths: list[Path], fmt: str | None = None, su: bool = True, plo
                  label: str | None = None) -> str:
     """Print the report of `paths` (`report.assemble.make_report`) to stdout, or write it to
     `output`, in `fmt` (None: by `output`'s extension, else markdown); optionally write plots.
-    With `published` ({dataset: {head: {metric: percent}}}), the paper's rows join the table;
+    With `published` ({dataset: {head: {metric: percent, "seeds": [..] where known}}}), the paper's rows join the table;
     `layout`, `caption` and `label` as `report.tables.render` takes them. What the report has to
     say goes to stderr, one line each."""
     from rich.markup import escape

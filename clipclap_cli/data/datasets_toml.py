@@ -76,6 +76,8 @@ class DatasetEntry:
     "How `extract` takes each video's frame (frame_recipes.py): the released features' recipe for a benchmark"
     published: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     "Published test results per head (percent: hm, zsl, and seen/unseen where known), for `report --published`"
+    published_seeds: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    "Per head, the seeds its published results come from, where the paper says (one: a single run, not a mean)"
 
     @property
     def train_settings(self) -> TrainSettings:
@@ -212,6 +214,7 @@ def _build(name: str, table: dict, where: str, adapters) -> DatasetEntry:
                 raise fail(f"head_params.{head}.{key}", f"{problem}, got {_shown(value)}")
     return DatasetEntry(
         published=_published(table.get("published", {}), fail),
+        published_seeds=_published_seeds(table.get("published", {}), fail),
         head_params=head_params,
         head_train={head: train_settings(f"head_train.{head}", t) for head, t in head_train.items()},
         name=name,
@@ -254,11 +257,27 @@ def _published(tables: Any, fail) -> dict[str, dict[str, float]]:
         raise fail("published", "expected one table per head, e.g. published.clipclap = { hm = 55.97, zsl = 46.96 }")
     for head, values in tables.items():
         for metric, value in values.items():
+            if metric == "seeds":  # `_published_seeds`
+                continue
             if metric not in METRICS:
-                raise fail(f"published.{head}.{metric}", f"unknown; valid: {', '.join(METRICS)}")
+                raise fail(f"published.{head}.{metric}", f"unknown; valid: {', '.join(METRICS)}, seeds")
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
                 raise fail(f"published.{head}.{metric}", f"expected a percentage from 0 to 100, got {value!r}")
-    return {head: {m: float(v) for m, v in values.items()} for head, values in tables.items()}
+    return {head: {m: float(v) for m, v in values.items() if m != "seeds"} for head, values in tables.items()}
+
+
+def _published_seeds(tables: dict, fail) -> dict[str, list[int]]:
+    """`published.<head>.seeds = [42]`: the seeds the published results come from, where the
+    paper says (one seed: a single run, which the report marks), checked."""
+    out = {}
+    for head, values in tables.items():
+        if "seeds" in values:
+            seeds = values["seeds"]
+            if not isinstance(seeds, list) or not seeds or not all(
+                    isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
+                raise fail(f"published.{head}.seeds", f"expected a list of distinct whole numbers, got {seeds!r}")
+            out[head] = list(seeds)
+    return out
 
 
 def load_catalog(pm, user_file: Path | None = None, project_file: Path | None = None) -> DatasetCatalog:

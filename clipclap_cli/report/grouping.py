@@ -129,13 +129,16 @@ def _one_run_per_seed(group: list[RunResult]) -> tuple[list[RunResult], list[Run
 
 
 def with_published(cells: list[Cell], published: dict[str, dict[str, dict[str, float]]]) -> list[Cell]:
-    """`cells` and the published results of their datasets (`published[dataset][head]`, percent)
-    as rows 'HEAD (paper)', each right below the rows of the same head when the table has some."""
+    """`cells` and the published results of their datasets (`published[dataset][head]`, percent;
+    its "seeds", where given, the seeds they come from) as rows 'HEAD (paper)' with n = 0, each
+    right below the rows of the same head when the table has some."""
     paper: dict[str, list[Cell]] = {}
     columns = {c.dataset: c.dataset.removesuffix(f" [{c.data_tag}]") if c.data_tag else c.dataset for c in cells}
     for dataset, base in columns.items():  # a dataset trained on several data: the paper's row in each column
         for head, values in published.get(base, {}).items():
-            paper.setdefault(head, []).append(Cell(head + PAPER, dataset, 0, dict(values), {}, head=head))
+            values = dict(values)
+            seeds = list(values.pop("seeds", []))
+            paper.setdefault(head, []).append(Cell(head + PAPER, dataset, 0, values, {}, seeds, head=head))
     out: list[Cell] = []
     for head in dict.fromkeys(c.head for c in cells):
         out += [c for c in cells if c.head == head] + paper.pop(head, [])

@@ -135,6 +135,9 @@ def table_note(cells: list[Cell]) -> str:
         note += "; a seed trained twice counts once, by its newest run"
     if any(c.n == 0 for c in cells):
         note += f"; '{PAPER.strip()}': the published results"
+        single = sorted({f"{c.method} (seed {c.seeds[0]})" for c in cells if c.n == 0 and len(c.seeds) == 1})
+        if single:
+            note += f"; {', '.join(single)}: one run, not a mean over seeds"
     lacking = [LABELS[m] for m in METRICS if any(c.n and m not in c.mean for c in cells)]
     if lacking:
         note += (f"; {MISSING}: {', '.join(lacking)} not in the results.json of every run of the entry "
