@@ -24,8 +24,13 @@ from helpers import register_plugin
 from installed_plugins import clipclap, environment, install
 
 REPO = Path(__file__).resolve().parents[1]
-BUILT_IN_HEADS = ("ale", "apn", "avca", "avgzslnet", "cjme", "clipclap", "devise", "hyper-multiple", "sje", "tcaf",
-                  "zeroshot")
+BUILT_IN_HEADS = ("ale", "apn", "avca", "avgzslnet", "cjme", "clipclap", "devise", "hspmoe", "hyper-multiple", "sje",
+                  "tcaf", "zeroshot")
+
+
+def test_the_list_of_built_in_heads_is_every_head_clipclap_registers(pm):
+    """A head added to plugins/heads.py and not here would go unchecked by the next test."""
+    assert sorted(list_heads(pm).names()) == list(BUILT_IN_HEADS)
 
 
 @pytest.mark.parametrize("name", BUILT_IN_HEADS)
