@@ -68,10 +68,11 @@ def _legends(fig) -> list:
     return list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
 
 
-def _keep_inside(fig) -> None:
+def _keep_inside(fig) -> bool:
     """Wrap every title that runs past the figure's edge narrower until it fits: drawn, measured
     against the figure's box, rewrapped (a title is never cut). A legend wider than the figure
-    (a long run name) has its longest labels wrapped."""
+    (a long run name) has its longest labels wrapped. True when the canvas holds the figure as it
+    stands (drawn after its last change), False when the tries ran out after a change."""
     originals = {id(t): t.get_text() for t in _texts(fig)}
     originals |= {id(t): t.get_text() for lg in _legends(fig) for t in lg.get_texts()}
     for t in _texts(fig):  # a first guess from the width: about 0.6 em a character
@@ -83,13 +84,14 @@ def _keep_inside(fig) -> None:
         out = [t for t in _texts(fig) if not inside(t.get_window_extent(renderer), fig.bbox)]
         wide = [lg for lg in _legends(fig) if not inside(lg.get_window_extent(renderer), fig.bbox)]
         if not out and not wide:
-            return
+            return True
         for lg in wide:  # its longest labels wrapped
             widths = {id(t): t.get_window_extent(renderer).width for t in lg.get_texts()}
             out += [t for t in lg.get_texts() if widths[id(t)] > 0.8 * max(widths.values())]
         for t in out:
             longest = max(map(len, t.get_text().split("\n")))
             t.set_text(_wrap(originals[id(t)], max(10, int(longest * 0.85))))
+    return False
 
 
 def inside(box, frame, slack: float = 0.5) -> bool:
@@ -102,13 +104,20 @@ def _save(fig, path: Path, title: str, xlabel: str, ylabel: str) -> Path:
     """Save a figure whose title and axis labels are set, every title wrapped to fit; the PNG
     also carries them as text (Title, Description), so a figure sent on its own still says what
     it shows."""
+    import matplotlib.image
     import matplotlib.pyplot as plt
 
     try:
-        _keep_inside(fig)
+        if not _keep_inside(fig):
+            fig.canvas.draw()
+        # The canvas as `_keep_inside` drew and measured it, written by the function `savefig`
+        # ends in. `savefig` itself would lay the figure out and draw it twice more (most of the
+        # time of `report --plots`), and what it wrote was not quite what was measured: twin axes
+        # settle a pixel further over repeated layouts.
         with replacing(path) as tmp:  # whole or not at all, like every file clipclap writes
-            fig.savefig(tmp, format="png", dpi=DPI,
-                        metadata={"Title": title, "Description": f"x: {xlabel}; y: {ylabel}", "Software": "clipclap"})
+            matplotlib.image.imsave(tmp, fig.canvas.buffer_rgba(), format="png", origin="upper", dpi=DPI,
+                                    metadata={"Title": title, "Description": f"x: {xlabel}; y: {ylabel}",
+                                              "Software": "clipclap"})
     finally:
         plt.close(fig)
     return path
