@@ -163,3 +163,24 @@ def test_heads_params_listed(cli):
     params = {p["name"]: p for p in next(r for r in rows if r["id"] == "clipclap")["params"]}
     assert params["modality"]["default"] == "both" and "Input modalities" in params["modality"]["doc"]
 
+
+
+def test_every_command_gives_typer_real_annotations(pm):
+    """Typer reads each option from its command's annotations. String annotations (`from
+    __future__ import annotations` in a command module) cost it an eval apiece every time the
+    command line is built (clipclap_cli.cli's docstring): each command's are objects."""
+    import inspect
+
+    from clipclap_cli.cli import make_app
+
+    def callbacks(app):
+        yield app.registered_callback.callback if app.registered_callback else None
+        yield from (c.callback for c in app.registered_commands)
+        for group in app.registered_groups:
+            yield from callbacks(group.typer_instance)
+
+    found = [f for f in callbacks(make_app(pm)) if f is not None]
+    assert len(found) >= 20  # the app's own options and every command
+    strings = [f"{f.__module__}.{f.__name__}: {name}" for f in found
+               for name, value in inspect.get_annotations(f).items() if isinstance(value, str)]
+    assert strings == []

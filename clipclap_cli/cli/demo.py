@@ -1,7 +1,5 @@
 """`clipclap demo`: generate the built-in synthetic benchmark and run the whole pipeline on it."""
 
-from __future__ import annotations
-
 import importlib.util
 from pathlib import Path
 from typing import Annotated

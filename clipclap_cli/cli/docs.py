@@ -5,8 +5,6 @@ package data `clipclap_cli.docs`), so a pip user reads the page a message cites 
 command. In a clone with an editable install, the pages are read from docs/ itself.
 """
 
-from __future__ import annotations
-
 from importlib import resources
 from pathlib import Path
 from typing import Annotated

@@ -1,7 +1,5 @@
 """`clipclap embed`: label embeddings of a dataset's classes from a text encoder."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """`clipclap evaluate`: the test protocol for a run, or for the reference's checkpoints."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from typing import Annotated

@@ -1,7 +1,5 @@
 """`clipclap export`: a finished, evaluated run as one model file that travels (runs/model_file.py)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

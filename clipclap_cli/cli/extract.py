@@ -1,7 +1,5 @@
 """`clipclap extract`: CLIP/CLAP features from videos into the store; resumable and shardable."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """`clipclap import`: read the released CLIP/CLAP feature tree into the store."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """`clipclap datasets|encoders|heads|plugins`: what the registries and the store hold."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,8 +1,6 @@
 """`clipclap predict`: the classes a trained model (a run, a model file, or the training-free
 zero-shot head) gives videos, stored or new, best first, as a table, CSV or JSON."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from typing import Annotated

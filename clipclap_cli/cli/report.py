@@ -1,7 +1,5 @@
 """`clipclap report`: the paper-style results table over runs, and calibration plots."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """`clipclap split`: write a two-stage protocol split into the store."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

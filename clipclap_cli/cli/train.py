@@ -1,7 +1,5 @@
 """`clipclap train`: the two-stage protocol for one or more fusion heads, resumable by epoch."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """`clipclap verify`: check every array of a store (or of one dataset) for damage; reads only."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer
