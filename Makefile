@@ -11,37 +11,35 @@ TEST_WORKERS ?= auto
 # --durations: the slowest tests, so that a slow run (CI's included) says where its time went.
 PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
-.PHONY: install demo test test-fast lint bytecode bench clean
+.PHONY: install demo test test-fast lint bench clean
+
+# Bytecode is kept (see the install below): the variable that would forbid it stays out of every command.
+unexport PYTHONDONTWRITEBYTECODE
 
 install: $(STAMP)
 
-# torch/torchvision are pinned to the builds this machine serves from local disk. pip byte-compiles
-# what it installs (half of the install's time), and that stays: where PYTHONDONTWRITEBYTECODE is
-# set (as on this project's machines), Python would otherwise compile torch again in every process
-# (tried: the suite ran 86 s slower with --no-compile).
+# torch/torchvision are pinned to the builds this machine serves from local disk. pip does not
+# byte-compile what it installs (--no-compile): that was half of the install's time, for some
+# 10,000 modules of which a run imports a few thousand. Python compiles those on first import
+# instead and keeps them, since make does not pass PYTHONDONTWRITEBYTECODE on (set on this
+# project's machines, it would have every process compile torch anew; tried: 86 s more of tests).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e '.[all,test]'
+	$(BIN)/python -m pip install --quiet --no-compile torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[all,test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/clipclap demo --store $(DEMO_STORE)
 
 # ruff first (its rules are in pyproject.toml): a style finding fails CI like a failing test
-test: lint bytecode
+test: lint
 	$(PYTEST)
 
 # every test but those marked slow (training to compare numbers, killed processes, the wheel)
-test-fast: lint bytecode
+test-fast: lint
 	$(PYTEST) -m "not slow"
-
-# The project's own modules compiled once (only those changed since, in well under a second):
-# where PYTHONDONTWRITEBYTECODE is set, as on this project's machines, Python keeps no bytecode,
-# and each of the suite's few hundred processes compiled clipclap anew (about 0.5 s of CPU each).
-bytecode: $(STAMP)
-	$(BIN)/python -m compileall -q -j 0 clipclap_cli plugins
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
