@@ -21,6 +21,7 @@ from clipclap_cli.errors import StoreError
 from clipclap_cli.store.feature_store import FeatureStore
 from helpers import register_plugin, tree_digest
 from media_files import write_video
+from prestarted import clipclap, clipclap_run
 
 # one pytest-xdist worker runs them all: they share the module's extracted reference store
 pytestmark = pytest.mark.xdist_group("extract")
@@ -56,7 +57,7 @@ def _extract(videos, store, *extra, runner=None):
             "--chunk", "2", *extra]
     if runner is not None:
         return runner(*args)
-    return subprocess.run([sys.executable, "-m", "clipclap_cli", *args], capture_output=True, text=True)
+    return clipclap_run(args)
 
 
 def _content(store):
@@ -128,22 +129,22 @@ def _one_by_one(videos, store) -> list[str]:
     """The command of an extraction into `store` that a kill can stop after its first chunk (a
     video per batch)."""
     root, datasets = videos
-    return [sys.executable, "-m", "clipclap_cli", "extract", "mine", "--videos", str(root), "--datasets",
-            str(datasets), "--store", str(store), *TINY, "--chunk", "2", "--workers", "0", "--batch-size", "1"]
+    return ["extract", "mine", "--videos", str(root), "--datasets", str(datasets), "--store", str(store), *TINY,
+            "--chunk", "2", "--workers", "0", "--batch-size", "1"]
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(videos, tmp_path_factory) -> Path:
     """The store of `_one_by_one`'s extraction run without a stop, what the killed ones must end as."""
     store = tmp_path_factory.mktemp("uninterrupted") / "s.zarr"
-    assert subprocess.run(_one_by_one(videos, store)).returncode == 0
+    assert clipclap_run(_one_by_one(videos, store)).returncode == 0
     return store
 
 
 def _killed_after_its_first_chunk(videos, store) -> list[str]:
     """Start an extraction, kill -9 it once its first chunk is done; returns its command."""
     args = _one_by_one(videos, store)
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = clipclap(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_chunk = store / ".extract-mine" / "status" / "video" / "c" / "0"
     deadline = time.time() + 120
     while time.time() < deadline and not first_chunk.exists() and proc.poll() is None:
@@ -157,7 +158,7 @@ def _killed_after_its_first_chunk(videos, store) -> list[str]:
 def test_killed_run_resumes_to_the_same_store(videos, uninterrupted, tmp_path):
     store = tmp_path / "s.zarr"
     args = _killed_after_its_first_chunk(videos, store)
-    done = subprocess.run(args, capture_output=True, text=True)
+    done = clipclap_run(args)
     assert done.returncode == 0, done.stderr
     _same(_content(store), _content(uninterrupted))
 
@@ -178,19 +179,18 @@ def test_extraction_started_with_the_clip_frames_parameter_resumes(videos, unint
     settings = group.attrs["settings"]
     settings["encoders"]["video"]["params"]["frames"] = "1"  # as earlier versions recorded it
     group.attrs["settings"] = settings
-    done = subprocess.run(args, capture_output=True, text=True)
+    done = clipclap_run(args)
     assert done.returncode == 0, done.stderr
     _same(_content(store), _content(uninterrupted))
 
 
 def test_two_shards_give_the_same_store_as_one_process(videos, reference, tmp_path):
     store = tmp_path / "s.zarr"
-    base = [sys.executable, "-m", "clipclap_cli", "extract", "mine", "--videos", str(videos[0]), "--datasets",
-            str(videos[1]), "--store", str(store), *TINY, "--chunk", "2", "--workers", "0"]
+    base = ["extract", "mine", "--videos", str(videos[0]), "--datasets", str(videos[1]), "--store", str(store), *TINY,
+            "--chunk", "2", "--workers", "0"]
     # shard 0 by --shard, shard 1 by the RANK / WORLD_SIZE that torchrun sets
-    procs = [subprocess.Popen([*base, "--shard", "0/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE),
-             subprocess.Popen(base, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env=dict(os.environ, RANK="1", WORLD_SIZE="2"))]
+    procs = [clipclap([*base, "--shard", "0/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+             clipclap(base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, RANK="1", WORLD_SIZE="2"))]
     stderr = [p.communicate()[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], stderr
     # a shard checks the others' status only after writing its own, so whichever finishes last sees
@@ -561,7 +561,7 @@ def test_a_rerun_extracts_only_new_videos_and_retries_only_failed_ones(videos, r
     write_video(root / "Fencing" / "clip9.mp4", seconds=1.5, channel=2, freq=900)
     args = ["extract", "mine", "--videos", str(root), "--datasets", str(datasets), "--store", str(store), *TINY,
             "--chunk", "2", "--workers", "0"]
-    r = subprocess.run([sys.executable, "-m", "clipclap_cli", *args], capture_output=True, text=True)
+    r = clipclap_run(args)
     assert r.returncode == 0 and "1 videos processed, 0 failed" in r.stderr, r.stderr
     after = _content(store)
     assert after["ids"] == sorted(before["ids"] + ["Fencing/clip9"], key=after["ids"].index)
@@ -570,8 +570,7 @@ def test_a_rerun_extracts_only_new_videos_and_retries_only_failed_ones(videos, r
     assert not (store / ".extract-mine").exists()
     (root / "Archery" / "corrupt.mp4").unlink()  # a failed video mended: copied over by a good one
     write_video(root / "Archery" / "corrupt.mp4", seconds=1.0)
-    r = subprocess.run([sys.executable, "-m", "clipclap_cli", *args, "--retry-failed", "--failures-csv",
-                        str(tmp_path / "failed.csv")], capture_output=True, text=True)
+    r = clipclap_run([*args, "--retry-failed", "--failures-csv", str(tmp_path / "failed.csv")])
     assert r.returncode == 0 and "retrying 3 failed videos" in r.stderr and "3 videos processed, 2 failed" in r.stderr
     assert set(_content(store)["failed"]) == {"Drumming/silent", "Fencing/empty"}
     rows = list(csv.reader((tmp_path / "failed.csv").open()))

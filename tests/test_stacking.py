@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -17,6 +16,7 @@ import torch
 
 from helpers import FAST, FAST_RUN, interrupt_after, register_plugin
 from helpers import train_fast as _train
+from prestarted import clipclap, clipclap_run
 
 SEEDS = (42, 43)
 LOSS_TOLERANCE = 1e-5
@@ -159,17 +159,16 @@ def test_an_interrupted_stack_resumes_to_the_same_results(cli, demo_store, stack
 
 @pytest.mark.slow
 def test_a_killed_stack_resumes_every_run(demo_store, stacked_runs, tmp_path):
-    cmd = [sys.executable, "-m", "clipclap_cli", "train", "demo", "--store", str(demo_store),
-           "--runs-dir", str(tmp_path), *FAST, "--seeds", "2"]
+    cmd = ["train", "demo", "--store", str(demo_store), "--runs-dir", str(tmp_path), *FAST, "--seeds", "2"]
     stage1 = tmp_path / "demo" / FAST_RUN / "seed43" / "stage1"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = clipclap(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120  # both runs have a checkpoint once seed 43 (saved second) has one
     while time.time() < deadline and not (stage1 / "checkpoint-last.safetensors").exists():
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (stage1 / "metrics.jsonl").read_text().count("\n") < 3, "the runs finished before they could be killed"
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = clipclap_run(cmd)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("resuming at epoch") == 2, done.stderr
     for seed in SEEDS:

@@ -21,6 +21,7 @@ import torch
 from clipclap_cli.train.trainer import ClassBalancedSampler, improves
 from helpers import FAST, FAST_RUN, SMOKE, SMOKE_RUN, interrupt_after, one_error_line, register_plugin, tree_digest
 from helpers import train_fast as _train
+from prestarted import clipclap, clipclap_run
 
 
 def test_sampler_is_class_balanced_with_replacement():
@@ -163,17 +164,16 @@ def test_a_run_written_by_clipclap_0_1_resumes_to_the_same_results(cli, demo_sto
 
 @pytest.mark.slow
 def test_killed_process_resumes_to_the_same_results(demo_store, reference_run, tmp_path):
-    cmd = [sys.executable, "-m", "clipclap_cli", "train", "demo", "--store", str(demo_store),
-           "--runs-dir", str(tmp_path), *FAST]
+    cmd = ["train", "demo", "--store", str(demo_store), "--runs-dir", str(tmp_path), *FAST]
     metrics = tmp_path / "demo" / FAST_RUN / "seed42" / "stage1" / "metrics.jsonl"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = clipclap(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert metrics.read_text().count("\n") < 3, "the run finished before it could be killed"
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = clipclap_run(cmd)
     assert done.returncode == 0, done.stderr
     run = metrics.parent.parent
     assert (run / "results.json").read_bytes() == (reference_run / "results.json").read_bytes()
@@ -296,11 +296,6 @@ def _running(pid: int) -> bool:
         return False
 
 
-def _sigint_as_in_a_terminal() -> None:
-    """In the child before exec: SIGINT's default action, as a terminal's Ctrl-C finds it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.slow
 def test_stopping_side_by_side_runs_stops_every_worker_and_they_resume(cli, demo_store, tmp_path):
     """A `train --jobs 2` command stopped three ways while its workers train: SIGTERM to the
@@ -313,8 +308,7 @@ def test_stopping_side_by_side_runs_stops_every_worker_and_they_resume(cli, demo
     epochs = 8  # not the demo's 10: a schedule of its own names the runs' folder
     alone = ["--seeds", "2", "--threads", "1", "--epochs", str(epochs), "--batches-per-epoch", "40", "--no-stack",
              "--stage", "1"]
-    cmd = [sys.executable, "-m", "clipclap_cli", "train", "demo", "--store", str(demo_store), "--runs-dir",
-           str(tmp_path / "cut"), *alone, "--jobs", "2"]
+    cmd = ["train", "demo", "--store", str(demo_store), "--runs-dir", str(tmp_path / "cut"), *alone, "--jobs", "2"]
     method = f"clipclap,epochs={epochs},batches-per-epoch=40"
     metrics = [tmp_path / "cut" / "demo" / method / f"seed{s}" / "stage1" / "metrics.jsonl" for s in (42, 43)]
 
@@ -323,10 +317,9 @@ def test_stopping_side_by_side_runs_stops_every_worker_and_they_resume(cli, demo
 
     for how in ("SIGTERM", "SIGKILL", "SIGINT to the group"):
         before = epochs_done()
-        # Ctrl-C as in a terminal: a suite started in the background of a shell without job control
-        # inherits SIGINT ignored, and Python keeps an ignored SIGINT ignored
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True, preexec_fn=_sigint_as_in_a_terminal)
+        # its own process group, which SIGINT reaches as a terminal's Ctrl-C would (the command's
+        # SIGINT is Python's, even where the suite was started with SIGINT ignored)
+        proc = clipclap(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         started = time.monotonic()
         while time.monotonic() < started + 120 and proc.poll() is None and epochs_done() < before + 1:
             time.sleep(0.05)  # the workers train: an epoch more is saved
@@ -345,7 +338,7 @@ def test_stopping_side_by_side_runs_stops_every_worker_and_they_resume(cli, demo
             time.sleep(0.1)
         assert not [w for w in workers if _running(w)], f"{how}: workers survived the command"
     assert epochs_done() < 2 * epochs, "the runs finished before the last stop"
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = clipclap_run(cmd)
     assert done.returncode == 0 and "resuming at epoch" in done.stderr, done.stderr
     whole = cli("train", "demo", "--store", demo_store, "--runs-dir", tmp_path / "whole", *alone)  # one by one
     assert whole.exit_code == 0, whole
