@@ -190,7 +190,8 @@ def test_two_shards_give_the_same_store_as_one_process(videos, reference, tmp_pa
             "--chunk", "2", "--workers", "0"]
     # shard 0 by --shard, shard 1 by the RANK / WORLD_SIZE that torchrun sets
     procs = [clipclap([*base, "--shard", "0/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE),
-             clipclap(base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, RANK="1", WORLD_SIZE="2"))]
+             clipclap(base, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      env=dict(os.environ, RANK="1", WORLD_SIZE="2"))]
     stderr = [p.communicate()[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], stderr
     # a shard checks the others' status only after writing its own, so whichever finishes last sees
