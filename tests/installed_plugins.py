@@ -1,5 +1,5 @@
 """Plugins as real installed distributions, made by the tests: a .dist-info folder with an entry
-point beside the plugin's module, on PYTHONPATH, for `clipclap` run as a subprocess."""
+point beside the plugin's module, on PYTHONPATH, for `clipclap` run in a process of its own."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from prestarted import clipclap_run
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -28,5 +30,5 @@ def environment(root: Path) -> dict[str, str]:
 
 
 def clipclap(env: dict[str, str], *args) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "clipclap"), *map(str, args)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    """`clipclap ARGS` in a process of its own with `env` (PYTHONPATH: the plugins installed)."""
+    return clipclap_run(args, env=env, timeout=300)

@@ -7,8 +7,10 @@ per test process imports them once and forks a child per command, as Android's z
 multiprocessing's forkserver do. The child is a process like any other: its own pid (a session
 leader when asked), the environment, working folder and standard streams the test gives it, and
 the usual interpreter exit (atexit handlers, exit status, a traceback for an uncaught exception).
-What it is not is freshly started: a test of what a new interpreter does on import (sitecustomize,
-PYTHONPATH, lazy imports) starts a real subprocess instead; `clipclap()` refuses such settings.
+What it is not is freshly started: PYTHONPATH's folders are put on `sys.path` where a new
+interpreter puts them (so the distributions there are found, their entry points too), but a test of
+what a new interpreter does as it starts (a sitecustomize module, other PYTHON* settings, lazy
+imports) starts a real subprocess instead; `clipclap()` refuses such settings.
 
 `clipclap(args, ...)` returns a `subprocess.Popen`-like handle (pid, poll, wait, communicate, kill,
 send_signal, returncode); `clipclap_run(args, ...)` waits and returns a `CompletedProcess`.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import json
 import os
 import select
@@ -89,11 +92,23 @@ def _become(request: dict, fds: list[int]) -> None:
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
     sys.path[0] = request["cwd"]  # where `python -m` looks first, not this file's folder
+    sys.path[1:1] = _python_path(os.environ)  # where a new interpreter puts them
+    importlib.invalidate_caches()
     import torch
 
     threads = os.environ.get("OMP_NUM_THREADS")  # torch read it once, when the server imported it
     torch.set_num_threads(int(threads) if threads else os.cpu_count() or 1)
     sys.argv = ["clipclap", *request["args"]]
+
+
+def _python_path(env) -> list[str]:
+    """PYTHONPATH's folders; a ValueError where one holds what only a starting interpreter runs."""
+    folders = [f for f in env.get("PYTHONPATH", "").split(os.pathsep) if f]
+    for folder in folders:
+        for name in ("sitecustomize.py", "usercustomize.py"):
+            if (Path(folder) / name).exists():
+                raise ValueError(f"{folder} holds {name}, which runs as an interpreter starts: use subprocess")
+    return folders
 
 
 def _server_main(fd: int) -> None:
@@ -211,9 +226,10 @@ class Process:
     def __init__(self, args, *, stdout=None, stderr=None, env=None, cwd=None, text=False, start_new_session=False):
         env = dict(os.environ if env is None else env)
         changed = sorted(n for n in set(env) | set(os.environ)
-                         if n.startswith("PYTHON") and env.get(n) != os.environ.get(n))
+                         if n.startswith("PYTHON") and n != "PYTHONPATH" and env.get(n) != os.environ.get(n))
         if changed:
             raise ValueError(f"{changed} take effect as an interpreter starts: use subprocess for this command")
+        _python_path(env)
         self.args, self.text, self.returncode = [str(a) for a in args], text, None
         streams, mine, self._pipes = [], [], {}
         null = os.open(os.devnull, os.O_RDWR)

@@ -18,9 +18,9 @@ from clipclap_cli.errors import UnknownNameError
 from clipclap_cli.plugins import hookspecs
 from clipclap_cli.plugins.manager import DEFAULT_PLUGINS, failures, make_plugin_manager
 from clipclap_cli.plugins.registry import list_dataset_kinds, list_encoders, list_heads
+from installed_plugins import clipclap
 
 ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
 
 
 def test_builtins_registered_through_hooks(pm):
@@ -183,29 +183,25 @@ def example_plugin(tmp_path_factory):
     return env
 
 
-def _clipclap(env, *args):
-    return subprocess.run([str(VENV_BIN / "clipclap"), *map(str, args)], env=env, capture_output=True, text=True)
-
-
 def test_example_plugin_listed_and_usable(example_plugin, tmp_path):
     env = example_plugin
-    r = _clipclap(env, "plugins", "--json")
+    r = clipclap(env, "plugins", "--json")
     assert r.returncode == 0, r.stderr
     assert [p["name"] for p in json.loads(r.stdout)] == ["example"]
-    heads = {h["id"]: h for h in json.loads(_clipclap(env, "heads", "list", "--json").stdout)}
+    heads = {h["id"]: h for h in json.loads(clipclap(env, "heads", "list", "--json").stdout)}
     assert heads["bilinear"]["plugin"] == "example"
-    datasets = {d["name"]: d for d in json.loads(_clipclap(env, "datasets", "list", "--json").stdout)}
+    datasets = {d["name"]: d for d in json.loads(clipclap(env, "datasets", "list", "--json").stdout)}
     assert datasets["toy"]["kind"] == "toy-clusters" and datasets["toy"]["plugin"] == "example"
     store = tmp_path / "s.zarr"
-    r = _clipclap(env, "demo", "--dataset", "toy", "--no-train", "--store", store)
+    r = clipclap(env, "demo", "--dataset", "toy", "--no-train", "--store", store)
     assert r.returncode == 0, r.stderr
-    r = _clipclap(env, "split", "toy", "--seen", 8, "--unseen", 3, "--seed", 0, "--split", "drawn", "--store", store)
+    r = clipclap(env, "split", "toy", "--seen", 8, "--unseen", 3, "--seed", 0, "--split", "drawn", "--store", store)
     assert r.returncode == 0, r.stderr
-    info = json.loads(_clipclap(env, "datasets", "show", "toy", "--json", "--store", store).stdout)
+    info = json.loads(clipclap(env, "datasets", "show", "toy", "--json", "--store", store).stdout)
     assert info["videos"] == 480 and info["splits"]["drawn"]["stage_2_test_unseen"]["classes"] == 3
     # the plugin's head trains on the plugin's dataset through the core trainer and protocol
     runs = tmp_path / "runs"
-    r = _clipclap(env, "train", "toy", "--head", "bilinear", "--store", store, "--runs-dir", runs)
+    r = clipclap(env, "train", "toy", "--head", "bilinear", "--store", store, "--runs-dir", runs)
     assert r.returncode == 0, r.stderr
     results = json.loads((runs / "toy-drawn" / "bilinear" / "seed42" / "results.json").read_text())
     assert results["head"] == "bilinear" and results["test"]["zsl"] > 1 / 3  # 3 unseen classes: chance 1/3
