@@ -18,6 +18,7 @@ import pytest
 from clipclap_cli.store.feature_store import WRITER_LOCK, FeatureStore
 from clipclap_cli.store.locations import RECORD
 from helpers import tree_digest
+from prestarted import Process, clipclap
 from released_tree import write_released_tree
 
 SMALL = ["Archery", "BalanceBeam", "HandStandPushups", "Drumming", "Fencing", "Bowling",
@@ -33,9 +34,8 @@ def _small_tree(root: Path, seed: int) -> Path:
     return root
 
 
-def _clipclap(*args, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "clipclap_cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+def _clipclap(*args, **kwargs) -> Process:
+    return clipclap(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
 def _key(store: Path, dataset: str) -> str:
