@@ -276,16 +276,19 @@ def test_side_by_side_workers_load_the_callers_plugins(cli, demo_store, tmp_path
 
 
 def _workers_of(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (read from /proc)."""
-    children = []
+    """The processes that `pid` started, and theirs (read from /proc): the workers are the
+    children of the forkserver the command started."""
+    parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
         except OSError:  # gone meanwhile
             continue
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children
+    found, new = set(), {pid}
+    while new:
+        new = {child for child, parent in parents.items() if parent in new} - found
+        found |= new
+    return sorted(found)
 
 
 def _running(pid: int) -> bool:

@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ from clipclap_cli.frame_recipes import DEFAULT as DEFAULT_RECIPE
 from clipclap_cli.frame_recipes import get_recipe
 from clipclap_cli.plugins.contracts import check_encoded
 from clipclap_cli.plugins.encoder_records import LOCATION_PARAMS
-from clipclap_cli.processes import die_with
+from clipclap_cli.processes import die_with, worker_context
 from clipclap_cli.store.extraction_group import DONE, FAILED, PENDING, Blueprint, ExtractionGroup, Rows
 from clipclap_cli.store.feature_store import FeatureStore
 
@@ -111,7 +110,7 @@ class Decoder:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"),
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=worker_context(),
                                              initializer=die_with, initargs=(os.getpid(),))
         return self._pool
 

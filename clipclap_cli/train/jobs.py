@@ -10,7 +10,6 @@ scheduler events (`train/scheduler.py`) on a queue, which the caller passes on.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import queue as queue_module
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from clipclap_cli.errors import ClipclapError
 from clipclap_cli.plugins.manager import PortablePlugin, rebuild_plugin_manager
-from clipclap_cli.processes import die_with
+from clipclap_cli.processes import die_with, worker_context
 from clipclap_cli.runs.spec import RunSpec
 from clipclap_cli.store.feature_store import FeatureStore
 from clipclap_cli.train.scheduler import Failed, Finished, RunEvent, Work, callbacks
@@ -77,7 +76,7 @@ def train_in_workers(plan: list[tuple[Path, RunSpec]], store: str, stages: tuple
     import torch
 
     share = max(1, torch.get_num_threads() // jobs)
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+    context = worker_context("torch", "torch._dynamo", __name__)  # torch's optimizers import torch._dynamo
     events = context.Queue()
     outcomes: dict[int, Finished | Failed] = {}
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
