@@ -97,7 +97,7 @@ def _become(request: dict, fds: list[int]) -> None:
     import torch
 
     threads = os.environ.get("OMP_NUM_THREADS")  # torch read it once, when the server imported it
-    torch.set_num_threads(int(threads) if threads else os.cpu_count() or 1)
+    torch.set_num_threads(int(threads) if threads else _DEFAULT_THREADS or os.cpu_count() or 1)
     sys.argv = ["clipclap", *request["args"]]
 
 
@@ -111,9 +111,15 @@ def _python_path(env) -> list[str]:
     return folders
 
 
+_DEFAULT_THREADS: int | None = None  # torch's own count, where the server's environment left it to torch
+
+
 def _server_main(fd: int) -> None:
+    global _DEFAULT_THREADS
     for name in PRELOAD:
         __import__(name)
+    if not os.environ.get("OMP_NUM_THREADS"):
+        _DEFAULT_THREADS = sys.modules["torch"].get_num_threads()
     from clipclap_cli.plugins.manager import make_plugin_manager
 
     make_plugin_manager(entrypoints=False)  # the built-in plugins' modules
