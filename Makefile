@@ -20,7 +20,7 @@ install: $(STAMP)
 
 # torch/torchvision are pinned to the builds this machine serves from local disk. pip does not
 # byte-compile what it installs (--no-compile): that was half of the install's time, for some
-# 10,000 modules of which a run imports a few thousand. Python compiles those on first import
+# 14,000 modules of which a run imports a few thousand. Python compiles those on first import
 # instead and keeps them, since make does not pass PYTHONDONTWRITEBYTECODE on (set on this
 # project's machines, it would have every process compile torch anew; tried: 86 s more of tests).
 $(STAMP): pyproject.toml
