@@ -14,6 +14,9 @@ imports) starts a real subprocess instead; `clipclap()` refuses such settings.
 
 `clipclap(args, ...)` returns a `subprocess.Popen`-like handle (pid, poll, wait, communicate, kill,
 send_signal, returncode); `clipclap_run(args, ...)` waits and returns a `CompletedProcess`.
+`Prestarted(python, env, preload)` is a server of another Python (the built wheel's virtual
+environment), started in `env`, importing only `preload` (there clipclap comes from the wheel, in
+each child, and never from this clone).
 """
 
 from __future__ import annotations
@@ -114,15 +117,18 @@ def _python_path(env) -> list[str]:
 _DEFAULT_THREADS: int | None = None  # torch's own count, where the server's environment left it to torch
 
 
-def _server_main(fd: int) -> None:
+def _server_main(fd: int, preload: list[str]) -> None:
     global _DEFAULT_THREADS
-    for name in PRELOAD:
+    for name in preload:
         __import__(name)
-    if not os.environ.get("OMP_NUM_THREADS"):
-        _DEFAULT_THREADS = sys.modules["torch"].get_num_threads()
-    from clipclap_cli.plugins.manager import make_plugin_manager
+    import torch
 
-    make_plugin_manager(entrypoints=False)  # the built-in plugins' modules
+    if not os.environ.get("OMP_NUM_THREADS"):
+        _DEFAULT_THREADS = torch.get_num_threads()
+    if "clipclap_cli.cli" in preload:
+        from clipclap_cli.plugins.manager import make_plugin_manager
+
+        make_plugin_manager(entrypoints=False)  # the built-in plugins' modules
     control = socket.socket(fileno=fd)
     request, fds = _serve(control)
     _become(request, fds)
@@ -163,12 +169,15 @@ def _run_as_main() -> int:
 
 # ------------------------------------------------------------------------------------ the client
 class _Server:
-    """This test process's server: started on first use, ended when the test process ends."""
+    """A server process (`python` importing `preload`, started in `env`): this test process's own
+    is started on first use and ends when the test process ends."""
 
-    def __init__(self):
+    def __init__(self, python: str = sys.executable, env: dict[str, str] | None = None,
+                 preload: tuple[str, ...] = PRELOAD):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.process = subprocess.Popen([sys.executable, __file__, str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                                        stdin=subprocess.DEVNULL)
+        self.env = dict(os.environ if env is None else env)  # what a child's environment is compared with
+        self.process = subprocess.Popen([python, __file__, str(theirs.fileno()), *preload], pass_fds=[theirs.fileno()],
+                                        stdin=subprocess.DEVNULL, env=self.env)
         theirs.close()
         self.control = ours
         self.lock = threading.Lock()  # one request at a time
@@ -229,10 +238,12 @@ def _the_server() -> _Server:
 class Process:
     """What `subprocess.Popen` gives, for a command forked by the server."""
 
-    def __init__(self, args, *, stdout=None, stderr=None, env=None, cwd=None, text=False, start_new_session=False):
+    def __init__(self, args, *, stdout=None, stderr=None, env=None, cwd=None, text=False, start_new_session=False,
+                 server: _Server | None = None):
+        server = server or _the_server()
         env = dict(os.environ if env is None else env)
-        changed = sorted(n for n in set(env) | set(os.environ)
-                         if n.startswith("PYTHON") and n != "PYTHONPATH" and env.get(n) != os.environ.get(n))
+        changed = sorted(n for n in set(env) | set(server.env)
+                         if n.startswith("PYTHON") and n != "PYTHONPATH" and env.get(n) != server.env.get(n))
         if changed:
             raise ValueError(f"{changed} take effect as an interpreter starts: use subprocess for this command")
         _python_path(env)
@@ -250,7 +261,7 @@ class Process:
                 streams.append(null if how == subprocess.DEVNULL else {"stdout": 1, "stderr": 2}[name])
             else:
                 raise ValueError(f"{name}: PIPE, DEVNULL or None, not {how!r}")
-        self._server = _the_server()
+        self._server = server
         try:
             self.pid = self._server.start({"args": self.args, "env": env, "cwd": str(cwd or Path.cwd()),
                                            "new_session": start_new_session}, streams)
@@ -302,12 +313,38 @@ def clipclap(args, **kwargs) -> Process:
     return Process(args, **kwargs)
 
 
-def clipclap_run(args, *, env=None, cwd=None, timeout: float | None = None) -> subprocess.CompletedProcess:
+def clipclap_run(args, *, env=None, cwd=None, timeout: float | None = None,
+                 server: _Server | None = None) -> subprocess.CompletedProcess:
     """`subprocess.run([python, -m, clipclap_cli, *args], capture_output=True, text=True)`."""
-    process = Process(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, text=True)
+    process = Process(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, text=True,
+                      server=server)
     out, err = process.communicate(timeout)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+class Prestarted:
+    """A server of another Python, for another environment's clipclap: `run` is `clipclap_run`
+    there. Close it (or leave the `with` block) to end it."""
+
+    def __init__(self, python: str | Path, env: dict[str, str], preload: tuple[str, ...]):
+        self._server = _Server(str(python), env, preload)
+
+    def run(self, args, *, env=None, cwd=None, timeout: float | None = None) -> subprocess.CompletedProcess:
+        return clipclap_run(args, env=env, cwd=cwd, timeout=timeout, server=self._server)
+
+    def close(self) -> None:
+        """End the server: it exits when its end of the socket sees ours shut (its children are
+        the test's to end)."""
+        self._server.control.shutdown(socket.SHUT_RDWR)  # close() alone would not wake the listening thread
+        self._server.control.close()
+        self._server.process.wait(timeout=60)
+
+    def __enter__(self) -> Prestarted:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 if __name__ == "__main__":
-    _server_main(int(sys.argv[1]))
+    _server_main(int(sys.argv[1]), sys.argv[2:])

@@ -29,10 +29,11 @@ slurm = slurm_cluster.slurm  # the fixture: a one-node cluster, up
 
 SLURM = ("--launcher", "slurm", "--cpus", "1")
 #: a run long enough for a task to be killed mid-run: scancel takes a second or so to land, and
-#: on an idle machine an epoch of 100 batches takes well under one (with 3 epochs the run once
-#: finished before the kill did)
+#: on an idle machine an epoch of 50 batches of 8 takes over half of one, so the nine epochs
+#: after the first leave several seconds (with 3 epochs the run once finished before the kill
+#: did). Small batches: what is compared is a killed and resumed run with one trained here.
 LONGER_EPOCHS = 10
-LONGER = ("--epochs", str(LONGER_EPOCHS), "--batches-per-epoch", "100")
+LONGER = ("--epochs", str(LONGER_EPOCHS), "--batches-per-epoch", "50", "--batch-size", "8")
 BROKEN_HEAD = '''
 from clipclap_cli import hookimpl
 from clipclap_plugins.clipclap_head import ClipClapHead

@@ -7,6 +7,12 @@ gigabytes, so the fresh environment sees them through a folder of links to this 
 virtual environment, from which clipclap itself (its editable install) is left out. Leaving
 out more gives an environment without an extra: the commands that need it must say which to
 install, in one line, and the others must work.
+
+The `clipclap` console script and `import clipclap_cli` run as new interpreters of that
+environment. The other commands are children of a server of the same interpreter that has
+imported torch, numpy and zarr, the core dependencies every install has (tests/prestarted.py):
+each imports clipclap, from the wheel, and whatever else it needs, from the dependencies the test
+leaves, itself, without paying again for torch's start (some 5 s of CPU a command, 25 commands).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from prestarted import Prestarted
 from released_tree import write_released_tree
 from shared_material import BENCHMARKS
 
@@ -37,6 +44,8 @@ PLOTS = ("matplotlib",)
 INSTALLS = {"core": EXTRACT + PLOTS + ("PIL", "pillow"),  # pillow comes with either extra
             "core+plots": EXTRACT, "core+extract": PLOTS}
 "What each install lacks, as names in site-packages (modules and their .dist-info prefixes)"
+#: what the environment's command server imports before it forks: core dependencies only
+CORE_PRELOAD = ("torch", "torch._dynamo", "torch.optim", "numpy", "zarr")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +95,8 @@ def _environment(root: Path, wheel: Path) -> dict[str, str]:
 
 
 def _use_dependencies(env: dict[str, str], folder: Path, without: tuple[str, ...]) -> None:
-    """Give the environment `env` this one's dependencies, less `without`."""
+    """Give the environment `env` this one's dependencies, less `without` (always in the same
+    `folder`: the command server's interpreter read its path as it started)."""
     python = Path(env["PATH"].split(os.pathsep)[0]) / "python"
     purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              check=True, capture_output=True, text=True).stdout.strip()
@@ -94,23 +104,34 @@ def _use_dependencies(env: dict[str, str], folder: Path, without: tuple[str, ...
     Path(purelib, "zz_dependencies.pth").write_text(f"{deps}\n")  # after the wheel's own files
 
 
-def _clipclap(env: dict, cwd: Path, *args) -> subprocess.CompletedProcess:
+def _console_script(env: dict, cwd: Path, *args) -> subprocess.CompletedProcess:
+    """The environment's `clipclap` script, as a new process."""
     return subprocess.run(["clipclap", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
 
 
 @pytest.fixture(scope="module")
 def wheel_venv(tmp_path_factory, wheel):
+    """The fresh environment's folder, process environment and command server."""
     root = tmp_path_factory.mktemp("fresh")
-    return root, _environment(root, wheel)
+    env = _environment(root, wheel)
+    with Prestarted(root / "venv" / "bin" / "python", env, CORE_PRELOAD) as server:
+        yield root, env, server
 
 
 @pytest.fixture
 def wheel_env(wheel_venv):
     """The fresh environment with every dependency (a test may take some away for itself)."""
-    root, env = wheel_venv
+    root, env, _ = wheel_venv
     yield root, env
     _use_dependencies(env, root / "deps", ())
+
+
+@pytest.fixture
+def run_there(wheel_venv):
+    """`clipclap ARGS` in the fresh environment (`run_there(env, cwd, *args)`), a child of its server."""
+    _, _, server = wheel_venv
+    return lambda env, cwd, *args: server.run([str(a) for a in args], env=env, cwd=cwd, timeout=600)
 
 
 def test_the_wheel_holds_the_benchmarks_data_unchanged(wheel):
@@ -131,28 +152,28 @@ def test_the_wheel_holds_the_benchmarks_data_unchanged(wheel):
             assert (gzip.decompress(data) if packed.endswith(".gz") else data) == (BENCHMARKS / rel).read_bytes(), rel
 
 
-def test_the_wheel_ships_the_docs_and_docs_prints_them(wheel, wheel_env, tmp_path):
+def test_the_wheel_ships_the_docs_and_docs_prints_them(wheel, wheel_env, run_there, tmp_path):
     """clipclap has no web site: every page of docs/ ships in the wheel, unchanged, and
     `clipclap docs plugins` (the page messages cite) prints it outside the repository."""
     with zipfile.ZipFile(wheel) as zf:
         for page in sorted((REPO / "docs").glob("*.md")):
             assert zf.read(f"clipclap_cli/docs/{page.name}") == page.read_bytes(), page.name
     _, env = wheel_env
-    r = _clipclap(env, tmp_path, "docs", "plugins")
+    r = run_there(env, tmp_path, "docs", "plugins")
     assert r.returncode == 0 and r.stdout == (REPO / "docs" / "plugins.md").read_text(encoding="utf-8"), r.stderr
-    listed = _clipclap(env, tmp_path, "docs").stdout
+    listed = run_there(env, tmp_path, "docs").stdout
     assert all(f"{page.stem} " in listed for page in (REPO / "docs").glob("*.md")), listed
 
 
-def test_the_installed_wheel_works_outside_the_repository(wheel_env, tmp_path):
+def test_the_installed_wheel_works_outside_the_repository(wheel_env, run_there, tmp_path):
     root, env = wheel_env
-    where = _clipclap(env, tmp_path, "--version")
+    where = _console_script(env, tmp_path, "--version")
     assert where.returncode == 0, where.stderr
     python = Path(env["PATH"].split(os.pathsep)[0]) / "python"
     origin = subprocess.run([python, "-c", "import clipclap_cli; print(clipclap_cli.__file__)"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert Path(origin).is_relative_to(root / "venv"), origin  # the wheel's copy, not this clone's
-    listed = _clipclap(env, tmp_path, "datasets", "list", "--json")
+    listed = run_there(env, tmp_path, "datasets", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert {d["name"] for d in json.loads(listed.stdout)} >= {"ucf", "activitynet", "vggsound", "demo"}
     # the released layout of UCF imports, and its split comes out as the benchmark's
@@ -160,41 +181,42 @@ def test_the_installed_wheel_works_outside_the_repository(wheel_env, tmp_path):
     written = write_released_tree(tree, "UCF", "ucf", "ucf_clip_class_names.csv", "clip_class_name",
                                   max_per_class=2)
     store = tmp_path / "s.zarr"
-    r = _clipclap(env, tmp_path, "import", "ucf", tree, "--store", store)
+    r = run_there(env, tmp_path, "import", "ucf", tree, "--store", store)
     assert r.returncode == 0, r.stderr
-    info = json.loads(_clipclap(env, tmp_path, "datasets", "show", "ucf", "--json", "--store", store).stdout)
+    info = json.loads(run_there(env, tmp_path, "datasets", "show", "ucf", "--json", "--store", store).stdout)
     videos = sum(len(names) for part, by_class in written.items() if part != "text"
                  for names, _, _ in by_class.values())
     assert info["videos"] == videos, info
     # and the demo runs end to end (a short schedule) with a results table
-    r = _clipclap(env, tmp_path, "demo", "--store", tmp_path / "demo.zarr", "--epochs", "1",
+    r = run_there(env, tmp_path, "demo", "--store", tmp_path / "demo.zarr", "--epochs", "1",
                   "--batches-per-epoch", "5", "--seeds", "1")
     assert r.returncode == 0, r.stderr
     assert list((tmp_path / "runs").rglob("results.json")), r.stderr
 
 
-def test_embed_reads_the_prompts_the_wheel_ships(wheel_env, tmp_path):
+def test_embed_reads_the_prompts_the_wheel_ships(wheel_env, run_there, tmp_path):
     """`embed` fills the shipped prompt templates (`{benchmarks}` is the package's copy): all of
     UCF's CLIP templates, as the public prompts file lists them."""
     _, env = wheel_env
     store = tmp_path / "s.zarr"
-    assert _clipclap(env, tmp_path, "demo", "--store", store, "--no-train").returncode == 0
-    r = _clipclap(env, tmp_path, "embed", "demo", "--store", store, "--encoder", "clip",
+    assert run_there(env, tmp_path, "demo", "--store", store, "--no-train").returncode == 0
+    r = run_there(env, tmp_path, "embed", "demo", "--store", store, "--encoder", "clip",
                   "-e", "model=clipclap-tiny-clip")  # random weights: the templates are what is checked
     templates = tomllib.loads((BENCHMARKS / "UCF" / "prompts.toml").read_text())["clip_text"]["templates"]
     assert r.returncode == 0 and f"({len(templates)} templates)" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("install", sorted(INSTALLS))
-def test_a_missing_extra_is_named_and_the_core_works(wheel_env, tmp_path, install):
-    _, env = wheel_env
-    _use_dependencies(env, tmp_path / "deps", INSTALLS[install])
+def test_a_missing_extra_is_named_and_the_core_works(wheel_env, run_there, tmp_path, install):
+    root, env = wheel_env
+    _use_dependencies(env, root / "deps", INSTALLS[install])
+    assert _console_script(env, tmp_path, "--version").returncode == 0  # a new interpreter starts without them
     store = tmp_path / "s.zarr"
-    r = _clipclap(env, tmp_path, "demo", "--store", store, "--epochs", "1", "--batches-per-epoch", "5", "--seeds", "1")
+    r = run_there(env, tmp_path, "demo", "--store", store, "--epochs", "1", "--batches-per-epoch", "5", "--seeds", "1")
     assert r.returncode == 0, r.stderr  # the core install generates, trains, evaluates and reports
     [run] = [p.parent for p in (tmp_path / "runs").rglob("clipclap*/seed42/results.json")]
-    assert _clipclap(env, tmp_path, "evaluate", run).returncode == 0
-    assert _clipclap(env, tmp_path, "report", tmp_path / "runs").returncode == 0
+    assert run_there(env, tmp_path, "evaluate", run).returncode == 0
+    assert run_there(env, tmp_path, "report", tmp_path / "runs").returncode == 0
     failing = []
     if "extract" not in install:
         videos = tmp_path / "videos" / "a"
@@ -209,9 +231,9 @@ def test_a_missing_extra_is_named_and_the_core_works(wheel_env, tmp_path, instal
     if "plots" not in install:
         failing += [(("report", tmp_path / "runs", "--plots", tmp_path / "plots"), "plots")]
     else:
-        assert _clipclap(env, tmp_path, "report", tmp_path / "runs", "--plots", tmp_path / "plots").returncode == 0
+        assert run_there(env, tmp_path, "report", tmp_path / "runs", "--plots", tmp_path / "plots").returncode == 0
     for command, extra in failing:
-        r = _clipclap(env, tmp_path, *command)
+        r = run_there(env, tmp_path, *command)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 1 and len(lines) == 1, (command, r.stderr)
         assert lines[0].endswith(f"pip install 'clipclap[{extra}]'"), (command, r.stderr)
