@@ -23,11 +23,12 @@ install: $(STAMP)
 # 14,000 modules of which a run imports a few thousand. Python compiles those on first import
 # instead and keeps them, since make does not pass PYTHONDONTWRITEBYTECODE on (set on this
 # project's machines, it would have every process compile torch anew; tried: 86 s more of tests).
+# .ci/install_env.py is `pip install` with torch's 3 GB of CUDA wheels unpacked by two pip
+# processes at once, and the modules the commands import compiled while pip finishes.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[all,test]'
+	$(BIN)/python .ci/install_env.py --quiet --no-compile torch==2.14.1 torchvision==0.29.1 -e '.[all,test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
