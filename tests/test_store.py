@@ -119,6 +119,33 @@ def test_object_store_reads_the_newest_complete_version():
         fsspec.filesystem("memory").rm("/" + url.split("/")[2], recursive=True)
 
 
+def test_object_store_writers_at_once_never_remove_each_others_version_in_the_making():
+    """Behind a URL there is no writer lock (two extraction shards finishing at once commit
+    their own versions). A writer committing while another still writes its version must leave
+    that version alone: removed under it, it would be committed as a version that is not there.
+    The newest commit counts; each removes the version it supersedes."""
+    import fsspec
+    import zarr
+
+    url = f"memory://clipclap-test-{uuid.uuid4().hex[:8]}/s.zarr"
+    fs = FeatureStore(url)
+    try:
+        fs.write_dataset("d", _bundle(seed=1), {})
+        first = fs.location.committing("", "d")
+        slow = zarr.open_group(first.__enter__(), mode="w")  # started first, finishes last
+        slow.create_array("written_early", data=np.arange(3))
+        with fs.location.committing("", "d") as quick:
+            zarr.open_group(quick, mode="w").attrs.update({"complete": True, "classes": ["quick"]})
+        assert fs.info("d")["classes"] == ["quick"]
+        slow.attrs.update({"complete": True, "classes": ["slow"]})
+        first.__exit__(None, None, None)
+        assert fs.info("d")["classes"] == ["slow"]
+        [key] = [k for k in _keys(fs) if k.startswith("d~")]  # the quick writer's version went with its commit
+        assert zarr.open_group(fs.location.zarr(key), mode="r")["written_early"][:].tolist() == [0, 1, 2]
+    finally:
+        fsspec.filesystem("memory").rm("/" + url.split("/")[2], recursive=True)
+
+
 def test_group_without_complete_flag_is_not_a_dataset(tmp_path):
     fs = FeatureStore(tmp_path / "s.zarr")
     fs.write_dataset("d", _bundle(), {})

@@ -288,30 +288,43 @@ class _Location:
         record["counter"] = n
         record["retired"].append(key)  # while it is written: a kill leaves it to `tidy`
         self.write_record(parent, record)
+        # Behind a URL there is no writer lock: while this version was written, another writer may
+        # have committed its own, or listed the one it is writing as retired. So there the record
+        # is read again before it is changed, and only what this writer knows to be finished with
+        # is removed: its own version if it failed, else the version it supersedes (complete, as
+        # it was current). Another writer's version in the making is left to it (removed under
+        # it, it would be committed as a version that is not there).
+        shared = self.path is None
         try:
             with self._written_at(parent, key) as target:
                 yield target
         except BaseException:
             with contextlib.suppress(Exception):
-                self.drop_retired(parent, record)
+                if shared:
+                    record = self.record(parent, plain_needs_complete)
+                self.drop_retired(parent, record, only={key} if shared else None)
             raise
+        if shared:
+            record = self.record(parent, plain_needs_complete)
         previous = record["current"].get(name)
         record["current"][name] = key
-        record["retired"].remove(key)
+        if key in record["retired"]:
+            record["retired"].remove(key)
         if previous is not None and previous != key:
             record["retired"].append(previous)
         self.write_record(parent, record)  # the commit
-        self.drop_retired(parent, record)
+        self.drop_retired(parent, record, only={previous} if shared else None)
 
-    def drop_retired(self, parent: str, record: dict[str, Any]) -> None:
+    def drop_retired(self, parent: str, record: dict[str, Any], only: set[str | None] | None = None) -> None:
         """Remove the versions `parent`'s record lists as retired (superseded, or left by a
-        write that did not finish), then the list."""
-        for key in record["retired"]:
+        write that did not finish), then take them off the list; with `only`, just those of them."""
+        dropped = [key for key in record["retired"] if only is None or key in only]
+        for key in dropped:
             where = _join(parent, key)
             if key not in record["current"].values() and (self.exists(where) or self.children(where)):
                 self.remove(where)
-        if record["retired"]:
-            record["retired"] = []
+        if dropped:
+            record["retired"] = [key for key in record["retired"] if key not in dropped]
             self.write_record(parent, record)
 
     @contextlib.contextmanager
