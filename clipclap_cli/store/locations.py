@@ -302,6 +302,8 @@ class _Location:
             with contextlib.suppress(Exception):
                 if shared:
                     record = self.record(parent, plain_needs_complete)
+                    if key not in record["retired"]:  # another writer's record dropped it: still ours to remove
+                        record["retired"].append(key)
                 self.drop_retired(parent, record, only={key} if shared else None)
             raise
         if shared:
