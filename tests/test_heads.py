@@ -207,8 +207,11 @@ def test_train_mode_step_matches_the_reference_formulation(pm, model_a):
         assert ours.item() == pytest.approx(reference.item(), rel=1e-6)
         for (name, p), q in zip(heads[0].named_parameters(), heads[1].parameters(), strict=True):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
+        # the running statistics are means over other row sets of the same products, so they may
+        # differ in the last bits where the matrix kernel blocks rows by their number (AVX-512 MKL
+        # does): about one float32 rounding of the statistics' size (0.15 * 2**-23 = 2e-8)
         for (name, b), c in zip(heads[0].named_buffers(), heads[1].buffers(), strict=True):
-            torch.testing.assert_close(b, c, rtol=1e-6, atol=0, msg=name)
+            torch.testing.assert_close(b, c, rtol=1e-6, atol=1e-7, msg=name)
 
 
 def test_dropout_keeps_with_probability_one_minus_p_and_rescales():

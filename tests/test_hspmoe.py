@@ -76,8 +76,12 @@ def test_forward_and_every_loss_term_match_their_code(golden):
     assert float(total) == pytest.approx(want["Loss/total_loss"], rel=1e-5)
     for name, value in parts.items():
         assert float(value) == pytest.approx(want[f"Loss/{name}"], rel=1e-5, abs=1e-9), name
+    # The distribution term is a KL divergence of two close distributions: a difference of two
+    # entropies of about log(classes) nats, times t**2 = 4, so float32 rounding leaves about
+    # 3 * 2**-23 * 4 = 1.4e-6 of it to the summation order (on an AVX-512 CPU theirs and ours differ
+    # by 2.3e-7, 1.5e-5 of the term; both lie within 1.6e-7 of the same term in float64).
     for name, value in terms.items():
-        assert float(value) == pytest.approx(meta["terms_eval_mode"][name], rel=1e-5), name
+        assert float(value) == pytest.approx(meta["terms_eval_mode"][name], rel=1e-5, abs=1.4e-6), name
 
 
 @pytest.fixture(scope="module")
