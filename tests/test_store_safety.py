@@ -294,21 +294,28 @@ def _entry() -> DatasetEntry:
 DEAD_PID = 2**22 + 12345
 
 
-class Killed(BaseException):
-    """The process died here: nothing after this point touches the file system."""
+def _died(store: Path) -> None:
+    """The lock files of `store` as this process's death leaves them: naming a pid that is gone."""
+    alive = f"{socket.gethostname()} {os.getpid()}"
+    for lock in store.rglob("*.lock"):
+        text = lock.read_text()
+        if text.split("\n")[0] == alive:
+            lock.write_text(text.replace(alive, f"{socket.gethostname()} {DEAD_PID}", 1))
 
 
-def _mutations(monkeypatch, kill_at: int) -> dict:
-    """Count every change the store makes to the file system and die at the `kill_at`-th; once
-    dead, every later change dies too (as if the process were gone: no cleanup runs)."""
-
+def _copied_before_every_change(monkeypatch, store: Path, copies: Path) -> list[Path]:
+    """Copy `store` before each change the writer makes to it (every chunk and metadata write,
+    rename, removal, folder): copy k is what a kill -9 just before the k-th change leaves, since
+    a process killed there makes no change after it (no cleanup runs). zarr writes from threads:
+    at each change the changes under way complete and none starts until the copy is made, as a
+    kill lets what the kernel has begun finish. Returns the copies, in order, as they are made."""
     import threading
 
     import zarr.storage._local
 
-    state = {"n": 0, "dead": False, "in_flight": 0}
-    turn = threading.Condition()  # zarr writes from threads: a change under way completes before the "kill"
-
+    made: list[Path] = []
+    state = {"copying": False, "in_flight": 0}
+    turn = threading.Condition()
     inside = threading.local()  # a change made inside another (zarr's write, then its rename) is part of it
 
     def wrap(fn):
@@ -316,12 +323,19 @@ def _mutations(monkeypatch, kill_at: int) -> dict:
             if getattr(inside, "yes", False):
                 return fn(*a, **kw)
             with turn:
-                state["n"] += 1
-                state["dead"] = state["dead"] or state["n"] == kill_at
-                if state["dead"]:
-                    turn.wait_for(lambda: state["in_flight"] == 0)
-                    raise Killed
-                state["in_flight"] += 1
+                turn.wait_for(lambda: not state["copying"])
+                state["copying"] = True
+                turn.wait_for(lambda: state["in_flight"] == 0)
+                inside.yes = True  # the copy's own folders and files are not the writer's changes
+                try:
+                    made.append(copies / f"s{len(made) + 1}.zarr")
+                    shutil.copytree(store, made[-1])
+                    _died(made[-1])
+                finally:
+                    inside.yes = False
+                    state["copying"] = False
+                    state["in_flight"] += 1
+                    turn.notify_all()
             inside.yes = True
             try:
                 return fn(*a, **kw)
@@ -340,7 +354,7 @@ def _mutations(monkeypatch, kill_at: int) -> dict:
     for module, name in ((os, "rename"), (os, "replace"), (os, "unlink"), (shutil, "rmtree"), (os, "mkdir")):
         monkeypatch.setattr(module, name, wrap(getattr(module, name)))
     monkeypatch.setattr(Path, "unlink", wrap(Path.unlink))
-    return state
+    return made
 
 
 def _snapshot(path: Path) -> dict:
@@ -365,9 +379,9 @@ def _debris(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("write", ["reimport", "split", "label embeddings"])
 def test_a_kill_at_any_point_of_a_replace_leaves_old_or_new(tmp_path, monkeypatch, write):
-    """Fault injection at every file-system change of a replace (the k-th chunk or metadata
-    write, rename or removal, for every k until the write completes): the store reads wholly the
-    old data or wholly the new, and the next open for writing leaves no debris and the same data."""
+    """A kill at every file-system change of a replace (before the k-th chunk or metadata write,
+    rename or removal, for every k of the write: the store as copied there): the store reads wholly
+    the old data or wholly the new, and the next open for writing leaves no debris and the same data."""
     new_bundle = _bundle(seed=2)  # same videos and classes, other features: derived data is kept
     actions = {
         "reimport": lambda fs: store_bundle(fs, _entry(), new_bundle),
@@ -384,24 +398,21 @@ def test_a_kill_at_any_point_of_a_replace_leaves_old_or_new(tmp_path, monkeypatc
     actions[write](FeatureStore(tmp_path / "whole.zarr"))
     new = _snapshot(tmp_path / "whole.zarr")
     assert new != old
+    store, copies = tmp_path / "s.zarr", tmp_path / "killed"
+    shutil.copytree(template, store)
+    copies.mkdir()
+    with monkeypatch.context() as m:
+        killed = _copied_before_every_change(m, store, copies)
+        actions[write](FeatureStore(store))
+    assert _snapshot(store) == new
     seen = []
-    for k in range(1, 500):
-        store = tmp_path / f"s{k}.zarr"
-        shutil.copytree(template, store)
-        with monkeypatch.context() as m:
-            _mutations(m, k)
-            try:
-                actions[write](FeatureStore(store))
-            except Killed:
-                pass
-            else:
-                break  # k is past the write's last change: every point has been tried
-        now = _snapshot(store)
+    for k, copy in enumerate(killed, 1):
+        now = _snapshot(copy)
         assert now in (old, new), k
         seen.append(now == new)
-        FeatureStore(store).open_for_writing()  # the next writer tidies up
-        assert _snapshot(store) == now and _debris(store) == [], (k, _debris(store))
-        shutil.rmtree(store)
+        FeatureStore(copy).open_for_writing()  # the next writer tidies up
+        assert _snapshot(copy) == now and _debris(copy) == [], (k, _debris(copy))
+        shutil.rmtree(copy)
     # the kills before the commit leave the old data, those after it the new one
     assert len(seen) > 3 and seen == sorted(seen) and seen[0] is False and seen[-1] is True, seen
 
