@@ -6,14 +6,18 @@ Fixtures, one meaning per name:
   demo_copy        a copy of it, this test's to change
   trained_run      a run with helpers.SMOKE (1 epoch x 2 batches) on the demo (read-only: copy it to change it)
   tiny_run         a run of 2 epochs x 2 batches, trained with --run (read-only)
-  reference_run    seed 42 with helpers.FAST (3 epochs x 30 batches), what determinism tests compare with
+  alone_runs       seeds 42 and 43 with helpers.FAST (3 epochs x 30 batches), each trained alone
+                   (--no-stack): their method folder, and what the command said (stderr.txt beside)
+  reference_run    alone_runs' seed 42, what determinism tests compare with
   stacked_runs     seeds 42 and 43 with helpers.FAST, trained as one stack: their method folder
 The read-only ones are made once per test session, also under pytest-xdist: the first worker to
 need one builds it under the session's temporary root, the others wait for it (a file lock)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -240,12 +244,26 @@ def tiny_run(tmp_path_factory, demo_store):
 
 
 @pytest.fixture(scope="session")
-def reference_run(tmp_path_factory, demo_store):
+def alone_runs(tmp_path_factory, demo_store):
+    """Seeds 42 and 43, uninterrupted (FAST), each trained alone (`--no-stack`): the folder of
+    their method; `stderr.txt` in the fixture's folder holds what the command printed there
+    (read-only: copy a run to change it)."""
+    def make(folder):
+        folder.mkdir()
+        said = io.StringIO()
+        with contextlib.redirect_stderr(said):
+            _train("--store", demo_store, "--runs-dir", folder / "runs", *FAST, "--seeds", "2", "--no-stack")
+        (folder / "stderr.txt").write_text(said.getvalue())
+
+    return made_once(tmp_path_factory, "alone", make) / "runs" / "demo" / FAST_RUN
+
+
+@pytest.fixture(scope="session")
+def reference_run(alone_runs):
     """One uninterrupted run (seed 42, FAST) that resumed, repeated and moved runs are compared
-    with byte for byte (read-only: copy it to change it)."""
-    runs = made_once(tmp_path_factory, "runs", lambda folder: _train("--store", demo_store, "--runs-dir", folder,
-                                                                      *FAST))
-    return runs / "demo" / FAST_RUN / "seed42"
+    with byte for byte (read-only: copy it to change it). A run trained alone has the same bytes
+    whatever else the command trained (each run seeds its own generators)."""
+    return alone_runs / "seed42"
 
 
 @pytest.fixture(scope="session")

@@ -647,10 +647,14 @@ def test_bad_inputs_fail_cleanly(cli, demo_store, reference_run, tmp_path):
     # unknown run
     assert "no such run" in one_error_line(cli("evaluate", tmp_path / "nope"))
     # a folder above a run, and a stage folder inside one: the message names the run
-    runs = reference_run.parents[2]
+    runs, run = tmp_path / "runs", tmp_path / "runs" / "demo" / FAST_RUN / "seed42"  # the run alone in its folder
+    shutil.copytree(reference_run, run)
     assert one_error_line(cli("evaluate", runs)) == (
-        f"Error: {runs} is a folder of runs, not a run: evaluate one of them ({reference_run}), "
+        f"Error: {runs} is a folder of runs, not a run: evaluate one of them ({run}), "
         f"or tabulate them all with `clipclap report {runs}`")
+    assert one_error_line(cli("evaluate", reference_run.parents[2])).startswith(
+        f"Error: {reference_run.parents[2]} is a folder of runs, not a run: evaluate one of them ({reference_run} "
+        "and 1 more)")
     assert one_error_line(cli("evaluate", reference_run / "stage1")) == (
         f"Error: {reference_run / 'stage1'} is inside the run {reference_run}: evaluate that folder")
     # stage 2 without stage 1, then evaluate of a run with stage 1 missing
