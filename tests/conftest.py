@@ -251,8 +251,12 @@ def alone_runs(tmp_path_factory, demo_store):
     def make(folder):
         folder.mkdir()
         said = io.StringIO()
-        with contextlib.redirect_stderr(said):
-            _train("--store", demo_store, "--runs-dir", folder / "runs", *FAST, "--seeds", "2", "--no-stack")
+        try:
+            with contextlib.redirect_stderr(said):
+                _train("--store", demo_store, "--runs-dir", folder / "runs", *FAST, "--seeds", "2", "--no-stack")
+        except BaseException:
+            sys.stderr.write(said.getvalue())  # what went wrong, where pytest shows it
+            raise
         (folder / "stderr.txt").write_text(said.getvalue())
 
     return made_once(tmp_path_factory, "alone", make) / "runs" / "demo" / FAST_RUN
