@@ -334,8 +334,8 @@ def _copied_before_every_change(monkeypatch, store: Path, copies: Path) -> list[
                 finally:
                     inside.yes = False
                     state["copying"] = False
-                    state["in_flight"] += 1
                     turn.notify_all()
+                state["in_flight"] += 1  # only for a change that goes ahead (not after a failed copy)
             inside.yes = True
             try:
                 return fn(*a, **kw)
