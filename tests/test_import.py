@@ -199,11 +199,10 @@ def small_tree(tmp_path):
 
 
 @pytest.fixture
-def populated(tmp_path, small_tree, cli):
-    """A store that already holds the demo dataset (so 'unchanged' means something)."""
-    store = tmp_path / "s.zarr"
-    assert cli("demo", "--no-train", "--store", store).exit_code == 0
-    return store
+def populated(demo_copy):
+    """A store that already holds the demo dataset (so 'unchanged' means something): a copy of
+    the session's demo store, which is what `clipclap demo --no-train` writes into a new store."""
+    return demo_copy
 
 
 def _assert_fails(cli, store, root, *needles):

@@ -89,7 +89,7 @@ def test_in_process_dataset_plugin_adds_whole_dataset(pm, cli, tmp_path):
     assert rows["mine-ds"]["plugin"] == "mine-plugin" and rows["mine-ds"]["defined_in"] == "plugin mine-plugin"
 
 
-def test_a_plugin_s_text_encoder_embeds_labels_and_they_train(pm, cli, tmp_path):
+def test_a_plugin_s_text_encoder_embeds_labels_and_they_train(pm, cli, demo_copy, tmp_path):
     """`embed --encoder NAME --as clip` runs a plugin's text encoder (here letter counts) over the
     dataset's clip_text templates and stores the result as the CLIP label embeddings, which a
     run then trains on; an encoder without label embeddings, or no --as for a name that is no
@@ -117,8 +117,7 @@ def test_a_plugin_s_text_encoder_embeds_labels_and_they_train(pm, cli, tmp_path)
             return total / np.linalg.norm(total)
 
     register_plugin(pm, "letters-plugin", encoders=[Letters()])
-    store = tmp_path / "s.zarr"
-    assert cli("demo", "--no-train", "--store", store).exit_code == 0
+    store = demo_copy
     before = tree_digest(store)
     for args, line in (
         (("--encoder", "letters"), "Error: --as 'letters': the label embeddings are clip and clap; say which one "
