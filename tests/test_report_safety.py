@@ -5,6 +5,7 @@ results, and no JSON they write holds NaN or infinity."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
+from conftest import made_once
 from helpers import one_error_line as _one_error_line
 from helpers import tree_digest
 
@@ -41,23 +43,25 @@ def _percent(runs: list[Path], metric: str) -> list[float]:
 @pytest.fixture(scope="module")
 def two_data(tmp_path_factory, demo_store):
     """clipclap seeds 1 and 2 on the demo store (A) and on a demo of another seed (B, other
-    data); seed 3 on a copy of A (the same data in another place); zeroshot seeds 1 and 2 on B."""
+    data); seed 3 on a copy of A (the same data in another place); zeroshot seeds 1 and 2 on B.
+    Trained once per session (the tests that read them may run on different xdist workers)."""
     from clipclap_cli.cli import run
     from clipclap_cli.plugins.manager import make_plugin_manager
-
-    root = tmp_path_factory.mktemp("two-data")
-    other, copy = root / "other.zarr", root / "copy.zarr"
-    shutil.copytree(demo_store, copy)
 
     def cli(*args):
         assert run([str(a) for a in args], make_plugin_manager(entrypoints=False)) == 0, args
 
-    cli("demo", "--no-train", "--seed", "9", "--store", other)
-    cli("train", "demo", "--store", demo_store, "--runs-dir", root / "a", "--seeds", "2", "--seed", "1", *TINY)
-    cli("train", "demo", "--store", other, "--runs-dir", root / "b", "--seeds", "2", "--seed", "1", *TINY)
-    cli("train", "demo", "--store", copy, "--runs-dir", root / "copy", "--seed", "3", *TINY)
-    cli("train", "demo", "--store", other, "--runs-dir", root / "b", "--head", "zeroshot", "--seeds", "2",
-        "--seed", "1")
+    def make(root: Path) -> None:
+        other, copy = root / "other.zarr", root / "copy.zarr"
+        shutil.copytree(demo_store, copy)
+        cli("demo", "--no-train", "--seed", "9", "--store", other)
+        cli("train", "demo", "--store", demo_store, "--runs-dir", root / "a", "--seeds", "2", "--seed", "1", *TINY)
+        cli("train", "demo", "--store", other, "--runs-dir", root / "b", "--seeds", "2", "--seed", "1", *TINY)
+        cli("train", "demo", "--store", copy, "--runs-dir", root / "copy", "--seed", "3", *TINY)
+        cli("train", "demo", "--store", other, "--runs-dir", root / "b", "--head", "zeroshot", "--seeds", "2",
+            "--seed", "1")
+
+    root = made_once(tmp_path_factory, "two-data", make)
     runs = {name: sorted(p.parent for p in (root / name).rglob("results.json")) for name in ("a", "b", "copy")}
     a = runs["a"]
     b = [p for p in runs["b"] if "zeroshot" not in str(p)]
@@ -207,32 +211,49 @@ DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("case", list(DAMAGE))
-def test_a_damaged_run_is_left_out_of_the_table_and_the_figures(cli, trained_run, tmp_path, case):
-    """Beside a good run of the same settings (another seed, so it would join its row; the
-    damaged one under `damaged/`, which the session's walk for NaN in JSON leaves alone): one
-    line names the damaged run and what is wrong; the table and the figures have the good run
-    only; no traceback, with matplotlib installed."""
+@pytest.fixture(scope="module")
+def damaged_report(tmp_path_factory, trained_run):
+    """One `report --plots` over a good run and, beside it, one copy of it per kind of DAMAGE
+    (seed 43, so that each would join the good run's row), each damaged its own way, under
+    `damaged/` (which the session's walk for NaN in JSON leaves alone): what the report printed,
+    its exit status, the good run, each case's damaged run and the figures' names."""
     pytest.importorskip("matplotlib")  # the plots extra is part of the test environment (.venv)
-    damage, says = DAMAGE[case]
-    runs = tmp_path / "runs"
-    good, bad = runs / "good" / "seed42", runs / "damaged" / "seed43"
+    from clipclap_cli.cli import run
+    from clipclap_cli.plugins.manager import make_plugin_manager
+
+    root = tmp_path_factory.mktemp("damaged-runs")
+    runs, plots = root / "runs", root / "plots"
+    good = runs / "good" / "seed42"
     shutil.copytree(trained_run, good)
-    shutil.copytree(trained_run, bad)
-    _edit_results(lambda r: r.update(seed=43))(bad)
-    damage(bad)
-    plots = tmp_path / "plots"
-    r = cli("report", runs, "--format", "json", "--plots", plots)
-    assert r.exit_code == 0, r
-    assert "Traceback" not in r.stderr
-    warnings = [line for line in r.stderr.splitlines() if str(bad) in line]
-    assert len(warnings) == 1 and warnings[0].startswith(f"left out: {bad}: ") and says in warnings[0], r.stderr
-    [cell] = json.loads(r.stdout)
+    bad = {}
+    for i, (case, (damage, _)) in enumerate(DAMAGE.items()):
+        bad[case] = runs / "damaged" / f"case{i:02d}" / "seed43"
+        shutil.copytree(trained_run, bad[case])
+        _edit_results(lambda r: r.update(seed=43))(bad[case])
+        damage(bad[case])
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run(["report", str(runs), "--format", "json", "--plots", str(plots)],
+                   make_plugin_manager(entrypoints=False))
+    return code, out.getvalue(), err.getvalue(), good, bad, sorted(p.name for p in plots.iterdir())
+
+
+@pytest.mark.xdist_group("damaged-runs")  # every case reads the one report: drawn once, on one worker
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_damaged_run_is_left_out_of_the_table_and_the_figures(damaged_report, case):
+    """Beside a good run of the same settings and the other cases' damaged runs: one line names
+    this case's damaged run and what is wrong; the table and the figures have the good run only;
+    no traceback, with matplotlib installed."""
+    code, stdout, stderr, good, bad, names = damaged_report
+    bad, says = bad[case], DAMAGE[case][1]
+    assert code == 0 and "Traceback" not in stderr, stderr
+    warnings = [line for line in stderr.splitlines() if str(bad) in line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"left out: {bad}: ") and says in warnings[0], stderr
+    [cell] = json.loads(stdout)
     assert cell["n"] == 1 and cell["runs"] == [str(good)]
     assert cell["mean"]["hm"] == pytest.approx(100 * _results(good)["test"]["hm"])
-    names = sorted(p.name for p in plots.iterdir())
     assert len(names) == 4 and names[0] == "comparison.png", names  # the good run's three and the comparison
-    assert all("_good_" in n for n in names[1:]) and not any("damaged" in n for n in names)
+    assert all("_good_" in n for n in names[1:]) and not any("damaged" in n or "case" in n for n in names)
 
 
 def test_the_html_page_shows_only_the_runs_the_table_kept(cli, trained_run, tmp_path):
