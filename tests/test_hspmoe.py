@@ -290,13 +290,15 @@ def hspmoe_runs(tmp_path_factory, demo_store):
     whole run each (both stages and the test evaluation) on the demo."""
     from clipclap_cli.cli import run
     from clipclap_cli.plugins.manager import make_plugin_manager
+    from conftest import made_once
     from helpers import SMOKE
 
-    runs = tmp_path_factory.mktemp("hspmoe_runs")
-    for extra in ((), ("-p", "far=false", "-p", "moe=false")):
-        assert run(["train", "demo", "--store", str(demo_store), "--runs-dir", str(runs), "--head", "hspmoe",
-                    *SMOKE, *extra], make_plugin_manager(entrypoints=False)) == 0
-    return runs
+    def make(runs: Path) -> None:
+        for extra in ((), ("-p", "far=false", "-p", "moe=false")):
+            assert run(["train", "demo", "--store", str(demo_store), "--runs-dir", str(runs), "--head", "hspmoe",
+                        *SMOKE, *extra], make_plugin_manager(entrypoints=False)) == 0
+
+    return made_once(tmp_path_factory, "hspmoe-runs", make)  # trained once per session, read only
 
 
 def test_an_ablation_preset_trains_on_the_demo_and_says_so(hspmoe_runs):

@@ -22,6 +22,10 @@ from clipclap_cli.store.feature_store import FeatureStore
 from helpers import SMOKE, tree_digest
 from media_files import write_video
 
+# one worker runs the module: every test reads the dataset and run of `made` (extracted, embedded
+# and trained once) and some add files beside them
+pytestmark = pytest.mark.xdist_group("predict-inputs")
+
 CLASSES = ("Archery", "Drumming", "Fencing", "Rowing")
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "of", "photo", "video", "sound", "is", "this",
          ".", "can", "be", "heard", "arch", "##ery", "drum", "##ming", "fen", "##cing", "row", "##ing", "ska",
