@@ -51,6 +51,27 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         sys.modules["torch"].set_num_threads(1)
 
 
+#: what the forkserver of a test process imports before it forks workers: the union of what
+#: `train --jobs` and `extract --workers` ask of it (see `_worker_server`)
+WORKER_PRELOAD = ["__main__", "torch", "torch._dynamo", "clipclap_cli.train.jobs", "clipclap_cli.extract.extraction"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _worker_server():
+    """multiprocessing's forkserver is one per process (`clipclap_cli.processes.worker_context`),
+    started by the first command that asks for workers, with that command's imports. A `clipclap`
+    process runs one command, so its workers start with what they need; a test process runs many,
+    and where `extract --workers` came first (it preloads nothing), each later `train --jobs`
+    worker imported torch's compiler stack and the trainer itself, some 3 s of CPU apiece. Started
+    here at the session's start, in the background, with what both commands preload."""
+    import multiprocessing
+    import multiprocessing.forkserver
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        multiprocessing.get_context("forkserver").set_forkserver_preload(WORKER_PRELOAD)
+        multiprocessing.forkserver.ensure_running()
+
+
 def pytest_sessionstart(session):
     """Without the goldens and benchmarks most tests cannot run: say so once, not 200 times."""
     reason = missing()
