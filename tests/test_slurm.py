@@ -9,8 +9,11 @@ write. Runs use `--threads 1` on both sides: a run's numbers depend on its CPU t
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,12 +31,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 slurm = slurm_cluster.slurm  # the fixture: a one-node cluster, up
 
 SLURM = ("--launcher", "slurm", "--cpus", "1")
-#: a run long enough for a task to be killed mid-run: scancel takes a second or so to land, and
-#: on an idle machine an epoch of 50 batches of 8 takes over half of one, so the nine epochs
-#: after the first leave several seconds (with 3 epochs the run once finished before the kill
-#: did). Small batches: what is compared is a killed and resumed run with one trained here.
-LONGER_EPOCHS = 10
-LONGER = ("--epochs", str(LONGER_EPOCHS), "--batches-per-epoch", "50", "--batch-size", "8")
+#: a run long enough that its task is killed mid-run: the test kills the task's processes as soon
+#: as its first epoch is written, which takes it a fraction of a second, and the five epochs after
+#: it take longer than that. Small batches: what is compared is a killed and resumed run with one
+#: trained here.
+LONGER_EPOCHS = 6
+LONGER = ("--epochs", str(LONGER_EPOCHS), "--batches-per-epoch", "30", "--batch-size", "8")
 BROKEN_HEAD = '''
 from clipclap_cli import hookimpl
 from clipclap_plugins.clipclap_head import ClipClapHead
@@ -73,6 +76,41 @@ def _until(check, what: str, timeout: float = PATIENCE_S):
     return found
 
 
+def _environments() -> dict[int, set[bytes]]:
+    """Every process's environment (those this test may read), as a set of VAR=VALUE."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit():
+                found[int(proc.name)] = set((proc / "environ").read_bytes().split(b"\0"))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
+def _kill_task(task: str) -> int:
+    """kill -9 of every process of task JOB or JOB_TASK (the one node is this machine), as the
+    out-of-memory killer or a lost node would end it: at once, wherever its run stands. (`scancel
+    --signal=KILL` reaches the batch script at once but the step that trains only when SLURM ends
+    the job, a second or more later on a loaded machine, by which time a short run has finished.)
+    Its batch script names the array task; the step (srun's) carries only the task's own job id.
+    How many processes it killed."""
+    job, _, index = task.partition("_")
+    environments = _environments()
+    if index:
+        wanted = {f"SLURM_ARRAY_JOB_ID={job}".encode(), f"SLURM_ARRAY_TASK_ID={index}".encode()}
+        ids = {v for env in environments.values() if wanted <= env for v in env if v.startswith(b"SLURM_JOB_ID=")}
+    else:
+        ids = {f"SLURM_JOB_ID={job}".encode()}
+    killed = 0
+    for pid, env in environments.items():
+        if env & ids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+    return killed
+
+
 def _queued(task: str) -> bool:
     out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, check=True).stdout
     return task in out.split()
@@ -93,7 +131,7 @@ def test_a_grid_as_array_tasks_equals_the_grid_trained_here(slurm, cli, demo_sto
     assert (tmp_path / "slurm" / ".slurm" / "jobs.json").read_bytes() == recorded  # nothing submitted
 
 
-def test_a_cancelled_task_is_resubmitted_and_resumes(slurm, cli, demo_store, tmp_path):
+def test_a_killed_task_is_resubmitted_and_resumes(slurm, cli, demo_store, tmp_path):
     """Killed after its first epoch, the task's run trains on from there when the same command
     runs again, to the files of the run trained here without a stop (stage 1: the files compared)."""
     args = ("--stage", "1", "--threads", "1", *SLURM, "--partition", OTHER)
@@ -103,7 +141,7 @@ def test_a_cancelled_task_is_resubmitted_and_resumes(slurm, cli, demo_store, tmp
     assert f"SLURM task {job['task']}: pending" in r.stderr
     metrics = Path(folder) / "stage1" / "metrics.jsonl"
     _until(lambda: metrics.exists() and metrics.read_text().count("\n") >= 1, "the first epoch")
-    subprocess.run(["scancel", "--full", "--signal=KILL", job["task"]], check=True)
+    assert _kill_task(job["task"]) > 0, f"no process of task {job['task']} found"
     _until(lambda: not _queued(job["task"]), "the task to leave the queue")
     before = metrics.read_text().splitlines()
     assert len(before) < LONGER_EPOCHS and not (Path(folder) / "stage1" / "result.json").exists()
