@@ -301,6 +301,7 @@ def hspmoe_runs(tmp_path_factory, demo_store):
     return made_once(tmp_path_factory, "hspmoe-runs", make)  # trained once per session, read only
 
 
+@pytest.mark.xdist_group("hspmoe-runs")  # the first trains `hspmoe_runs`, the others read it
 def test_an_ablation_preset_trains_on_the_demo_and_says_so(hspmoe_runs):
     folders = sorted(p.parent.parent.name for p in hspmoe_runs.rglob("results.json"))
     assert len(folders) == 2 and all(f.startswith("hspmoe") for f in folders)
@@ -311,6 +312,7 @@ def test_an_ablation_preset_trains_on_the_demo_and_says_so(hspmoe_runs):
         assert all(0 <= test[m] <= 1 for m in ("seen", "unseen", "hm", "zsl"))
 
 
+@pytest.mark.xdist_group("hspmoe-runs")
 @pytest.mark.parametrize("fmt", ["markdown", "csv", "latex", "html", "json"])
 def test_the_heads_rows_are_in_every_report_format(cli, hspmoe_runs, fmt):
     r = cli("report", hspmoe_runs, "--format", fmt)

@@ -40,6 +40,11 @@ def _percent(runs: list[Path], metric: str) -> list[float]:
 
 # ---------------------------------------------------------------- runs of different data
 
+#: the tests that read `two_data` run on one worker, one after another: the first trains the runs,
+#: the others read them (on two workers at once, one would wait for the other to train them)
+TWO_DATA = pytest.mark.xdist_group("two-data")
+
+
 @pytest.fixture(scope="module")
 def two_data(tmp_path_factory, demo_store):
     """clipclap seeds 1 and 2 on the demo store (A) and on a demo of another seed (B, other
@@ -70,6 +75,7 @@ def two_data(tmp_path_factory, demo_store):
     return root, a, b, zeroshot, runs["copy"][0]
 
 
+@TWO_DATA
 def test_runs_of_different_data_are_never_seeds_of_one_row(cli, two_data):
     """The same head and seeds trained on two demo stores of different data: two columns of two
     seeds each, labelled by their data digests, in every format; never one mean over 4 seeds."""
@@ -101,6 +107,7 @@ def test_runs_of_different_data_are_never_seeds_of_one_row(cli, two_data):
     assert page.count(col_a) >= 2 and page.count(col_b) >= 2  # the results table and the runs table
 
 
+@TWO_DATA
 def test_the_same_data_in_another_store_is_one_row(cli, two_data):
     """The digest is of every number a run read: a copy of the store holds the same data, so its
     run is a third seed of the same row (and the report names both stores)."""
@@ -115,6 +122,7 @@ def test_the_same_data_in_another_store_is_one_row(cli, two_data):
     assert "different data" not in r.stderr
 
 
+@TWO_DATA
 def test_paired_tests_compare_runs_of_the_same_data_only(cli, two_data):
     """zeroshot on B is tested against clipclap on B, paired by seed, never against A's rows."""
     _, a, b, zeroshot, _ = two_data
@@ -132,6 +140,7 @@ def test_paired_tests_compare_runs_of_the_same_data_only(cli, two_data):
     assert all(not c["against"] for key, c in cells.items() if key[0] == "clipclap")
 
 
+@TWO_DATA
 def test_a_run_without_a_recorded_digest_is_not_averaged_with_one_that_has_it(cli, two_data, tmp_path):
     """A run from before the digest was recorded (here: edited out) is told apart by its store."""
     _, a, _, _, _ = two_data
