@@ -6,7 +6,7 @@ Fixtures, one meaning per name:
   demo_copy        a copy of it, this test's to change
   trained_run      a run with helpers.SMOKE (1 epoch x 2 batches) on the demo (read-only: copy it to change it)
   tiny_run         a run of 2 epochs x 2 batches, trained with --run (read-only)
-  alone_runs       seeds 42 and 43 with helpers.FAST (3 epochs x 30 batches), each trained alone
+  alone_runs       seeds 42 and 43 with helpers.FAST (3 epochs x 15 batches), each trained alone
                    (--no-stack): their method folder, and what the command said (stderr.txt beside)
   reference_run    alone_runs' seed 42, what determinism tests compare with
   stacked_runs     seeds 42 and 43 with helpers.FAST, trained as one stack: their method folder

@@ -482,8 +482,7 @@ def test_a_head_named_twice_is_one_run(cli, demo_store, trained_run, tmp_path):
 
 
 def test_changed_settings_do_not_silently_mix(cli, demo_store, reference_run, tmp_path):
-    r = cli("train", "demo", "--store", demo_store, "--run", reference_run,
-            "--epochs", "5", "--batches-per-epoch", "30")
+    r = cli("train", "demo", "--store", demo_store, "--run", reference_run, "--epochs", "5", *FAST[2:])
     assert r.exit_code == 1 and "exists with different settings (train.epochs)" in r.stderr
 
 
@@ -865,7 +864,7 @@ def test_report_groups_seeds_as_mean_and_std(cli, stacked_runs, tmp_path):
     r = cli("report", stacked_runs, "--format", "csv", "--plots", tmp_path / "plots")
     assert r.exit_code == 0, r
     [cells] = csv.DictReader(io.StringIO(r.stdout))
-    assert cells["method"] == "clipclap (epochs=3, batches-per-epoch=30)"  # the schedule is not the paper's
+    assert cells["method"] == "clipclap (epochs=3, batches-per-epoch=15)"  # the schedule is not the paper's
     assert cells["n"] == "2" and cells["seeds"] == "42 43"
     assert float(cells["hm_mean"]) == pytest.approx(statistics.fmean(hm), abs=1e-4)
     assert float(cells["hm_std"]) == pytest.approx(statistics.stdev(hm), abs=1e-4)
@@ -909,7 +908,7 @@ def test_report_published_adds_the_papers_rows(cli, reference_run, tmp_path):
     assert r.exit_code == 0, r
     rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "Method" not in line]
     ours = " | ".join(f"{100 * test[m]:.2f}" for m in ("seen", "unseen", "hm", "zsl"))
-    assert rows == [f"| clipclap (epochs=3, batches-per-epoch=30) | 1 | {ours} |",  # n: one seed
+    assert rows == [f"| clipclap (epochs=3, batches-per-epoch=15) | 1 | {ours} |",  # n: one seed
                     "| clipclap (paper) | – | 60.00 | 43.20 | 50.25 | 40.50 |",  # below the head's runs, any settings
                     "| model-x (paper) | – | – | – | 12.50 | 3.00 |"]
     assert r.stdout.rstrip().endswith("Percent; one seed per entry; '(paper)': the published results.")
