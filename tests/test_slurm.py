@@ -96,7 +96,9 @@ def _kill_task(task: str) -> int:
     Its batch script names the array task; the step (srun's) carries only the task's own job id.
     How many processes it killed."""
     job, _, index = task.partition("_")
-    environments = _environments()
+    # the test cluster's jobs only (slurm_cluster.py's ClusterName), should the suite itself run
+    # in a job of a real cluster, whose variables its processes and the test daemons inherit
+    environments = {pid: env for pid, env in _environments().items() if b"SLURM_CLUSTER_NAME=clipclap" in env}
     if index:
         wanted = {f"SLURM_ARRAY_JOB_ID={job}".encode(), f"SLURM_ARRAY_TASK_ID={index}".encode()}
         ids = {v for env in environments.values() if wanted <= env for v in env if v.startswith(b"SLURM_JOB_ID=")}
@@ -104,7 +106,7 @@ def _kill_task(task: str) -> int:
         ids = {f"SLURM_JOB_ID={job}".encode()}
     killed = 0
     for pid, env in environments.items():
-        if env & ids:
+        if env & ids and pid != os.getpid():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
