@@ -3,8 +3,8 @@ clipclap's purposes, so that several processes can share one "bucket" (fsspec's 
 one process's). Each object is written whole and appears at once, as an S3 or GCS upload does
 (written beside, then moved in); clipclap's ObjectStore never renames anything itself.
 
-Use from a test process: `register()`; from a subprocess: `python -c COMMAND_LINE` with this
-folder on PYTHONPATH (see COMMAND_LINE).
+Use from a test process: `register()`; in a clipclap command of its own: `prestarted.clipclap(ARGS,
+prelude=PRELUDE)`, with this folder on PYTHONPATH (as `python -c "PRELUDE; <clipclap's main>" ARGS`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import uuid
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-#: runs the clipclap CLI with objdir:// registered (`python -c COMMAND_LINE ARGS...`)
-COMMAND_LINE = "import object_dir; object_dir.register(); from clipclap_cli.cli import main; main()"
+#: what a clipclap command runs before its main to know objdir:// (see the module's docstring)
+PRELUDE = "import object_dir; object_dir.register()"
 
 
 class ObjectDirFileSystem(LocalFileSystem):

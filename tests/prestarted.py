@@ -132,11 +132,12 @@ def _server_main(fd: int, preload: list[str]) -> None:
     control = socket.socket(fileno=fd)
     request, fds = _serve(control)
     _become(request, fds)
-    os._exit(_run_as_main())
+    os._exit(_run_as_main(request["prelude"]))
 
 
-def _run_as_main() -> int:
-    """`python -m clipclap_cli`, to its exit status, and the interpreter's exit but for its last
+def _run_as_main(prelude: str) -> int:
+    """`python -c "PRELUDE; from clipclap_cli.cli import main; main()"` (`python -m clipclap_cli`
+    without a prelude), to its exit status, and the interpreter's exit but for its last
     step: what it prints for an uncaught exception, its threads joined, its atexit handlers, its
     streams flushed. The last step, freeing every object, is left out: in a child that shares the
     server's memory until it writes to it, that took 1.6 s (copying every page it touches)."""
@@ -146,6 +147,8 @@ def _run_as_main() -> int:
 
     code, interrupted = 0, False
     try:
+        if prelude:  # run as `python -c` runs its code, in a module of its own
+            exec(compile(prelude, "<string>", "exec"), {"__name__": "__prelude__"})
         runpy.run_module("clipclap_cli", run_name="__main__", alter_sys=True)
     except SystemExit as stop:
         if stop.code is None or isinstance(stop.code, int):
@@ -239,7 +242,7 @@ class Process:
     """What `subprocess.Popen` gives, for a command forked by the server."""
 
     def __init__(self, args, *, stdout=None, stderr=None, env=None, cwd=None, text=False, start_new_session=False,
-                 server: _Server | None = None):
+                 prelude: str = "", server: _Server | None = None):
         server = server or _the_server()
         env = dict(os.environ if env is None else env)
         changed = sorted(n for n in set(env) | set(server.env)
@@ -264,7 +267,7 @@ class Process:
         self._server = server
         try:
             self.pid = self._server.start({"args": self.args, "env": env, "cwd": str(cwd or Path.cwd()),
-                                           "new_session": start_new_session}, streams)
+                                           "new_session": start_new_session, "prelude": prelude}, streams)
         finally:
             for fd in {*mine, null}:
                 os.close(fd)
@@ -309,15 +312,19 @@ class Process:
 
 def clipclap(args, **kwargs) -> Process:
     """`python -m clipclap_cli ARGS` started; keywords as `subprocess.Popen`'s (stdout, stderr: PIPE,
-    DEVNULL or None; env, cwd, text, start_new_session)."""
+    DEVNULL or None; env, cwd, text, start_new_session), and `prelude`: Python code the child runs
+    first, as `python -c "PRELUDE; from clipclap_cli.cli import main; main()" ARGS` would (to
+    register what a test defines, such as an fsspec protocol). Pipes give bytes; `communicate`
+    decodes them with `text`."""
     return Process(args, **kwargs)
 
 
-def clipclap_run(args, *, env=None, cwd=None, timeout: float | None = None,
+def clipclap_run(args, *, env=None, cwd=None, timeout: float | None = None, prelude: str = "",
                  server: _Server | None = None) -> subprocess.CompletedProcess:
-    """`subprocess.run([python, -m, clipclap_cli, *args], capture_output=True, text=True)`."""
+    """`subprocess.run([python, -m, clipclap_cli, *args], capture_output=True, text=True)`;
+    `prelude` as `clipclap`'s."""
     process = Process(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, text=True,
-                      server=server)
+                      prelude=prelude, server=server)
     out, err = process.communicate(timeout)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 

@@ -476,22 +476,21 @@ def test_two_shard_processes_share_an_object_store(videos, reference, tmp_path):
     """Two extraction processes at once on one object-store URL: shard 1, started first, waits
     for shard 0 to create the working group; the one that finishes last writes the dataset,
     which equals the single-process folder reference."""
-    from object_dir import COMMAND_LINE, register
+    from object_dir import PRELUDE, register
 
     register()
     url = f"objdir://{tmp_path / 'bucket' / 's.zarr'}"
     root, datasets = videos
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
 
-    def shard(i: int) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", COMMAND_LINE, "extract", "mine", "--videos", str(root),
-                                 "--datasets", str(datasets), "--store", url, *TINY, "--chunk", "2",
-                                 "--workers", "0", "--shard", f"{i}/2"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def shard(i: int):
+        return clipclap(["extract", "mine", "--videos", root, "--datasets", datasets, "--store", url, *TINY, "--chunk",
+                         "2", "--workers", "0", "--shard", f"{i}/2"],
+                        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, prelude=PRELUDE)
 
     second = shard(1)
     ready, _, _ = select.select([second.stderr], [], [], 120)
-    waiting = second.stderr.readline() if ready else ""
+    waiting = second.stderr.readline().decode() if ready else ""
     assert "waiting for shard 0 to create the working group" in waiting, waiting
     first = shard(0)
     results = [(*p.communicate(timeout=240), p.returncode) for p in (first, second)]
@@ -607,9 +606,12 @@ def test_a_decoder_crash_fails_its_video_and_the_run_goes_on(videos, tmp_path):
     as log lines."""
     env = _with_patched_decoder(tmp_path, CRASH_ON="Drumming/clip1", CLIPCLAP_PROGRESS_SECONDS="0")
     root, datasets = videos
-    r = subprocess.run([sys.executable, "-m", "clipclap_cli", "extract", "mine", "--videos", str(root), "--datasets",
-                        str(datasets), "--store", str(tmp_path / "s.zarr"), *TINY, "--chunk", "4", "--workers", "2"],
-                       capture_output=True, text=True, env=env, timeout=600)
+    # The workers decode, not the command: it can be a prestarted one (tests/prestarted.py), which
+    # sets PYTHONPATH for the new interpreter it starts (multiprocessing's forkserver) to find the patch.
+    patch = env.pop("PYTHONPATH")
+    r = clipclap_run(["extract", "mine", "--videos", root, "--datasets", datasets, "--store", tmp_path / "s.zarr",
+                      *TINY, "--chunk", "4", "--workers", "2"], env=env, timeout=600,
+                     prelude=f"import os; os.environ['PYTHONPATH'] = {patch!r}")
     assert r.returncode == 0, r.stderr
     failed = _content(tmp_path / "s.zarr")["failed"]
     assert failed["Drumming/clip1"] == "the decoder crashed on this video (its worker process died)"
