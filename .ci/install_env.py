@@ -70,7 +70,7 @@ def _seconds(url: str) -> float:
             with zipfile.ZipFile(path) as archive:
                 members = archive.infolist()
             return sum(m.file_size for m in members) * SECONDS_PER_BYTE + len(members) * SECONDS_PER_FILE
-        except zipfile.BadZipFile:  # an sdist: pip builds it, which takes what it takes
+        except (zipfile.BadZipFile, OSError):  # an sdist (pip builds it), an unreadable file: a guess
             pass
     return 1.0
 
@@ -117,7 +117,12 @@ def main(args: list[str]) -> int:
     pins = [a for a in args if PINNED.match(a)]
     started = time.monotonic()
     early = subprocess.Popen([*install, *pins]) if pins else None
-    wheels = _planned_wheels(args)
+    try:
+        wheels = _planned_wheels(args)
+    except subprocess.CalledProcessError as e:  # pip has said why
+        if early is not None:
+            early.wait()
+        return e.returncode
     pinned = {_normalised(PINNED.match(p)[1]) for p in pins}
     early_left = sum(w.seconds for w in wheels if w.project in pinned) - (time.monotonic() - started)
     shares = _shares([w for w in wheels if w.project not in pinned], [max(early_left, 0.0), 0.0])
