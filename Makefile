@@ -12,7 +12,8 @@ TEST_WORKERS ?= auto
 # checkout. The suite writes, syncs and removes gigabytes of runs and checkpoints; on the disk
 # that cost 28 s more of its 295 (the 2-core VM: file-system journal, write-back, waits in fsync).
 # Each passing test's folder goes as it ends (pyproject.toml), the whole one when every test
-# passed; a failing test's stays, where its report says. `make test TEST_TMP=` keeps pytest's own place.
+# passed; a failing test's stays, where its report says. `make test TEST_TMP=` keeps pytest's own place;
+# `TEST_TMP=DIR` uses DIR, which pytest empties first (its --basetemp) and make removes after a pass.
 TEST_TMP_FREE_KB := $(shell df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 {print $$4}')
 TEST_TMP ?= $(if $(shell [ "$(TEST_TMP_FREE_KB)" -gt 6000000 ] 2>/dev/null && echo yes),/dev/shm/clipclap-tests-$(shell printf %s "$(CURDIR)" | cksum | cut -d' ' -f1))
 # --durations: the slowest tests, so that a slow run (CI's included) says where its time went.
